@@ -1,0 +1,356 @@
+//! Owns the node's configuration: flags, `HA_*` environment variables and a config file, with
+//! precedence flags > environment > file > default, validated into one `Config`.
+//! Must not start anything; `node` does that with the `Config` it gets.
+//! Invariant: every accepted setting has an effect; a bad value stops start-up with a message.
+//! The table of settings is `Args` below and docs/configuration.md.
+
+mod file;
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+use crate::db::{DbTarget, DsnError};
+
+pub use file::FileValue;
+
+/// The command line, exactly as users write it. Each flag also reads `HA_<FLAG>`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ha",
+    about = "Highly available, leaderless SQLite: HTTP and PostgreSQL front ends, replicated through NATS JetStream",
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+struct Args {
+    /// Database DSN, e.g. "file:my.db?_journal=WAL&_busy_timeout=500" [default: file:ha.db?_journal=WAL&_timeout=5000]
+    #[arg(env = "HA_DSN", value_name = "DSN")]
+    dsn: Option<String>,
+
+    /// Node name, unique in the cluster [default: the host name]
+    #[arg(short = 'n', long, env = "HA_NAME")]
+    name: Option<String>,
+
+    /// HTTP port (0 picks a free one)
+    #[arg(short = 'p', long, env = "HA_PORT", default_value_t = 8080)]
+    port: u16,
+
+    /// Address the HTTP (and later PostgreSQL) listeners bind to
+    #[arg(long, env = "HA_LISTEN_ADDR", default_value = "0.0.0.0")]
+    listen_addr: IpAddr,
+
+    /// Keep the database in memory; a DSN naming an existing file loads it (the file is not modified)
+    #[arg(short = 'm', long, env = "HA_MEMORY", action = ArgAction::SetTrue)]
+    memory: bool,
+
+    /// Config file (YAML, keys are long flag names)
+    #[arg(short = 'c', long, env = "HA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log level
+    #[arg(long, env = "HA_LOG_LEVEL", default_value = "info",
+          value_parser = ["trace", "debug", "info", "warn", "error"])]
+    log_level: String,
+
+    /// Log format
+    #[arg(long, env = "HA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
+    /// Read connections, i.e. queries running at once
+    #[arg(long, env = "HA_CONCURRENT_QUERIES", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrent_queries: u32,
+
+    /// Require "Authorization: Bearer <token>" on every HTTP route except /healthz and /readyz
+    #[arg(long, env = "HA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Largest accepted HTTP request body (e.g. 16MiB, 512KB, 1000000)
+    #[arg(long, env = "HA_MAX_BODY_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    max_body_size: u64,
+
+    /// How long shutdown waits for in-flight requests
+    #[arg(long, env = "HA_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+
+    /// Print version, commit and build date, then exit
+    #[arg(long, action = ArgAction::SetTrue)]
+    version: bool,
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub listen_addr: IpAddr,
+    pub http_port: u16,
+    pub db: DbTarget,
+    pub concurrent_queries: usize,
+    pub log: LogConfig,
+    pub token: Option<Secret>,
+    pub max_body_size: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: String,
+    pub json: bool,
+}
+
+/// A credential: usable, but never printed by `Debug` or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Version,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Help, or a flag error in clap's own words; `exit()` prints it with the right status.
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("config file: unknown setting {0:?} (keys are long flag names, e.g. \"port\")")]
+    UnknownKey(String),
+    #[error(transparent)]
+    Dsn(#[from] DsnError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Command {
+    /// Reads the command line (`argv[0]` first), the environment and the config file.
+    pub fn parse<I, T>(argv: I) -> Result<Command, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let cmd = Args::command();
+        let matches = cmd.clone().try_get_matches_from(&argv)?;
+        if let Some(path) = matches.get_one::<PathBuf>("config") {
+            let settings = file::read(path)?;
+            argv.extend(file_args(&cmd, &matches, settings)?);
+        }
+        let matches = cmd.try_get_matches_from(&argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        if args.version {
+            return Ok(Command::Version);
+        }
+        Ok(Command::Run(Box::new(args.validate()?)))
+    }
+}
+
+/// Turns file settings into extra command-line arguments for the settings that neither a flag
+/// nor an environment variable gave, which is what makes the file the lowest layer.
+fn file_args(
+    cmd: &clap::Command,
+    matches: &clap::ArgMatches,
+    settings: Vec<(String, FileValue)>,
+) -> Result<Vec<OsString>, ConfigError> {
+    let mut extra = Vec::new();
+    let mut positional = None;
+    for (key, value) in settings {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) || (key == "dsn" && a.get_id() == "dsn"))
+            .ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
+        let id = arg.get_id().as_str();
+        if id == "config" || id == "version" {
+            return Err(ConfigError::UnknownKey(key));
+        }
+        let given = matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if given {
+            continue;
+        }
+        match (id, value) {
+            ("dsn", FileValue::Text(v)) => positional = Some(v),
+            (_, FileValue::Flag(true)) if !arg.get_action().takes_values() => {
+                extra.push(format!("--{key}").into())
+            }
+            (_, FileValue::Flag(false)) if !arg.get_action().takes_values() => {}
+            (_, FileValue::Flag(b)) => extra.push(format!("--{key}={b}").into()),
+            (_, FileValue::Text(v)) => extra.push(format!("--{key}={v}").into()),
+        }
+    }
+    if let Some(dsn) = positional {
+        extra.push("--".into());
+        extra.push(dsn.into());
+    }
+    Ok(extra)
+}
+
+impl Args {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
+        let name = match self.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(ConfigError::Invalid("--name must not be empty".into()));
+            }
+            Some(n) => n,
+            None => host_name(),
+        };
+        if let Some(t) = &self.token
+            && t.trim().is_empty()
+        {
+            return Err(ConfigError::Invalid("--token must not be empty".into()));
+        }
+        let max_body_size = usize::try_from(self.max_body_size)
+            .ok()
+            .filter(|n| *n >= 1024)
+            .ok_or_else(|| ConfigError::Invalid("--max-body-size must be at least 1KiB".into()))?;
+        Ok(Config {
+            name,
+            listen_addr: self.listen_addr,
+            http_port: self.port,
+            db,
+            concurrent_queries: self.concurrent_queries as usize,
+            log: LogConfig {
+                level: self.log_level,
+                json: self.log_format == "json",
+            },
+            token: self.token.map(Secret),
+            max_body_size,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests: a file database in `dir`, HTTP on a free port of 127.0.0.1.
+    pub fn for_test(dir: &Path) -> Config {
+        let dsn = format!("file:{}", dir.join("ha.db").display());
+        Config {
+            name: "test".into(),
+            listen_addr: IpAddr::from([127, 0, 0, 1]),
+            http_port: 0,
+            db: DbTarget::parse(Some(&dsn), false).expect("test DSN is valid"),
+            concurrent_queries: 8,
+            log: LogConfig {
+                level: "info".into(),
+                json: false,
+            },
+            token: None,
+            max_body_size: 16 << 20,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ha".into())
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("not a size ({e}); write e.g. 16MiB, 512KB or 1000000"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("not a duration ({e}); write e.g. 15s, 500ms or 2m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("ha").chain(args.iter().copied());
+        match Command::parse(argv)? {
+            Command::Run(c) => Ok(*c),
+            Command::Version => panic!("unexpected --version"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.concurrent_queries, 50);
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.db.file_name(), "ha.db");
+        assert!(!c.db.is_memory());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(run(&["--log-level", "loud"]).is_err());
+        assert!(run(&["--concurrent-queries", "0"]).is_err());
+        assert!(run(&["--shutdown-timeout", "soon"]).is_err());
+        assert!(run(&["--max-body-size", "lots"]).is_err());
+        assert!(run(&["--config", "/nonexistent/ha.yaml"]).is_err());
+        assert!(run(&["file:x.db?_nope=1"]).is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(
+            &path,
+            "port: 9001\nconcurrent-queries: 7\nmemory: true\ndsn: my.db\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = run(&["-c", p, "--port", "9002"]).unwrap();
+        assert_eq!(c.http_port, 9002);
+        assert_eq!(c.concurrent_queries, 7);
+        assert!(c.db.is_memory());
+        assert_eq!(c.db.file_name(), "my.db");
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_file_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(&path, "prot: 9001\n").unwrap();
+        assert!(matches!(
+            run(&["-c", path.to_str().unwrap()]),
+            Err(ConfigError::UnknownKey(k)) if k == "prot"
+        ));
+        std::fs::write(&path, "port: many\n").unwrap();
+        assert!(run(&["-c", path.to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = run(&["--token", "hunter2"]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Owns everything that touches SQLite: DSN reading, connections, the read pool, the single
+//! writer thread, statement execution and backups.
+//! Must not know about HTTP, PostgreSQL or NATS; callers go through `exec`.
+//! Invariant: SQLite runs only on the writer thread or on blocking-pool threads, never on async
+//! workers, and only the writer thread writes.
+//! See `writer` for the write path and `statement` for how one statement runs.
+
+pub mod dsn;
+mod open;
+mod reader;
+mod statement;
+pub mod value;
+mod writer;
+
+pub use dsn::{DbTarget, DsnError, Location};
+pub use statement::{Column, ExecSummary, Params, Rows, Stmt, StmtResult};
+pub use value::Value;
+
+pub(crate) use open::OpenSpec;
+pub(crate) use reader::{ReadOutcome, ReadPool};
+pub(crate) use writer::{WriterConfig, WriterHandle};
+
+/// Why the database layer could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open database {target}: {source}")]
+    Open {
+        target: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The SQL text could not be compiled (syntax error, unknown table or column, …).
+    #[error("{message}")]
+    Prepare { message: String },
+    /// The statement compiled but failed while running.
+    #[error("{source}")]
+    Run {
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "several SQL statements in one \"sql\" are not allowed; send an array of statements instead"
+    )]
+    MultipleStatements,
+    #[error("the SQL text is empty")]
+    EmptyStatement,
+    #[error("{0}")]
+    Params(String),
+    #[error("{0}")]
+    Unsupported(String),
+    /// The transaction this batch was grouped with was rolled back by SQLite (for example a full
+    /// disk); the batch itself may be fine and can be retried.
+    #[error("transaction aborted: {0}")]
+    Aborted(String),
+    /// Which statement of a multi-statement batch failed (0-based `index`).
+    #[error("statement {}: {source}", index + 1)]
+    InStatement {
+        index: usize,
+        #[source]
+        source: Box<DbError>,
+    },
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl DbError {
+    /// The error itself, looking through `InStatement`.
+    pub fn root(&self) -> &DbError {
+        match self {
+            DbError::InStatement { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The failing statement of a batch, if the batch had several.
+    pub fn statement_index(&self) -> Option<usize> {
+        match self {
+            DbError::InStatement { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// The SQLite primary result code behind this error, if any.
+    pub fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match self.root() {
+            DbError::Open { source, .. } | DbError::Run { source } | DbError::Sqlite(source) => {
+                source.sqlite_error_code()
+            }
+            _ => None,
+        }
+    }
+
+    /// The extended result code (e.g. SQLITE_CONSTRAINT_UNIQUE), if any.
+    pub fn sqlite_extended_code(&self) -> Option<i32> {
+        match self.root() {
+            DbError::Open { source, .. } | DbError::Run { source } | DbError::Sqlite(source) => {
+                match source {
+                    rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Owns opening SQLite connections for a `DbTarget`: the one write connection and the readers.
+//! Must not run user statements; the writer and the read pool do that.
+//! Invariant: the writer is opened (and the file created, WAL set) before any reader, and
+//! readers cannot write (read-only open for files, `query_only` for memory).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::DbError;
+use super::dsn::{DbTarget, Location};
+
+/// The in-process name of this database when it lives in memory. Every connection of one node
+/// opens the same name; two nodes in one process (tests) get different names.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenSpec {
+    target: DbTarget,
+    memory_uri: Option<String>,
+}
+
+static MEMDB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl OpenSpec {
+    pub(crate) fn new(target: DbTarget) -> OpenSpec {
+        let memory_uri = match &target.location {
+            Location::Memory { name, .. } => {
+                let n = MEMDB_COUNTER.fetch_add(1, Ordering::Relaxed);
+                Some(format!(
+                    "file:/ha-{}-{n}/{}?vfs=memdb",
+                    std::process::id(),
+                    uri_escape(name)
+                ))
+            }
+            Location::File(_) => None,
+        };
+        OpenSpec { target, memory_uri }
+    }
+
+    fn open(&self, read_only: bool) -> Result<Connection, DbError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= if read_only && self.memory_uri.is_none() {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        };
+        let uri = match (&self.memory_uri, &self.target.location) {
+            (Some(uri), _) => uri.clone(),
+            (None, Location::File(path)) => {
+                let mut uri = format!("file:{}", uri_escape(&path.to_string_lossy()));
+                for (i, (k, v)) in self.target.uri_params.iter().enumerate() {
+                    uri.push(if i == 0 { '?' } else { '&' });
+                    uri.push_str(&format!("{k}={}", uri_escape(v)));
+                }
+                uri
+            }
+            (None, Location::Memory { .. }) => unreachable!("memory targets always have a URI"),
+        };
+        let conn = Connection::open_with_flags(&uri, flags).map_err(|e| DbError::Open {
+            target: self.target.to_string(),
+            source: e,
+        })?;
+        conn.busy_timeout(Duration::from_millis(u64::from(
+            self.target.busy_timeout_ms,
+        )))?;
+        for (name, value) in &self.target.pragmas {
+            conn.pragma_update(None, name, value)?;
+        }
+        if read_only && self.memory_uri.is_some() {
+            conn.pragma_update(None, "query_only", "ON")?;
+        }
+        // Statements that a reader or writer prepares again and again stay compiled.
+        conn.set_prepared_statement_cache_capacity(128);
+        Ok(conn)
+    }
+
+    /// Opens the write connection, creating the database if needed and loading the file to copy
+    /// into memory, if any.
+    pub(crate) fn open_writer(&self) -> Result<Connection, DbError> {
+        let mut conn = self.open(false)?;
+        for (name, value) in &self.target.writer_pragmas {
+            // Some of these (journal_mode) answer with a row; values were validated by `dsn`.
+            let sql = format!("PRAGMA {name} = {value}");
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        if let Location::Memory {
+            load_from: Some(path),
+            ..
+        } = &self.target.location
+        {
+            if path.exists() {
+                load_into(&mut conn, path)?;
+                tracing::info!(file = %path.display(), "loaded database file into memory");
+            } else {
+                tracing::info!(file = %path.display(), "no such file to load; starting with an empty in-memory database");
+            }
+        }
+        Ok(conn)
+    }
+
+    pub(crate) fn open_reader(&self) -> Result<Connection, DbError> {
+        self.open(true)
+    }
+}
+
+/// Copies the file at `path` into `conn` with the online backup API; the file is opened read-only.
+fn load_into(conn: &mut Connection, path: &std::path::Path) -> Result<(), DbError> {
+    let src = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| DbError::Open {
+        target: path.display().to_string(),
+        source: e,
+    })?;
+    let backup = rusqlite::backup::Backup::new(&src, conn)?;
+    backup.step(-1)?;
+    Ok(())
+}
+
+/// Escapes the characters that would end or break the path or value of an SQLite URI.
+fn uri_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' | '?' | '#' | '&' | '=' => out.push_str(&format!("%{:02X}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! Owns the pool of read connections (`--concurrent-queries` of them) and running read-only
+//! batches on it, off the async threads.
+//! Must not write: a batch that is not entirely read-only is handed back for the writer.
+//! Invariant: at most `size` connections exist; a batch of several statements reads one
+//! consistent snapshot (one read transaction).
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+
+use super::statement::{self, Stmt, StmtResult};
+use super::{DbError, OpenSpec};
+
+/// What a reader made of a batch.
+pub(crate) enum ReadOutcome {
+    Done(Result<Vec<StmtResult>, DbError>),
+    /// The batch writes (or could not be judged here): send it to the writer.
+    NeedsWriter,
+}
+
+pub(crate) struct ReadPool {
+    spec: Arc<OpenSpec>,
+    // A std mutex: it is held only to push or pop a connection, never across an await.
+    idle: Arc<Mutex<Vec<Connection>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReadPool {
+    pub(crate) fn new(spec: Arc<OpenSpec>, size: usize) -> ReadPool {
+        ReadPool {
+            spec,
+            idle: Arc::new(Mutex::new(Vec::with_capacity(size))),
+            permits: Arc::new(Semaphore::new(size)),
+        }
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    pub(crate) async fn with_conn<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&Connection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        let idle = self.idle.clone();
+        let spec = self.spec.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = match idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => spec.open_reader()?,
+            };
+            let out = f(&conn);
+            if conn.is_autocommit() {
+                if let Ok(mut v) = idle.lock() {
+                    v.push(conn);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| DbError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Runs `batch` here if every statement in it only reads.
+    pub(crate) async fn try_read(&self, batch: Arc<Vec<Stmt>>) -> Result<ReadOutcome, DbError> {
+        self.with_conn(move |conn| read_batch(conn, &batch)).await
+    }
+
+    /// Copies the database into a new file at `dest` with the online backup API: one read
+    /// transaction, so the copy is consistent while writes go on.
+    pub(crate) async fn backup(&self, dest: std::path::PathBuf) -> Result<(), DbError> {
+        self.with_conn(move |conn| {
+            let mut out = Connection::open(&dest)?;
+            let b = rusqlite::backup::Backup::new(conn, &mut out)?;
+            b.step(-1)?;
+            drop(b);
+            out.close().map_err(|(_, e)| DbError::Sqlite(e))
+        })
+        .await?
+    }
+
+    /// Closes the idle connections.
+    pub(crate) fn close(&self) {
+        if let Ok(mut v) = self.idle.lock() {
+            v.clear();
+        }
+    }
+}
+
+fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {
+    for stmt in batch {
+        if statement::refuse_in_batch(&stmt.sql).is_some() {
+            return ReadOutcome::NeedsWriter;
+        }
+        match statement::prepare(conn, &stmt.sql) {
+            Ok(ps) if ps.readonly() => {}
+            Ok(_) => return ReadOutcome::NeedsWriter,
+            // One statement: its compile error is the answer. Several: a later statement may
+            // need a table an earlier one creates, so let the writer judge.
+            Err(e) if batch.len() == 1 => return ReadOutcome::Done(Err(e)),
+            Err(_) => return ReadOutcome::NeedsWriter,
+        }
+    }
+    if batch.len() == 1 {
+        return ReadOutcome::Done(statement::run(conn, &batch[0]).map(|r| vec![r]));
+    }
+    let result = (|| {
+        conn.execute_batch("BEGIN DEFERRED")?;
+        let out: Result<Vec<_>, _> = batch
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                statement::run(conn, s).map_err(|e| DbError::InStatement {
+                    index,
+                    source: Box::new(e),
+                })
+            })
+            .collect();
+        conn.execute_batch("COMMIT")?;
+        out
+    })();
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    ReadOutcome::Done(result)
+}

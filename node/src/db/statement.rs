@@ -1,0 +1,362 @@
+//! Owns running one SQL statement on a connection: compile, bind parameters, step, collect.
+//! Must not begin or end transactions; the reader and the writer decide the transaction.
+//! Invariant: parameters are bound by name or number exactly as the SQL text declares them
+//! (SQLite numbers `$2` before `$1` if `$2` comes first), and a missing one is an error.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, Statement};
+
+use super::{DbError, Value};
+
+/// One statement with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    pub sql: String,
+    pub params: Params,
+}
+
+impl Stmt {
+    pub fn new(sql: impl Into<String>) -> Stmt {
+        Stmt {
+            sql: sql.into(),
+            params: Params::None,
+        }
+    }
+}
+
+/// Parameters of one statement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Params {
+    #[default]
+    None,
+    /// `?`, `?N`, `$N`, `:N`: the N-th value (1-based).
+    Positional(Vec<Value>),
+    /// Keys without their placeholder prefix (`id` for `:id`, `@id` and `$id`). A key made of
+    /// digits only is a position (`{"$1": …}` arrives as `"1"`).
+    Named(BTreeMap<String, Value>),
+}
+
+/// A result column: its name and, when it comes straight from a table column, the declared type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub decl_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecSummary {
+    pub rows_affected: u64,
+    /// The rowid this statement inserted last, 0 when it inserted nothing.
+    pub last_insert_id: i64,
+}
+
+/// What one statement produced: rows, or a count of changed rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StmtResult {
+    Rows(Rows),
+    Exec(ExecSummary),
+}
+
+/// The first keyword of a statement, upper-cased, skipping white space and comments.
+pub(crate) fn leading_keyword(sql: &str) -> String {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
+        } else {
+            break;
+        }
+    }
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// Statements a batch may not contain, with the reason. Batches are transactions already, and
+/// ATTACH on a pooled connection would be seen by some requests and not others.
+pub(crate) fn refuse_in_batch(sql: &str) -> Option<DbError> {
+    match leading_keyword(sql).as_str() {
+        kw @ ("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE") => {
+            Some(DbError::Unsupported(format!(
+                "{kw} is not allowed here: each request is already one transaction (send an array of statements to group them)"
+            )))
+        }
+        kw @ ("ATTACH" | "DETACH") => Some(DbError::Unsupported(format!(
+            "{kw} is not supported: the node serves one database"
+        ))),
+        _ => None,
+    }
+}
+
+/// Compiles `sql` (through the connection's statement cache) or says why it cannot.
+pub(crate) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<rusqlite::CachedStatement<'c>, DbError> {
+    conn.prepare_cached(sql).map_err(|e| match e {
+        rusqlite::Error::MultipleStatement => DbError::MultipleStatements,
+        rusqlite::Error::Empty => DbError::EmptyStatement,
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => DbError::Prepare { message: msg },
+        rusqlite::Error::SqlInputError { msg, .. } => DbError::Prepare { message: msg },
+        other => DbError::Sqlite(other),
+    })
+}
+
+/// Runs one statement to completion on `conn`.
+pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
+    if let Some(e) = refuse_in_batch(&stmt.sql) {
+        return Err(e);
+    }
+    let mut ps = prepare(conn, &stmt.sql)?;
+    bind(&mut ps, &stmt.params)?;
+    let ncols = ps.column_count();
+    if ncols > 0 {
+        let columns: Vec<Column> = ps
+            .columns()
+            .into_iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                decl_type: c.decl_type().map(str::to_string),
+            })
+            .collect();
+        let mut rows = Vec::new();
+        let mut cursor = ps.raw_query();
+        while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
+            let mut out = Vec::with_capacity(ncols);
+            for i in 0..ncols {
+                out.push(Value::from_ref(row.get_ref(i)?));
+            }
+            rows.push(out);
+        }
+        Ok(StmtResult::Rows(Rows { columns, rows }))
+    } else {
+        let before = conn.last_insert_rowid();
+        let changed = ps.raw_execute().map_err(|source| DbError::Run { source })?;
+        let after = conn.last_insert_rowid();
+        let inserted =
+            matches!(leading_keyword(&stmt.sql).as_str(), "INSERT" | "REPLACE") || after != before;
+        Ok(StmtResult::Exec(ExecSummary {
+            rows_affected: changed as u64,
+            last_insert_id: if inserted && changed > 0 { after } else { 0 },
+        }))
+    }
+}
+
+/// Binds `params` to the placeholders of `ps`, by name or by number.
+fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
+    let count = ps.parameter_count();
+    let mut used_names: Vec<String> = Vec::new();
+    for index in 1..=count {
+        let name = ps.parameter_name(index).map(str::to_string);
+        // What the placeholder asks for: a position or a name.
+        let (position, key) = match name.as_deref() {
+            None => (Some(index), None),
+            Some(n) => {
+                let bare = &n[1..];
+                match bare.parse::<usize>() {
+                    Ok(p) if p >= 1 => (Some(p), None),
+                    _ => (None, Some(bare.to_string())),
+                }
+            }
+        };
+        let value = match (params, position, &key) {
+            (Params::Positional(vals), Some(p), _) => vals.get(p - 1),
+            (Params::Named(map), Some(p), _) => {
+                used_names.push(p.to_string());
+                map.get(&p.to_string())
+            }
+            (Params::Named(map), None, Some(k)) => {
+                used_names.push(k.clone());
+                map.get(k)
+            }
+            (Params::Positional(_), None, Some(k)) => {
+                return Err(DbError::Params(format!(
+                    "placeholder {} is named: pass params as an object",
+                    name.as_deref().unwrap_or(k)
+                )));
+            }
+            (Params::None, _, _) => None,
+            (_, None, None) => None,
+        };
+        let Some(value) = value else {
+            return Err(DbError::Params(format!(
+                "missing value for parameter {}",
+                name.unwrap_or_else(|| format!("?{index}"))
+            )));
+        };
+        ps.raw_bind_parameter(index, value)?;
+    }
+    match params {
+        Params::Positional(vals) if vals.len() > count => Err(DbError::Params(format!(
+            "{} parameter values given but the statement has {count} placeholders",
+            vals.len()
+        ))),
+        Params::Named(map) => {
+            let unused: Vec<&str> = map
+                .keys()
+                .filter(|k| !used_names.iter().any(|u| u == *k))
+                .map(String::as_str)
+                .collect();
+            if unused.is_empty() {
+                Ok(())
+            } else {
+                Err(DbError::Params(format!(
+                    "parameters without a matching placeholder: {}",
+                    unused.join(", ")
+                )))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
+            .unwrap();
+        c
+    }
+
+    fn named(pairs: &[(&str, Value)]) -> Params {
+        Params::Named(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn one_row(r: StmtResult) -> Vec<Value> {
+        match r {
+            StmtResult::Rows(mut rows) => rows.rows.remove(0),
+            other => panic!("expected rows, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leading_keyword_skips_comments() {
+        assert_eq!(leading_keyword("  -- hi\n /* x */ begin;"), "BEGIN");
+        assert_eq!(leading_keyword("select 1"), "SELECT");
+        assert_eq!(leading_keyword(""), "");
+    }
+
+    #[test]
+    fn dollar_numbers_bind_by_number_not_by_order_of_appearance() {
+        let c = conn();
+        let s = Stmt {
+            sql: "SELECT $2, $1".into(),
+            params: Params::Positional(vec![Value::Integer(1), Value::Integer(2)]),
+        };
+        assert_eq!(
+            one_row(run(&c, &s).unwrap()),
+            vec![Value::Integer(2), Value::Integer(1)]
+        );
+        let s = Stmt {
+            sql: "SELECT $2, $1".into(),
+            params: named(&[("1", Value::Integer(10)), ("2", Value::Integer(20))]),
+        };
+        assert_eq!(
+            one_row(run(&c, &s).unwrap()),
+            vec![Value::Integer(20), Value::Integer(10)]
+        );
+    }
+
+    #[test]
+    fn every_named_prefix_binds_by_bare_name() {
+        let c = conn();
+        for sql in ["SELECT :v", "SELECT @v", "SELECT $v"] {
+            let s = Stmt {
+                sql: sql.into(),
+                params: named(&[("v", Value::Text("x".into()))]),
+            };
+            assert_eq!(one_row(run(&c, &s).unwrap()), vec![Value::Text("x".into())]);
+        }
+    }
+
+    #[test]
+    fn missing_and_unused_parameters_are_errors() {
+        let c = conn();
+        let s = Stmt {
+            sql: "SELECT :a".into(),
+            params: Params::None,
+        };
+        assert!(matches!(run(&c, &s), Err(DbError::Params(m)) if m.contains(":a")));
+        let s = Stmt {
+            sql: "SELECT :a".into(),
+            params: named(&[("a", Value::Null), ("b", Value::Null)]),
+        };
+        assert!(matches!(run(&c, &s), Err(DbError::Params(m)) if m.contains('b')));
+    }
+
+    #[test]
+    fn exec_reports_changes_and_insert_id() {
+        let c = conn();
+        let r = run(&c, &Stmt::new("INSERT INTO t(id, name) VALUES (7, 'a')")).unwrap();
+        assert_eq!(
+            r,
+            StmtResult::Exec(ExecSummary {
+                rows_affected: 1,
+                last_insert_id: 7
+            })
+        );
+        let r = run(&c, &Stmt::new("UPDATE t SET name = 'b'")).unwrap();
+        assert_eq!(
+            r,
+            StmtResult::Exec(ExecSummary {
+                rows_affected: 1,
+                last_insert_id: 0
+            })
+        );
+    }
+
+    #[test]
+    fn returning_and_pragmas_answer_with_rows() {
+        let c = conn();
+        let r = run(
+            &c,
+            &Stmt::new("INSERT INTO t(name) VALUES ('z') RETURNING id"),
+        )
+        .unwrap();
+        assert_eq!(one_row(r), vec![Value::Integer(1)]);
+        assert!(matches!(
+            run(&c, &Stmt::new("PRAGMA table_info(t)")).unwrap(),
+            StmtResult::Rows(r) if r.rows.len() == 3
+        ));
+    }
+
+    #[test]
+    fn several_statements_or_none_are_refused() {
+        let c = conn();
+        assert!(matches!(
+            run(&c, &Stmt::new("SELECT 1; SELECT 2")),
+            Err(DbError::MultipleStatements)
+        ));
+        assert!(matches!(
+            run(&c, &Stmt::new("-- nothing")),
+            Err(DbError::EmptyStatement)
+        ));
+        assert!(matches!(
+            run(&c, &Stmt::new("SELEC 1")),
+            Err(DbError::Prepare { .. })
+        ));
+        assert!(matches!(
+            run(&c, &Stmt::new("BEGIN")),
+            Err(DbError::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,112 @@
+//! Owns `ExecError`, the only error type front ends see, and its stable classification.
+//! Must not map to HTTP statuses or SQLSTATEs: `http::error` and the pg front end do that.
+//! Invariant: `code()` strings are part of the API; add new ones, never rename.
+
+use rusqlite::ErrorCode as Sqlite;
+
+use crate::db::DbError;
+
+/// Stable, machine-readable error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Malformed request: body, parameters, several statements in one `sql`, empty SQL.
+    BadRequest,
+    /// SQL that does not compile or fails on its own terms (syntax, unknown table, type errors).
+    InvalidSql,
+    /// A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) refused the change.
+    Constraint,
+    /// Valid SQL the node does not run here (transaction control in a batch, ATTACH).
+    Unsupported,
+    /// The database is busy or the transaction was aborted for reasons outside the request.
+    Unavailable,
+    /// The disk is full.
+    StorageFull,
+    /// Anything else: a bug or a broken database.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidSql => "invalid_sql",
+            ErrorCode::Constraint => "constraint_violation",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ExecError {
+    pub fn code(&self) -> ErrorCode {
+        let db = match self {
+            ExecError::BadRequest(_) => return ErrorCode::BadRequest,
+            ExecError::Db(db) => db.root(),
+        };
+        match db {
+            DbError::MultipleStatements | DbError::EmptyStatement | DbError::Params(_) => {
+                ErrorCode::BadRequest
+            }
+            DbError::Prepare { .. } => ErrorCode::InvalidSql,
+            DbError::Unsupported(_) => ErrorCode::Unsupported,
+            DbError::Aborted(_) | DbError::WriterGone => ErrorCode::Unavailable,
+            DbError::Io(_) | DbError::Open { .. } => ErrorCode::Internal,
+            DbError::InStatement { .. } => ErrorCode::Internal,
+            DbError::Run { .. } | DbError::Sqlite(_) => match db.sqlite_code() {
+                Some(Sqlite::ConstraintViolation) => ErrorCode::Constraint,
+                Some(
+                    Sqlite::Unknown
+                    | Sqlite::TypeMismatch
+                    | Sqlite::TooBig
+                    | Sqlite::ParameterOutOfRange
+                    | Sqlite::ReadOnly,
+                ) => ErrorCode::InvalidSql,
+                Some(
+                    Sqlite::DatabaseBusy | Sqlite::DatabaseLocked | Sqlite::OperationInterrupted,
+                ) => ErrorCode::Unavailable,
+                Some(Sqlite::DiskFull) => ErrorCode::StorageFull,
+                Some(_) => ErrorCode::Internal,
+                None => ErrorCode::Internal,
+            },
+        }
+    }
+
+    /// Whether the same request may succeed if sent again unchanged.
+    pub fn is_retryable(&self) -> bool {
+        self.code() == ErrorCode::Unavailable
+    }
+
+    /// Whether the database itself is in trouble (the node should stop saying it is ready).
+    pub fn is_fatal_db(&self) -> bool {
+        match self {
+            ExecError::Db(db) => matches!(
+                db.sqlite_code(),
+                Some(
+                    Sqlite::DatabaseCorrupt
+                        | Sqlite::NotADatabase
+                        | Sqlite::SystemIoFailure
+                        | Sqlite::CannotOpen
+                )
+            ),
+            ExecError::BadRequest(_) => false,
+        }
+    }
+
+    /// For batches of several statements: which one (0-based) failed.
+    pub fn statement_index(&self) -> Option<usize> {
+        match self {
+            ExecError::Db(db) => db.statement_index(),
+            ExecError::BadRequest(_) => None,
+        }
+    }
+}

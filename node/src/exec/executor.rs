@@ -1,0 +1,133 @@
+//! Owns `Executor`, the cheap cloneable handle that front ends call to run SQL.
+//! Must not hold SQLite connections itself: it routes batches to the read pool or the writer.
+//! Invariant: a batch that writes anything runs entirely on the writer, as one transaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::db::{
+    DbTarget, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig, WriterHandle,
+};
+
+use super::ExecError;
+
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    pub target: DbTarget,
+    /// Size of the read pool (`--concurrent-queries`).
+    pub read_connections: usize,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: DbTarget,
+    reader: ReadPool,
+    writer: WriterHandle,
+    /// Set when SQLite reported the database broken (corrupt, disk I/O); `/readyz` reads it.
+    unhealthy: AtomicBool,
+}
+
+impl Executor {
+    /// Opens the database (creating it if needed) and starts the writer thread.
+    pub async fn open(config: ExecConfig) -> Result<Executor, ExecError> {
+        let spec = Arc::new(OpenSpec::new(config.target.clone()));
+        let writer_spec = spec.clone();
+        let checkpoint_on_close = !config.target.is_memory();
+        let writer_config = WriterConfig {
+            tx_lock: config.target.tx_lock,
+            checkpoint_on_close,
+        };
+        let writer =
+            tokio::task::spawn_blocking(move || WriterHandle::spawn(&writer_spec, writer_config))
+                .await
+                .map_err(|e| ExecError::Db(crate::db::DbError::Io(std::io::Error::other(e))))??;
+        let reader = ReadPool::new(spec, config.read_connections);
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                target: config.target,
+                reader,
+                writer,
+                unhealthy: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Runs `batch` as one transaction: on a reader if it only reads, else on the writer.
+    pub async fn execute(&self, batch: Vec<Stmt>) -> Result<Vec<StmtResult>, ExecError> {
+        if batch.is_empty() {
+            return Err(ExecError::BadRequest("no statements to run".into()));
+        }
+        let batch = Arc::new(batch);
+        let result = match self.inner.reader.try_read(batch.clone()).await {
+            Ok(ReadOutcome::Done(r)) => r,
+            Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| self.observe(e.into()))
+    }
+
+    /// Writes a consistent copy of the database to `dest` (a new file).
+    pub async fn backup_to(&self, dest: PathBuf) -> Result<(), ExecError> {
+        self.inner
+            .reader
+            .backup(dest)
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
+    /// The database's size in bytes (pages in use times page size).
+    pub async fn size_bytes(&self) -> Result<u64, ExecError> {
+        let n = self
+            .inner
+            .reader
+            .with_conn(|c| {
+                c.query_row(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .await??;
+        Ok(n.max(0) as u64)
+    }
+
+    pub fn target(&self) -> &DbTarget {
+        &self.inner.target
+    }
+
+    /// False once SQLite has reported the database corrupt or its storage failing.
+    pub fn is_healthy(&self) -> bool {
+        !self.inner.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Write jobs waiting for the writer.
+    pub fn write_queue_len(&self) -> usize {
+        self.inner.writer.queue_len()
+    }
+
+    /// Finishes queued writes, checkpoints the WAL and closes every connection.
+    pub async fn close(&self) {
+        // Readers first, so the writer's connection is the last one and removes the WAL file.
+        self.inner.reader.close();
+        self.inner.writer.close().await;
+    }
+
+    fn observe(&self, e: ExecError) -> ExecError {
+        if e.is_fatal_db() {
+            tracing::error!(error = %e, "database reported a fatal error; node is no longer ready");
+            self.inner.unhealthy.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+}
+
+impl From<rusqlite::Error> for ExecError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExecError::Db(e.into())
+    }
+}

@@ -1,0 +1,12 @@
+//! Owns THE executor: the one API through which every front end (HTTP today, PostgreSQL next)
+//! runs SQL, takes backups and reads the database's state.
+//! Must not speak any wire protocol: front ends translate requests into `Stmt`s and `ExecError`s
+//! into their own answers.
+//! Invariant: there is exactly one write path (the `db` writer), whatever the front end.
+
+mod error;
+mod executor;
+
+pub use crate::db::{Column, ExecSummary, Params, Rows, Stmt, StmtResult, Value};
+pub use error::{ErrorCode, ExecError};
+pub use executor::{ExecConfig, Executor};

@@ -1,0 +1,69 @@
+//! Owns `GET /`: a consistent copy of the database streamed as a file download.
+//! Must not hold the copy in memory: it goes to a temporary file next to the database (or the
+//! system temp dir for memory databases) that is unlinked as soon as it is open.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tokio_util::io::ReaderStream;
+
+use super::{ApiError, AppState};
+use crate::db::Location;
+
+pub async fn download(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let target = state.exec.target();
+    let dir = match &target.location {
+        Location::File(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| ".".into()),
+        Location::Memory { .. } => std::env::temp_dir(),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".ha-backup-")
+        .suffix(".db")
+        .tempfile_in(&dir)
+        .map_err(|e| {
+            internal(format!(
+                "cannot create a temporary file in {}: {e}",
+                dir.display()
+            ))
+        })?
+        .into_temp_path();
+    state.exec.backup_to(tmp.to_path_buf()).await?;
+    let file = tokio::fs::File::open(&tmp)
+        .await
+        .map_err(|e| internal(format!("cannot read the backup: {e}")))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| internal(format!("cannot read the backup: {e}")))?
+        .len();
+    // The open file handle keeps the data; the name can go now.
+    drop(tmp);
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default();
+    let disposition = format!("attachment; filename=\"{stamp}_{}\"", target.file_name());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        Body::from_stream(ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        message,
+    )
+}

@@ -1,0 +1,182 @@
+//! Owns the HTTP front end (axum): the original's API (`POST /`, `GET /` backup) plus
+//! `/healthz`, `/readyz`, `/status` and `/metrics`.
+//! Must not touch SQLite: every request goes through `exec::Executor`.
+//! Invariant: every answer, errors included, is JSON with a stable error code (except the
+//! backup stream and the Prometheus text); unknown routes are 404, never a catch-all.
+//! See `json` for the body shapes and `error` for statuses.
+
+mod backup;
+mod error;
+mod json;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::config::Secret;
+use crate::exec::Executor;
+use crate::metrics::Metrics;
+
+/// What every handler may read.
+#[derive(Clone)]
+pub struct AppState {
+    pub exec: Executor,
+    pub metrics: Arc<Metrics>,
+    pub node_name: Arc<str>,
+    pub started: Instant,
+    pub token: Option<Secret>,
+    /// Cancelled when the node starts shutting down; `/readyz` turns 503.
+    pub shutdown: CancellationToken,
+}
+
+pub struct HttpServer {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub fn start(
+    listener: TcpListener,
+    state: AppState,
+    max_body: usize,
+) -> std::io::Result<HttpServer> {
+    let local_addr = listener.local_addr()?;
+    let shutdown = state.shutdown.clone();
+    let app = router(state, max_body);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    Ok(HttpServer { local_addr, task })
+}
+
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let protected = Router::new()
+        .route("/", post(query).get(backup::download))
+        .route("/status", get(status::status))
+        .route("/metrics", get(status::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// `POST /`: one statement or an array of statements run as one transaction.
+async fn query(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than --max-body-size",
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    let request = match json::parse_request(&body) {
+        Ok(r) => r,
+        Err(m) => return ApiError::bad_request(m).into_response(),
+    };
+    match state.exec.execute(request.stmts).await {
+        Ok(results) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json::encode_response(&results, request.is_array),
+        )
+            .into_response(),
+        Err(e) => {
+            state
+                .metrics
+                .exec_errors
+                .with_label_values(&[e.code().as_str()])
+                .inc();
+            ApiError::from(e).into_response()
+        }
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// `Authorization: Bearer <token>` when `--token` is set.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes())) {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong token: send Authorization: Bearer <token>",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Counts and times every request by route template.
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let m = &state.metrics;
+    m.http_duration
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    resp
+}

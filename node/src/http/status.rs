@@ -1,0 +1,72 @@
+//! Owns the probe and introspection routes: `/healthz`, `/readyz`, `/status`, `/metrics`.
+//! Must not change anything; these only read state.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::AppState;
+
+/// The process is alive and serving HTTP.
+pub async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+/// The node can take reads and writes now.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    if state.shutdown.is_cancelled() {
+        reasons.push("shutting down");
+    }
+    if !state.exec.is_healthy() {
+        reasons.push("database reported a fatal error");
+    }
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": reasons.is_empty(), "reasons": reasons })),
+    )
+}
+
+pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
+    let target = state.exec.target();
+    let size = state.exec.size_bytes().await.ok();
+    Json(json!({
+        "node": &*state.node_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("HA_COMMIT"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "ready": state.exec.is_healthy() && !state.shutdown.is_cancelled(),
+        "database": {
+            "file": target.file_name(),
+            "location": target.to_string(),
+            "memory": target.is_memory(),
+            "dsn": target.dsn,
+            "size_bytes": size,
+        },
+        "write_queue": state.exec.write_queue_len(),
+    }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(size) = state.exec.size_bytes().await {
+        state.metrics.db_size.set(size as i64);
+    }
+    state
+        .metrics
+        .write_queue
+        .set(state.exec.write_queue_len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,35 @@
+//! # ha — one node of a highly available, leaderless SQLite cluster
+//!
+//! ## Layout
+//! - `config`   flags > `HA_*` environment > config file, validated into one `Config`.
+//! - `node`     start order and reverse shutdown order of one node.
+//! - `http`     the HTTP JSON API (axum); translates requests into executor calls.
+//! - `exec`     THE executor: the only API front ends call (`Executor::execute`), and
+//!   `ExecError`, the only error they see.
+//! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
+//!   statements, backups.
+//! - `metrics`, `telemetry`: Prometheus registry and logging.
+//!
+//! Dependencies point down only: `http` → `exec` → `db`. Front ends never import rusqlite.
+//!
+//! ## Errors
+//! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
+//! `NodeError`); `anyhow` appears only in `main.rs` and tests.
+
+pub mod config;
+pub mod db;
+pub mod exec;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod telemetry;
+
+/// `ha --version` output: version, commit and build date.
+pub fn version_text() -> String {
+    format!(
+        "ha\nVersion: {}\nCommit: {}\nDate: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("HA_COMMIT"),
+        env!("HA_BUILD_DATE")
+    )
+}

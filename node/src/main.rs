@@ -1,0 +1,68 @@
+//! The `ha` binary: read the configuration, set up logging, run the node until a signal.
+
+use std::process::ExitCode;
+
+use ha::config::{Command, ConfigError};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let config = match Command::parse(std::env::args_os()) {
+        Ok(Command::Run(c)) => c,
+        Ok(Command::Version) => {
+            print!("{}", ha::version_text());
+            return ExitCode::SUCCESS;
+        }
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("ha: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    ha::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ha: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(*config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ha: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ha::config::Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let node = ha::node::start(config, shutdown.clone()).await?;
+    let addr = node.http_addr;
+    println!(
+        "ha is ready: http://{addr}  (try: curl -s -d '{{\"sql\":\"SELECT 1\"}}' http://127.0.0.1:{}/)",
+        addr.port()
+    );
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    node.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the node can still be stopped with SIGKILL; wait forever.
+        return futures::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,86 @@
+//! Owns the node's Prometheus registry and every metric handle (names `ha_*`, unit suffixes).
+//! Must not compute values itself beyond what scrapes ask for; owners update their metrics.
+//! Invariant: a metric is registered once, here, so names cannot drift between modules.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route template, method and status code.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency by route template and method.
+    pub http_duration: HistogramVec,
+    /// Pages in use times page size, refreshed at each scrape.
+    pub db_size: IntGauge,
+    /// Write jobs waiting for the writer thread, refreshed at each scrape.
+    pub write_queue: IntGauge,
+    /// Failed statements by error code.
+    pub exec_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("ha_http_requests_total", "HTTP requests served"),
+            &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("ha_http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            &["route", "method"],
+        )
+        .expect("static metric definition");
+        let db_size = IntGauge::new("ha_db_size_bytes", "Size of the database").expect("static");
+        let write_queue = IntGauge::new("ha_write_queue_jobs", "Write jobs waiting for the writer")
+            .expect("static metric definition");
+        let exec_errors = IntCounterVec::new(
+            Opts::new(
+                "ha_exec_errors_total",
+                "Requests that failed, by error code",
+            ),
+            &["code"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(db_size.clone()),
+            Box::new(write_queue.clone()),
+            Box::new(exec_errors.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            db_size,
+            write_queue,
+            exec_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
