@@ -1,1 +1,312 @@
-//! placeholder
+//! Test harness for cross-process tests: runs the real `ha` binary on free ports in temp dirs,
+//! talks to it with real clients, and waits on conditions with deadlines (never sleeps).
+//! Must not mock anything a user would run.
+//! Invariant: every process a test starts is killed when its handle drops, and its log is
+//! printed if the test is failing, so a red test explains itself.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value as Json;
+
+/// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.
+pub fn ha_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("ha");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --bins) or set HA_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root (for `.tools/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// How to start a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory; a fresh temp dir when `None`.
+    pub dir: Option<PathBuf>,
+}
+
+impl NodeSpec {
+    pub fn new<S: AsRef<str>>(args: &[S]) -> NodeSpec {
+        NodeSpec {
+            args: args.iter().map(|s| s.as_ref().to_string()).collect(),
+            ..NodeSpec::default()
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> NodeSpec {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn dir(mut self, d: &Path) -> NodeSpec {
+        self.dir = Some(d.to_path_buf());
+        self
+    }
+}
+
+/// One running `ha` process.
+pub struct TestNode {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl TestNode {
+    /// Starts `ha` with `args` plus a free HTTP port on 127.0.0.1, and waits until it listens.
+    pub async fn start<S: AsRef<str>>(args: &[S]) -> Result<TestNode> {
+        Self::start_spec(NodeSpec::new(args)).await
+    }
+
+    pub async fn start_spec(spec: NodeSpec) -> Result<TestNode> {
+        let (tmp, dir) = match &spec.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(ha_bin());
+        cmd.current_dir(&dir)
+            .args([
+                "--port",
+                "0",
+                "--listen-addr",
+                "127.0.0.1",
+                "--log-format",
+                "text",
+            ])
+            .args(&spec.args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning ha")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        for stream in [
+            Box::new(child.stderr.take().context("stderr")?) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().context("stdout")?),
+        ] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                    if let Some(addr) = field(&line, "http_addr=").and_then(|a| a.parse().ok()) {
+                        let _ = tx.send(addr);
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let token = spec
+            .args
+            .iter()
+            .position(|a| a == "--token")
+            .and_then(|i| spec.args.get(i + 1).cloned());
+        let mut node = TestNode {
+            child: Some(child),
+            http: "127.0.0.1:0".parse()?,
+            dir,
+            _tmp: tmp,
+            log,
+            client: reqwest::Client::new(),
+            token,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(addr) => {
+                    node.http = addr;
+                    return Ok(node);
+                }
+                Err(_) => {
+                    if let Some(status) = node.try_status()? {
+                        bail!(
+                            "ha exited with {status} before listening:\n{}",
+                            node.log_text()
+                        );
+                    }
+                    if Instant::now() > deadline {
+                        bail!("ha did not start listening in time:\n{}", node.log_text());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// `POST /` with `body`; returns the status and the JSON answer.
+    pub async fn post(&self, body: &Json) -> Result<(u16, Json)> {
+        let mut req = self.client.post(self.url("/")).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, json))
+    }
+
+    /// Runs one statement that must succeed; returns its result object.
+    pub async fn sql(&self, sql: &str) -> Result<Json> {
+        let (status, json) = self.post(&serde_json::json!({ "sql": sql })).await?;
+        if status != 200 {
+            bail!("{sql}: HTTP {status}: {json}");
+        }
+        Ok(json)
+    }
+
+    /// The rows of a query that must succeed.
+    pub async fn rows(&self, sql: &str) -> Result<Vec<Json>> {
+        let j = self.sql(sql).await?;
+        j["rows"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("no rows in {j}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.child {
+            Some(c) => Ok(c.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then waits (up to `timeout`) for the process to exit.
+    pub async fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let Some(pid) = self.pid() else {
+            bail!("not running")
+        };
+        signal(pid, "TERM")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_status()? {
+                self.child = None;
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("ha did not exit within {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- ha log ({}) ----\n{}\n----",
+                self.http,
+                self.log_text()
+            );
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()?
+        .success();
+    if !ok {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+/// The value after `key` in a log line, up to the next space.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    Some(rest.split_whitespace().next().unwrap_or(rest))
+}
+
+/// Runs the `ha` binary with `args` to completion (for flag and config checks).
+pub fn run_ha<S: AsRef<str>>(args: &[S], env: &[(&str, &str)]) -> Result<std::process::Output> {
+    let mut cmd = Command::new(ha_bin());
+    cmd.args(args.iter().map(AsRef::as_ref))
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(cmd.output()?)
+}

@@ -124,7 +124,6 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
     if ncols > 0 {
         let columns: Vec<Column> = ps
             .columns()
-            .into_iter()
             .map(|c| Column {
                 name: c.name().to_string(),
                 decl_type: c.decl_type().map(str::to_string),

@@ -4,6 +4,7 @@
 //! SAVEPOINT, so one failing job never undoes or fails another.
 //! See `exec::Executor` for the callers.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -26,10 +27,12 @@ pub(crate) struct WriterConfig {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, DbError>>;
+/// A batch waiting in a group, with where its answer goes.
+type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
 
 enum Job {
     Batch {
-        stmts: std::sync::Arc<Vec<Stmt>>,
+        stmts: Arc<Vec<Stmt>>,
         reply: Reply<Vec<StmtResult>>,
     },
     /// Finish what is queued, then stop.
@@ -56,10 +59,7 @@ impl WriterHandle {
         })
     }
 
-    pub(crate) async fn write(
-        &self,
-        stmts: std::sync::Arc<Vec<Stmt>>,
-    ) -> Result<Vec<StmtResult>, DbError> {
+    pub(crate) async fn write(&self, stmts: Arc<Vec<Stmt>>) -> Result<Vec<StmtResult>, DbError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Batch { stmts, reply })
@@ -117,11 +117,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
 }
 
 /// Runs the batches in one transaction, each in a savepoint, and answers every caller.
-fn commit_group(
-    conn: &Connection,
-    tx_lock: TxLock,
-    batches: Vec<(std::sync::Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>)>,
-) {
+fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Pending>) {
     if batches.is_empty() {
         return;
     }
