@@ -145,7 +145,9 @@ impl TestNode {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
-                    if let Some(addr) = field(&line, "http_addr=").and_then(|a| a.parse().ok()) {
+                    let addr =
+                        field(&line, "http_addr=").or_else(|| field(&line, "ha is ready: http://"));
+                    if let Some(addr) = addr.and_then(|a| a.parse().ok()) {
                         let _ = tx.send(addr);
                     }
                     if let Ok(mut l) = log.lock() {

@@ -1,1 +1,171 @@
-fn main() {}
+//! `ha-bench`: single-row INSERT and point SELECT by primary key through HTTP at concurrency 1
+//! and 32, printed beside the same statements run in-process with rusqlite in the same run.
+//! Usage: `ha-bench [--seconds N]` (build with `--release`; `HA_BIN` picks the binary).
+//! Prints a Markdown table for docs/benchmarks.md. Not a test: it asserts nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ha_tests::TestNode;
+use serde_json::json;
+
+const ROWS: i64 = 10_000;
+
+struct Sample {
+    ops: u64,
+    secs: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Sample {
+    fn merge(parts: Vec<(u64, Vec<u64>)>, secs: f64) -> Sample {
+        let mut latencies_us = Vec::new();
+        let mut ops = 0;
+        for (n, l) in parts {
+            ops += n;
+            latencies_us.extend(l);
+        }
+        latencies_us.sort_unstable();
+        Sample {
+            ops,
+            secs,
+            latencies_us,
+        }
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+    fn row(&self, what: &str, path: &str, conc: usize) -> String {
+        format!(
+            "| {what} | {path} | {conc} | {:.0} | {:.3} | {:.3} |",
+            self.ops as f64 / self.secs,
+            self.pct(0.5),
+            self.pct(0.99)
+        )
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let secs: u64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let dur = Duration::from_secs(secs);
+    let mut out = vec![
+        "| statement | path | concurrency | ops/s | p50 ms | p99 ms |".to_string(),
+        "|---|---|---:|---:|---:|---:|".to_string(),
+    ];
+
+    let node = TestNode::start(&["file:bench.db", "--log-level", "warn"]).await?;
+    node.sql("CREATE TABLE kv(id INTEGER PRIMARY KEY, v TEXT)")
+        .await?;
+    node.sql(&format!(
+        "INSERT INTO kv WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < {ROWS}) SELECT i, 'value ' || i FROM c"
+    ))
+    .await?;
+    let raw_dir = tempfile::tempdir()?;
+    let raw_path = raw_dir.path().join("raw.db");
+    {
+        let c = rusqlite::Connection::open(&raw_path)?;
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; CREATE TABLE kv(id INTEGER PRIMARY KEY, v TEXT);
+             INSERT INTO kv WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < {ROWS}) SELECT i, 'value ' || i FROM c;"
+        ))?;
+    }
+
+    for conc in [1usize, 32] {
+        let s = http_load(&node, conc, dur, true).await?;
+        out.push(s.row("INSERT one row", "ha HTTP", conc));
+        let s = raw_load(&raw_path, conc, dur, true)?;
+        out.push(s.row("INSERT one row", "rusqlite in-process", conc));
+    }
+    for conc in [1usize, 32] {
+        let s = http_load(&node, conc, dur, false).await?;
+        out.push(s.row("SELECT by primary key", "ha HTTP", conc));
+        let s = raw_load(&raw_path, conc, dur, false)?;
+        out.push(s.row("SELECT by primary key", "rusqlite in-process", conc));
+    }
+    println!("{}", out.join("\n"));
+    Ok(())
+}
+
+async fn http_load(node: &TestNode, conc: usize, dur: Duration, insert: bool) -> Result<Sample> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let client = reqwest::Client::new();
+        let url = node.url("/");
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let body = if insert {
+                    json!({"sql": "INSERT INTO kv(v) VALUES (?)", "params": [format!("w{w} #{i}")]})
+                } else {
+                    json!({"sql": "SELECT v FROM kv WHERE id = ?", "params": [(i * 7919 + w as i64) % ROWS + 1]})
+                };
+                let t = Instant::now();
+                let r = client.post(&url).json(&body).send().await?;
+                anyhow::ensure!(r.status().is_success(), "HTTP {}", r.status());
+                r.bytes().await?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok((lat.len() as u64, lat))
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.context("worker")??);
+    }
+    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+}
+
+fn raw_load(path: &std::path::Path, conc: usize, dur: Duration, insert: bool) -> Result<Sample> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    for w in 0..conc {
+        let path = path.to_path_buf();
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || -> Result<(u64, Vec<u64>)> {
+            let c = rusqlite::Connection::open(&path)?;
+            c.busy_timeout(Duration::from_secs(30))?;
+            let mut lat = Vec::new();
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                if insert {
+                    c.prepare_cached("INSERT INTO kv(v) VALUES (?)")?
+                        .execute([format!("w{w} #{i}")])?;
+                } else {
+                    let _: String = c
+                        .prepare_cached("SELECT v FROM kv WHERE id = ?")?
+                        .query_row([(i * 7919 + w as i64) % ROWS + 1], |r| r.get(0))?;
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            Ok((lat.len() as u64, lat))
+        }));
+    }
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    let mut parts = Vec::new();
+    for t in threads {
+        parts.push(t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
+    }
+    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+}
