@@ -5,9 +5,11 @@
 //! workers, and only the writer thread writes.
 //! See `writer` for the write path and `statement` for how one statement runs.
 
+pub mod capture;
 pub mod dsn;
 mod open;
 mod reader;
+pub mod schema;
 mod statement;
 pub mod value;
 mod writer;
