@@ -5,8 +5,10 @@
 //! workers, and only the writer thread writes.
 //! See `writer` for the write path and `statement` for how one statement runs.
 
+pub mod apply;
 pub mod capture;
 pub mod dsn;
+pub mod meta;
 mod open;
 mod reader;
 pub mod schema;

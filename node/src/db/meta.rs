@@ -1,0 +1,188 @@
+//! Owns the node's bookkeeping tables inside the user's database (prefix `_ha_`, never captured,
+//! never replicated, included in backups and snapshots):
+//! - `_ha_meta`: key/value, e.g. `applied_seq`, the last stream sequence the apply loop processed;
+//! - `_ha_versions`: per row key, the sequence of the last change to it (tombstone for deletes) —
+//!   the "last writer wins by stream sequence" rule;
+//! - `_ha_local`: sequences this node committed itself, so their message is not applied again;
+//! - `_ha_quarantine`: messages that could not be applied, with the error.
+//! Must not decide what to apply: `apply` does, with these primitives.
+//! Invariant: every write here happens in the same SQLite transaction as the data it describes.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{DbError, Value};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _ha_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ha_versions(
+    tbl TEXT NOT NULL, pk BLOB NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tbl, pk)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _ha_local(seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS _ha_quarantine(
+    seq INTEGER PRIMARY KEY, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    payload BLOB, quarantined_at_ns INTEGER NOT NULL);
+";
+
+/// Creates the bookkeeping tables if they are missing.
+pub fn ensure(conn: &Connection) -> Result<(), DbError> {
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// The identity of a row for versioning: its primary-key values, or its rowid when the table has
+/// no declared primary key. Encoded so equal keys give equal bytes on every node.
+pub fn row_key(pk_values: Option<&[&Value]>, rowid: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    match pk_values {
+        None => {
+            out.push(b'R');
+            out.extend_from_slice(&rowid.to_be_bytes());
+        }
+        Some(vals) => {
+            for v in vals {
+                match v {
+                    Value::Null => out.push(b'n'),
+                    Value::Integer(i) => {
+                        out.push(b'i');
+                        out.extend_from_slice(&i.to_be_bytes());
+                    }
+                    Value::Real(f) => {
+                        out.push(b'r');
+                        out.extend_from_slice(&f.to_bits().to_be_bytes());
+                    }
+                    Value::Text(t) => {
+                        out.push(b't');
+                        out.extend_from_slice(&(t.len() as u32).to_be_bytes());
+                        out.extend_from_slice(t.as_bytes());
+                    }
+                    Value::Blob(b) => {
+                        out.push(b'b');
+                        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                        out.extend_from_slice(b);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The sequence of the last change applied to the row, 0 if none is known.
+pub fn version(conn: &Connection, table: &str, key: &[u8]) -> Result<u64, DbError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM _ha_versions WHERE tbl = ?1 AND pk = ?2")?
+        .query_row(params![table, key], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+pub fn set_version(
+    conn: &Connection,
+    table: &str,
+    key: &[u8],
+    seq: u64,
+    deleted: bool,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO _ha_versions(tbl, pk, seq, deleted) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(tbl, pk) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted",
+    )?
+    .execute(params![table, key, seq as i64, deleted])?;
+    Ok(())
+}
+
+pub fn applied_seq(conn: &Connection) -> Result<u64, DbError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT value FROM _ha_meta WHERE key = 'applied_seq'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO _ha_meta(key, value) VALUES ('applied_seq', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([seq as i64])?;
+    Ok(())
+}
+
+/// Records that this node committed `seq` itself.
+pub fn mark_local(conn: &Connection, seq: u64) -> Result<(), DbError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO _ha_local(seq) VALUES (?1)")?
+        .execute([seq as i64])?;
+    Ok(())
+}
+
+/// Whether `seq` was committed by this node; forgets it (each message comes back once in order).
+pub fn take_local(conn: &Connection, seq: u64) -> Result<bool, DbError> {
+    let n = conn
+        .prepare_cached("DELETE FROM _ha_local WHERE seq = ?1")?
+        .execute([seq as i64])?;
+    Ok(n > 0)
+}
+
+pub fn quarantine(
+    conn: &Connection,
+    seq: u64,
+    error: &str,
+    attempts: u32,
+    payload: &[u8],
+) -> Result<(), DbError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO _ha_quarantine(seq, error, attempts, payload, quarantined_at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![seq as i64, error, attempts, payload, now])?;
+    Ok(())
+}
+
+pub fn quarantine_count(conn: &Connection) -> Result<u64, DbError> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM _ha_quarantine", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_applied_seq_and_local_marks_round_trip() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        ensure(&c).unwrap();
+        let k = row_key(Some(&[&Value::Integer(5), &Value::Text("a".into())]), 0);
+        assert_eq!(version(&c, "t", &k).unwrap(), 0);
+        set_version(&c, "t", &k, 7, false).unwrap();
+        set_version(&c, "t", &k, 9, true).unwrap();
+        assert_eq!(version(&c, "t", &k).unwrap(), 9);
+        assert_eq!(applied_seq(&c).unwrap(), 0);
+        set_applied_seq(&c, 42).unwrap();
+        assert_eq!(applied_seq(&c).unwrap(), 42);
+        mark_local(&c, 3).unwrap();
+        assert!(take_local(&c, 3).unwrap());
+        assert!(!take_local(&c, 3).unwrap());
+    }
+
+    #[test]
+    fn keys_distinguish_types_and_boundaries() {
+        let a = row_key(Some(&[&Value::Integer(1)]), 0);
+        let b = row_key(Some(&[&Value::Text("1".into())]), 0);
+        let c = row_key(
+            Some(&[&Value::Text("ab".into()), &Value::Text("c".into())]),
+            0,
+        );
+        let d = row_key(
+            Some(&[&Value::Text("a".into()), &Value::Text("bc".into())]),
+            0,
+        );
+        assert_ne!(a, b);
+        assert_ne!(c, d);
+        assert_ne!(row_key(None, 1), row_key(None, 2));
+    }
+}
