@@ -17,12 +17,12 @@ pub mod value;
 mod writer;
 
 pub use dsn::{DbTarget, DsnError, Location};
-pub use statement::{Column, ExecSummary, Params, Rows, Stmt, StmtResult};
+pub use statement::{Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql};
 pub use value::Value;
 
 pub(crate) use open::OpenSpec;
 pub(crate) use reader::{ReadOutcome, ReadPool};
-pub(crate) use writer::{WriterConfig, WriterHandle};
+pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
 /// Why the database layer could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,11 @@ pub enum DbError {
     },
     #[error("the database writer has stopped")]
     WriterGone,
+    /// An interactive transaction held the writer idle longer than allowed and was rolled back.
+    #[error(
+        "the transaction was rolled back: idle in transaction for too long while holding the writer"
+    )]
+    SessionTimedOut,
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::statement::{self, Stmt, StmtResult};
+use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 
 /// What a reader made of a batch.
@@ -70,6 +70,12 @@ impl ReadPool {
     /// Runs `batch` here if every statement in it only reads.
     pub(crate) async fn try_read(&self, batch: Arc<Vec<Stmt>>) -> Result<ReadOutcome, DbError> {
         self.with_conn(move |conn| read_batch(conn, &batch)).await
+    }
+
+    /// Compiles `sql` on a read connection and says what it would return.
+    pub(crate) async fn describe(&self, sql: String) -> Result<Described, DbError> {
+        self.with_conn(move |conn| statement::describe(conn, &sql))
+            .await?
     }
 
     /// Copies the database into a new file at `dest` with the online backup API: one read

@@ -64,6 +64,111 @@ pub enum StmtResult {
     Exec(ExecSummary),
 }
 
+/// What compiling a statement tells without running it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    pub columns: Vec<Column>,
+    /// One entry per SQLite parameter, in SQLite's order (index 1 first): its name as written
+    /// (`$1`, `:id`, `?3`), or `None` for a bare `?`.
+    pub params: Vec<Option<String>>,
+    /// SQLite's own judgement: the statement does not write.
+    pub readonly: bool,
+    /// For a read-only statement without parameters whose columns are not all table columns:
+    /// the first row it returns (so expression columns can be typed). `None` otherwise.
+    pub first_row: Option<Vec<Value>>,
+}
+
+/// Splits SQL text into its statements, exactly where SQLite's tokenizer says a statement ends
+/// (`sqlite3_complete`), so that `;` inside strings, comments and trigger bodies does not split.
+/// Each piece keeps its text without the final `;`; empty pieces are dropped. Text after the last
+/// complete statement (an unterminated one) is returned as the last piece.
+pub fn split_sql(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in sql.char_indices() {
+        if c != ';' {
+            continue;
+        }
+        let piece = &sql[start..=i];
+        if is_complete(piece) {
+            let text = piece[..piece.len() - 1].trim();
+            if !text.is_empty() && !is_only_comments(text) {
+                out.push(text.to_string());
+            }
+            start = i + 1;
+        }
+    }
+    let rest = sql[start..].trim();
+    if !rest.is_empty() && !is_only_comments(rest) {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+fn is_complete(sql: &str) -> bool {
+    match std::ffi::CString::new(sql) {
+        // SAFETY: `c` is a valid NUL-terminated string that outlives the call; sqlite3_complete
+        // only reads it and keeps no pointer.
+        Ok(c) => unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 },
+        // A NUL byte inside: let the statement run and fail with SQLite's own message.
+        Err(_) => false,
+    }
+}
+
+fn is_only_comments(sql: &str) -> bool {
+    leading_keyword(sql).is_empty() && {
+        let mut rest = sql;
+        loop {
+            rest = rest.trim_start();
+            if let Some(r) = rest.strip_prefix("--") {
+                rest = r.split_once('\n').map(|(_, a)| a).unwrap_or("");
+            } else if let Some(r) = rest.strip_prefix("/*") {
+                rest = r.split_once("*/").map(|(_, a)| a).unwrap_or("");
+            } else {
+                break rest.is_empty();
+            }
+        }
+    }
+}
+
+/// Compiles `sql` and reports its columns, parameters and whether it only reads.
+pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbError> {
+    let mut ps = prepare(conn, sql)?;
+    let columns: Vec<Column> = ps
+        .columns()
+        .into_iter()
+        .map(|c| Column {
+            name: c.name().to_string(),
+            decl_type: c.decl_type().map(str::to_string),
+        })
+        .collect();
+    let params = (1..=ps.parameter_count())
+        .map(|i| ps.parameter_name(i).map(str::to_string))
+        .collect::<Vec<_>>();
+    let readonly = ps.readonly();
+    let mut first_row = None;
+    if readonly
+        && params.is_empty()
+        && !columns.is_empty()
+        && columns.iter().any(|c| c.decl_type.is_none())
+    {
+        let mut cursor = ps.raw_query();
+        if let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
+            let mut vals = Vec::with_capacity(columns.len());
+            for i in 0..columns.len() {
+                vals.push(Value::from_ref(row.get_ref(i)?));
+            }
+            first_row = Some(vals);
+        }
+    }
+    Ok(Described {
+        columns,
+        params,
+        readonly,
+        first_row,
+    })
+}
+
 /// The first keyword of a statement, upper-cased, skipping white space and comments.
 pub(crate) fn leading_keyword(sql: &str) -> String {
     let mut rest = sql;
@@ -245,6 +350,33 @@ mod tests {
             StmtResult::Rows(mut rows) => rows.rows.remove(0),
             other => panic!("expected rows, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn split_follows_sqlite_tokens_not_semicolons() {
+        assert_eq!(
+            split_sql("select ';' ; select 2;; -- c\n"),
+            vec!["select ';'", "select 2"]
+        );
+        let trig = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END";
+        assert_eq!(
+            split_sql(&format!("{trig}; select 3")),
+            vec![trig, "select 3"]
+        );
+        assert_eq!(split_sql("select 1"), vec!["select 1"]);
+        assert!(split_sql(" ; -- nothing").is_empty());
+    }
+
+    #[test]
+    fn describe_reports_columns_params_and_sample_row() {
+        let c = conn();
+        let d = describe(&c, "SELECT id, name FROM t WHERE id = $1 AND name = :n").unwrap();
+        assert_eq!(d.params, vec![Some("$1".into()), Some(":n".into())]);
+        assert_eq!(d.columns[0].decl_type.as_deref(), Some("INTEGER"));
+        assert!(d.readonly && d.first_row.is_none());
+        let d = describe(&c, "SELECT 1 AS one").unwrap();
+        assert_eq!(d.first_row, Some(vec![Value::Integer(1)]));
+        assert!(!describe(&c, "DELETE FROM t").unwrap().readonly);
     }
 
     #[test]

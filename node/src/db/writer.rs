@@ -1,17 +1,23 @@
 //! Owns the single write connection and runs every write on its own thread, in arrival order.
 //! Must not block async workers: callers send a job over a bounded channel and await a oneshot.
 //! Invariant: jobs waiting together are committed together (group commit), each inside its own
-//! SAVEPOINT, so one failing job never undoes or fails another.
-//! See `exec::Executor` for the callers.
+//! SAVEPOINT, so one failing job never undoes or fails another. An interactive session (pg
+//! BEGIN…COMMIT) takes the writer whole: the open group commits first, then only that session's
+//! commands run until it commits, rolls back, idles too long or goes away. Both paths commit
+//! through `finish_transaction`, the one place where a transaction becomes durable.
+//! See `exec::Executor` and `exec::Session` for the callers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::dsn::TxLock;
-use super::statement::{self, Stmt, StmtResult};
+use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 
 /// How many jobs one SQLite transaction may carry at most.
@@ -35,8 +41,71 @@ enum Job {
         stmts: Arc<Vec<Stmt>>,
         reply: Reply<Vec<StmtResult>>,
     },
+    /// An interactive session takes the writer (see `serve_session`).
+    Session(SessionStart),
     /// Finish what is queued, then stop.
     Shutdown,
+}
+
+struct SessionStart {
+    cmds: std_mpsc::Receiver<SessionCmd>,
+    /// Answered once the session's transaction is open on the writer.
+    ready: Reply<()>,
+    idle_timeout: Option<Duration>,
+    /// Set by the writer when it rolled the session back because it idled too long.
+    timed_out: Arc<AtomicBool>,
+}
+
+/// What a session that holds the writer asks of it.
+pub(crate) enum SessionCmd {
+    Run {
+        stmt: Stmt,
+        reply: Reply<StmtResult>,
+    },
+    /// Compile `sql` inside the session's transaction (it may see tables the session created).
+    Describe {
+        sql: String,
+        reply: Reply<Described>,
+    },
+    /// Transaction-control SQL built by `exec::Session` from validated names (SAVEPOINT,
+    /// RELEASE, ROLLBACK TO); never user text.
+    Control {
+        sql: String,
+        reply: Reply<()>,
+    },
+    Commit {
+        reply: Reply<()>,
+    },
+    Rollback {
+        reply: Reply<()>,
+    },
+}
+
+/// A session's hold on the writer: commands go to the writer thread, which serves nobody else
+/// until the session ends. Dropping it rolls the session's transaction back.
+pub(crate) struct WriterSession {
+    cmds: std_mpsc::Sender<SessionCmd>,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl WriterSession {
+    /// Sends `make(reply)` to the writer and waits for the answer.
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> SessionCmd,
+    ) -> Result<T, DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds.send(make(reply)).map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    fn gone(&self) -> DbError {
+        if self.timed_out.load(Ordering::Acquire) {
+            DbError::SessionTimedOut
+        } else {
+            DbError::WriterGone
+        }
+    }
 }
 
 /// The cheap handle through which everything reaches the writer thread.
@@ -68,6 +137,31 @@ impl WriterHandle {
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
+    /// Waits for the writer, then opens a transaction that only the returned session uses.
+    pub(crate) async fn session(
+        &self,
+        idle_timeout: Option<Duration>,
+    ) -> Result<WriterSession, DbError> {
+        let (cmd_tx, cmds) = std_mpsc::channel();
+        let (ready, rx) = oneshot::channel();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let start = SessionStart {
+            cmds,
+            ready,
+            idle_timeout,
+            timed_out: timed_out.clone(),
+        };
+        self.tx
+            .send(Job::Session(start))
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)??;
+        Ok(WriterSession {
+            cmds: cmd_tx,
+            timed_out,
+        })
+    }
+
     /// Jobs waiting for the writer right now.
     pub(crate) fn queue_len(&self) -> usize {
         QUEUE_DEPTH - self.tx.capacity()
@@ -97,6 +191,11 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
         for job in group {
             match job {
                 Job::Batch { stmts, reply } => batches.push((stmts, reply)),
+                Job::Session(start) => {
+                    // The jobs before the session commit first; the ones after it wait for it.
+                    commit_group(&conn, config.tx_lock, std::mem::take(&mut batches));
+                    serve_session(&conn, config.tx_lock, start);
+                }
                 Job::Shutdown => rx.close(),
             }
         }
@@ -157,20 +256,113 @@ fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Pending>) {
     if !open {
         return;
     }
-    match conn.execute_batch("COMMIT") {
+    match finish_transaction(conn) {
         Ok(()) => {
             for (r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
         Err(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
             let why = e.to_string();
             for (r, _) in pending {
                 let _ = r.send(Err(DbError::Aborted(format!("commit failed: {why}"))));
             }
+        }
+    }
+}
+
+/// Makes the open transaction durable, or rolls it back and says why. THE commit path: group
+/// commit and interactive sessions both end here (replication will capture and publish here,
+/// before the COMMIT).
+fn finish_transaction(conn: &Connection) -> Result<(), DbError> {
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            rollback(conn);
+            Err(e.into())
+        }
+    }
+}
+
+/// Rolls back the open transaction, if SQLite has not already.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(error = %e, "rollback failed");
+    }
+}
+
+/// Serves one interactive session: BEGIN, then its commands only, until it commits, rolls back,
+/// stays idle longer than its timeout or drops its sender (client gone). Whatever way it ends,
+/// no transaction stays open when this returns.
+fn serve_session(conn: &Connection, tx_lock: TxLock, start: SessionStart) {
+    if let Err(e) = conn.execute_batch(tx_lock.begin_sql()) {
+        let _ = start.ready.send(Err(e.into()));
+        return;
+    }
+    if start.ready.send(Ok(())).is_err() {
+        rollback(conn);
+        return;
+    }
+    loop {
+        let cmd = match start.idle_timeout {
+            Some(t) => start.cmds.recv_timeout(t),
+            None => start
+                .cmds
+                .recv()
+                .map_err(|_| std_mpsc::RecvTimeoutError::Disconnected),
+        };
+        let cmd = match cmd {
+            Ok(cmd) => cmd,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                start.timed_out.store(true, Ordering::Release);
+                tracing::warn!(
+                    timeout = ?start.idle_timeout,
+                    "rolled back a session idle in transaction while holding the writer"
+                );
+                rollback(conn);
+                return;
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                rollback(conn);
+                return;
+            }
+        };
+        match cmd {
+            SessionCmd::Run { stmt, reply } => {
+                let _ = reply.send(statement::run(conn, &stmt));
+            }
+            SessionCmd::Describe { sql, reply } => {
+                let _ = reply.send(statement::describe(conn, &sql));
+            }
+            SessionCmd::Control { sql, reply } => {
+                let _ = reply.send(
+                    conn.execute_batch(&sql)
+                        .map_err(|source| DbError::Run { source }),
+                );
+            }
+            SessionCmd::Commit { reply } => {
+                let _ = reply.send(if conn.is_autocommit() {
+                    Err(DbError::Aborted(
+                        "SQLite rolled the transaction back".into(),
+                    ))
+                } else {
+                    finish_transaction(conn)
+                });
+                return;
+            }
+            SessionCmd::Rollback { reply } => {
+                rollback(conn);
+                let _ = reply.send(Ok(()));
+                return;
+            }
+        }
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (e.g. disk full): the session is over;
+            // its next command finds the channel closed.
+            tracing::warn!("SQLite rolled back a session's transaction");
+            return;
         }
     }
 }

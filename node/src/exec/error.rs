@@ -23,6 +23,9 @@ pub enum ErrorCode {
     StorageFull,
     /// Anything else: a bug or a broken database.
     Internal,
+    /// An interactive transaction cannot go on: it failed earlier, or its state does not allow
+    /// the command (no transaction open, unknown savepoint). The client must roll back.
+    Transaction,
 }
 
 impl ErrorCode {
@@ -35,6 +38,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::Transaction => "transaction_state",
         }
     }
 }
@@ -45,12 +49,23 @@ pub enum ExecError {
     Db(#[from] DbError),
     #[error("{0}")]
     BadRequest(String),
+    /// A statement was sent to a transaction that already failed.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A savepoint command outside a transaction.
+    #[error("{0}")]
+    NoTransaction(String),
+    #[error("savepoint \"{0}\" does not exist")]
+    NoSuchSavepoint(String),
 }
 
 impl ExecError {
     pub fn code(&self) -> ErrorCode {
         let db = match self {
             ExecError::BadRequest(_) => return ErrorCode::BadRequest,
+            ExecError::InFailedTransaction
+            | ExecError::NoTransaction(_)
+            | ExecError::NoSuchSavepoint(_) => return ErrorCode::Transaction,
             ExecError::Db(db) => db.root(),
         };
         match db {
@@ -60,6 +75,7 @@ impl ExecError {
             DbError::Prepare { .. } => ErrorCode::InvalidSql,
             DbError::Unsupported(_) => ErrorCode::Unsupported,
             DbError::Aborted(_) | DbError::WriterGone => ErrorCode::Unavailable,
+            DbError::SessionTimedOut => ErrorCode::Transaction,
             DbError::Io(_) | DbError::Open { .. } => ErrorCode::Internal,
             DbError::InStatement { .. } => ErrorCode::Internal,
             DbError::Run { .. } | DbError::Sqlite(_) => match db.sqlite_code() {
@@ -98,7 +114,7 @@ impl ExecError {
                         | Sqlite::CannotOpen
                 )
             ),
-            ExecError::BadRequest(_) => false,
+            _ => false,
         }
     }
 
@@ -106,7 +122,7 @@ impl ExecError {
     pub fn statement_index(&self) -> Option<usize> {
         match self {
             ExecError::Db(db) => db.statement_index(),
-            ExecError::BadRequest(_) => None,
+            _ => None,
         }
     }
 }

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::db::{
-    DbTarget, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig, WriterHandle,
+    DbTarget, Described, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig,
+    WriterHandle, WriterSession,
 };
 
 use super::ExecError;
@@ -71,6 +73,37 @@ impl Executor {
         result.map_err(|e| self.observe(e.into()))
     }
 
+    /// Compiles `sql` on a read connection and says what it returns, without running it (a
+    /// read-only statement without parameters may be stepped once to type its expressions).
+    pub async fn describe(&self, sql: &str) -> Result<Described, ExecError> {
+        self.inner
+            .reader
+            .describe(sql.to_string())
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
+    /// For `Session`: runs `batch` on the read pool if it only reads.
+    pub(super) async fn try_read(&self, batch: Arc<Vec<Stmt>>) -> Result<ReadOutcome, ExecError> {
+        match self.inner.reader.try_read(batch).await {
+            Ok(ReadOutcome::Done(Err(e))) => Ok(ReadOutcome::Done(Err(self.observe_db(e)))),
+            Ok(other) => Ok(other),
+            Err(e) => Err(self.observe(e.into())),
+        }
+    }
+
+    /// For `Session`: takes the writer for one interactive transaction.
+    pub(super) async fn writer_session(
+        &self,
+        idle_timeout: Option<Duration>,
+    ) -> Result<WriterSession, ExecError> {
+        self.inner
+            .writer
+            .session(idle_timeout)
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
     /// Writes a consistent copy of the database to `dest` (a new file).
     pub async fn backup_to(&self, dest: PathBuf) -> Result<(), ExecError> {
         self.inner
@@ -115,6 +148,13 @@ impl Executor {
         // Readers first, so the writer's connection is the last one and removes the WAL file.
         self.inner.reader.close();
         self.inner.writer.close().await;
+    }
+
+    fn observe_db(&self, e: crate::db::DbError) -> crate::db::DbError {
+        match self.observe(ExecError::Db(e)) {
+            ExecError::Db(e) => e,
+            other => crate::db::DbError::Unsupported(other.to_string()),
+        }
     }
 
     fn observe(&self, e: ExecError) -> ExecError {

@@ -6,7 +6,11 @@
 
 mod error;
 mod executor;
+mod session;
 
-pub use crate::db::{Column, ExecSummary, Params, Rows, Stmt, StmtResult, Value};
+pub use crate::db::{
+    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, Value, split_sql,
+};
 pub use error::{ErrorCode, ExecError};
 pub use executor::{ExecConfig, Executor};
+pub use session::{ControlOutcome, Session, TxControl, TxStatus};

@@ -45,6 +45,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // Only pg sessions produce these; HTTP batches are whole transactions.
+        ErrorCode::Transaction => StatusCode::CONFLICT,
     }
 }
 
