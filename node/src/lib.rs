@@ -8,6 +8,8 @@
 //!   `ExecError`, the only error they see.
 //! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
 //!   statements, backups.
+//! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules); pure.
+//! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
 //!
 //! Dependencies point down only: `http` → `exec` → `db`. Front ends never import rusqlite.
@@ -16,12 +18,14 @@
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
+pub mod changeset;
 pub mod config;
 pub mod db;
 pub mod exec;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod telemetry;
 
 /// `ha --version` output: version, commit and build date.
