@@ -43,6 +43,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let executor = Executor::open(ExecConfig {
         target: config.db.clone(),
         read_connections: config.concurrent_queries,
+        replication: None,
     })
     .await?;
     tracing::info!(node = %config.name, database = %config.db, "database open");

@@ -7,34 +7,10 @@
 
 use rusqlite::Connection;
 
-use super::capture::RowOp;
 use super::meta;
 use super::schema::{TableCache, TableInfo, quote_ident};
 use super::{DbError, Value};
-
-/// A full row image of one change, as carried by a change set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowImage {
-    pub table: String,
-    pub op: RowOp,
-    /// The written (non-generated) columns the values are aligned with.
-    pub columns: Vec<String>,
-    pub old_values: Vec<Value>,
-    pub new_values: Vec<Value>,
-    pub old_rowid: i64,
-    pub new_rowid: i64,
-}
-
-/// One step of a replicated transaction, in origin order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ApplyStep {
-    Row(RowImage),
-    /// DDL (or other SQL) text with its arguments.
-    Sql {
-        command: String,
-        args: Vec<Value>,
-    },
-}
+use crate::changeset::{Change, ChangeSet, Operation, codec};
 
 /// What applying one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +18,27 @@ pub struct ApplyStats {
     pub applied: u64,
     /// Changes older than what the row already has (a later writer won).
     pub superseded: u64,
+    /// Operations this node does not know (the original's `CUSTOM`), skipped with a warning.
+    pub skipped: u64,
 }
 
-/// Applies `steps` as the change set of stream sequence `seq`.
+/// Applies the changes of `cs` as the change set of stream sequence `seq`.
 pub fn apply(
     conn: &Connection,
     tables: &mut TableCache,
     seq: u64,
-    steps: &[ApplyStep],
+    cs: &ChangeSet,
 ) -> Result<ApplyStats, DbError> {
     let mut stats = ApplyStats::default();
-    for step in steps {
-        match step {
-            ApplyStep::Sql { command, args } => {
-                let mut stmt = conn.prepare(command).map_err(|e| DbError::Prepare {
-                    message: format!("replicated statement {command:?}: {e}"),
-                })?;
-                for (i, a) in args.iter().enumerate() {
+    for change in &cs.changes {
+        match &change.operation {
+            Operation::Sql => {
+                let mut stmt = conn
+                    .prepare(&change.command)
+                    .map_err(|e| DbError::Prepare {
+                        message: format!("replicated statement {:?}: {e}", change.command),
+                    })?;
+                for (i, a) in change.args.iter().enumerate() {
                     stmt.raw_bind_parameter(i + 1, a)?;
                 }
                 stmt.raw_execute()
@@ -67,29 +47,67 @@ pub fn apply(
                 tables.invalidate();
                 stats.applied += 1;
             }
-            ApplyStep::Row(row) => {
-                let Some(info) = tables.get(conn, "main", &row.table)? else {
+            Operation::Insert | Operation::Update | Operation::Delete => {
+                let Some(info) = tables.get(conn, "main", &change.table)? else {
                     return Err(DbError::Prepare {
-                        message: format!("replicated change for missing table {:?}", row.table),
+                        message: format!("replicated change for missing table {:?}", change.table),
                     });
                 };
-                if apply_row(conn, &info, seq, row)? {
+                let fixed;
+                let change = if cs.is_legacy() {
+                    fixed = legacy_blobs(&info, change);
+                    &fixed
+                } else {
+                    change
+                };
+                if apply_row(conn, &info, seq, change)? {
                     stats.applied += 1;
                 } else {
                     stats.superseded += 1;
                 }
+            }
+            Operation::Custom | Operation::Other(_) => {
+                tracing::warn!(
+                    seq,
+                    operation = change.operation.as_str(),
+                    "skipping unknown operation"
+                );
+                stats.skipped += 1;
             }
         }
     }
     Ok(stats)
 }
 
-/// The row key of an image (`old` or `new` side).
-fn key_of(info: &TableInfo, row: &RowImage, new: bool) -> Result<Vec<u8>, DbError> {
+/// The Go original sends BLOBs of columns declared exactly `BLOB` as base64 text.
+fn legacy_blobs(info: &TableInfo, change: &Change) -> Change {
+    let mut c = change.clone();
+    for (i, name) in change.columns.iter().enumerate() {
+        let is_blob = info
+            .columns
+            .iter()
+            .any(|col| &col.name == name && col.decl_type == "BLOB");
+        if !is_blob {
+            continue;
+        }
+        for vals in [&mut c.old_values, &mut c.new_values] {
+            if let Some(Value::Text(t)) = vals.get(i)
+                && let Some(bytes) = codec::legacy_blob(t)
+            {
+                vals[i] = Value::Blob(bytes);
+            }
+        }
+    }
+    c
+}
+
+/// The row key of a change's old or new image, by the local table's primary key (rowid when
+/// it has none).
+pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, DbError> {
     let (values, rowid) = if new {
-        (&row.new_values, row.new_rowid)
+        (&change.new_values, change.new_rowid)
     } else {
-        (&row.old_values, row.old_rowid)
+        (&change.old_values, change.old_rowid)
     };
     let pk = info.pk_columns();
     if pk.is_empty() {
@@ -97,37 +115,35 @@ fn key_of(info: &TableInfo, row: &RowImage, new: bool) -> Result<Vec<u8>, DbErro
     }
     let mut vals = Vec::with_capacity(pk.len());
     for name in pk {
-        let i = row
+        let i = change
             .columns
             .iter()
             .position(|c| c == name)
             .ok_or_else(|| DbError::Prepare {
                 message: format!(
                     "change for {:?} lacks primary-key column {name:?}",
-                    row.table
+                    change.table
                 ),
             })?;
         vals.push(values.get(i).ok_or_else(|| DbError::Prepare {
-            message: format!("change for {:?} has fewer values than columns", row.table),
+            message: format!(
+                "change for {:?} has fewer values than columns",
+                change.table
+            ),
         })?);
     }
     Ok(meta::row_key(Some(&vals), rowid))
 }
 
 /// Applies one row change if it is newer than the row's version. Returns whether it did.
-fn apply_row(
-    conn: &Connection,
-    info: &TableInfo,
-    seq: u64,
-    row: &RowImage,
-) -> Result<bool, DbError> {
+fn apply_row(conn: &Connection, info: &TableInfo, seq: u64, row: &Change) -> Result<bool, DbError> {
     let table = &row.table;
-    match row.op {
-        RowOp::Insert | RowOp::Update => {
-            let new_key = key_of(info, row, true)?;
+    match row.operation {
+        Operation::Insert | Operation::Update => {
+            let new_key = row_key(info, row, true)?;
             let mut did = false;
-            if row.op == RowOp::Update {
-                let old_key = key_of(info, row, false)?;
+            if row.operation == Operation::Update {
+                let old_key = row_key(info, row, false)?;
                 if old_key != new_key && meta::version(conn, table, &old_key)? < seq {
                     delete_row(conn, info, row, false)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
@@ -141,8 +157,8 @@ fn apply_row(
             }
             Ok(did)
         }
-        RowOp::Delete => {
-            let key = key_of(info, row, false)?;
+        _ => {
+            let key = row_key(info, row, false)?;
             if meta::version(conn, table, &key)? >= seq {
                 return Ok(false);
             }
@@ -153,7 +169,7 @@ fn apply_row(
     }
 }
 
-fn upsert_row(conn: &Connection, info: &TableInfo, row: &RowImage) -> Result<(), DbError> {
+fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), DbError> {
     let pk = info.pk_columns();
     let cols: Vec<String> = row.columns.iter().map(|c| quote_ident(c)).collect();
     let mut names = cols.clone();
@@ -206,12 +222,7 @@ fn upsert_row(conn: &Connection, info: &TableInfo, row: &RowImage) -> Result<(),
     Ok(())
 }
 
-fn delete_row(
-    conn: &Connection,
-    info: &TableInfo,
-    row: &RowImage,
-    new: bool,
-) -> Result<(), DbError> {
+fn delete_row(conn: &Connection, info: &TableInfo, row: &Change, new: bool) -> Result<(), DbError> {
     let pk = info.pk_columns();
     let (values, rowid) = if new {
         (&row.new_values, row.new_rowid)
@@ -273,28 +284,30 @@ mod tests {
         (c, TableCache::default())
     }
 
-    fn ins(table: &str, cols: &[&str], vals: Vec<Value>, rowid: i64) -> ApplyStep {
-        ApplyStep::Row(RowImage {
-            table: table.into(),
-            op: RowOp::Insert,
-            columns: cols.iter().map(|s| s.to_string()).collect(),
-            old_values: vec![],
-            new_values: vals,
-            old_rowid: rowid,
-            new_rowid: rowid,
-        })
+    fn set(changes: Vec<Change>) -> ChangeSet {
+        let mut cs = ChangeSet::new("n1", 1, "ha.db");
+        cs.format = Some(crate::changeset::FORMAT_VERSION);
+        cs.changes = changes;
+        cs
     }
 
-    fn upd(id: i64, old: &str, new: &str) -> ApplyStep {
-        ApplyStep::Row(RowImage {
-            table: "t".into(),
-            op: RowOp::Update,
-            columns: vec!["id".into(), "v".into()],
-            old_values: vec![Value::Integer(id), Value::Text(old.into())],
-            new_values: vec![Value::Integer(id), Value::Text(new.into())],
-            old_rowid: id,
-            new_rowid: id,
-        })
+    fn ins(table: &str, cols: &[&str], vals: Vec<Value>, rowid: i64) -> Change {
+        let mut c = Change::new(Operation::Insert, table);
+        c.columns = cols.iter().map(|s| s.to_string()).collect();
+        c.new_values = vals;
+        c.old_rowid = rowid;
+        c.new_rowid = rowid;
+        c
+    }
+
+    fn upd(id: i64, old: &str, new: &str) -> Change {
+        let mut c = Change::new(Operation::Update, "t");
+        c.columns = vec!["id".into(), "v".into()];
+        c.old_values = vec![Value::Integer(id), Value::Text(old.into())];
+        c.new_values = vec![Value::Integer(id), Value::Text(new.into())];
+        c.old_rowid = id;
+        c.new_rowid = id;
+        c
     }
 
     fn get(c: &Connection, sql: &str) -> Vec<String> {
@@ -309,25 +322,20 @@ mod tests {
     fn later_sequence_wins_whatever_the_arrival_order() {
         for order in [[10u64, 11], [11, 10]] {
             let (c, mut cache) = db();
-            apply(
-                &c,
-                &mut cache,
+            let first = ins(
+                "t",
+                &["id", "v"],
+                vec![Value::Integer(1), Value::Text("x".into())],
                 1,
-                &[ins(
-                    "t",
-                    &["id", "v"],
-                    vec![Value::Integer(1), Value::Text("x".into())],
-                    1,
-                )],
-            )
-            .unwrap();
+            );
+            apply(&c, &mut cache, 1, &set(vec![first])).unwrap();
             for seq in order {
                 let step = if seq == 10 {
                     upd(1, "x", "ten")
                 } else {
                     upd(1, "x", "eleven")
                 };
-                apply(&c, &mut cache, seq, &[step]).unwrap();
+                apply(&c, &mut cache, seq, &set(vec![step])).unwrap();
             }
             assert_eq!(
                 get(&c, "SELECT v FROM t"),
@@ -340,27 +348,23 @@ mod tests {
     #[test]
     fn duplicates_are_no_ops_and_deletes_leave_tombstones() {
         let (c, mut cache) = db();
-        let i = ins(
+        let i = set(vec![ins(
             "t",
             &["id", "v"],
             vec![Value::Integer(1), Value::Text("a".into())],
             1,
-        );
-        apply(&c, &mut cache, 5, std::slice::from_ref(&i)).unwrap();
-        let s = apply(&c, &mut cache, 5, std::slice::from_ref(&i)).unwrap();
+        )]);
+        apply(&c, &mut cache, 5, &i).unwrap();
+        let s = apply(&c, &mut cache, 5, &i).unwrap();
         assert_eq!(s.superseded, 1);
-        let del = ApplyStep::Row(RowImage {
-            table: "t".into(),
-            op: RowOp::Delete,
-            columns: vec!["id".into(), "v".into()],
-            old_values: vec![Value::Integer(1), Value::Text("a".into())],
-            new_values: vec![],
-            old_rowid: 1,
-            new_rowid: 1,
-        });
-        apply(&c, &mut cache, 7, &[del]).unwrap();
+        let mut del = Change::new(Operation::Delete, "t");
+        del.columns = vec!["id".into(), "v".into()];
+        del.old_values = vec![Value::Integer(1), Value::Text("a".into())];
+        del.old_rowid = 1;
+        del.new_rowid = 1;
+        apply(&c, &mut cache, 7, &set(vec![del])).unwrap();
         // An older insert of the deleted key does not resurrect it.
-        apply(&c, &mut cache, 6, &[i]).unwrap();
+        apply(&c, &mut cache, 6, &i).unwrap();
         assert!(get(&c, "SELECT v FROM t").is_empty());
     }
 
@@ -369,31 +373,26 @@ mod tests {
         let (c, mut cache) = db();
         c.execute_batch("CREATE TABLE \"select\"(\"from\" TEXT PRIMARY KEY, \"a b\" TEXT)")
             .unwrap();
-        apply(
-            &c,
-            &mut cache,
-            1,
-            &[
-                ins(
-                    "w",
-                    &["a", "b", "v"],
-                    vec![
-                        Value::Text("k".into()),
-                        Value::Integer(2),
-                        Value::Text("w".into()),
-                    ],
-                    0,
-                ),
-                ins("n", &["v"], vec![Value::Text("n1".into())], 42),
-                ins(
-                    "select",
-                    &["from", "a b"],
-                    vec![Value::Text("f".into()), Value::Text("s".into())],
-                    1,
-                ),
-            ],
-        )
-        .unwrap();
+        let cs = set(vec![
+            ins(
+                "w",
+                &["a", "b", "v"],
+                vec![
+                    Value::Text("k".into()),
+                    Value::Integer(2),
+                    Value::Text("w".into()),
+                ],
+                0,
+            ),
+            ins("n", &["v"], vec![Value::Text("n1".into())], 42),
+            ins(
+                "select",
+                &["from", "a b"],
+                vec![Value::Text("f".into()), Value::Text("s".into())],
+                1,
+            ),
+        ]);
+        apply(&c, &mut cache, 1, &cs).unwrap();
         assert_eq!(get(&c, "SELECT v FROM w"), vec!["w"]);
         assert_eq!(get(&c, "SELECT rowid || v FROM n"), vec!["42n1"]);
         assert_eq!(get(&c, "SELECT \"a b\" FROM \"select\""), vec!["s"]);
@@ -402,28 +401,36 @@ mod tests {
     #[test]
     fn ddl_steps_run_and_missing_tables_are_errors() {
         let (c, mut cache) = db();
-        apply(
-            &c,
-            &mut cache,
-            1,
-            &[
-                ApplyStep::Sql {
-                    command: "CREATE TABLE IF NOT EXISTS z(id INTEGER PRIMARY KEY)".into(),
-                    args: vec![],
-                },
-                ins("z", &["id"], vec![Value::Integer(3)], 3),
-            ],
-        )
-        .unwrap();
+        let cs = set(vec![
+            Change::sql("CREATE TABLE IF NOT EXISTS z(id INTEGER PRIMARY KEY)"),
+            ins("z", &["id"], vec![Value::Integer(3)], 3),
+        ]);
+        apply(&c, &mut cache, 1, &cs).unwrap();
         assert_eq!(get(&c, "SELECT CAST(id AS TEXT) FROM z"), vec!["3"]);
-        assert!(
-            apply(
-                &c,
-                &mut cache,
-                2,
-                &[ins("nope", &["id"], vec![Value::Integer(1)], 1)]
-            )
-            .is_err()
+        let bad = set(vec![ins("nope", &["id"], vec![Value::Integer(1)], 1)]);
+        assert!(apply(&c, &mut cache, 2, &bad).is_err());
+    }
+
+    #[test]
+    fn legacy_messages_decode_base64_in_blob_columns() {
+        let (c, mut cache) = db();
+        c.execute_batch("CREATE TABLE b(id INTEGER PRIMARY KEY, data BLOB, txt TEXT)")
+            .unwrap();
+        let mut cs = set(vec![ins(
+            "b",
+            &["id", "data", "txt"],
+            vec![
+                Value::Integer(1),
+                Value::Text("AAH/".into()),
+                Value::Text("AAH/".into()),
+            ],
+            1,
+        )]);
+        cs.format = None;
+        apply(&c, &mut cache, 1, &cs).unwrap();
+        assert_eq!(
+            get(&c, "SELECT typeof(data) || hex(data) || txt FROM b"),
+            vec!["blob0001FFAAH/"]
         );
     }
 }

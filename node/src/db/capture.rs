@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use rusqlite::hooks::{Action, PreUpdateCase};
 
+use super::schema::TableCache;
 use super::{DbError, Value};
+use crate::changeset::{Change, Operation};
 
 /// What a row change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,9 +39,12 @@ pub struct RawChange {
 /// A captured step of a transaction, in execution order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Captured {
+    /// As the hook saw it; `resolve_pending` turns it into a `Change` at the statement's end.
     Row(RawChange),
     /// DDL text, already made idempotent by the caller.
     Ddl(String),
+    /// A change ready for the change set.
+    Change(Change),
 }
 
 /// The capture buffer of the write connection. Cheap to clone; all clones share one buffer.
@@ -153,6 +158,50 @@ impl Capture {
         }
     }
 
+    /// Appends a change built by the writer (rows of CREATE TABLE … AS SELECT, which the
+    /// preupdate hook does not see).
+    pub fn push_change(&self, change: Change) {
+        if self.enabled.load(Ordering::Relaxed)
+            && let Ok(mut b) = self.buf.lock()
+        {
+            b.push(Captured::Change(change));
+        }
+    }
+
+    /// Puts DDL text at position `at` (before the rows a CREATE TABLE … AS SELECT inserted).
+    pub fn insert_ddl(&self, at: usize, sql: String) {
+        if self.enabled.load(Ordering::Relaxed)
+            && let Ok(mut b) = self.buf.lock()
+        {
+            let at = at.min(b.len());
+            b.insert(at, Captured::Ddl(sql));
+        }
+    }
+
+    /// Describes the raw rows captured so far with their table's columns. Called at the end of
+    /// every successful statement, when the schema they were written under is still current.
+    pub fn resolve_pending(
+        &self,
+        conn: &Connection,
+        tables: &mut TableCache,
+    ) -> Result<(), DbError> {
+        let Ok(mut b) = self.buf.lock() else {
+            return Ok(());
+        };
+        for item in b.iter_mut() {
+            if let Captured::Row(raw) = item {
+                let change = resolve(conn, tables, raw)?;
+                *item = Captured::Change(change);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything was captured since the last `take`.
+    pub fn is_empty(&self) -> bool {
+        self.buf.lock().map(|b| b.is_empty()).unwrap_or(true)
+    }
+
     /// The current end of the buffer, to cut back to if what follows fails.
     pub fn mark(&self) -> usize {
         self.buf.lock().map(|b| b.len()).unwrap_or(0)
@@ -178,6 +227,48 @@ impl Capture {
     }
 }
 
+/// A raw hook record as a change-set `Change`: written columns only (generated and hidden ones
+/// are computed on every node), names, primary key.
+fn resolve(conn: &Connection, tables: &mut TableCache, raw: &RawChange) -> Result<Change, DbError> {
+    let info = tables.get(conn, "main", &raw.table)?.ok_or_else(|| {
+        DbError::Unsupported(format!(
+            "captured a change of unknown table {:?}",
+            raw.table
+        ))
+    })?;
+    let n = info.columns.len();
+    for vals in [&raw.old_values, &raw.new_values] {
+        if !vals.is_empty() && vals.len() != n {
+            return Err(DbError::Unsupported(format!(
+                "table {:?} changed shape while a statement wrote to it ({} values, {n} columns)",
+                raw.table,
+                vals.len()
+            )));
+        }
+    }
+    let keep: Vec<usize> = (0..n).filter(|&i| info.columns[i].is_written()).collect();
+    let pick = |vals: &Vec<Value>| -> Vec<Value> {
+        if vals.is_empty() {
+            Vec::new()
+        } else {
+            keep.iter().map(|&i| vals[i].clone()).collect()
+        }
+    };
+    let operation = match raw.op {
+        RowOp::Insert => Operation::Insert,
+        RowOp::Update => Operation::Update,
+        RowOp::Delete => Operation::Delete,
+    };
+    let mut c = Change::new(operation, raw.table.clone());
+    c.columns = keep.iter().map(|&i| info.columns[i].name.clone()).collect();
+    c.pk_columns = info.pk_columns().into_iter().map(str::to_string).collect();
+    c.old_rowid = raw.old_rowid;
+    c.new_rowid = raw.new_rowid;
+    c.old_values = pick(&raw.old_values);
+    c.new_values = pick(&raw.new_values);
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +278,7 @@ mod tests {
             .into_iter()
             .filter_map(|x| match x {
                 Captured::Row(r) => Some(r),
-                Captured::Ddl(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -258,6 +349,30 @@ mod tests {
         let r = rows(&cap);
         let ops: Vec<(&str, RowOp)> = r.iter().map(|c| (c.table.as_str(), c.op)).collect();
         assert_eq!(ops, vec![("p", RowOp::Delete), ("c", RowOp::Delete)]);
+    }
+
+    #[test]
+    fn resolved_changes_skip_generated_columns_and_name_the_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let cap = Capture::install(&mut conn).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE g(a TEXT, id INTEGER, s INTEGER GENERATED ALWAYS AS (id * 2) STORED,
+                            v INTEGER GENERATED ALWAYS AS (id * 3) VIRTUAL, PRIMARY KEY (id));
+             INSERT INTO g(a, id) VALUES ('x', 4);",
+        )
+        .unwrap();
+        let mut tables = TableCache::default();
+        cap.resolve_pending(&conn, &mut tables).unwrap();
+        let all = cap.take();
+        let Captured::Change(c) = &all[0] else {
+            panic!("{all:?}")
+        };
+        assert_eq!(c.columns, vec!["a", "id"]);
+        assert_eq!(
+            c.new_values,
+            vec![Value::Text("x".into()), Value::Integer(4)]
+        );
+        assert_eq!(c.pk_columns, vec!["id"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   the "last writer wins by stream sequence" rule;
 //! - `_ha_local`: sequences this node committed itself, so their message is not applied again;
 //! - `_ha_quarantine`: messages that could not be applied, with the error.
+//!
 //! Must not decide what to apply: `apply` does, with these primitives.
 //! Invariant: every write here happens in the same SQLite transaction as the data it describes.
 

@@ -12,6 +12,7 @@ pub mod meta;
 mod open;
 mod reader;
 pub mod schema;
+pub mod sink;
 mod statement;
 pub mod value;
 mod writer;
@@ -63,6 +64,9 @@ pub enum DbError {
         #[source]
         source: Box<DbError>,
     },
+    /// The change set could not be published to the replication log; nothing was committed.
+    #[error("replication log unavailable, nothing was committed: {0}")]
+    Publish(String),
     #[error("the database writer has stopped")]
     WriterGone,
     /// An interactive transaction held the writer idle longer than allowed and was rolled back.
@@ -77,6 +81,14 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The same failure for every job of a group whose shared commit failed.
+    pub fn clone_for_group(&self) -> DbError {
+        match self.root() {
+            DbError::Publish(m) => DbError::Publish(m.clone()),
+            other => DbError::Aborted(format!("commit failed: {other}")),
+        }
+    }
+
     /// The error itself, looking through `InStatement`.
     pub fn root(&self) -> &DbError {
         match self {

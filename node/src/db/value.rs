@@ -1,19 +1,12 @@
-//! Owns `Value`, the one representation of an SQLite value used above the `db` layer.
+//! Owns how `Value` (SQLite's five storage classes, defined with the change-set model so that
+//! the message and the database share one type) moves in and out of rusqlite.
 //! Must not know about JSON or the PostgreSQL wire format: front ends translate.
 //! Invariant: integers stay exact `i64` end to end; a BLOB never silently becomes TEXT.
-//! See `http::json` and (later) `changeset` for the encodings built on top of it.
+//! See `http::json`, `pgwire` and `changeset::codec` for the encodings built on top of it.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
-/// SQLite's five storage classes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
+pub use crate::changeset::Value;
 
 impl Value {
     pub(crate) fn from_ref(v: ValueRef<'_>) -> Value {

@@ -5,6 +5,9 @@
 //! BEGIN…COMMIT) takes the writer whole: the open group commits first, then only that session's
 //! commands run until it commits, rolls back, idles too long or goes away. Both paths commit
 //! through `finish_transaction`, the one place where a transaction becomes durable.
+//! With replication, every statement's row changes are captured (see `capture`), and the commit
+//! publishes them through the `ChangeSink` before SQLite commits: nothing is committed that is
+//! not in the log. Replicated change sets are applied here too, in stream order (`apply`).
 //! See `exec::Executor` and `exec::Session` for the callers.
 
 use std::sync::Arc;
@@ -16,9 +19,15 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::apply::{self, ApplyStats};
+use super::capture::{Capture, Captured};
 use super::dsn::TxLock;
+use super::meta;
+use super::schema::TableCache;
+use super::sink::ReplicationHooks;
 use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
+use crate::changeset::{Change, ChangeSet, Operation, Seq, ddl};
 
 /// How many jobs one SQLite transaction may carry at most.
 const MAX_GROUP: usize = 256;
@@ -30,6 +39,8 @@ pub(crate) struct WriterConfig {
     pub tx_lock: TxLock,
     /// Checkpoint the WAL into the main file when the writer stops.
     pub checkpoint_on_close: bool,
+    /// Capture and publish every transaction (None: a standalone node).
+    pub replication: Option<ReplicationHooks>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, DbError>>;
@@ -43,6 +54,20 @@ enum Job {
     },
     /// An interactive session takes the writer (see `serve_session`).
     Session(SessionStart),
+    /// Apply a replicated change set (stream sequence `seq`).
+    Apply {
+        seq: Seq,
+        changeset: Arc<ChangeSet>,
+        reply: Reply<ApplyStats>,
+    },
+    /// Give up on a message that cannot be applied: record it and move past it.
+    Quarantine {
+        seq: Seq,
+        error: String,
+        attempts: u32,
+        payload: Vec<u8>,
+        reply: Reply<()>,
+    },
     /// Finish what is queued, then stop.
     Shutdown,
 }
@@ -117,11 +142,29 @@ pub(crate) struct WriterHandle {
 impl WriterHandle {
     /// Opens the write connection on a new thread and starts serving jobs.
     pub(crate) fn spawn(spec: &OpenSpec, config: WriterConfig) -> Result<WriterHandle, DbError> {
-        let conn = spec.open_writer()?;
+        let mut conn = spec.open_writer()?;
+        let repl = match config.replication.clone() {
+            Some(hooks) => {
+                meta::ensure(&conn)?;
+                Some(Replicating {
+                    capture: Capture::install(&mut conn)?,
+                    tables: TableCache::default(),
+                    hooks,
+                    savepoints: Vec::new(),
+                })
+            }
+            None => None,
+        };
+        let w = WriteConn {
+            conn,
+            tx_lock: config.tx_lock,
+            repl,
+        };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let checkpoint = config.checkpoint_on_close;
         let thread = std::thread::Builder::new()
             .name("ha-writer".into())
-            .spawn(move || run(conn, rx, config))?;
+            .spawn(move || run(w, rx, checkpoint))?;
         Ok(WriterHandle {
             tx,
             thread: std::sync::Mutex::new(Some(thread)),
@@ -162,6 +205,46 @@ impl WriterHandle {
         })
     }
 
+    /// Applies a replicated change set; answers once it is committed (or why not).
+    pub(crate) async fn apply(
+        &self,
+        seq: Seq,
+        changeset: Arc<ChangeSet>,
+    ) -> Result<ApplyStats, DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Apply {
+                seq,
+                changeset,
+                reply,
+            })
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Records a message that cannot be applied and moves the applied sequence past it.
+    pub(crate) async fn quarantine(
+        &self,
+        seq: Seq,
+        error: String,
+        attempts: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Quarantine {
+                seq,
+                error,
+                attempts,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
     /// Jobs waiting for the writer right now.
     pub(crate) fn queue_len(&self) -> usize {
         QUEUE_DEPTH - self.tx.capacity()
@@ -178,7 +261,291 @@ impl WriterHandle {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
+/// The write connection and, with replication, what captures and publishes its changes.
+struct WriteConn {
+    conn: Connection,
+    tx_lock: TxLock,
+    repl: Option<Replicating>,
+}
+
+struct Replicating {
+    capture: Capture,
+    tables: TableCache,
+    hooks: ReplicationHooks,
+    /// Open savepoints of an interactive session with the capture position at each, so that
+    /// ROLLBACK TO also drops what was captured after it.
+    savepoints: Vec<(String, usize)>,
+}
+
+impl WriteConn {
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.conn.execute_batch(self.tx_lock.begin_sql())?;
+        Ok(())
+    }
+
+    /// Runs one statement; with replication, captures its changes (and its DDL text), or drops
+    /// them if it fails.
+    fn run(&mut self, stmt: &Stmt) -> Result<StmtResult, DbError> {
+        let Some(r) = &mut self.repl else {
+            return statement::run(&self.conn, stmt);
+        };
+        let mark = r.capture.mark();
+        let result = statement::run(&self.conn, stmt).and_then(|res| {
+            r.capture.resolve_pending(&self.conn, &mut r.tables)?;
+            Ok(res)
+        });
+        match result {
+            Ok(res) => {
+                if let Err(e) = r.after_statement(&self.conn, &stmt.sql, mark) {
+                    r.capture.truncate(mark);
+                    return Err(e);
+                }
+                Ok(res)
+            }
+            Err(e) => {
+                r.capture.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Session savepoint statements (built by `exec::Session` from validated names).
+    fn control(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn
+            .execute_batch(sql)
+            .map_err(|source| DbError::Run { source })?;
+        if let Some(r) = &mut self.repl {
+            let words: Vec<&str> = sql.split_whitespace().collect();
+            let name = words.last().map(|w| w.to_string()).unwrap_or_default();
+            match statement::leading_keyword(sql).as_str() {
+                "SAVEPOINT" => r.savepoints.push((name, r.capture.mark())),
+                "RELEASE" => {
+                    if let Some(i) = r
+                        .savepoints
+                        .iter()
+                        .rposition(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    {
+                        r.savepoints.truncate(i);
+                    }
+                }
+                "ROLLBACK" => {
+                    // ROLLBACK TO keeps the savepoint open.
+                    if let Some(i) = r
+                        .savepoints
+                        .iter()
+                        .rposition(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    {
+                        let mark = r.savepoints[i].1;
+                        r.savepoints.truncate(i + 1);
+                        r.capture.truncate(mark);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the open transaction durable, or rolls it back and says why. THE commit path: group
+    /// commit and interactive sessions both end here. With replication the captured change set
+    /// is published first and only an acknowledged one commits; the sequence it got becomes
+    /// the version of every row it wrote.
+    fn finish_transaction(&mut self) -> Result<Option<Seq>, DbError> {
+        let mut seq = None;
+        if let Some(r) = &mut self.repl {
+            r.savepoints.clear();
+            let changes = r.take_changes();
+            if !changes.is_empty() {
+                match r.publish(&self.conn, changes) {
+                    Ok(s) => seq = Some(s),
+                    Err(e) => {
+                        rollback(&self.conn);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(seq),
+            Err(e) => {
+                // If it was published, the consumer applies it from the log later: the log
+                // stays the truth.
+                rollback(&self.conn);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        rollback(&self.conn);
+        if let Some(r) = &mut self.repl {
+            r.capture.take();
+            r.savepoints.clear();
+        }
+    }
+}
+
+impl Replicating {
+    /// After a successful statement: record its DDL text at the right place.
+    fn after_statement(
+        &mut self,
+        conn: &Connection,
+        sql: &str,
+        mark: usize,
+    ) -> Result<(), DbError> {
+        let keyword = statement::leading_keyword(sql);
+        if !matches!(keyword.as_str(), "CREATE" | "DROP" | "ALTER") {
+            return Ok(());
+        }
+        self.tables.invalidate();
+        if !self.hooks.ddl_sync {
+            return Ok(());
+        }
+        match ddl::plan(sql) {
+            Ok(ddl::Plan::Replicate(text)) => self.capture.push_ddl(text.into_owned()),
+            Ok(ddl::Plan::CreateTableAsSelect { name, .. }) => {
+                let created: Option<String> = conn
+                    .query_row(
+                        "SELECT sql FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
+                        [&name],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                let Some(created) = created else {
+                    return Err(DbError::Unsupported(format!(
+                        "cannot find the schema of table {name:?} created by CREATE TABLE … AS SELECT"
+                    )));
+                };
+                let text = ddl::idempotent_schema_sql(&created)
+                    .map(|t| t.into_owned())
+                    .unwrap_or(created);
+                self.capture.insert_ddl(mark, text);
+                // SQLite fills the new table without calling the preupdate hook: send its rows.
+                for change in table_rows(conn, &mut self.tables, &name)? {
+                    self.capture.push_change(change);
+                }
+            }
+            Ok(ddl::Plan::LocalOnly) | Ok(ddl::Plan::NotDdl) => {}
+            Err(e) => {
+                return Err(DbError::Unsupported(format!(
+                    "cannot replicate this DDL: {e}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn take_changes(&mut self) -> Vec<Change> {
+        self.capture
+            .take()
+            .into_iter()
+            .filter_map(|c| match c {
+                Captured::Change(c) => Some(c),
+                Captured::Ddl(sql) => Some(Change::sql(sql)),
+                // Every statement resolves its rows before it returns.
+                Captured::Row(_) => None,
+            })
+            .collect()
+    }
+
+    fn publish(&mut self, conn: &Connection, changes: Vec<Change>) -> Result<Seq, DbError> {
+        let origin = &self.hooks.origin;
+        let mut cs = ChangeSet::new(
+            origin.node.clone(),
+            origin.process_id,
+            origin.filename.clone(),
+        );
+        cs.format = Some(crate::changeset::FORMAT_VERSION);
+        cs.timestamp_ns = now_ns();
+        cs.changes = changes;
+        let seq = self
+            .hooks
+            .sink
+            .publish(&cs)
+            .map_err(|e| DbError::Publish(e.0))?;
+        // The rows now carry this sequence as their version, and the message is marked ours so
+        // that its return from the stream is not applied again (its DDL in particular).
+        for c in &cs.changes {
+            if !matches!(
+                c.operation,
+                Operation::Insert | Operation::Update | Operation::Delete
+            ) {
+                continue;
+            }
+            let Some(info) = self.tables.get(conn, "main", &c.table)? else {
+                continue; // dropped later in the same transaction
+            };
+            if c.operation != Operation::Insert {
+                let old = apply::row_key(&info, c, false)?;
+                meta::set_version(
+                    conn,
+                    &c.table,
+                    &old,
+                    seq.0,
+                    c.operation == Operation::Delete,
+                )?;
+            }
+            if c.operation != Operation::Delete {
+                let new = apply::row_key(&info, c, true)?;
+                meta::set_version(conn, &c.table, &new, seq.0, false)?;
+            }
+        }
+        meta::mark_local(conn, seq.0)?;
+        Ok(seq)
+    }
+}
+
+/// Every row of `table` as INSERT changes.
+fn table_rows(
+    conn: &Connection,
+    tables: &mut TableCache,
+    table: &str,
+) -> Result<Vec<Change>, DbError> {
+    let Some(info) = tables.get(conn, "main", table)? else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<&str> = info
+        .columns
+        .iter()
+        .filter(|c| c.is_written())
+        .map(|c| c.name.as_str())
+        .collect();
+    let list = cols
+        .iter()
+        .map(|c| super::schema::quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT rowid, {list} FROM main.{}",
+        super::schema::quote_ident(table)
+    ))?;
+    let pk: Vec<String> = info.pk_columns().into_iter().map(str::to_string).collect();
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let rowid: i64 = row.get(0)?;
+        let mut c = Change::new(Operation::Insert, table);
+        c.columns = cols.iter().map(|s| s.to_string()).collect();
+        c.pk_columns = pk.clone();
+        c.old_rowid = rowid;
+        c.new_rowid = rowid;
+        for i in 0..cols.len() {
+            c.new_values
+                .push(super::Value::from_ref(row.get_ref(i + 1)?));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -188,35 +555,65 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
             }
         }
         let mut batches = Vec::with_capacity(group.len());
+        let mut applies = Vec::new();
         for job in group {
             match job {
-                Job::Batch { stmts, reply } => batches.push((stmts, reply)),
+                Job::Batch { stmts, reply } => {
+                    if !applies.is_empty() {
+                        apply_group(&mut w, std::mem::take(&mut applies));
+                    }
+                    batches.push((stmts, reply))
+                }
+                Job::Apply {
+                    seq,
+                    changeset,
+                    reply,
+                } => {
+                    // Local writes queued before a replicated change commit before it.
+                    commit_group(&mut w, std::mem::take(&mut batches));
+                    applies.push((seq, changeset, reply));
+                }
+                Job::Quarantine {
+                    seq,
+                    error,
+                    attempts,
+                    payload,
+                    reply,
+                } => {
+                    commit_group(&mut w, std::mem::take(&mut batches));
+                    apply_group(&mut w, std::mem::take(&mut applies));
+                    let _ = reply.send(quarantine(&mut w, seq, &error, attempts, &payload));
+                }
                 Job::Session(start) => {
                     // The jobs before the session commit first; the ones after it wait for it.
-                    commit_group(&conn, config.tx_lock, std::mem::take(&mut batches));
-                    serve_session(&conn, config.tx_lock, start);
+                    commit_group(&mut w, std::mem::take(&mut batches));
+                    apply_group(&mut w, std::mem::take(&mut applies));
+                    serve_session(&mut w, start);
                 }
                 Job::Shutdown => rx.close(),
             }
         }
-        commit_group(&conn, config.tx_lock, batches);
+        commit_group(&mut w, batches);
+        apply_group(&mut w, applies);
     }
-    if config.checkpoint_on_close {
-        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        }) {
+    if checkpoint_on_close {
+        match w
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
             Ok(0) => tracing::info!("WAL checkpointed"),
             Ok(busy) => tracing::warn!(busy, "WAL checkpoint could not finish"),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
-    if let Err((_, e)) = conn.close() {
+    if let Err((_, e)) = w.conn.close() {
         tracing::warn!(error = %e, "closing the write connection failed");
     }
 }
 
 /// Runs the batches in one transaction, each in a savepoint, and answers every caller.
-fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Pending>) {
+fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     if batches.is_empty() {
         return;
     }
@@ -225,24 +622,25 @@ fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Pending>) {
         .into_iter()
         .partition(|(s, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
     for (stmts, reply) in solo {
-        let _ = reply.send(statement::run(conn, &stmts[0]).map(|r| vec![r]));
+        let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
     }
     let mut pending: Vec<(Reply<Vec<StmtResult>>, Vec<StmtResult>)> = Vec::new();
     let mut open = false;
     for (stmts, reply) in batches {
         if !open {
-            if let Err(e) = conn.execute_batch(tx_lock.begin_sql()) {
-                let _ = reply.send(Err(e.into()));
+            if let Err(e) = w.begin() {
+                let _ = reply.send(Err(e));
                 continue;
             }
             open = true;
         }
-        match run_in_savepoint(conn, &stmts) {
+        match run_in_savepoint(w, &stmts) {
             Ok(results) => pending.push((reply, results)),
             Err(e) => {
-                if conn.is_autocommit() {
+                if w.conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (disk full, I/O error, …): the
                     // jobs before this one are lost with it and must be told.
+                    w.rollback();
                     let why = e.to_string();
                     for (r, _) in pending.drain(..) {
                         let _ = r.send(Err(DbError::Aborted(why.clone())));
@@ -256,30 +654,150 @@ fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Pending>) {
     if !open {
         return;
     }
-    match finish_transaction(conn) {
-        Ok(()) => {
+    match w.finish_transaction() {
+        Ok(_) => {
             for (r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
         Err(e) => {
-            let why = e.to_string();
             for (r, _) in pending {
-                let _ = r.send(Err(DbError::Aborted(format!("commit failed: {why}"))));
+                let _ = r.send(Err(e.clone_for_group()));
             }
         }
     }
 }
 
-/// Makes the open transaction durable, or rolls it back and says why. THE commit path: group
-/// commit and interactive sessions both end here (replication will capture and publish here,
-/// before the COMMIT).
-fn finish_transaction(conn: &Connection) -> Result<(), DbError> {
-    match conn.execute_batch("COMMIT") {
-        Ok(()) => Ok(()),
+fn run_in_savepoint(w: &mut WriteConn, stmts: &[Stmt]) -> Result<Vec<StmtResult>, DbError> {
+    let mark = w.repl.as_ref().map(|r| r.capture.mark());
+    w.conn.execute_batch("SAVEPOINT job")?;
+    let mut out = Vec::with_capacity(stmts.len());
+    let mut failed = None;
+    for (i, s) in stmts.iter().enumerate() {
+        match w.run(s) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                failed = Some(at_statement(e, i, stmts.len()));
+                break;
+            }
+        }
+    }
+    if failed.is_some() {
+        if !w.conn.is_autocommit() {
+            w.conn.execute_batch("ROLLBACK TO job")?;
+        }
+        if let (Some(r), Some(m)) = (&w.repl, mark) {
+            r.capture.truncate(m);
+        }
+    }
+    if !w.conn.is_autocommit() {
+        w.conn.execute_batch("RELEASE job")?;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
+/// failing one stops the group: it and the ones after it are answered with errors (the consumer
+/// retries them in order).
+fn apply_group(w: &mut WriteConn, jobs: Vec<(Seq, Arc<ChangeSet>, Reply<ApplyStats>)>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let Some(r) = &mut w.repl else {
+        for (_, _, reply) in jobs {
+            let _ = reply.send(Err(DbError::Unsupported(
+                "replication is not configured".into(),
+            )));
+        }
+        return;
+    };
+    if let Err(e) = w.conn.execute_batch(w.tx_lock.begin_sql()) {
+        for (_, _, reply) in jobs {
+            let _ = reply.send(Err(DbError::Aborted(e.to_string())));
+        }
+        return;
+    }
+    r.capture.set_enabled(false);
+    let _ = w.conn.execute_batch("PRAGMA defer_foreign_keys = ON");
+    let mut done: Vec<(Reply<ApplyStats>, ApplyStats)> = Vec::new();
+    let mut jobs = jobs.into_iter();
+    let mut failure: Option<String> = None;
+    for (seq, cs, reply) in jobs.by_ref() {
+        let result = (|| -> Result<ApplyStats, DbError> {
+            w.conn.execute_batch("SAVEPOINT apply")?;
+            let res = (|| {
+                let stats = if meta::take_local(&w.conn, seq.0)? {
+                    ApplyStats::default()
+                } else {
+                    apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?
+                };
+                meta::set_applied_seq(&w.conn, seq.0)?;
+                Ok(stats)
+            })();
+            if res.is_err() && !w.conn.is_autocommit() {
+                w.conn.execute_batch("ROLLBACK TO apply")?;
+            }
+            if !w.conn.is_autocommit() {
+                w.conn.execute_batch("RELEASE apply")?;
+            }
+            res
+        })();
+        match result {
+            Ok(stats) => done.push((reply, stats)),
+            Err(e) => {
+                r.tables.invalidate();
+                failure = Some(format!("message {seq} failed: {e}"));
+                let _ = reply.send(Err(e));
+                break;
+            }
+        }
+    }
+    for (_, _, reply) in jobs {
+        let _ = reply.send(Err(DbError::Aborted(failure.clone().unwrap_or_default())));
+    }
+    let committed = if w.conn.is_autocommit() {
+        Err(DbError::Aborted(
+            "SQLite rolled the apply transaction back".into(),
+        ))
+    } else {
+        w.conn.execute_batch("COMMIT").map_err(|e| {
+            rollback(&w.conn);
+            DbError::from(e)
+        })
+    };
+    r.capture.set_enabled(true);
+    r.capture.take();
+    for (reply, stats) in done {
+        let _ = reply.send(
+            committed
+                .as_ref()
+                .map(|_| stats)
+                .map_err(|e| DbError::Aborted(e.to_string())),
+        );
+    }
+}
+
+fn quarantine(
+    w: &mut WriteConn,
+    seq: Seq,
+    error: &str,
+    attempts: u32,
+    payload: &[u8],
+) -> Result<(), DbError> {
+    w.conn.execute_batch(w.tx_lock.begin_sql())?;
+    let res = meta::quarantine(&w.conn, seq.0, error, attempts, payload)
+        .and_then(|_| meta::set_applied_seq(&w.conn, seq.0));
+    match res {
+        Ok(()) => w.conn.execute_batch("COMMIT").map_err(|e| {
+            rollback(&w.conn);
+            e.into()
+        }),
         Err(e) => {
-            rollback(conn);
-            Err(e.into())
+            rollback(&w.conn);
+            Err(e)
         }
     }
 }
@@ -296,13 +814,13 @@ fn rollback(conn: &Connection) {
 /// Serves one interactive session: BEGIN, then its commands only, until it commits, rolls back,
 /// stays idle longer than its timeout or drops its sender (client gone). Whatever way it ends,
 /// no transaction stays open when this returns.
-fn serve_session(conn: &Connection, tx_lock: TxLock, start: SessionStart) {
-    if let Err(e) = conn.execute_batch(tx_lock.begin_sql()) {
-        let _ = start.ready.send(Err(e.into()));
+fn serve_session(w: &mut WriteConn, start: SessionStart) {
+    if let Err(e) = w.begin() {
+        let _ = start.ready.send(Err(e));
         return;
     }
     if start.ready.send(Ok(())).is_err() {
-        rollback(conn);
+        w.rollback();
         return;
     }
     loop {
@@ -321,66 +839,49 @@ fn serve_session(conn: &Connection, tx_lock: TxLock, start: SessionStart) {
                     timeout = ?start.idle_timeout,
                     "rolled back a session idle in transaction while holding the writer"
                 );
-                rollback(conn);
+                w.rollback();
                 return;
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                rollback(conn);
+                w.rollback();
                 return;
             }
         };
         match cmd {
             SessionCmd::Run { stmt, reply } => {
-                let _ = reply.send(statement::run(conn, &stmt));
+                let _ = reply.send(w.run(&stmt));
             }
             SessionCmd::Describe { sql, reply } => {
-                let _ = reply.send(statement::describe(conn, &sql));
+                let _ = reply.send(statement::describe(&w.conn, &sql));
             }
             SessionCmd::Control { sql, reply } => {
-                let _ = reply.send(
-                    conn.execute_batch(&sql)
-                        .map_err(|source| DbError::Run { source }),
-                );
+                let _ = reply.send(w.control(&sql));
             }
             SessionCmd::Commit { reply } => {
-                let _ = reply.send(if conn.is_autocommit() {
+                let _ = reply.send(if w.conn.is_autocommit() {
+                    w.rollback();
                     Err(DbError::Aborted(
                         "SQLite rolled the transaction back".into(),
                     ))
                 } else {
-                    finish_transaction(conn)
+                    w.finish_transaction().map(|_| ())
                 });
                 return;
             }
             SessionCmd::Rollback { reply } => {
-                rollback(conn);
+                w.rollback();
                 let _ = reply.send(Ok(()));
                 return;
             }
         }
-        if conn.is_autocommit() {
+        if w.conn.is_autocommit() {
             // SQLite rolled the whole transaction back (e.g. disk full): the session is over;
             // its next command finds the channel closed.
             tracing::warn!("SQLite rolled back a session's transaction");
+            w.rollback();
             return;
         }
     }
-}
-
-fn run_in_savepoint(conn: &Connection, stmts: &[Stmt]) -> Result<Vec<StmtResult>, DbError> {
-    conn.execute_batch("SAVEPOINT job")?;
-    let out: Result<Vec<_>, DbError> = stmts
-        .iter()
-        .enumerate()
-        .map(|(i, s)| statement::run(conn, s).map_err(|e| at_statement(e, i, stmts.len())))
-        .collect();
-    if out.is_err() && !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK TO job")?;
-    }
-    if !conn.is_autocommit() {
-        conn.execute_batch("RELEASE job")?;
-    }
-    out
 }
 
 /// Says which statement of a multi-statement batch failed.

@@ -74,7 +74,9 @@ impl ExecError {
             }
             DbError::Prepare { .. } => ErrorCode::InvalidSql,
             DbError::Unsupported(_) => ErrorCode::Unsupported,
-            DbError::Aborted(_) | DbError::WriterGone => ErrorCode::Unavailable,
+            DbError::Aborted(_) | DbError::WriterGone | DbError::Publish(_) => {
+                ErrorCode::Unavailable
+            }
             DbError::SessionTimedOut => ErrorCode::Transaction,
             DbError::Io(_) | DbError::Open { .. } => ErrorCode::Internal,
             DbError::InStatement { .. } => ErrorCode::Internal,

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::changeset::{ChangeSet, Seq};
+use crate::db::apply::ApplyStats;
+use crate::db::sink::ReplicationHooks;
 use crate::db::{
     DbTarget, Described, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig,
     WriterHandle, WriterSession,
@@ -19,6 +22,8 @@ pub struct ExecConfig {
     pub target: DbTarget,
     /// Size of the read pool (`--concurrent-queries`).
     pub read_connections: usize,
+    /// Capture and publish every write (a replicated node); `None` for a standalone node.
+    pub replication: Option<ReplicationHooks>,
 }
 
 #[derive(Clone)]
@@ -43,6 +48,7 @@ impl Executor {
         let writer_config = WriterConfig {
             tx_lock: config.target.tx_lock,
             checkpoint_on_close,
+            replication: config.replication.clone(),
         };
         let writer =
             tokio::task::spawn_blocking(move || WriterHandle::spawn(&writer_spec, writer_config))
@@ -71,6 +77,53 @@ impl Executor {
             Err(e) => Err(e),
         };
         result.map_err(|e| self.observe(e.into()))
+    }
+
+    /// Applies a replicated change set in stream order (the consumer's only way in).
+    pub async fn apply(
+        &self,
+        seq: Seq,
+        changeset: Arc<ChangeSet>,
+    ) -> Result<ApplyStats, ExecError> {
+        self.inner
+            .writer
+            .apply(seq, changeset)
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
+    /// Records a message that cannot be applied and moves past it.
+    pub async fn quarantine(
+        &self,
+        seq: Seq,
+        error: String,
+        attempts: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), ExecError> {
+        Ok(self
+            .inner
+            .writer
+            .quarantine(seq, error, attempts, payload)
+            .await?)
+    }
+
+    /// The last stream sequence applied to this database (0: none), as committed.
+    pub async fn applied_seq(&self) -> Result<Seq, ExecError> {
+        let n = self
+            .inner
+            .reader
+            .with_conn(crate::db::meta::applied_seq)
+            .await??;
+        Ok(Seq(n))
+    }
+
+    /// Messages parked in the quarantine table.
+    pub async fn quarantine_count(&self) -> Result<u64, ExecError> {
+        Ok(self
+            .inner
+            .reader
+            .with_conn(crate::db::meta::quarantine_count)
+            .await??)
     }
 
     /// Compiles `sql` on a read connection and says what it returns, without running it (a

@@ -1,0 +1,47 @@
+//! Owns the seam between the writer and the replication log: the `ChangeSink` trait the writer
+//! publishes through, and the origin stamped on every change set.
+//! Must not know about NATS: `replication::publisher` implements the trait over JetStream, tests
+//! implement it in memory (rqlite's consumer-defined interface).
+//! Invariant: `publish` returns only once the change set is durably in the log, with its
+//! sequence; an error means it is not (or not known to be) there, and the writer rolls back.
+
+use crate::changeset::{ChangeSet, Seq};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PublishError(pub String);
+
+/// Where committed change sets go.
+pub trait ChangeSink: Send + Sync + 'static {
+    /// Publishes one transaction's change set and returns the stream sequence it got (the last
+    /// part's, when it had to be split). Called on the writer thread; may block.
+    fn publish(&self, changeset: &ChangeSet) -> Result<Seq, PublishError>;
+}
+
+/// Who writes the change sets of this node.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub node: String,
+    /// The process start time in Unix nanoseconds (the original's process id).
+    pub process_id: i64,
+    /// The database file name: the replication group.
+    pub filename: String,
+}
+
+/// Everything the writer needs to capture and publish.
+#[derive(Clone)]
+pub struct ReplicationHooks {
+    pub sink: std::sync::Arc<dyn ChangeSink>,
+    pub origin: Origin,
+    /// Replicate DDL as statement text (`--disable-ddl-sync` turns it off).
+    pub ddl_sync: bool,
+}
+
+impl std::fmt::Debug for ReplicationHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationHooks")
+            .field("origin", &self.origin)
+            .field("ddl_sync", &self.ddl_sync)
+            .finish()
+    }
+}
