@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn a_50k_row_transaction_splits_under_1_mib_and_comes_back_whole() {
+        let cs = big("a", 50_000, 9);
+        let max = 1 << 20;
+        let parts = split(&cs, max).unwrap();
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= max));
+        let mut back = reassemble(&parts);
+        back.format = None;
+        assert_eq!(back.changes.len(), 50_001);
+        assert_eq!(back, cs);
+    }
+
+    #[test]
     fn a_limit_just_above_one_change_gives_one_change_per_part() {
         let cs = big("a", 5, 7);
         let widest = Part {

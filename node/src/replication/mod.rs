@@ -6,4 +6,5 @@
 //! See `names` for naming, `nats_server` for the child process.
 
 pub mod names;
+mod nats_conf;
 pub mod nats_server;
