@@ -354,7 +354,29 @@ pub fn infer_param_types(
     params: &[Option<String>],
     columns: &HashMap<String, HashMap<String, String>>,
 ) -> Vec<Option<Type>> {
-    let toks: Vec<Tok> = tokenize(sql).into_iter().map(|(t, _)| t).collect();
+    // Bare `?` placeholders have no name: the k-th one in the text is the k-th unnamed one.
+    let mut anon = 0;
+    let toks: Vec<Tok> = tokenize(sql)
+        .into_iter()
+        .map(|(t, _)| match t {
+            Tok::Param(p) if p == "?" => {
+                anon += 1;
+                Tok::Param(format!("?#{anon}"))
+            }
+            t => t,
+        })
+        .collect();
+    let mut anon = 0;
+    let params: Vec<Option<String>> = params
+        .iter()
+        .map(|p| match p {
+            Some(n) => Some(n.clone()),
+            None => {
+                anon += 1;
+                Some(format!("?#{anon}"))
+            }
+        })
+        .collect();
     // Tables the statement names, for looking up columns there first.
     let named_tables: Vec<&String> = toks
         .iter()
