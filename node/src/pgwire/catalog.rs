@@ -22,23 +22,20 @@ pub async fn answer(q: &Query, _exec: &Executor) -> Result<Rows, ExecError> {
     match *q {}
 }
 
-/// Declared column types of every table and view: table (lower case) → column (lower case) →
-/// declared type. For parameter-type inference.
-pub async fn column_types(
-    exec: &Executor,
-) -> Result<HashMap<String, HashMap<String, String>>, ExecError> {
+/// Declared column types of every table and view: table (lower case) → its columns (lower
+/// case) with declared types, in table order. For parameter-type inference.
+pub async fn column_types(exec: &Executor) -> Result<HashMap<String, Vec<(String, String)>>, ExecError> {
     let rows = read(
         exec,
         "SELECT lower(m.name), lower(p.name), p.type FROM sqlite_schema m, pragma_table_info(m.name) p \
-         WHERE m.type IN ('table', 'view')",
+         WHERE m.type IN ('table', 'view') ORDER BY m.name, p.cid",
     )
     .await?;
-    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for r in rows.rows {
         if let [Value::Text(t), Value::Text(c), Value::Text(ty)] = r.as_slice() {
             out.entry(t.clone())
-                .or_default()
-                .insert(c.clone(), ty.clone());
+                .or_default().push((c.clone(), ty.clone()));
         }
     }
     Ok(out)

@@ -347,13 +347,20 @@ pub fn session_command(sql: &str) -> Option<SessionCommand> {
 
 /// Infers the PostgreSQL type of each parameter from the column it is compared with or
 /// inserted into. `params` are SQLite's parameter names in SQLite's order; `columns` maps a
-/// lower-case column name to its declared type, per lower-case table name. Returns one type per
+/// lower-case table name to its columns (lower case, declared type) in table order. Returns one type per
 /// SQLite parameter; `None` where nothing could be inferred.
 pub fn infer_param_types(
     sql: &str,
     params: &[Option<String>],
-    columns: &HashMap<String, HashMap<String, String>>,
+    columns: &HashMap<String, Vec<(String, String)>>,
 ) -> Vec<Option<Type>> {
+    let col_in = |t: &str, c: &str| -> Option<String> {
+        columns
+            .get(t)?
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, d)| d.clone())
+    };
     // Bare `?` placeholders have no name: the k-th one in the text is the k-th unnamed one.
     let mut anon = 0;
     let toks: Vec<Tok> = tokenize(sql)
@@ -389,13 +396,11 @@ pub fn infer_param_types(
         .collect();
     let lookup = |col: &str| -> Option<Type> {
         let col = col.to_lowercase();
-        let from_named = named_tables
-            .iter()
-            .find_map(|t| columns.get(*t).and_then(|c| c.get(&col)));
-        let any = || columns.values().find_map(|c| c.get(&col));
+        let from_named = named_tables.iter().find_map(|t| col_in(t, &col));
+        let any = || columns.keys().find_map(|t| col_in(t, &col));
         from_named
             .or_else(any)
-            .map(|decl| super::types::type_for_decl(decl))
+            .map(|decl| super::types::type_for_decl(&decl))
     };
     let ident = |t: Option<&Tok>| match t {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.clone()),
@@ -416,7 +421,10 @@ pub fn infer_param_types(
             + p;
         let values = toks.iter().position(|t| is_word(t, "VALUES"))?;
         if open > values {
-            return None;
+            // INSERT INTO t VALUES (…): every column of t, in order.
+            let into = toks.iter().position(|t| is_word(t, "INTO"))?;
+            let table = ident(toks.get(into + 1))?.to_lowercase();
+            return Some(columns.get(&table)?.iter().map(|(n, _)| n.clone()).collect());
         }
         Some(
             toks[open + 1..values]
@@ -536,11 +544,11 @@ mod tests {
     fn parameter_types_come_from_the_columns_they_meet() {
         let cols = HashMap::from([(
             "users".to_string(),
-            HashMap::from([
+            vec![
                 ("id".to_string(), "INTEGER".to_string()),
                 ("name".to_string(), "TEXT".to_string()),
                 ("score".to_string(), "REAL".to_string()),
-            ]),
+            ],
         )]);
         let p = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
         assert_eq!(
@@ -558,6 +566,10 @@ mod tests {
                 &cols
             ),
             vec![Some(Type::INT8), Some(Type::FLOAT8), Some(Type::INT8)]
+        );
+        assert_eq!(
+            infer_param_types("INSERT INTO users VALUES ($1, $2)", &p(&["$1", "$2"]), &cols),
+            vec![Some(Type::INT8), Some(Type::TEXT)]
         );
         assert_eq!(
             infer_param_types("SELECT $1", &p(&["$1"]), &cols),
