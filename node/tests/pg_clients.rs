@@ -26,16 +26,26 @@ fn python() -> PathBuf {
 
 /// Runs a blocking command off the async threads and returns its stdout, failing loudly.
 async fn run(mut cmd: Command) -> String {
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     stdout
 }
 
 fn psql(node: &TestNode, args: &[&str]) -> Command {
     let mut c = Command::new("psql");
-    c.arg(node.conn_str()).arg("-X").arg("-v").arg("ON_ERROR_STOP=1").args(args);
+    c.arg(node.conn_str())
+        .arg("-X")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .args(args);
     c
 }
 
@@ -58,9 +68,18 @@ async fn psql_runs_queries_and_multi_statement_commands() {
     // psql 15 prints the result of every statement of a -c string, as with PostgreSQL.
     assert_eq!(out, "CREATE TABLE\nINSERT 0 2\n2\n1|ann\n2|null!\n15.0\n");
     // A failing statement in a -c string rolls back the whole string (one implicit transaction).
-    let mut bad = psql(&node, &["-c", "INSERT INTO users VALUES (3, 'c'); INSERT INTO users VALUES (1, 'dup')"]);
+    let mut bad = psql(
+        &node,
+        &[
+            "-c",
+            "INSERT INTO users VALUES (3, 'c'); INSERT INTO users VALUES (1, 'dup')",
+        ],
+    );
     bad.env("PGCONNECT_TIMEOUT", "10");
-    let out = tokio::task::spawn_blocking(move || bad.output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || bad.output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNIQUE constraint failed"));
     let out = run(psql(&node, &["-At", "-c", "SELECT count(*) FROM users"])).await;
@@ -72,7 +91,10 @@ async fn pgbench_runs_custom_scripts_in_every_protocol_mode() {
     let node = TestNode::start().await;
     run(psql(
         &node,
-        &["-c", "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER); INSERT INTO kv VALUES (1, 0)"],
+        &[
+            "-c",
+            "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER); INSERT INTO kv VALUES (1, 0)",
+        ],
     ))
     .await;
     let script = node.dir.path().join("bench.sql");
@@ -85,13 +107,27 @@ async fn pgbench_runs_custom_scripts_in_every_protocol_mode() {
         let mut c = Command::new("pgbench");
         c.args(["-n", "-f"])
             .arg(&script)
-            .args(["-t", "20", "-c", "2", "-M", mode, "-h", "127.0.0.1", "-U", "ha"])
+            .args([
+                "-t",
+                "20",
+                "-c",
+                "2",
+                "-M",
+                mode,
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "ha",
+            ])
             .arg("-p")
             .arg(node.pg.port().to_string())
             .arg("ha")
             .env("PGPASSWORD", "ha");
         let out = run(c).await;
-        assert!(out.contains("number of transactions actually processed: 40/40"), "{mode}: {out}");
+        assert!(
+            out.contains("number of transactions actually processed: 40/40"),
+            "{mode}: {out}"
+        );
     }
     let out = run(psql(&node, &["-At", "-c", "SELECT count(*) FROM kv"])).await;
     assert_eq!(out, "121\n", "every INSERT of every mode ran (1 + 3 × 40)");

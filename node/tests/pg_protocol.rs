@@ -65,16 +65,16 @@ async fn prepared_statements_run_at_execute_every_time_with_binary_results() {
     assert_eq!(ins.params()[1], tokio_postgres::types::Type::TEXT);
     for (id, name) in [(1i64, "ann"), (2, "bob")] {
         let n = c
-            .execute(
-                &ins,
-                &[&id, &name, &1.5f64, &true, &vec![0u8, 255]],
-            )
+            .execute(&ins, &[&id, &name, &1.5f64, &true, &vec![0u8, 255]])
             .await
             .unwrap();
         assert_eq!(n, 1);
     }
     // The same prepared statement, no parameters, executed twice: two rows, not one.
-    let fixed = c.prepare("INSERT INTO orders(user_id) VALUES (1)").await.unwrap();
+    let fixed = c
+        .prepare("INSERT INTO orders(user_id) VALUES (1)")
+        .await
+        .unwrap();
     c.execute(&fixed, &[]).await.unwrap();
     c.execute(&fixed, &[]).await.unwrap();
     let n: i64 = c
@@ -96,24 +96,39 @@ async fn prepared_statements_run_at_execute_every_time_with_binary_results() {
     assert_eq!(row.get::<_, f64>(2), 1.5);
     assert!(row.get::<_, bool>(3));
     assert_eq!(row.get::<_, Vec<u8>>(4), vec![0, 255]);
-    assert_eq!(row.columns()[5].type_(), &tokio_postgres::types::Type::NUMERIC);
+    assert_eq!(
+        row.columns()[5].type_(),
+        &tokio_postgres::types::Type::NUMERIC
+    );
     let created = c
         .query_one("SELECT created FROM users WHERE id = 1", &[])
         .await
         .unwrap();
-    assert_eq!(created.columns()[0].type_(), &tokio_postgres::types::Type::TIMESTAMP);
+    assert_eq!(
+        created.columns()[0].type_(),
+        &tokio_postgres::types::Type::TIMESTAMP
+    );
     // Parameters compared with a timestamp column are typed as timestamps.
-    let st = c.prepare("SELECT id FROM users WHERE created = $1").await.unwrap();
+    let st = c
+        .prepare("SELECT id FROM users WHERE created = $1")
+        .await
+        .unwrap();
     assert_eq!(st.params()[0], tokio_postgres::types::Type::TIMESTAMP);
 
     // `?` and `:name` placeholders bind by position too.
     let r = c
-        .query_one("SELECT name FROM users WHERE id = ? AND name = :n", &[&1i64, &"ann"])
+        .query_one(
+            "SELECT name FROM users WHERE id = ? AND name = :n",
+            &[&1i64, &"ann"],
+        )
         .await
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "ann");
     // Out-of-order `$2, $1` binds by number.
-    let r = c.query_one("SELECT $2, $1", &[&"one", &"two"]).await.unwrap();
+    let r = c
+        .query_one("SELECT $2, $1", &[&"one", &"two"])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, String>(0), "two");
 }
 
@@ -126,10 +141,22 @@ async fn errors_carry_postgres_sqlstates_and_sqlite_messages() {
         .await
         .unwrap();
     let cases = [
-        ("INSERT INTO users(id, name) VALUES (1, 'b')", "23505", "UNIQUE constraint failed"),
+        (
+            "INSERT INTO users(id, name) VALUES (1, 'b')",
+            "23505",
+            "UNIQUE constraint failed",
+        ),
         ("INSERT INTO users(id) VALUES (5)", "23502", "NOT NULL"),
-        ("INSERT INTO users(id, name, score) VALUES (6, 'x', -1)", "23514", "CHECK"),
-        ("INSERT INTO orders(user_id) VALUES (99)", "23503", "FOREIGN KEY"),
+        (
+            "INSERT INTO users(id, name, score) VALUES (6, 'x', -1)",
+            "23514",
+            "CHECK",
+        ),
+        (
+            "INSERT INTO orders(user_id) VALUES (99)",
+            "23503",
+            "FOREIGN KEY",
+        ),
         ("SELECT * FROM nope", "42P01", "no such table"),
         ("SELEC 1", "42601", "syntax error"),
     ];
@@ -143,7 +170,10 @@ async fn errors_carry_postgres_sqlstates_and_sqlite_messages() {
         assert_eq!(code(&e), want, "{sql} (extended)");
     }
     // The connection still works after all that.
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0),
+        1
+    );
 }
 
 #[tokio::test]
@@ -152,21 +182,34 @@ async fn transactions_commit_roll_back_fail_and_recover_like_postgres() {
     let c = node.client().await;
     let other = node.client().await;
     setup(&c).await;
-    c.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE; INSERT INTO users(id, name) VALUES (1, 'a')")
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; INSERT INTO users(id, name) VALUES (1, 'a')",
+    )
+    .await
+    .unwrap();
+    // Not visible elsewhere before COMMIT.
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.batch_execute("SAVEPOINT s1; INSERT INTO users(id, name) VALUES (2, 'b')")
         .await
         .unwrap();
-    // Not visible elsewhere before COMMIT.
-    let n: i64 = other.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
-    assert_eq!(n, 0);
-    c.batch_execute("SAVEPOINT s1; INSERT INTO users(id, name) VALUES (2, 'b')").await.unwrap();
     // An error puts the transaction in the failed state…
-    let e = c.batch_execute("INSERT INTO users(id, name) VALUES (1, 'dup')").await.unwrap_err();
+    let e = c
+        .batch_execute("INSERT INTO users(id, name) VALUES (1, 'dup')")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "23505");
     let e = c.query("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(code(&e), "25P02");
     // …until ROLLBACK TO a savepoint, which undoes what came after it.
     c.batch_execute("ROLLBACK TO SAVEPOINT s1").await.unwrap();
-    c.batch_execute("INSERT INTO users(id, name) VALUES (3, 'c'); COMMIT").await.unwrap();
+    c.batch_execute("INSERT INTO users(id, name) VALUES (3, 'c'); COMMIT")
+        .await
+        .unwrap();
     let ids: Vec<i64> = other
         .query("SELECT id FROM users ORDER BY id", &[])
         .await
@@ -177,19 +220,37 @@ async fn transactions_commit_roll_back_fail_and_recover_like_postgres() {
     assert_eq!(ids, vec![1, 3]);
 
     // A failed transaction's COMMIT rolls back.
-    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (4, 'd')").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (4, 'd')")
+        .await
+        .unwrap();
     let _ = c.batch_execute("SELECT * FROM nope").await.unwrap_err();
     let msgs = c.simple_query("COMMIT").await.unwrap();
-    assert!(matches!(msgs.last(), Some(SimpleQueryMessage::CommandComplete(_))));
-    let n: i64 = other.query_one("SELECT count(*) FROM users WHERE id = 4", &[]).await.unwrap().get(0);
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(_))
+    ));
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM users WHERE id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
 
     // tokio-postgres' own transaction API (BEGIN/COMMIT through the extended protocol).
     let mut c = c;
     let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO users(id, name) VALUES ($1, $2)", &[&10i64, &"t"]).await.unwrap();
+    tx.execute(
+        "INSERT INTO users(id, name) VALUES ($1, $2)",
+        &[&10i64, &"t"],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let n: i64 = other.query_one("SELECT count(*) FROM users WHERE id = 10", &[]).await.unwrap().get(0);
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM users WHERE id = 10", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -198,7 +259,9 @@ async fn a_client_gone_mid_transaction_leaves_nothing_and_frees_the_writer() {
     let node = TestNode::start().await;
     let c = node.client().await;
     setup(&c).await;
-    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (1, 'ghost')").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (1, 'ghost')")
+        .await
+        .unwrap();
     drop(c);
     let other = node.client().await;
     // The writer is released (this write would wait forever otherwise) and nothing remains.
@@ -221,18 +284,32 @@ async fn a_client_gone_mid_transaction_leaves_nothing_and_frees_the_writer() {
 
 #[tokio::test]
 async fn an_idle_transaction_holding_the_writer_is_rolled_back() {
-    let node = TestNode::start_with(|c| c.pg.idle_in_transaction_timeout = Some(Duration::from_millis(300)))
-        .await;
+    let node = TestNode::start_with(|c| {
+        c.pg.idle_in_transaction_timeout = Some(Duration::from_millis(300))
+    })
+    .await;
     let c = node.client().await;
     setup(&c).await;
-    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (1, 'idle')").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO users(id, name) VALUES (1, 'idle')")
+        .await
+        .unwrap();
     let other = node.client().await;
     // Another writer gets through once the idle session is rolled back.
-    other.execute("INSERT INTO users(id, name) VALUES (2, 'w')", &[]).await.unwrap();
-    let e = c.batch_execute("INSERT INTO users(id, name) VALUES (3, 'late')").await.unwrap_err();
+    other
+        .execute("INSERT INTO users(id, name) VALUES (2, 'w')", &[])
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO users(id, name) VALUES (3, 'late')")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "25P03");
     c.batch_execute("ROLLBACK").await.unwrap();
-    let n: i64 = other.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -240,20 +317,35 @@ async fn an_idle_transaction_holding_the_writer_is_rolled_back() {
 async fn wrong_password_and_wrong_user_get_28p01() {
     let node = TestNode::start().await;
     for conn in [
-        format!("host=127.0.0.1 port={} user=ha password=nope dbname=ha", node.pg.port()),
-        format!("host=127.0.0.1 port={} user=eve password=ha dbname=ha", node.pg.port()),
+        format!(
+            "host=127.0.0.1 port={} user=ha password=nope dbname=ha",
+            node.pg.port()
+        ),
+        format!(
+            "host=127.0.0.1 port={} user=eve password=ha dbname=ha",
+            node.pg.port()
+        ),
     ] {
-        let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.err().unwrap();
+        let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(code(&e), "28P01", "{conn}");
     }
 }
 
 #[tokio::test]
 async fn md5_and_cleartext_auth_work_for_old_clients() {
-    for method in [ha::pgwire::AuthMethod::Md5, ha::pgwire::AuthMethod::Password] {
+    for method in [
+        ha::pgwire::AuthMethod::Md5,
+        ha::pgwire::AuthMethod::Password,
+    ] {
         let node = TestNode::start_with(|c| c.pg.auth = method).await;
         let c = node.client().await;
-        assert_eq!(c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i64>(0), 7);
+        assert_eq!(
+            c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i64>(0),
+            7
+        );
     }
 }
 
@@ -277,16 +369,33 @@ async fn garbage_and_truncated_messages_end_only_that_connection() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     // A startup packet that announces more bytes than it sends, then hangs up.
     let mut s = tokio::net::TcpStream::connect(node.pg).await.unwrap();
-    s.write_all(&[0, 0, 0, 200, 0, 3, 0, 0, b'u']).await.unwrap();
+    s.write_all(&[0, 0, 0, 200, 0, 3, 0, 0, b'u'])
+        .await
+        .unwrap();
     drop(s);
     // A huge length.
     let mut s = tokio::net::TcpStream::connect(node.pg).await.unwrap();
-    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]).await.unwrap();
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0])
+        .await
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     // The established client and new ones are served.
-    assert_eq!(good.query_one("SELECT 1", &[]).await.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(
+        good.query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
     let fresh = node.client().await;
-    assert_eq!(fresh.query_one("SELECT 2", &[]).await.unwrap().get::<_, i64>(0), 2);
+    assert_eq!(
+        fresh
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
 }
 
 #[tokio::test]
@@ -302,7 +411,10 @@ async fn connections_beyond_the_limit_get_53300() {
     drop(a);
     // A slot frees once a client leaves.
     eventually(Duration::from_secs(10), || async {
-        tokio_postgres::connect(&node.conn_str(), tokio_postgres::NoTls).await.ok().map(|_| ())
+        tokio_postgres::connect(&node.conn_str(), tokio_postgres::NoTls)
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
 }
@@ -316,7 +428,10 @@ async fn shutdown_tells_clients_57p01() {
     let conn_task = tokio::spawn(conn);
     client.simple_query("SELECT 1").await.unwrap();
     node.token.cancel();
-    let r = tokio::time::timeout(Duration::from_secs(10), conn_task).await.unwrap().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), conn_task)
+        .await
+        .unwrap()
+        .unwrap();
     let e = r.unwrap_err();
     assert_eq!(code(&e), "57P01");
 }

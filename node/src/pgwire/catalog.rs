@@ -24,7 +24,9 @@ pub async fn answer(q: &Query, _exec: &Executor) -> Result<Rows, ExecError> {
 
 /// Declared column types of every table and view: table (lower case) → its columns (lower
 /// case) with declared types, in table order. For parameter-type inference.
-pub async fn column_types(exec: &Executor) -> Result<HashMap<String, Vec<(String, String)>>, ExecError> {
+pub async fn column_types(
+    exec: &Executor,
+) -> Result<HashMap<String, Vec<(String, String)>>, ExecError> {
     let rows = read(
         exec,
         "SELECT lower(m.name), lower(p.name), p.type FROM sqlite_schema m, pragma_table_info(m.name) p \
@@ -35,7 +37,8 @@ pub async fn column_types(exec: &Executor) -> Result<HashMap<String, Vec<(String
     for r in rows.rows {
         if let [Value::Text(t), Value::Text(c), Value::Text(ty)] = r.as_slice() {
             out.entry(t.clone())
-                .or_default().push((c.clone(), ty.clone()));
+                .or_default()
+                .push((c.clone(), ty.clone()));
         }
     }
     Ok(out)

@@ -424,7 +424,13 @@ pub fn infer_param_types(
             // INSERT INTO t VALUES (…): every column of t, in order.
             let into = toks.iter().position(|t| is_word(t, "INTO"))?;
             let table = ident(toks.get(into + 1))?.to_lowercase();
-            return Some(columns.get(&table)?.iter().map(|(n, _)| n.clone()).collect());
+            return Some(
+                columns
+                    .get(&table)?
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+            );
         }
         Some(
             toks[open + 1..values]
@@ -568,7 +574,11 @@ mod tests {
             vec![Some(Type::INT8), Some(Type::FLOAT8), Some(Type::INT8)]
         );
         assert_eq!(
-            infer_param_types("INSERT INTO users VALUES ($1, $2)", &p(&["$1", "$2"]), &cols),
+            infer_param_types(
+                "INSERT INTO users VALUES ($1, $2)",
+                &p(&["$1", "$2"]),
+                &cols
+            ),
             vec![Some(Type::INT8), Some(Type::TEXT)]
         );
         assert_eq!(

@@ -30,7 +30,13 @@ impl TestNode {
         let pg = node.pg_addr.expect("pg enabled");
         let http = node.http_addr;
         let task = tokio::spawn(node.wait());
-        TestNode { pg, http, token, dir, task }
+        TestNode {
+            pg,
+            http,
+            token,
+            dir,
+            task,
+        }
     }
 
     pub fn conn_str(&self) -> String {
@@ -60,11 +66,16 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {e}"))
 }
