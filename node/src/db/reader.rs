@@ -56,10 +56,10 @@ impl ReadPool {
                 None => spec.open_reader()?,
             };
             let out = f(&conn);
-            if conn.is_autocommit() {
-                if let Ok(mut v) = idle.lock() {
-                    v.push(conn);
-                }
+            if conn.is_autocommit()
+                && let Ok(mut v) = idle.lock()
+            {
+                v.push(conn);
             }
             Ok(out)
         })

@@ -136,7 +136,6 @@ pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbErro
     let mut ps = prepare(conn, sql)?;
     let columns: Vec<Column> = ps
         .columns()
-        .into_iter()
         .map(|c| Column {
             name: c.name().to_string(),
             decl_type: c.decl_type().map(str::to_string),
@@ -229,7 +228,6 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
     if ncols > 0 {
         let columns: Vec<Column> = ps
             .columns()
-            .into_iter()
             .map(|c| Column {
                 name: c.name().to_string(),
                 decl_type: c.decl_type().map(str::to_string),

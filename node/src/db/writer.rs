@@ -33,6 +33,8 @@ pub(crate) struct WriterConfig {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, DbError>>;
+/// One request's statements and where its answer goes.
+type Batch = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
 
 enum Job {
     Batch {
@@ -217,11 +219,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
 }
 
 /// Runs the batches in one transaction, each in a savepoint, and answers every caller.
-fn commit_group(
-    conn: &Connection,
-    tx_lock: TxLock,
-    batches: Vec<(std::sync::Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>)>,
-) {
+fn commit_group(conn: &Connection, tx_lock: TxLock, batches: Vec<Batch>) {
     if batches.is_empty() {
         return;
     }

@@ -368,10 +368,10 @@ async fn run_on_writer(tx: &Tx, stmt: Stmt) -> Result<StmtResult, ExecError> {
 /// Rolls back the writer's part of a transaction. A writer that is already gone (idle timeout)
 /// has rolled back by itself.
 async fn end_writer(writer: Option<WriterSession>) {
-    if let Some(w) = writer {
-        if let Err(e) = w.call(|reply| SessionCmd::Rollback { reply }).await {
-            tracing::debug!(error = %e, "ending a session's writer transaction");
-        }
+    if let Some(w) = writer
+        && let Err(e) = w.call(|reply| SessionCmd::Rollback { reply }).await
+    {
+        tracing::debug!(error = %e, "ending a session's writer transaction");
     }
 }
 

@@ -167,6 +167,10 @@ pub fn rewrite(sql: &str, ctx: &RewriteContext<'_>) -> Option<String> {
                 }
                 j += 1;
             }
+            // `[]` (SQLite reads `[...]` as a quoted identifier, so it arrives as Quoted("")).
+            while matches!(toks.get(j), Some((Tok::Quoted(q), _)) if q.is_empty()) {
+                j += 1;
+            }
             while matches!(toks.get(j), Some((Tok::Punct(p), _)) if p == "[")
                 && matches!(toks.get(j + 1), Some((Tok::Punct(p), _)) if p == "]")
             {
@@ -206,10 +210,12 @@ pub fn rewrite(sql: &str, ctx: &RewriteContext<'_>) -> Option<String> {
                 i += if empty_call { 3 } else { 1 };
                 continue;
             }
-            if lw == "current_setting" && called {
-                if let (Some((Tok::Str(s), _)), Some((Tok::Punct(p), close))) =
+            if lw == "current_setting"
+                && called
+                && let (Some((Tok::Str(s), _)), Some((Tok::Punct(p), close))) =
                     (toks.get(i + 2), toks.get(i + 3))
-                    && p == ")"
+                && p == ")"
+            {
                 {
                     let name = unquote_str(s).to_ascii_lowercase();
                     let v = ctx.settings.get(&name).cloned().unwrap_or_default();
