@@ -4,6 +4,7 @@
 //! - `config`   flags > `HA_*` environment > config file, validated into one `Config`.
 //! - `node`     start order and reverse shutdown order of one node.
 //! - `http`     the HTTP JSON API (axum); translates requests into executor calls.
+//! - `pgwire`   the PostgreSQL wire front end (pgwire crate): auth, TLS, sessions, types.
 //! - `exec`     THE executor: the only API front ends call (`Executor::execute`), and
 //!   `ExecError`, the only error they see.
 //! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
@@ -12,7 +13,7 @@
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
 //!
-//! Dependencies point down only: `http` → `exec` → `db`. Front ends never import rusqlite.
+//! Dependencies point down only: `http`, `pgwire` → `exec` → `db`. Front ends never import rusqlite.
 //!
 //! ## Errors
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
@@ -25,6 +26,7 @@ pub mod exec;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod pgwire;
 pub mod replication;
 pub mod telemetry;
 

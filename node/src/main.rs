@@ -39,11 +39,23 @@ fn main() -> ExitCode {
 async fn serve(config: ha::config::Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let node = ha::node::start(config, shutdown.clone()).await?;
+    // One line that says where everything listens (scripts and tests read it).
     let addr = node.http_addr;
+    let mut ready = format!("ha is ready: http_addr={addr}");
+    if let Some(pg) = node.pg_addr {
+        ready.push_str(&format!(" pg_addr={pg}"));
+    }
+    println!("{ready}");
     println!(
-        "ha is ready: http://{addr}  (try: curl -s -d '{{\"sql\":\"SELECT 1\"}}' http://127.0.0.1:{}/)",
+        "  try: curl -s -d '{{\"sql\":\"SELECT 1\"}}' http://127.0.0.1:{}/",
         addr.port()
     );
+    if let Some(pg) = node.pg_addr {
+        println!(
+            "       psql \"postgres://ha:ha@127.0.0.1:{}/ha\" -c 'SELECT 1'",
+            pg.port()
+        );
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         shutdown.cancel();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, PgPort};
 use crate::exec::{ExecConfig, Executor};
 use crate::http;
 use crate::metrics::Metrics;
@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 pub enum NodeError {
     #[error("cannot open the database: {0}")]
     Db(#[from] crate::exec::ExecError),
+    #[error("postgres front end: {0}")]
+    Pg(#[from] crate::pgwire::PgError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -30,6 +32,9 @@ pub enum NodeError {
 /// A started node: where it listens, and the handle that stops it.
 pub struct RunningNode {
     pub http_addr: SocketAddr,
+    /// `None` when `--pg-port 0` disabled the PostgreSQL front end.
+    pub pg_addr: Option<SocketAddr>,
+    pg: Option<crate::pgwire::PgServer>,
     pub executor: Executor,
     shutdown: CancellationToken,
     http: http::HttpServer,
@@ -65,8 +70,34 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|source| NodeError::Listen { addr, source })?;
     tracing::info!(http_addr = %http.local_addr, "http listening");
 
+    // 3. PostgreSQL wire, beside HTTP, on the same executor.
+    let pg_port = match config.pg_port {
+        PgPort::Disabled => None,
+        PgPort::Ephemeral => Some(0),
+        PgPort::Port(p) => Some(p),
+    };
+    let pg = match pg_port {
+        None => None,
+        Some(port) => {
+            let addr = SocketAddr::new(config.listen_addr, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Listen { addr, source })?;
+            let server = crate::pgwire::start(
+                listener,
+                executor.clone(),
+                config.pg.clone(),
+                shutdown.clone(),
+            )?;
+            tracing::info!(pg_addr = %server.local_addr, auth = ?config.pg.auth, tls = config.pg.cert.is_some(), "pg listening");
+            Some(server)
+        }
+    };
+
     Ok(RunningNode {
         http_addr: http.local_addr,
+        pg_addr: pg.as_ref().map(|p| p.local_addr),
+        pg,
         executor,
         shutdown,
         http,
@@ -86,6 +117,12 @@ impl RunningNode {
                 timeout = ?self.shutdown_timeout,
                 "in-flight http requests did not finish in time"
             ),
+        }
+        if let Some(pg) = self.pg {
+            match tokio::time::timeout(self.shutdown_timeout, pg.task).await {
+                Ok(_) => tracing::info!("pg stopped"),
+                Err(_) => tracing::warn!("pg connections did not finish in time"),
+            }
         }
         // 2. The writer finishes its queue, checkpoints the WAL and closes.
         self.executor.close().await;

@@ -94,6 +94,8 @@ impl NodeSpec {
 pub struct TestNode {
     child: Option<Child>,
     pub http: SocketAddr,
+    /// The PostgreSQL front end, when enabled.
+    pub pg: Option<SocketAddr>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
@@ -117,16 +119,27 @@ impl TestNode {
             }
         };
         let mut cmd = Command::new(ha_bin());
-        cmd.current_dir(&dir)
-            .args([
-                "--port",
-                "0",
-                "--listen-addr",
-                "127.0.0.1",
-                "--log-format",
-                "text",
-            ])
-            .args(&spec.args)
+        let has = |flag: &str| {
+            spec.args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        cmd.current_dir(&dir).args([
+            "--port",
+            "0",
+            "--listen-addr",
+            "127.0.0.1",
+            "--log-format",
+            "text",
+        ]);
+        // Defaults that would make parallel nodes fight over fixed ports.
+        if !has("--pg-port") {
+            cmd.args(["--pg-port", "auto"]);
+        }
+        if !has("--nats-port") {
+            cmd.args(["--nats-port", "0"]);
+        }
+        cmd.args(&spec.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -137,17 +150,25 @@ impl TestNode {
         let mut child = cmd.spawn().context("spawning ha")?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<SocketAddr>();
+        let pg_addr: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         for stream in [
             Box::new(child.stderr.take().context("stderr")?) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().context("stdout")?),
         ] {
             let log = log.clone();
             let tx = tx.clone();
+            let pg_addr = pg_addr.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
-                    let addr =
-                        field(&line, "http_addr=").or_else(|| field(&line, "ha is ready: http://"));
-                    if let Some(addr) = addr.and_then(|a| a.parse().ok()) {
+                    // The ready line names every listener; log lines come before it.
+                    if line.starts_with("ha is ready:")
+                        && let Some(addr) = field(&line, "http_addr=").and_then(|a| a.parse().ok())
+                    {
+                        if let Some(a) = field(&line, "pg_addr=").and_then(|a| a.parse().ok())
+                            && let Ok(mut p) = pg_addr.lock()
+                        {
+                            *p = Some(a);
+                        }
                         let _ = tx.send(addr);
                     }
                     if let Ok(mut l) = log.lock() {
@@ -165,6 +186,7 @@ impl TestNode {
         let mut node = TestNode {
             child: Some(child),
             http: "127.0.0.1:0".parse()?,
+            pg: None,
             dir,
             _tmp: tmp,
             log,
@@ -176,6 +198,7 @@ impl TestNode {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(addr) => {
                     node.http = addr;
+                    node.pg = pg_addr.lock().ok().and_then(|p| *p);
                     return Ok(node);
                 }
                 Err(_) => {
@@ -274,7 +297,7 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("HA_TEST_LOGS").is_some() {
             eprintln!(
                 "---- ha log ({}) ----\n{}\n----",
                 self.http,

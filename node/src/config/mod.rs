@@ -77,6 +77,50 @@ struct Args {
     #[arg(long, env = "HA_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
 
+    /// PostgreSQL wire port: 0 disables it, "auto" picks a free one
+    #[arg(long, env = "HA_PG_PORT", default_value = "5432", value_parser = parse_pg_port)]
+    pg_port: PgPort,
+
+    /// PostgreSQL user name
+    #[arg(long, env = "HA_PG_USER", default_value = "ha")]
+    pg_user: String,
+
+    /// PostgreSQL password
+    #[arg(
+        long,
+        env = "HA_PG_PASS",
+        default_value = "ha",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pg_pass: String,
+
+    /// PostgreSQL authentication method
+    #[arg(long, env = "HA_PG_AUTH", default_value = "scram-sha-256",
+          value_parser = ["scram-sha-256", "md5", "password"])]
+    pg_auth: String,
+
+    /// TLS certificate (PEM) for the PostgreSQL port; SSLRequest is honoured when set
+    #[arg(long, env = "HA_PG_CERT", value_name = "FILE")]
+    pg_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the PostgreSQL port
+    #[arg(long, env = "HA_PG_KEY", value_name = "FILE")]
+    pg_key: Option<PathBuf>,
+
+    /// Refuse PostgreSQL clients that do not use TLS
+    #[arg(long, env = "HA_PG_REQUIRE_TLS", action = ArgAction::SetTrue)]
+    pg_require_tls: bool,
+
+    /// Most PostgreSQL connections at once; more get SQLSTATE 53300
+    #[arg(long, env = "HA_PG_MAX_CONNECTIONS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pg_max_connections: u32,
+
+    /// Roll back a transaction that holds the writer and stays idle this long (0 = never)
+    #[arg(long, env = "HA_PG_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pg_idle_in_transaction_timeout: Duration,
+
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
@@ -146,6 +190,17 @@ pub struct Config {
     pub max_body_size: usize,
     pub shutdown_timeout: Duration,
     pub nats: NatsFlags,
+    pub pg_port: PgPort,
+    pub pg: crate::pgwire::PgConfig,
+}
+
+/// Where the PostgreSQL front end listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgPort {
+    Disabled,
+    /// A free port chosen by the OS (`--pg-port auto`); the node logs which.
+    Ephemeral,
+    Port(u16),
 }
 
 /// The `--nats-*` settings, as given; `replication::nats_server::NatsServerConfig::from_config`
@@ -358,6 +413,18 @@ impl Args {
             max_body_size,
             shutdown_timeout: self.shutdown_timeout,
             nats,
+            pg_port: self.pg_port,
+            pg: crate::pgwire::PgConfig {
+                user: self.pg_user,
+                password: Secret(self.pg_pass),
+                auth: self.pg_auth.parse().map_err(ConfigError::Invalid)?,
+                cert: self.pg_cert,
+                key: self.pg_key,
+                require_tls: self.pg_require_tls,
+                max_connections: self.pg_max_connections as usize,
+                idle_in_transaction_timeout: Some(self.pg_idle_in_transaction_timeout)
+                    .filter(|d| !d.is_zero()),
+            },
         })
     }
 }
@@ -380,7 +447,29 @@ impl Config {
             max_body_size: 16 << 20,
             shutdown_timeout: Duration::from_secs(5),
             nats: NatsFlags::disabled(),
+            pg_port: PgPort::Ephemeral,
+            pg: crate::pgwire::PgConfig {
+                user: "ha".into(),
+                password: Secret::new("ha"),
+                auth: crate::pgwire::AuthMethod::ScramSha256,
+                cert: None,
+                key: None,
+                require_tls: false,
+                max_connections: 100,
+                idle_in_transaction_timeout: Some(Duration::from_secs(60)),
+            },
         }
+    }
+}
+
+fn parse_pg_port(s: &str) -> Result<PgPort, String> {
+    match s.trim() {
+        "auto" => Ok(PgPort::Ephemeral),
+        "0" => Ok(PgPort::Disabled),
+        n => n
+            .parse::<u16>()
+            .map(PgPort::Port)
+            .map_err(|_| format!("not a port: {n:?} (0 disables, \"auto\" picks a free port)")),
     }
 }
 
@@ -469,8 +558,9 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let c = run(&["--token", "hunter2"]).unwrap();
+        let c = run(&["--token", "hunter2", "--pg-pass", "swordfish"]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{c:?}").contains("swordfish"));
         let c = run(&["--nats-user", "u", "--nats-pass", "s3cr3t"]).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
@@ -522,5 +612,20 @@ mod tests {
         assert!(run(&["--nats-pass", "p"]).is_err());
         assert!(run(&["--nats-routes", "node2:6222"]).is_err());
         assert!(run(&["--nats-port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn pg_port_zero_disables_and_auto_picks_a_free_port() {
+        assert_eq!(run(&[]).unwrap().pg_port, PgPort::Port(5432));
+        assert_eq!(run(&["--pg-port", "0"]).unwrap().pg_port, PgPort::Disabled);
+        assert_eq!(
+            run(&["--pg-port", "auto"]).unwrap().pg_port,
+            PgPort::Ephemeral
+        );
+        assert!(run(&["--pg-port", "x"]).is_err());
+        assert!(run(&["--pg-auth", "trust"]).is_err());
+        let c = run(&["--pg-auth", "md5", "--pg-idle-in-transaction-timeout", "0"]).unwrap();
+        assert_eq!(c.pg.auth, crate::pgwire::AuthMethod::Md5);
+        assert_eq!(c.pg.idle_in_transaction_timeout, None);
     }
 }

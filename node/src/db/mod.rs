@@ -25,6 +25,11 @@ pub(crate) use open::OpenSpec;
 pub(crate) use reader::{ReadOutcome, ReadPool};
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
+/// The SQLite library version, e.g. "3.46.0".
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
 /// Why the database layer could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -1,0 +1,460 @@
+//! Owns the PostgreSQL wire front end: the listener, TLS, authentication, the connection limit
+//! and each connection's message loop, on top of the `pgwire` crate.
+//! Must not touch SQLite or decide transactions itself: statements go to `exec` (through an
+//! `exec::Session` per connection) exactly as HTTP requests do.
+//! Invariant: a bad or hostile client only ever ends its own connection; on shutdown every
+//! client gets FATAL 57P01 and every open transaction is rolled back.
+//! See `handler` for queries, `types` for values, `error` for SQLSTATEs, `catalog` for psql.
+
+mod catalog;
+mod error;
+mod handler;
+mod sql;
+mod types;
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::{ClientInfo, NoopHandler, PgWireConnectionState};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Secret;
+use crate::exec::Executor;
+
+pub use error::sqlstate;
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ScramSha256,
+    Md5,
+    Password,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "scram-sha-256" => Ok(AuthMethod::ScramSha256),
+            "md5" => Ok(AuthMethod::Md5),
+            "password" => Ok(AuthMethod::Password),
+            other => Err(format!(
+                "unknown auth method {other:?}: use scram-sha-256, md5 or password"
+            )),
+        }
+    }
+}
+
+/// The PostgreSQL front end's settings (from `config`).
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    pub user: String,
+    pub password: Secret,
+    pub auth: AuthMethod,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub require_tls: bool,
+    pub max_connections: usize,
+    /// Rolls back a transaction that holds the writer and sends nothing for this long.
+    pub idle_in_transaction_timeout: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running pg front end: where it listens and the task to await on shutdown.
+pub struct PgServer {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// Everything the accept loop hands to each connection.
+struct ServerState {
+    shared: Arc<handler::Shared>,
+    config: PgConfig,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    /// PEM of the server certificate, for SCRAM channel binding.
+    cert_pem: Option<Vec<u8>>,
+    /// The SCRAM salt and salted password, computed once (PBKDF2 is slow on purpose).
+    scram: (Vec<u8>, Vec<u8>),
+    params: Arc<DefaultServerParameterProvider>,
+    limit: Arc<Semaphore>,
+}
+
+/// Binds nothing itself: serves `listener` until `shutdown`.
+pub fn start(
+    listener: TcpListener,
+    exec: Executor,
+    config: PgConfig,
+    shutdown: CancellationToken,
+) -> Result<PgServer, PgError> {
+    let local_addr = listener.local_addr()?;
+    let (tls, cert_pem) = match (&config.cert, &config.key) {
+        (Some(c), Some(k)) => {
+            let (acceptor, pem) = load_tls(c, k)?;
+            (Some(acceptor), Some(pem))
+        }
+        (None, None) => (None, None),
+        _ => return Err(PgError::Tls("--pg-cert and --pg-key go together".into())),
+    };
+    if config.require_tls && tls.is_none() {
+        return Err(PgError::Tls(
+            "--pg-require-tls needs --pg-cert and --pg-key".into(),
+        ));
+    }
+    let salt = random_bytes(16);
+    let salted = gen_salted_password(config.password.expose(), &salt, SCRAM_ITERATIONS);
+    let mut params = DefaultServerParameterProvider::default();
+    params.server_version = "15.0".into();
+    params.time_zone = "UTC".into();
+    let database = exec.target().file_name().to_string();
+    let state = Arc::new(ServerState {
+        shared: Arc::new(handler::Shared {
+            exec,
+            idle_timeout: config.idle_in_transaction_timeout,
+            database,
+            user: config.user.clone(),
+            version: format!(
+                "PostgreSQL 15.0 (ha {}, SQLite {})",
+                env!("CARGO_PKG_VERSION"),
+                rusqlite_version()
+            ),
+        }),
+        limit: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        tls,
+        cert_pem,
+        scram: (salt, salted),
+        params: Arc::new(params),
+    });
+    let task = tokio::spawn(accept_loop(listener, state, shutdown));
+    Ok(PgServer { local_addr, task })
+}
+
+fn rusqlite_version() -> String {
+    crate::db::sqlite_version().to_string()
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "pg accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = state.limit.clone().try_acquire_owned().ok();
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let over_limit = permit.is_none();
+            if let Err(e) = serve_connection(socket, &state, over_limit, shutdown).await {
+                tracing::debug!(%peer, error = %e, "pg connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One connection from TLS negotiation to its end. The message loop is pgwire's own
+/// (`process_socket`), plus the shutdown signal and a clean end on undecodable bytes.
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    state: &ServerState,
+    over_limit: bool,
+    shutdown: CancellationToken,
+) -> Result<(), std::io::Error> {
+    let negotiated = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        _ = tokio::time::sleep(STARTUP_TIMEOUT) => return Ok(()),
+        s = negotiate_tls::<Arc<handler::Prepared>>(socket, state.tls.clone()) => s?,
+    };
+    let Some(mut socket) = negotiated else {
+        return Ok(());
+    };
+    let conn = Arc::new(handler::ConnState::new(state.shared.clone()));
+    let query = Arc::new(handler::Handler::new(conn));
+    let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
+    let (simple, extended) = (query.clone(), query);
+    let copy = Arc::new(NoopHandler);
+    let cancel = Arc::new(NoopHandler);
+    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_deadline);
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let info = error::fatal("57P01", "terminating connection due to administrator command");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
+            _ = &mut startup_deadline, if starting => break,
+            m = socket.next() => m,
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            // Closed, or bytes that are not the protocol: this connection ends, no other.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "pg protocol error");
+                let info = error::fatal("08P01", format!("invalid message: {e}"));
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                break;
+            }
+            None => break,
+        };
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(e) => e,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        if let Err(e) = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await
+        {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The configured user and password, as pgwire's auth mechanisms ask for them.
+#[derive(Debug, Clone)]
+struct Credentials {
+    user: String,
+    method: AuthMethod,
+    password: Secret,
+    scram: Arc<(Vec<u8>, Vec<u8>)>,
+}
+
+#[async_trait]
+impl AuthSource for Credentials {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        if user != self.user {
+            tracing::info!(user, "pg login refused: unknown user");
+            return Err(PgWireError::InvalidPassword(user.to_string()));
+        }
+        Ok(match self.method {
+            AuthMethod::ScramSha256 => {
+                Password::new(Some(self.scram.0.clone()), self.scram.1.clone())
+            }
+            AuthMethod::Md5 => {
+                let salt = random_bytes(4);
+                let hash = hash_md5_password(user, self.password.expose(), &salt);
+                Password::new(Some(salt), hash.into_bytes())
+            }
+            AuthMethod::Password => Password::new(None, self.password.expose().as_bytes().to_vec()),
+        })
+    }
+}
+
+type Params = Arc<DefaultServerParameterProvider>;
+
+/// The startup handler: the configured mechanism, after the checks that refuse a client before
+/// it authenticates (connection limit, TLS required).
+struct Auth {
+    inner: AuthInner,
+    over_limit: bool,
+    refuse_plain: bool,
+}
+
+enum AuthInner {
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+    Md5(Md5PasswordAuthStartupHandler<Credentials, DefaultServerParameterProvider>),
+    Password(CleartextPasswordAuthStartupHandler<Credentials, Params>),
+}
+
+impl Auth {
+    fn new(state: &ServerState, over_limit: bool, secure: bool) -> Auth {
+        let creds = Credentials {
+            user: state.config.user.clone(),
+            method: state.config.auth,
+            password: state.config.password.clone(),
+            scram: Arc::new(state.scram.clone()),
+        };
+        let inner = match state.config.auth {
+            AuthMethod::ScramSha256 => {
+                let mut scram = ScramAuth::new(Arc::new(creds));
+                scram.set_iterations(SCRAM_ITERATIONS);
+                if secure && let Some(pem) = &state.cert_pem {
+                    // Channel binding (SCRAM-SHA-256-PLUS) where the certificate allows it.
+                    if let Err(e) = scram.configure_certificate(pem) {
+                        tracing::debug!(error = %e, "SCRAM channel binding unavailable");
+                    }
+                }
+                AuthInner::Scram(
+                    SASLAuthStartupHandler::new(state.params.clone()).with_scram(scram),
+                )
+            }
+            AuthMethod::Md5 => AuthInner::Md5(Md5PasswordAuthStartupHandler::new(
+                Arc::new(creds),
+                state.params.clone(),
+            )),
+            AuthMethod::Password => AuthInner::Password(CleartextPasswordAuthStartupHandler::new(
+                creds,
+                state.params.clone(),
+            )),
+        };
+        Auth {
+            inner,
+            over_limit,
+            refuse_plain: state.config.require_tls && !secure,
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Auth {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if matches!(message, PgWireFrontendMessage::Startup(_)) {
+            if self.over_limit {
+                return Err(PgWireError::UserError(Box::new(error::fatal(
+                    "53300",
+                    "sorry, too many clients already",
+                ))));
+            }
+            if self.refuse_plain {
+                return Err(PgWireError::UserError(Box::new(error::fatal(
+                    "28000",
+                    "this server requires TLS (sslmode=require or stronger)",
+                ))));
+            }
+        }
+        match &self.inner {
+            AuthInner::Scram(h) => h.on_startup(client, message).await,
+            AuthInner::Md5(h) => h.on_startup(client, message).await,
+            AuthInner::Password(h) => h.on_startup(client, message).await,
+        }
+    }
+}
+
+/// Bytes for salts: not secret, only unpredictable enough (SCRAM and md5 salts).
+fn random_bytes(n: usize) -> Vec<u8> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = Vec::with_capacity(n);
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        ^ (std::process::id() as u64) << 32;
+    while out.len() < n {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(pgwire::tokio::TlsAcceptor, Vec<u8>), PgError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| PgError::TlsFile {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PgError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(PgError::Tls(format!("{}: no certificate", cert.display())));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| PgError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| PgError::Tls(e.to_string()))?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok((pgwire::tokio::TlsAcceptor::from(Arc::new(config)), cert_pem))
+}

@@ -1,0 +1,81 @@
+//! Shared helpers for the in-process pg tests: start a node on free ports in a temp dir and
+//! connect real clients to it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ha::config::Config;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestNode {
+    pub pg: SocketAddr,
+    pub http: SocketAddr,
+    pub token: CancellationToken,
+    pub dir: tempfile::TempDir,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_test(dir.path());
+        f(&mut config);
+        let token = CancellationToken::new();
+        let node = ha::node::start(config, token.clone()).await.unwrap();
+        let pg = node.pg_addr.expect("pg enabled");
+        let http = node.http_addr;
+        let task = tokio::spawn(node.wait());
+        TestNode {
+            pg,
+            http,
+            token,
+            dir,
+            task,
+        }
+    }
+
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=ha password=ha dbname=ha sslmode=disable",
+            self.pg.port()
+        )
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// Polls `probe` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {e}"))
+}

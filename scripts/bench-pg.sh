@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# PostgreSQL-wire benchmark: pgbench custom scripts (point SELECT by primary key, single-row
+# INSERT) at -c 1 and -c 8, -M simple and -M prepared, against ha (standalone) and against a
+# PostgreSQL 15 started here, in the same run. Prints a Markdown table and, with --write,
+# replaces the "PostgreSQL wire" section of docs/benchmarks.md.
+#
+# Usage: scripts/bench-pg.sh [--write] [SECONDS]   (needs pgbench/initdb from postgresql-15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WRITE=0; if [[ "${1:-}" == "--write" ]]; then WRITE=1; shift; fi
+SECS=${1:-5}
+PGBIN=/usr/lib/postgresql/15/bin
+WORK=$(mktemp -d); chmod 777 "$WORK"
+HA_PID=""; PG_STARTED=0
+cleanup() {
+  [[ -n "$HA_PID" ]] && kill "$HA_PID" 2>/dev/null || true
+  [[ $PG_STARTED == 1 ]] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cargo build --release -q -p ha --bin ha
+HA_BIN=${CARGO_TARGET_DIR:-target}/release/ha
+
+# ha, standalone
+HA_PG=$(free_port)
+"$HA_BIN" --port 0 --pg-port "$HA_PG" --pg-auth md5 "file:$WORK/ha.db" >"$WORK/ha.log" 2>&1 &
+HA_PID=$!
+for _ in $(seq 100); do grep -q "pg listening" "$WORK/ha.log" && break; sleep 0.1; done
+grep -q "pg listening" "$WORK/ha.log" || { cat "$WORK/ha.log"; exit 1; }
+
+# PostgreSQL 15
+PG_PORT=$(free_port)
+runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1" -w start >/dev/null
+PG_STARTED=1
+
+setup='DROP TABLE IF EXISTS kv; CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER);
+       INSERT INTO kv(k, v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) SELECT i, i FROM n;
+       DROP TABLE IF EXISTS log; CREATE TABLE log(id INTEGER PRIMARY KEY, v INTEGER);'
+setup_pg='DROP TABLE IF EXISTS kv; CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER);
+          INSERT INTO kv SELECT i, i FROM generate_series(1, 10000) i;
+          DROP TABLE IF EXISTS log; CREATE TABLE log(id SERIAL PRIMARY KEY, v INTEGER);'
+PGPASSWORD=ha psql -X -q "host=127.0.0.1 port=$HA_PG user=ha dbname=ha" -c "$setup"
+psql -X -q "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "$setup_pg"
+
+printf '\\set k random(1, 10000)\nSELECT v FROM kv WHERE k = :k;\n' >"$WORK/select.sql"
+printf '\\set k random(1, 10000)\nINSERT INTO log(v) VALUES (:k);\n' >"$WORK/insert.sql"
+
+tps() { # target port user script clients mode
+  PGPASSWORD=ha pgbench -n -f "$WORK/$4.sql" -T "$SECS" -c "$5" -j "$5" -M "$6" -h 127.0.0.1 -p "$2" -U "$3" "$3" 2>/dev/null \
+    | awk '/^tps/ {print int($3)}'
+}
+
+rows=()
+for script in select insert; do
+  for c in 1 8; do
+    for mode in simple prepared; do
+      h=$(tps ha "$HA_PG" ha "$script" "$c" "$mode")
+      p=$(tps pg "$PG_PORT" postgres "$script" "$c" "$mode")
+      ratio=$(python3 -c "print(f'{$h/$p:.2f}' if $p else '-')")
+      rows+=("| $script | $c | $mode | $h | $p | $ratio |")
+    done
+  done
+done
+
+table=$(printf '## PostgreSQL wire\n\npgbench `-n -f SCRIPT -T %s -j C -c C -M MODE`, same machine, same run (%s, %s cores).\n`select`: point SELECT by primary key over 10k rows; `insert`: single-row autocommit INSERT.\nha: standalone (no replication), md5 auth, WAL file database. PostgreSQL 15: initdb defaults.\n\n| script | clients | mode | ha tps | PostgreSQL 15 tps | ha / PG |\n|---|---|---|---|---|---|\n' "$SECS" "$(date -u +%Y-%m-%d)" "$(nproc)"; printf '%s\n' "${rows[@]}")
+echo "$table"
+if [[ $WRITE == 1 ]]; then
+  f=docs/benchmarks.md
+  [[ -f $f ]] || printf '# Benchmarks\n' >"$f"
+  python3 - "$f" "$table" <<'PY'
+import re, sys
+path, table = sys.argv[1], sys.argv[2]
+text = open(path).read()
+pat = re.compile(r"^## PostgreSQL wire\n.*?(?=^## |\Z)", re.S | re.M)
+text = pat.sub(table + "\n\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + table + "\n"
+open(path, "w").write(text)
+PY
+fi
