@@ -3,8 +3,14 @@
 //! Invariant: a metric is registered once, here, so names cannot drift between modules.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +24,15 @@ pub struct Metrics {
     pub write_queue: IntGauge,
     /// Failed statements by error code.
     pub exec_errors: IntCounterVec,
+    /// Time from handing a change set to JetStream to its acknowledgement.
+    pub publish_duration: Histogram,
+    pub publish_failures: IntCounter,
+    /// Time to apply one replicated change set (commit included).
+    pub apply_duration: Histogram,
+    /// Stream messages this node has not applied yet.
+    pub lag_messages: IntGauge,
+    pub quarantined: IntCounter,
+    pub nats_reconnects: IntCounter,
 }
 
 impl Metrics {
@@ -49,12 +64,51 @@ impl Metrics {
             &["code"],
         )
         .expect("static metric definition");
+        let publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ha_publish_duration_seconds",
+                "Change-set publish until acknowledged",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        let publish_failures = IntCounter::new(
+            "ha_publish_failures_total",
+            "Change sets JetStream did not take",
+        )
+        .expect("static metric definition");
+        let apply_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ha_apply_duration_seconds",
+                "Applying one replicated change set",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        let lag_messages = IntGauge::new(
+            "ha_replication_lag_messages",
+            "Stream messages not applied yet",
+        )
+        .expect("static metric definition");
+        let quarantined = IntCounter::new(
+            "ha_quarantined_total",
+            "Change sets that could not be applied",
+        )
+        .expect("static metric definition");
+        let nats_reconnects = IntCounter::new("ha_nats_reconnects_total", "Lost NATS connections")
+            .expect("static metric definition");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(db_size.clone()),
             Box::new(write_queue.clone()),
             Box::new(exec_errors.clone()),
+            Box::new(publish_duration.clone()),
+            Box::new(publish_failures.clone()),
+            Box::new(apply_duration.clone()),
+            Box::new(lag_messages.clone()),
+            Box::new(quarantined.clone()),
+            Box::new(nats_reconnects.clone()),
         ] {
             registry
                 .register(c)
@@ -67,6 +121,12 @@ impl Metrics {
             db_size,
             write_queue,
             exec_errors,
+            publish_duration,
+            publish_failures,
+            apply_duration,
+            lag_messages,
+            quarantined,
+            nats_reconnects,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,9 +14,32 @@ use crate::config::{Config, PgPort};
 use crate::exec::{ExecConfig, Executor};
 use crate::http;
 use crate::metrics::Metrics;
+use crate::replication::nats_server::{NatsServer, NatsServerConfig};
+use crate::replication::{self, ReplicationHandle};
+
+/// Where the embedded nats-server keeps JetStream data when `--nats-store-dir` is not given:
+/// beside the database file (or the working directory for memory databases), per node name.
+fn default_store_dir(config: &Config) -> std::path::PathBuf {
+    let base = match &config.db.location {
+        crate::db::Location::File(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(|| ".".into()),
+        crate::db::Location::Memory { .. } => ".".into(),
+    };
+    base.join(format!(
+        "nats-{}",
+        crate::replication::names::normalize_identifier(&config.name)
+    ))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplError),
+    #[error(transparent)]
+    NatsServer(#[from] crate::replication::nats_server::NatsServerError),
     #[error("cannot open the database: {0}")]
     Db(#[from] crate::exec::ExecError),
     #[error("postgres front end: {0}")]
@@ -36,6 +59,11 @@ pub struct RunningNode {
     pub pg_addr: Option<SocketAddr>,
     pg: Option<crate::pgwire::PgServer>,
     pub executor: Executor,
+    /// Replication, when the node has NATS (embedded or external).
+    pub replication: Option<ReplicationHandle>,
+    consumer: Option<tokio::task::JoinHandle<()>>,
+    nats_client: Option<async_nats::Client>,
+    nats_server: Option<NatsServer>,
     shutdown: CancellationToken,
     http: http::HttpServer,
     shutdown_timeout: std::time::Duration,
@@ -43,15 +71,45 @@ pub struct RunningNode {
 
 /// Opens the database and starts every front end. Returns once the node serves.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
-    // 1. The database first: nothing can serve without it, and a bad DSN should fail before
-    //    any port is taken.
+    let metrics = Arc::new(Metrics::new());
+    // 1. NATS: the embedded server (a supervised child) if configured, then the connection.
+    //    The connection retries in the background: a node whose NATS is down still starts,
+    //    serves reads, refuses writes and says it is not ready.
+    let nats_server = match NatsServerConfig::from_config(&config) {
+        Some(mut cfg) => {
+            if cfg.store_dir.is_none() && cfg.config_file.is_none() {
+                cfg.store_dir = Some(default_store_dir(&config));
+            }
+            Some(NatsServer::start(cfg).await?)
+        }
+        None => None,
+    };
+    let replicated = nats_server.is_some() || !config.replication.urls.is_empty();
+    let connected = if replicated {
+        Some(replication::connect(&config, nats_server.as_ref(), metrics.clone()).await?)
+    } else {
+        tracing::info!("no NATS configured (--nats-port 0, no --replication-url): standalone node");
+        None
+    };
+
+    // 2. The database: opened with the sink that publishes its commits.
     let executor = Executor::open(ExecConfig {
         target: config.db.clone(),
         read_connections: config.concurrent_queries,
-        replication: None,
+        replication: connected.as_ref().map(|c| c.hooks.clone()),
     })
     .await?;
     tracing::info!(node = %config.name, database = %config.db, "database open");
+
+    // 3. The consumer applies the stream from where the database says it is.
+    let (replication, consumer, nats_client) = match connected {
+        Some(c) => {
+            let (h, task, client) =
+                c.spawn_consumer(executor.clone(), metrics.clone(), shutdown.child_token());
+            (Some(h), Some(task), Some(client))
+        }
+        None => (None, None, None),
+    };
 
     // 2. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);
@@ -60,7 +118,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|source| NodeError::Listen { addr, source })?;
     let state = http::AppState {
         exec: executor.clone(),
-        metrics: Arc::new(Metrics::new()),
+        replication: replication.clone(),
+        metrics: metrics.clone(),
         node_name: config.name.clone().into(),
         started: Instant::now(),
         token: config.token.clone(),
@@ -99,6 +158,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         pg_addr: pg.as_ref().map(|p| p.local_addr),
         pg,
         executor,
+        replication,
+        consumer,
+        nats_client,
+        nats_server,
         shutdown,
         http,
         shutdown_timeout: config.shutdown_timeout,
@@ -124,9 +187,21 @@ impl RunningNode {
                 Err(_) => tracing::warn!("pg connections did not finish in time"),
             }
         }
-        // 2. The writer finishes its queue, checkpoints the WAL and closes.
+        // 2. The consumer stops between messages (what it applied is committed).
+        if let Some(c) = self.consumer {
+            let _ = tokio::time::timeout(self.shutdown_timeout, c).await;
+        }
+        // 3. The writer finishes its queue, checkpoints the WAL and closes.
         self.executor.close().await;
         tracing::info!("database closed");
+        // 4. NATS last: queued writes above still needed it to publish.
+        if let Some(c) = self.nats_client {
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.drain()).await;
+        }
+        if let Some(s) = self.nats_server {
+            s.stop().await;
+            tracing::info!("embedded nats-server stopped");
+        }
     }
 }
 

@@ -42,6 +42,14 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The pinned nats-server: `$HA_NATS_SERVER_BIN`, else `.tools/bin/nats-server`
+/// (installed by scripts/install-deps.sh).
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("HA_NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin/nats-server"))
+}
+
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
 where
@@ -138,6 +146,9 @@ impl TestNode {
         }
         if !has("--nats-port") {
             cmd.args(["--nats-port", "0"]);
+        }
+        if std::env::var_os("HA_NATS_SERVER_BIN").is_none() {
+            cmd.env("HA_NATS_SERVER_BIN", nats_server_bin());
         }
         cmd.args(&spec.args)
             .env_remove("RUST_LOG")

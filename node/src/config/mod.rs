@@ -175,6 +175,55 @@ struct Args {
         value_name = "URLS"
     )]
     nats_routes: Vec<String>,
+
+    /// NATS server URL(s) to replicate through, comma separated (credentials in the URL:
+    /// nats://user:pass@host:4222); with an embedded server they are used instead of it
+    #[arg(
+        long,
+        env = "HA_REPLICATION_URL",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    replication_url: Vec<String>,
+
+    /// JetStream stream holding the change sets
+    #[arg(long, env = "HA_REPLICATION_STREAM", default_value = "ha_replication")]
+    replication_stream: String,
+
+    /// Replicas of the stream (and snapshot bucket), at most the JetStream cluster size
+    #[arg(long, env = "HA_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=5))]
+    replicas: u32,
+
+    /// How long the stream keeps change sets (0 = forever)
+    #[arg(long, env = "HA_REPLICATION_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
+    replication_max_age: Duration,
+
+    /// How long a commit waits for the stream to acknowledge its change set
+    #[arg(long, env = "HA_REPLICATION_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    replication_timeout: Duration,
+
+    /// Where a node without history starts reading the stream: all, last, new,
+    /// by_start_sequence=N, by_start_time=YYYY-MM-DD HH:MM:SS (a node resumes after its last
+    /// applied change regardless)
+    #[arg(long, env = "HA_REPLICATION_POLICY", default_value = "")]
+    replication_policy: String,
+
+    /// Do not replicate DDL (CREATE/ALTER/DROP); row changes still replicate
+    #[arg(long, env = "HA_DISABLE_DDL_SYNC", action = ArgAction::SetTrue)]
+    disable_ddl_sync: bool,
+}
+
+/// The `--replication-*` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationFlags {
+    pub urls: Vec<String>,
+    pub stream: String,
+    pub replicas: usize,
+    pub max_age: Duration,
+    pub timeout: Duration,
+    pub policy: crate::replication::names::DeliverPolicy,
+    pub ddl_sync: bool,
 }
 
 /// The validated configuration of one node.
@@ -190,6 +239,7 @@ pub struct Config {
     pub max_body_size: usize,
     pub shutdown_timeout: Duration,
     pub nats: NatsFlags,
+    pub replication: ReplicationFlags,
     pub pg_port: PgPort,
     pub pg: crate::pgwire::PgConfig,
 }
@@ -413,6 +463,36 @@ impl Args {
             max_body_size,
             shutdown_timeout: self.shutdown_timeout,
             nats,
+            replication: ReplicationFlags {
+                urls: self
+                    .replication_url
+                    .iter()
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+                stream: {
+                    let s = self.replication_stream.trim().to_string();
+                    if s.is_empty() || s.contains(['.', '*', '>', ' ']) {
+                        return Err(ConfigError::Invalid(format!(
+                            "--replication-stream {s:?}: a stream name has no dots, wildcards or spaces"
+                        )));
+                    }
+                    s
+                },
+                replicas: self.replicas as usize,
+                max_age: self.replication_max_age,
+                timeout: {
+                    if self.replication_timeout.is_zero() {
+                        return Err(ConfigError::Invalid(
+                            "--replication-timeout must be more than 0".into(),
+                        ));
+                    }
+                    self.replication_timeout
+                },
+                policy: crate::replication::names::DeliverPolicy::parse(&self.replication_policy)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                ddl_sync: !self.disable_ddl_sync,
+            },
             pg_port: self.pg_port,
             pg: crate::pgwire::PgConfig {
                 user: self.pg_user,
@@ -447,6 +527,15 @@ impl Config {
             max_body_size: 16 << 20,
             shutdown_timeout: Duration::from_secs(5),
             nats: NatsFlags::disabled(),
+            replication: ReplicationFlags {
+                urls: Vec::new(),
+                stream: "ha_replication".into(),
+                replicas: 1,
+                max_age: Duration::from_secs(24 * 3600),
+                timeout: Duration::from_secs(15),
+                policy: crate::replication::names::DeliverPolicy::All,
+                ddl_sync: true,
+            },
             pg_port: PgPort::Ephemeral,
             pg: crate::pgwire::PgConfig {
                 user: "ha".into(),

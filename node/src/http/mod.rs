@@ -8,6 +8,7 @@
 mod backup;
 mod error;
 mod json;
+mod replications;
 mod status;
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub exec: Executor,
+    /// Present when the node replicates.
+    pub replication: Option<crate::replication::ReplicationHandle>,
     pub metrics: Arc<Metrics>,
     pub node_name: Arc<str>,
     pub started: Instant,
@@ -69,6 +72,11 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/", post(query).get(backup::download))
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))
+        .route("/replications", get(replications::list))
+        .route(
+            "/replications/{name}",
+            get(replications::show).delete(replications::remove),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(status::healthz))

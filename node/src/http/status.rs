@@ -18,10 +18,13 @@ pub async fn healthz() -> StatusCode {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     if state.shutdown.is_cancelled() {
-        reasons.push("shutting down");
+        reasons.push("shutting down".to_string());
     }
     if !state.exec.is_healthy() {
-        reasons.push("database reported a fatal error");
+        reasons.push("database reported a fatal error".to_string());
+    }
+    if let Some(r) = &state.replication {
+        reasons.extend(r.status.not_ready_reasons());
     }
     let status = if reasons.is_empty() {
         StatusCode::OK
@@ -42,7 +45,9 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "commit": env!("HA_COMMIT"),
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "ready": state.exec.is_healthy() && !state.shutdown.is_cancelled(),
+        "ready": state.exec.is_healthy()
+            && !state.shutdown.is_cancelled()
+            && state.replication.as_ref().is_none_or(|r| r.status.not_ready_reasons().is_empty()),
         "database": {
             "file": target.file_name(),
             "location": target.to_string(),
@@ -51,6 +56,7 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
             "size_bytes": size,
         },
         "write_queue": state.exec.write_queue_len(),
+        "replication": state.replication.as_ref().map(|r| r.status_json()),
     }))
 }
 

@@ -1,10 +1,300 @@
-//! Owns everything NATS: identifier and subject names, consumer deliver policies, and the
-//! supervised `nats-server` child (the "embedded" server).
-//! Must not touch SQLite; the writer reaches JetStream only through the sink it declares.
+//! Owns everything NATS: names and policies, the supervised `nats-server` child (the "embedded"
+//! server), the connection, publishing committed change sets and consuming the stream.
+//! Must not touch SQLite; the writer reaches JetStream only through the sink it declares, and
+//! the consumer applies through `exec::Executor`.
 //! Invariant: names and policies are exactly the original's (reference §2.1, §2.5), so Go nodes
 //! and ha nodes can share one stream.
-//! See `names` for naming, `nats_server` for the child process.
+//! See `publisher` for the write path, `consumer` for the apply path, `nats_server` for the child.
 
+pub mod consumer;
 pub mod names;
 mod nats_conf;
 pub mod nats_server;
+pub mod publisher;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{Value as Json, json};
+
+use crate::config::Config;
+use crate::db::sink::{Origin, ReplicationHooks};
+use crate::metrics::Metrics;
+use status::ReplStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error(transparent)]
+    Server(#[from] nats_server::NatsServerError),
+    #[error("cannot connect to NATS at {urls}: {reason}")]
+    Connect { urls: String, reason: String },
+    #[error("{0}")]
+    Api(String),
+    #[error("no such replication consumer {0:?}")]
+    NotFound(String),
+}
+
+/// What the rest of the node holds of replication: status and the JetStream API for the
+/// `/replications` routes.
+#[derive(Clone)]
+pub struct ReplicationHandle {
+    js: jetstream::Context,
+    stream: String,
+    pub subject: String,
+    pub durable: String,
+    pub status: Arc<ReplStatus>,
+    nats_state: Option<tokio::sync::watch::Receiver<nats_server::NatsState>>,
+}
+
+/// A connected replication set-up, before the database is opened.
+pub struct Connected {
+    pub hooks: ReplicationHooks,
+    pub handle: ReplicationHandle,
+    client: async_nats::Client,
+    consumer_config: consumer::ConsumerConfig,
+}
+
+/// Connects to NATS (the embedded server's URL, or `--replication-url`) and prepares the sink.
+/// The connection retries forever in the background; until it is up, writes fail fast.
+pub async fn connect(
+    config: &Config,
+    embedded: Option<&nats_server::NatsServer>,
+    metrics: Arc<Metrics>,
+) -> Result<Connected, ReplError> {
+    let r = &config.replication;
+    let urls: Vec<String> = if !r.urls.is_empty() {
+        r.urls.clone()
+    } else if let Some(s) = embedded {
+        vec![s.client_url().to_string()]
+    } else {
+        return Err(ReplError::Connect {
+            urls: String::new(),
+            reason: "no NATS: set --nats-port for an embedded server or --replication-url".into(),
+        });
+    };
+    let status = Arc::new(ReplStatus::default());
+    let st = status.clone();
+    let m = metrics.clone();
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("ha {}", config.name))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis((50u64 << attempt.min(6) as u64).min(2000))
+        })
+        .event_callback(move |event| {
+            let st = st.clone();
+            let m = m.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        st.connected.store(true, Ordering::Release);
+                        tracing::info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        st.connected.store(false, Ordering::Release);
+                        st.reconnects.fetch_add(1, Ordering::Relaxed);
+                        m.nats_reconnects.inc();
+                        tracing::warn!("disconnected from NATS; reconnecting");
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        });
+    // The embedded server's own credentials, unless the URL carries others.
+    if r.urls.is_empty()
+        && let Some((user, pass)) = &config.nats.auth
+    {
+        opts = opts.user_and_password(user.clone(), pass.expose().to_string());
+    }
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e: std::io::Error| ReplError::Connect {
+            urls: urls.join(","),
+            reason: e.to_string(),
+        })?;
+    let client = opts.connect(addrs).await.map_err(|e| ReplError::Connect {
+        urls: redact(&urls),
+        reason: e.to_string(),
+    })?;
+    if client.connection_state() == async_nats::connection::State::Connected {
+        status.connected.store(true, Ordering::Release);
+    }
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(r.timeout);
+    let file = config.db.file_name();
+    let subject = names::subject(&r.stream, &file);
+    let durable = names::durable_name(&file, &config.name);
+    let sink = publisher::JetStreamSink {
+        client: client.clone(),
+        js: js.clone(),
+        subject: subject.clone(),
+        timeout: r.timeout,
+        runtime: tokio::runtime::Handle::current(),
+        metrics: metrics.clone(),
+    };
+    let hooks = ReplicationHooks {
+        sink: Arc::new(sink),
+        origin: Origin {
+            node: config.name.clone(),
+            process_id: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            filename: file.clone(),
+        },
+        ddl_sync: r.ddl_sync,
+    };
+    let consumer_config = consumer::ConsumerConfig {
+        stream: r.stream.clone(),
+        subject: subject.clone(),
+        durable: durable.clone(),
+        replicas: r.replicas,
+        max_age: r.max_age,
+        policy: r.policy,
+        part_timeout: r.timeout * 2,
+    };
+    tracing::info!(urls = %redact(&urls), %subject, %durable, "replication configured");
+    Ok(Connected {
+        hooks,
+        handle: ReplicationHandle {
+            js,
+            stream: r.stream.clone(),
+            subject,
+            durable,
+            status,
+            nats_state: embedded.map(|s| s.state()),
+        },
+        client,
+        consumer_config,
+    })
+}
+
+impl Connected {
+    /// Starts consuming the stream into `exec`; runs until `shutdown`.
+    pub fn spawn_consumer(
+        self,
+        exec: crate::exec::Executor,
+        metrics: Arc<Metrics>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> (
+        ReplicationHandle,
+        tokio::task::JoinHandle<()>,
+        async_nats::Client,
+    ) {
+        let c = consumer::Consumer {
+            config: self.consumer_config,
+            js: self.handle.js.clone(),
+            exec,
+            status: self.handle.status.clone(),
+            metrics,
+        };
+        let task = tokio::spawn(c.run(shutdown));
+        (self.handle, task, self.client)
+    }
+}
+
+/// URLs for logs: credentials removed.
+fn redact(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),
+            _ => u.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl ReplicationHandle {
+    /// `/status` → `replication`.
+    pub fn status_json(&self) -> Json {
+        let mut j = self.status.to_json();
+        j["stream"] = json!(self.stream);
+        j["subject"] = json!(self.subject);
+        j["durable"] = json!(self.durable);
+        if let Some(s) = &self.nats_state {
+            j["embedded_nats"] = json!(s.borrow().as_str());
+        }
+        j
+    }
+
+    /// Every consumer of the stream, as the JetStream API reports them.
+    pub async fn list_consumers(&self) -> Result<Json, ReplError> {
+        let mut all = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let page: Json = self
+                .js
+                .request(
+                    format!("CONSUMER.LIST.{}", self.stream),
+                    &json!({ "offset": offset }),
+                )
+                .await
+                .map_err(|e| ReplError::Api(format!("failed to get replication info: {e}")))?;
+            if let Some(err) = page.get("error") {
+                return Err(ReplError::Api(format!(
+                    "failed to get replication info: {err}"
+                )));
+            }
+            let batch = page["consumers"].as_array().cloned().unwrap_or_default();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            offset += batch.len();
+            all.extend(batch);
+            if offset >= total || all.is_empty() {
+                break;
+            }
+        }
+        Ok(json!({ "replications": all }))
+    }
+
+    pub async fn consumer_info(&self, name: &str) -> Result<Json, ReplError> {
+        check_name(name)?;
+        let info: Json = self
+            .js
+            .request(format!("CONSUMER.INFO.{}.{name}", self.stream), &json!({}))
+            .await
+            .map_err(|e| ReplError::Api(format!("failed to get replication info: {e}")))?;
+        if let Some(err) = info.get("error") {
+            if err["code"].as_u64() == Some(404) {
+                return Err(ReplError::NotFound(name.into()));
+            }
+            return Err(ReplError::Api(format!(
+                "failed to get replication info: {err}"
+            )));
+        }
+        Ok(json!({ "replications": info }))
+    }
+
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), ReplError> {
+        check_name(name)?;
+        let r: Json = self
+            .js
+            .request(
+                format!("CONSUMER.DELETE.{}.{name}", self.stream),
+                &json!({}),
+            )
+            .await
+            .map_err(|e| ReplError::Api(format!("failed to remove consumer: {e}")))?;
+        if let Some(err) = r.get("error") {
+            if err["code"].as_u64() == Some(404) {
+                return Err(ReplError::NotFound(name.into()));
+            }
+            return Err(ReplError::Api(format!("failed to remove consumer: {err}")));
+        }
+        Ok(())
+    }
+}
+
+/// A consumer name must not smuggle subject tokens into the API subject.
+fn check_name(name: &str) -> Result<(), ReplError> {
+    if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '\n']) {
+        return Err(ReplError::NotFound(name.into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Owns reading the stream and applying it: one durable pull consumer per node, messages applied
+//! in stream order through the executor, acknowledged only after they are committed.
+//! Must not write SQLite itself: `exec::Executor::apply` / `quarantine` do, on the writer.
+//! Invariant: the position lives in the database (`applied_seq`), not in the durable: at every
+//! (re)start the durable is recreated to begin right after it, so a restart, a restored backup
+//! or a deleted durable all resume at the right place. A message that cannot be applied is
+//! retried with back-off and then quarantined, never dropped silently.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::names::DeliverPolicy;
+use super::status::ReplStatus;
+use crate::changeset::{self, ChangeSet, Reassembler, Seq};
+use crate::exec::Executor;
+use crate::metrics::Metrics;
+
+/// How often a failing message is tried before it is quarantined.
+const MAX_ATTEMPTS: u32 = 5;
+
+pub struct ConsumerConfig {
+    pub stream: String,
+    pub subject: String,
+    pub durable: String,
+    pub replicas: usize,
+    pub max_age: Duration,
+    pub policy: DeliverPolicy,
+    /// How long the parts of a split change set may wait for the rest.
+    pub part_timeout: Duration,
+}
+
+pub struct Consumer {
+    pub config: ConsumerConfig,
+    pub js: jetstream::Context,
+    pub exec: Executor,
+    pub status: Arc<ReplStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("{0}")]
+    Nats(String),
+    #[error("{0}")]
+    Db(#[from] crate::exec::ExecError),
+}
+
+fn nats<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ConsumeError + '_ {
+    move |e| ConsumeError::Nats(format!("{what}: {e}"))
+}
+
+/// The stream configuration of reference §2.4 (the last node to start writes it).
+pub fn stream_config(c: &ConsumerConfig) -> stream::Config {
+    stream::Config {
+        name: c.stream.clone(),
+        subjects: super::names::stream_subjects(&c.stream),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: c.max_age,
+        num_replicas: c.replicas,
+        ..Default::default()
+    }
+}
+
+impl Consumer {
+    /// Consumes until `shutdown`, reconnecting and recreating the durable as needed.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let started = Instant::now();
+            match self.consume(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.status.consuming.store(false, Ordering::Release);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "replication consumer stopped; restarting");
+                    self.status.set_error(Some(e.to_string()));
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
+        let cfg = &self.config;
+        let mut stream = match self.js.create_or_update_stream(stream_config(cfg)).await {
+            Ok(_) => self
+                .js
+                .get_stream(&cfg.stream)
+                .await
+                .map_err(nats("get stream"))?,
+            Err(e) => {
+                // Another node may own a slightly different config; use what is there.
+                tracing::debug!(error = %e, "create_or_update_stream failed; opening the stream");
+                self.js
+                    .get_stream(&cfg.stream)
+                    .await
+                    .map_err(nats("open stream"))?
+            }
+        };
+        let info = stream.info().await.map_err(nats("stream info"))?.clone();
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        self.status.stream_first_seq.store(first, Ordering::Release);
+        self.status.stream_last_seq.store(last, Ordering::Release);
+
+        let applied = self.exec.applied_seq().await?.0;
+        self.status.applied_seq.store(applied, Ordering::Release);
+        let deliver = if applied > 0 {
+            if first > applied + 1 && info.state.messages > 0 {
+                let msg = format!(
+                    "gap in the replication stream: this node applied up to {applied} but the stream starts at {first}; \
+                     the changes in between are gone (older than --replication-max-age) — restore from a snapshot"
+                );
+                tracing::error!("{msg}");
+                if let Ok(mut g) = self.status.gap.lock() {
+                    *g = Some(msg);
+                }
+            }
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            }
+        } else {
+            match &cfg.policy {
+                DeliverPolicy::All => consumer::DeliverPolicy::All,
+                DeliverPolicy::Last => consumer::DeliverPolicy::Last,
+                DeliverPolicy::New => consumer::DeliverPolicy::New,
+                DeliverPolicy::ByStartSequence(n) => {
+                    consumer::DeliverPolicy::ByStartSequence { start_sequence: *n }
+                }
+                DeliverPolicy::ByStartTime(t) => {
+                    consumer::DeliverPolicy::ByStartTime { start_time: *t }
+                }
+            }
+        };
+        // Nothing older than where we start counts for catching up.
+        if applied >= last || matches!(deliver, consumer::DeliverPolicy::New) {
+            self.status.caught_up.store(true, Ordering::Release);
+        }
+        let catch_up_to = last;
+
+        // The durable is only a cursor: recreate it where the database says we are.
+        let _ = stream.delete_consumer(&cfg.durable).await;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(cfg.durable.clone()),
+                filter_subject: cfg.subject.clone(),
+                deliver_policy: deliver,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1024,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats("create consumer"))?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(256)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(nats("pull"))?;
+        self.status.consuming.store(true, Ordering::Release);
+        self.status.set_error(None);
+        tracing::info!(stream = %cfg.stream, subject = %cfg.subject, durable = %cfg.durable, from = applied + 1, "replication consumer started");
+
+        let mut parts = Reassembler::default();
+        // Complete change sets that arrived while a split one was incomplete: applying them
+        // would move `applied_seq` past the split one's first part.
+        let mut held: Vec<(Seq, ChangeSet, Vec<u8>)> = Vec::new();
+        let mut pending_since: Option<Instant> = None;
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = refresh.tick() => {
+                    if let Ok(i) = stream.info().await {
+                        self.status.stream_first_seq.store(i.state.first_sequence, Ordering::Release);
+                        self.status.stream_last_seq.store(i.state.last_sequence, Ordering::Release);
+                    }
+                    self.metrics.lag_messages.set(self.status.lag_messages() as i64);
+                    if pending_since.is_some_and(|t| t.elapsed() > cfg.part_timeout) {
+                        tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
+                        parts.clear();
+                        pending_since = None;
+                        for (seq, cs, payload) in std::mem::take(&mut held) {
+                            self.apply_or_quarantine(seq, cs, &payload).await?;
+                        }
+                    }
+                    continue;
+                }
+                m = messages.next() => m,
+            };
+            let Some(msg) = msg else {
+                return Err(ConsumeError::Nats("message stream ended".into()));
+            };
+            let msg = msg.map_err(nats("receive"))?;
+            let seq = Seq(msg
+                .info()
+                .map_err(nats("message metadata"))?
+                .stream_sequence);
+            if seq.0 <= self.status.applied() {
+                msg.ack().await.map_err(nats("ack"))?;
+                continue;
+            }
+            let payload = msg.payload.to_vec();
+            match changeset::decode(&payload) {
+                Err(e) => {
+                    // Not a change set at all: nothing to retry.
+                    self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
+                        .await?;
+                }
+                Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
+                    Ok(Some(done)) => {
+                        pending_since = None;
+                        let mut batch = std::mem::take(&mut held);
+                        batch.push((done.last_seq, done.changeset, Vec::new()));
+                        batch.sort_by_key(|(s, _, _)| *s);
+                        for (s, cs, p) in batch {
+                            self.apply_or_quarantine(s, cs, &p).await?;
+                        }
+                    }
+                    Ok(None) => {
+                        pending_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%seq, error = %e, "ignoring a change-set part");
+                    }
+                },
+                Ok(cs) => {
+                    if parts.pending() > 0 {
+                        held.push((seq, cs, payload));
+                    } else {
+                        self.apply_or_quarantine(seq, cs, &payload).await?;
+                    }
+                }
+            }
+            msg.ack().await.map_err(nats("ack"))?;
+            if !self.status.caught_up.load(Ordering::Acquire)
+                && self.status.applied() >= catch_up_to
+            {
+                self.status.caught_up.store(true, Ordering::Release);
+                tracing::info!(
+                    applied = self.status.applied(),
+                    "caught up with the replication stream"
+                );
+            }
+        }
+    }
+
+    /// Applies one change set, retrying with back-off; quarantines it after `MAX_ATTEMPTS`.
+    async fn apply_or_quarantine(
+        &self,
+        seq: Seq,
+        cs: ChangeSet,
+        payload: &[u8],
+    ) -> Result<(), ConsumeError> {
+        let ts = cs.timestamp_ns;
+        let cs = Arc::new(cs);
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let start = Instant::now();
+            match self.exec.apply(seq, cs.clone()).await {
+                Ok(stats) => {
+                    self.metrics
+                        .apply_duration
+                        .observe(start.elapsed().as_secs_f64());
+                    self.status.applied_seq.store(seq.0, Ordering::Release);
+                    self.status.applied_ts_ns.store(ts, Ordering::Release);
+                    self.status.applied_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(%seq, applied = stats.applied, superseded = stats.superseded, "applied");
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(%seq, attempt, error = %e, "apply failed, retrying");
+                }
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(%seq, attempt, error = %e, "cannot apply change set, retrying");
+                }
+                Err(e) => {
+                    let payload = if payload.is_empty() {
+                        changeset::encode(&cs).unwrap_or_default()
+                    } else {
+                        payload.to_vec()
+                    };
+                    return self.quarantine(seq, e.to_string(), attempt, &payload).await;
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 4).min(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    async fn quarantine(
+        &self,
+        seq: Seq,
+        error: String,
+        attempts: u32,
+        payload: &[u8],
+    ) -> Result<(), ConsumeError> {
+        tracing::error!(%seq, attempts, error = %error, "change set quarantined (see _ha_quarantine and /status); later changes go on");
+        self.exec
+            .quarantine(seq, error, attempts, payload.to_vec())
+            .await?;
+        self.status.applied_seq.store(seq.0, Ordering::Release);
+        self.status.quarantined.fetch_add(1, Ordering::Relaxed);
+        self.metrics.quarantined.inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Owns publishing committed change sets to JetStream: the `db::sink::ChangeSink` the writer
+//! calls before it commits.
+//! Must not retry behind the writer's back: one attempt, bounded by `--replication-timeout`; an
+//! error rolls the transaction back and the client is told.
+//! Invariant: `publish` returns a sequence only after JetStream acknowledged every part.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use tokio::runtime::Handle;
+
+use crate::changeset::{self, ChangeSet, Seq};
+use crate::db::sink::{ChangeSink, PublishError};
+use crate::metrics::Metrics;
+
+pub struct JetStreamSink {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) subject: String,
+    pub(crate) timeout: Duration,
+    pub(crate) runtime: Handle,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Room left in a message for the subject, headers and protocol framing.
+const PAYLOAD_MARGIN: usize = 4096;
+
+impl ChangeSink for JetStreamSink {
+    fn publish(&self, cs: &ChangeSet) -> Result<Seq, PublishError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(PublishError("not connected to NATS".into()));
+        }
+        let max = (self.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
+        let parts = changeset::split(cs, max).map_err(|e| PublishError(e.to_string()))?;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let result = self.runtime.block_on(async {
+            let mut acks = Vec::with_capacity(parts.len());
+            for part in parts {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ack =
+                    tokio::time::timeout(left, self.js.publish(self.subject.clone(), part.into()))
+                        .await
+                        .map_err(|_| {
+                            PublishError(format!("publish timed out after {:?}", self.timeout))
+                        })?
+                        .map_err(|e| PublishError(format!("publish failed: {e}")))?;
+                acks.push(ack);
+            }
+            let mut last = 0;
+            for ack in acks {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let a = tokio::time::timeout(left, ack)
+                    .await
+                    .map_err(|_| {
+                        PublishError(format!("no acknowledgement within {:?}", self.timeout))
+                    })?
+                    .map_err(|e| PublishError(format!("not acknowledged: {e}")))?;
+                last = a.sequence;
+            }
+            Ok(Seq(last))
+        });
+        self.metrics
+            .publish_duration
+            .observe(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.publish_failures.inc();
+        }
+        result
+    }
+}

@@ -1,0 +1,102 @@
+//! Owns what the replication side knows about itself, shared with `/status`, `/readyz` and
+//! `/metrics`: applied and stream sequences, catch-up, gaps, errors, connection.
+//! Must not do I/O; the consumer and the connection callbacks write it, HTTP reads it.
+//! Invariant: `applied_seq` only moves forward and matches what is committed in the database.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use serde_json::{Value as Json, json};
+
+#[derive(Debug, Default)]
+pub struct ReplStatus {
+    /// Last stream sequence applied (or skipped as own/duplicate) and committed.
+    pub applied_seq: AtomicU64,
+    pub stream_first_seq: AtomicU64,
+    pub stream_last_seq: AtomicU64,
+    /// Origin timestamp of the last applied change set (ns since the epoch).
+    pub applied_ts_ns: AtomicI64,
+    /// Set once the node has applied everything the stream held when it started.
+    pub caught_up: AtomicBool,
+    pub connected: AtomicBool,
+    /// The stream exists and the consumer runs.
+    pub consuming: AtomicBool,
+    pub reconnects: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub applied_total: AtomicU64,
+    /// A hole between our applied sequence and the stream's first one (history aged out).
+    pub gap: Mutex<Option<String>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ReplStatus {
+    pub fn applied(&self) -> u64 {
+        self.applied_seq.load(Ordering::Acquire)
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+
+    pub fn gap(&self) -> Option<String> {
+        self.gap.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Messages in the stream this node has not applied yet.
+    pub fn lag_messages(&self) -> u64 {
+        self.stream_last_seq
+            .load(Ordering::Acquire)
+            .saturating_sub(self.applied())
+    }
+
+    /// Why the node is not ready, if it is not.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let mut r = Vec::new();
+        if !self.connected.load(Ordering::Acquire) {
+            r.push("not connected to NATS".to_string());
+        }
+        if !self.consuming.load(Ordering::Acquire) {
+            r.push("replication stream not available yet".to_string());
+        } else if !self.caught_up.load(Ordering::Acquire) {
+            r.push(format!(
+                "catching up with the stream ({} messages behind)",
+                self.lag_messages()
+            ));
+        }
+        if let Some(g) = self.gap() {
+            r.push(g);
+        }
+        r
+    }
+
+    pub fn to_json(&self) -> Json {
+        let lag = self.lag_messages();
+        let ts = self.applied_ts_ns.load(Ordering::Acquire);
+        let lag_seconds = if lag == 0 || ts == 0 {
+            0.0
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            ((now - ts).max(0) as f64) / 1e9
+        };
+        json!({
+            "applied_seq": self.applied(),
+            "stream_first_seq": self.stream_first_seq.load(Ordering::Acquire),
+            "stream_last_seq": self.stream_last_seq.load(Ordering::Acquire),
+            "lag_messages": lag,
+            "lag_seconds": lag_seconds,
+            "caught_up": self.caught_up.load(Ordering::Acquire),
+            "nats_connected": self.connected.load(Ordering::Acquire),
+            "consuming": self.consuming.load(Ordering::Acquire),
+            "reconnects": self.reconnects.load(Ordering::Acquire),
+            "applied_total": self.applied_total.load(Ordering::Acquire),
+            "quarantined": self.quarantined.load(Ordering::Acquire),
+            "gap": self.gap(),
+            "last_error": self.last_error.lock().ok().and_then(|g| g.clone()),
+        })
+    }
+}
