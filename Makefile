@@ -3,14 +3,20 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PORT ?= 8080
 
-.PHONY: run test deps build lint unit bench clean
+.PHONY: run cluster test deps build lint unit bench clean
 
-## run: build ha and start one node on ./data (HTTP on :$(PORT))
+## run: build ha and start one node on ./data: HTTP on :$(PORT), PostgreSQL on :5432,
+## embedded NATS JetStream on :4222
 run: deps
 	$(CARGO) build --release --bin ha
 	@mkdir -p data
 	@echo "starting ha in ./data — stop it with Ctrl-C"
-	cd data && ../target/release/ha --port $(PORT)
+	cd data && HA_NATS_SERVER_BIN=$(CURDIR)/.tools/bin/nats-server ../target/release/ha --port $(PORT)
+
+## cluster: build ha and start a local 3-node cluster (see scripts/cluster.sh)
+cluster: deps
+	$(CARGO) build --release --bin ha
+	scripts/cluster.sh
 
 ## test: install every test dependency, then lint and run every test
 test: deps lint

@@ -44,6 +44,8 @@ pub(crate) struct WriterConfig {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, DbError>>;
+/// One replicated change set (at stream sequence `Seq`) and where its outcome goes.
+type ApplyItem = (Seq, Arc<ChangeSet>, Reply<ApplyStats>);
 /// A batch waiting in a group, with where its answer goes.
 type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
 
@@ -54,12 +56,8 @@ enum Job {
     },
     /// An interactive session takes the writer (see `serve_session`).
     Session(SessionStart),
-    /// Apply a replicated change set (stream sequence `seq`).
-    Apply {
-        seq: Seq,
-        changeset: Arc<ChangeSet>,
-        reply: Reply<ApplyStats>,
-    },
+    /// Apply replicated change sets, in this order, in one transaction if they all apply.
+    Apply(Vec<ApplyItem>),
     /// Give up on a message that cannot be applied: record it and move past it.
     Quarantine {
         seq: Seq,
@@ -205,22 +203,27 @@ impl WriterHandle {
         })
     }
 
-    /// Applies a replicated change set; answers once it is committed (or why not).
+    /// Applies replicated change sets in order, in one transaction (each in a savepoint); the
+    /// first that fails stops the rest. One outcome per change set, once committed.
     pub(crate) async fn apply(
         &self,
-        seq: Seq,
-        changeset: Arc<ChangeSet>,
-    ) -> Result<ApplyStats, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Apply {
-                seq,
-                changeset,
-                reply,
-            })
-            .await
-            .map_err(|_| DbError::WriterGone)?;
-        rx.await.map_err(|_| DbError::WriterGone)?
+        items: Vec<(Seq, Arc<ChangeSet>)>,
+    ) -> Vec<Result<ApplyStats, DbError>> {
+        let mut jobs = Vec::with_capacity(items.len());
+        let mut answers = Vec::with_capacity(items.len());
+        for (seq, cs) in items {
+            let (reply, rx) = oneshot::channel();
+            jobs.push((seq, cs, reply));
+            answers.push(rx);
+        }
+        if self.tx.send(Job::Apply(jobs)).await.is_err() {
+            return answers.iter().map(|_| Err(DbError::WriterGone)).collect();
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for rx in answers {
+            out.push(rx.await.unwrap_or(Err(DbError::WriterGone)));
+        }
+        out
     }
 
     /// Records a message that cannot be applied and moves the applied sequence past it.
@@ -564,14 +567,10 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
                     }
                     batches.push((stmts, reply))
                 }
-                Job::Apply {
-                    seq,
-                    changeset,
-                    reply,
-                } => {
+                Job::Apply(items) => {
                     // Local writes queued before a replicated change commit before it.
                     commit_group(&mut w, std::mem::take(&mut batches));
-                    applies.push((seq, changeset, reply));
+                    applies.extend(items);
                 }
                 Job::Quarantine {
                     seq,
@@ -702,7 +701,7 @@ fn run_in_savepoint(w: &mut WriteConn, stmts: &[Stmt]) -> Result<Vec<StmtResult>
 /// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
 /// failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
-fn apply_group(w: &mut WriteConn, jobs: Vec<(Seq, Arc<ChangeSet>, Reply<ApplyStats>)>) {
+fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     if jobs.is_empty() {
         return;
     }

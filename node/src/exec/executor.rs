@@ -85,11 +85,25 @@ impl Executor {
         seq: Seq,
         changeset: Arc<ChangeSet>,
     ) -> Result<ApplyStats, ExecError> {
+        self.apply_batch(vec![(seq, changeset)])
+            .await
+            .pop()
+            .unwrap_or(Err(ExecError::Db(crate::db::DbError::WriterGone)))
+    }
+
+    /// Applies several change sets, in order, in one transaction; the first failure stops the
+    /// rest (they are answered with errors and must be sent again).
+    pub async fn apply_batch(
+        &self,
+        items: Vec<(Seq, Arc<ChangeSet>)>,
+    ) -> Vec<Result<ApplyStats, ExecError>> {
         self.inner
             .writer
-            .apply(seq, changeset)
+            .apply(items)
             .await
-            .map_err(|e| self.observe(e.into()))
+            .into_iter()
+            .map(|r| r.map_err(|e| self.observe(e.into())))
+            .collect()
     }
 
     /// Records a message that cannot be applied and moves past it.

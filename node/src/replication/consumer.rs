@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::names::DeliverPolicy;
@@ -195,9 +195,7 @@ impl Consumer {
                         tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
                         parts.clear();
                         pending_since = None;
-                        for (seq, cs, payload) in std::mem::take(&mut held) {
-                            self.apply_or_quarantine(seq, cs, &payload).await?;
-                        }
+                        self.apply_in_order(std::mem::take(&mut held)).await?;
                     }
                     continue;
                 }
@@ -206,48 +204,51 @@ impl Consumer {
             let Some(msg) = msg else {
                 return Err(ConsumeError::Nats("message stream ended".into()));
             };
-            let msg = msg.map_err(nats("receive"))?;
-            let seq = Seq(msg
-                .info()
-                .map_err(nats("message metadata"))?
-                .stream_sequence);
-            if seq.0 <= self.status.applied() {
-                msg.ack().await.map_err(nats("ack"))?;
-                continue;
-            }
-            let payload = msg.payload.to_vec();
-            match changeset::decode(&payload) {
-                Err(e) => {
-                    // Not a change set at all: nothing to retry.
-                    self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
-                        .await?;
+            // Take what else is already here: applied together, they share one commit.
+            let mut batch = vec![msg.map_err(nats("receive"))?];
+            while batch.len() < 512 {
+                match messages.next().now_or_never() {
+                    Some(Some(m)) => batch.push(m.map_err(nats("receive"))?),
+                    _ => break,
                 }
-                Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
-                    Ok(Some(done)) => {
-                        pending_since = None;
-                        let mut batch = std::mem::take(&mut held);
-                        batch.push((done.last_seq, done.changeset, Vec::new()));
-                        batch.sort_by_key(|(s, _, _)| *s);
-                        for (s, cs, p) in batch {
-                            self.apply_or_quarantine(s, cs, &p).await?;
-                        }
-                    }
-                    Ok(None) => {
-                        pending_since.get_or_insert_with(Instant::now);
-                    }
+            }
+            let mut ready: Vec<(Seq, ChangeSet, Vec<u8>)> = Vec::new();
+            for msg in &batch {
+                let seq = Seq(msg
+                    .info()
+                    .map_err(nats("message metadata"))?
+                    .stream_sequence);
+                if seq.0 <= self.status.applied() {
+                    continue;
+                }
+                let payload = msg.payload.to_vec();
+                match changeset::decode(&payload) {
                     Err(e) => {
-                        tracing::warn!(%seq, error = %e, "ignoring a change-set part");
+                        // Not a change set at all: nothing to retry. Apply what came before it.
+                        self.apply_in_order(std::mem::take(&mut ready)).await?;
+                        self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
+                            .await?;
                     }
-                },
-                Ok(cs) => {
-                    if parts.pending() > 0 {
-                        held.push((seq, cs, payload));
-                    } else {
-                        self.apply_or_quarantine(seq, cs, &payload).await?;
-                    }
+                    Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
+                        Ok(Some(done)) => {
+                            pending_since = None;
+                            ready.append(&mut held);
+                            ready.push((done.last_seq, done.changeset, Vec::new()));
+                            ready.sort_by_key(|(s, _, _)| *s);
+                        }
+                        Ok(None) => {
+                            pending_since.get_or_insert_with(Instant::now);
+                        }
+                        Err(e) => tracing::warn!(%seq, error = %e, "ignoring a change-set part"),
+                    },
+                    Ok(cs) if parts.pending() > 0 => held.push((seq, cs, payload)),
+                    Ok(cs) => ready.push((seq, cs, payload)),
                 }
             }
-            msg.ack().await.map_err(nats("ack"))?;
+            self.apply_in_order(ready).await?;
+            for msg in batch {
+                msg.ack().await.map_err(nats("ack"))?;
+            }
             if !self.status.caught_up.load(Ordering::Acquire)
                 && self.status.applied() >= catch_up_to
             {
@@ -258,6 +259,45 @@ impl Consumer {
                 );
             }
         }
+    }
+
+    /// Applies change sets in stream order, together in one transaction when they all apply;
+    /// from the first that fails on, one by one with retries (and quarantine).
+    async fn apply_in_order(
+        &self,
+        items: Vec<(Seq, ChangeSet, Vec<u8>)>,
+    ) -> Result<(), ConsumeError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let shared: Vec<(Seq, Arc<ChangeSet>)> = items
+            .iter()
+            .map(|(s, cs, _)| (*s, Arc::new(cs.clone())))
+            .collect();
+        let results = self.exec.apply_batch(shared).await;
+        let n = items.len() as f64;
+        for (i, ((seq, cs, payload), result)) in items.into_iter().zip(results).enumerate() {
+            match result {
+                Ok(_) => {
+                    self.metrics
+                        .apply_duration
+                        .observe(start.elapsed().as_secs_f64() / n);
+                    self.applied(seq, cs.timestamp_ns);
+                }
+                Err(e) => {
+                    tracing::debug!(%seq, index = i, error = %e, "batched apply stopped; going one by one");
+                    self.apply_or_quarantine(seq, cs, &payload).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn applied(&self, seq: Seq, ts: i64) {
+        self.status.applied_seq.store(seq.0, Ordering::Release);
+        self.status.applied_ts_ns.store(ts, Ordering::Release);
+        self.status.applied_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Applies one change set, retrying with back-off; quarantines it after `MAX_ATTEMPTS`.
