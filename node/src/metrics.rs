@@ -33,6 +33,8 @@ pub struct Metrics {
     pub lag_messages: IntGauge,
     pub quarantined: IntCounter,
     pub nats_reconnects: IntCounter,
+    /// Replicated inserts that met another transaction's row with the same key.
+    pub key_collisions: IntCounter,
 }
 
 impl Metrics {
@@ -97,6 +99,11 @@ impl Metrics {
         .expect("static metric definition");
         let nats_reconnects = IntCounter::new("ha_nats_reconnects_total", "Lost NATS connections")
             .expect("static metric definition");
+        let key_collisions = IntCounter::new(
+            "ha_key_collisions_total",
+            "Replicated inserts that met another transaction's row with the same key",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -109,6 +116,7 @@ impl Metrics {
             Box::new(lag_messages.clone()),
             Box::new(quarantined.clone()),
             Box::new(nats_reconnects.clone()),
+            Box::new(key_collisions.clone()),
         ] {
             registry
                 .register(c)
@@ -127,6 +135,7 @@ impl Metrics {
             lag_messages,
             quarantined,
             nats_reconnects,
+            key_collisions,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct ApplyStats {
     pub applied: u64,
     /// Changes older than what the row already has (a later writer won).
     pub superseded: u64,
+    /// Inserts that met a live row of another transaction with the same key (typically an
+    /// auto-assigned rowid picked on two nodes at once): the later insert wins.
+    pub collisions: u64,
     /// Operations this node does not know (the original's `CUSTOM`), skipped with a warning.
     pub skipped: u64,
 }
@@ -60,11 +63,13 @@ pub fn apply(
                 } else {
                     change
                 };
-                if apply_row(conn, &info, seq, change)? {
+                let o = apply_row(conn, &info, seq, change)?;
+                if o.applied {
                     stats.applied += 1;
                 } else {
                     stats.superseded += 1;
                 }
+                stats.collisions += u64::from(o.collision);
             }
             Operation::Custom | Operation::Other(_) => {
                 tracing::warn!(
@@ -135,38 +140,63 @@ pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, 
     Ok(meta::row_key(Some(&vals), rowid))
 }
 
-/// Applies one row change if it is newer than the row's version. Returns whether it did.
-fn apply_row(conn: &Connection, info: &TableInfo, seq: u64, row: &Change) -> Result<bool, DbError> {
+/// What one row change did.
+struct RowOutcome {
+    applied: bool,
+    collision: bool,
+}
+
+/// Applies one row change if it is newer than the row's version.
+fn apply_row(
+    conn: &Connection,
+    info: &TableInfo,
+    seq: u64,
+    row: &Change,
+) -> Result<RowOutcome, DbError> {
     let table = &row.table;
+    let mut out = RowOutcome {
+        applied: false,
+        collision: false,
+    };
     match row.operation {
         Operation::Insert | Operation::Update => {
             let new_key = row_key(info, row, true)?;
-            let mut did = false;
             if row.operation == Operation::Update {
                 let old_key = row_key(info, row, false)?;
                 if old_key != new_key && meta::version(conn, table, &old_key)? < seq {
                     delete_row(conn, info, row, false)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
-                    did = true;
+                    out.applied = true;
                 }
             }
-            if meta::version(conn, table, &new_key)? < seq {
+            let (version, deleted) = meta::version_state(conn, table, &new_key)?;
+            if row.operation == Operation::Insert && version > 0 && version != seq && !deleted {
+                // Two transactions inserted the same key (typically an auto-assigned rowid
+                // picked on two nodes at once): the later one wins, the other row is gone.
+                tracing::warn!(
+                    table,
+                    seq,
+                    other = version,
+                    "two inserts of the same key; the later one wins"
+                );
+                out.collision = true;
+            }
+            if version < seq {
                 upsert_row(conn, info, row)?;
                 meta::set_version(conn, table, &new_key, seq, false)?;
-                did = true;
+                out.applied = true;
             }
-            Ok(did)
         }
         _ => {
             let key = row_key(info, row, false)?;
-            if meta::version(conn, table, &key)? >= seq {
-                return Ok(false);
+            if meta::version(conn, table, &key)? < seq {
+                delete_row(conn, info, row, false)?;
+                meta::set_version(conn, table, &key, seq, true)?;
+                out.applied = true;
             }
-            delete_row(conn, info, row, false)?;
-            meta::set_version(conn, table, &key, seq, true)?;
-            Ok(true)
         }
     }
+    Ok(out)
 }
 
 fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), DbError> {

@@ -70,11 +70,16 @@ pub fn row_key(pk_values: Option<&[&Value]>, rowid: i64) -> Vec<u8> {
 
 /// The sequence of the last change applied to the row, 0 if none is known.
 pub fn version(conn: &Connection, table: &str, key: &[u8]) -> Result<u64, DbError> {
-    let v: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM _ha_versions WHERE tbl = ?1 AND pk = ?2")?
-        .query_row(params![table, key], |r| r.get(0))
+    Ok(version_state(conn, table, key)?.0)
+}
+
+/// The row's version and whether it is a tombstone; `(0, false)` when unknown.
+pub fn version_state(conn: &Connection, table: &str, key: &[u8]) -> Result<(u64, bool), DbError> {
+    let v: Option<(i64, bool)> = conn
+        .prepare_cached("SELECT seq, deleted FROM _ha_versions WHERE tbl = ?1 AND pk = ?2")?
+        .query_row(params![table, key], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(v.unwrap_or(0).max(0) as u64)
+    Ok(v.map(|(s, d)| (s.max(0) as u64, d)).unwrap_or((0, false)))
 }
 
 pub fn set_version(

@@ -279,11 +279,11 @@ impl Consumer {
         let n = items.len() as f64;
         for (i, ((seq, cs, payload), result)) in items.into_iter().zip(results).enumerate() {
             match result {
-                Ok(_) => {
+                Ok(stats) => {
                     self.metrics
                         .apply_duration
                         .observe(start.elapsed().as_secs_f64() / n);
-                    self.applied(seq, cs.timestamp_ns);
+                    self.applied(seq, cs.timestamp_ns, &stats);
                 }
                 Err(e) => {
                     tracing::debug!(%seq, index = i, error = %e, "batched apply stopped; going one by one");
@@ -294,7 +294,13 @@ impl Consumer {
         Ok(())
     }
 
-    fn applied(&self, seq: Seq, ts: i64) {
+    fn applied(&self, seq: Seq, ts: i64, stats: &crate::db::apply::ApplyStats) {
+        if stats.collisions > 0 {
+            self.status
+                .key_collisions
+                .fetch_add(stats.collisions, Ordering::Relaxed);
+            self.metrics.key_collisions.inc_by(stats.collisions);
+        }
         self.status.applied_seq.store(seq.0, Ordering::Release);
         self.status.applied_ts_ns.store(ts, Ordering::Release);
         self.status.applied_total.fetch_add(1, Ordering::Relaxed);

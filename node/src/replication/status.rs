@@ -23,6 +23,8 @@ pub struct ReplStatus {
     pub consuming: AtomicBool,
     pub reconnects: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Inserts of the same key by two transactions (one row lost by last-writer-wins).
+    pub key_collisions: AtomicU64,
     pub applied_total: AtomicU64,
     /// A hole between our applied sequence and the stream's first one (history aged out).
     pub gap: Mutex<Option<String>>,
@@ -95,6 +97,7 @@ impl ReplStatus {
             "reconnects": self.reconnects.load(Ordering::Acquire),
             "applied_total": self.applied_total.load(Ordering::Acquire),
             "quarantined": self.quarantined.load(Ordering::Acquire),
+            "key_collisions": self.key_collisions.load(Ordering::Acquire),
             "gap": self.gap(),
             "last_error": self.last_error.lock().ok().and_then(|g| g.clone()),
         })
