@@ -4,6 +4,8 @@
 //! Invariant: every process a test starts is killed when its handle drops, and its log is
 //! printed if the test is failing, so a red test explains itself.
 
+pub mod bench;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,14 @@ pub fn nats_server_bin() -> PathBuf {
     std::env::var_os("HA_NATS_SERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools/bin/nats-server"))
+}
+
+/// A TCP port free on 127.0.0.1 right now (for servers that cannot be told to pick one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with `what`.

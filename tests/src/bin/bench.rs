@@ -9,47 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ha_tests::TestNode;
+use ha_tests::bench::Sample;
 use serde_json::json;
 
 const ROWS: i64 = 10_000;
-
-struct Sample {
-    ops: u64,
-    secs: f64,
-    latencies_us: Vec<u64>,
-}
-
-impl Sample {
-    fn merge(parts: Vec<(u64, Vec<u64>)>, secs: f64) -> Sample {
-        let mut latencies_us = Vec::new();
-        let mut ops = 0;
-        for (n, l) in parts {
-            ops += n;
-            latencies_us.extend(l);
-        }
-        latencies_us.sort_unstable();
-        Sample {
-            ops,
-            secs,
-            latencies_us,
-        }
-    }
-    fn pct(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-    fn row(&self, what: &str, path: &str, conc: usize) -> String {
-        format!(
-            "| {what} | {path} | {conc} | {:.0} | {:.3} | {:.3} |",
-            self.ops as f64 / self.secs,
-            self.pct(0.5),
-            self.pct(0.99)
-        )
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
