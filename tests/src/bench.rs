@@ -60,3 +60,54 @@ impl Sample {
         )
     }
 }
+
+/// `conc` HTTP clients posting `body(worker, i)` to `url` back to back for `dur`; every answer
+/// must be a success.
+pub async fn http_load<F>(
+    url: String,
+    conc: usize,
+    dur: std::time::Duration,
+    body: F,
+) -> anyhow::Result<Sample>
+where
+    F: Fn(usize, u64) -> serde_json::Value + Send + Sync + 'static,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let body = Arc::new(body);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let client = reqwest::Client::new();
+        let (url, stop, body) = (url.clone(), stop.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                let r = client.post(&url).json(&body(w, i)).send().await?;
+                if !r.status().is_success() {
+                    anyhow::bail!(
+                        "HTTP {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                r.bytes().await?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok((lat.len() as u64, lat))
+        }));
+    }
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await??);
+    }
+    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+}

@@ -106,38 +106,55 @@ fn legacy_blobs(info: &TableInfo, change: &Change) -> Change {
     c
 }
 
-/// The row key of a change's old or new image, by the local table's primary key (rowid when
-/// it has none).
-pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, DbError> {
-    let (values, rowid) = if new {
-        (&change.new_values, change.new_rowid)
-    } else {
-        (&change.old_values, change.old_rowid)
-    };
+/// The primary-key columns of the local table and the change's values for them (old or new
+/// image); `None` when the table has no declared key (rows are then known by rowid).
+fn pk_values<'c>(
+    info: &'c TableInfo,
+    change: &'c Change,
+    new: bool,
+) -> Result<Option<Vec<(&'c str, &'c Value)>>, DbError> {
     let pk = info.pk_columns();
     if pk.is_empty() {
-        return Ok(meta::row_key(None, rowid));
+        return Ok(None);
     }
-    let mut vals = Vec::with_capacity(pk.len());
+    let values = if new {
+        &change.new_values
+    } else {
+        &change.old_values
+    };
+    let mut out = Vec::with_capacity(pk.len());
     for name in pk {
-        let i = change
+        let value = change
             .columns
             .iter()
             .position(|c| c == name)
+            .and_then(|i| values.get(i))
             .ok_or_else(|| DbError::Prepare {
                 message: format!(
-                    "change for {:?} lacks primary-key column {name:?}",
+                    "change for {:?} lacks a value for primary-key column {name:?}",
                     change.table
                 ),
             })?;
-        vals.push(values.get(i).ok_or_else(|| DbError::Prepare {
-            message: format!(
-                "change for {:?} has fewer values than columns",
-                change.table
-            ),
-        })?);
+        out.push((name, value));
     }
-    Ok(meta::row_key(Some(&vals), rowid))
+    Ok(Some(out))
+}
+
+/// The row key of a change's old or new image, by the local table's primary key (rowid when
+/// it has none).
+pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, DbError> {
+    let rowid = if new {
+        change.new_rowid
+    } else {
+        change.old_rowid
+    };
+    Ok(match pk_values(info, change, new)? {
+        None => meta::row_key(None, rowid),
+        Some(pk) => {
+            let vals: Vec<&Value> = pk.iter().map(|(_, v)| *v).collect();
+            meta::row_key(Some(&vals), rowid)
+        }
+    })
 }
 
 /// What one row change did.
@@ -253,45 +270,23 @@ fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), D
 }
 
 fn delete_row(conn: &Connection, info: &TableInfo, row: &Change, new: bool) -> Result<(), DbError> {
-    let pk = info.pk_columns();
-    let (values, rowid) = if new {
-        (&row.new_values, row.new_rowid)
-    } else {
-        (&row.old_values, row.old_rowid)
-    };
-    if pk.is_empty() {
-        conn.prepare_cached(&format!(
-            "DELETE FROM main.{} WHERE rowid = ?1",
-            quote_ident(&row.table)
-        ))?
-        .execute([rowid])
-        .map_err(|source| DbError::Run { source })?;
+    let table = quote_ident(&row.table);
+    let Some(pk) = pk_values(info, row, new)? else {
+        let rowid = if new { row.new_rowid } else { row.old_rowid };
+        conn.prepare_cached(&format!("DELETE FROM main.{table} WHERE rowid = ?1"))?
+            .execute([rowid])
+            .map_err(|source| DbError::Run { source })?;
         return Ok(());
-    }
-    let mut conds = Vec::new();
-    let mut binds = Vec::new();
-    for (n, name) in pk.iter().enumerate() {
-        let i = row
-            .columns
-            .iter()
-            .position(|c| c == name)
-            .ok_or_else(|| DbError::Prepare {
-                message: format!(
-                    "change for {:?} lacks primary-key column {name:?}",
-                    row.table
-                ),
-            })?;
-        conds.push(format!("{} IS ?{}", quote_ident(name), n + 1));
-        binds.push(values.get(i).cloned().unwrap_or(Value::Null));
-    }
-    let sql = format!(
-        "DELETE FROM main.{} WHERE {}",
-        quote_ident(&row.table),
-        conds.join(" AND ")
-    );
+    };
+    let conds: Vec<String> = pk
+        .iter()
+        .enumerate()
+        .map(|(n, (name, _))| format!("{} IS ?{}", quote_ident(name), n + 1))
+        .collect();
+    let sql = format!("DELETE FROM main.{table} WHERE {}", conds.join(" AND "));
     let mut stmt = conn.prepare_cached(&sql)?;
-    for (i, b) in binds.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, b)?;
+    for (i, (_, v)) in pk.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, *v)?;
     }
     stmt.raw_execute()
         .map_err(|source| DbError::Run { source })?;

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
-use rusqlite::hooks::{Action, PreUpdateCase};
+use rusqlite::hooks::{
+    Action, PreUpdateCase, PreUpdateNewValueAccessor, PreUpdateOldValueAccessor,
+};
 
 use super::schema::TableCache;
 use super::{DbError, Value};
@@ -82,66 +84,33 @@ impl Capture {
             return;
         }
         let change = match case {
-            PreUpdateCase::Insert(new) => {
-                let n = new.get_column_count();
-                RawChange {
-                    table: table.to_string(),
-                    op: RowOp::Insert,
-                    old_rowid: new.get_new_row_id(),
-                    new_rowid: new.get_new_row_id(),
-                    old_values: Vec::new(),
-                    new_values: (0..n)
-                        .map(|i| {
-                            new.get_new_column_value(i)
-                                .map(Value::from_ref)
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect(),
-                }
-            }
-            PreUpdateCase::Delete(old) => {
-                let n = old.get_column_count();
-                RawChange {
-                    table: table.to_string(),
-                    op: RowOp::Delete,
-                    old_rowid: old.get_old_row_id(),
-                    new_rowid: old.get_old_row_id(),
-                    old_values: (0..n)
-                        .map(|i| {
-                            old.get_old_column_value(i)
-                                .map(Value::from_ref)
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect(),
-                    new_values: Vec::new(),
-                }
-            }
+            PreUpdateCase::Insert(new) => RawChange {
+                table: table.to_string(),
+                op: RowOp::Insert,
+                old_rowid: new.get_new_row_id(),
+                new_rowid: new.get_new_row_id(),
+                old_values: Vec::new(),
+                new_values: new_image(new),
+            },
+            PreUpdateCase::Delete(old) => RawChange {
+                table: table.to_string(),
+                op: RowOp::Delete,
+                old_rowid: old.get_old_row_id(),
+                new_rowid: old.get_old_row_id(),
+                old_values: old_image(old),
+                new_values: Vec::new(),
+            },
             PreUpdateCase::Update {
                 old_value_accessor: old,
                 new_value_accessor: new,
-            } => {
-                let n = old.get_column_count();
-                RawChange {
-                    table: table.to_string(),
-                    op: RowOp::Update,
-                    old_rowid: old.get_old_row_id(),
-                    new_rowid: new.get_new_row_id(),
-                    old_values: (0..n)
-                        .map(|i| {
-                            old.get_old_column_value(i)
-                                .map(Value::from_ref)
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect(),
-                    new_values: (0..n)
-                        .map(|i| {
-                            new.get_new_column_value(i)
-                                .map(Value::from_ref)
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect(),
-                }
-            }
+            } => RawChange {
+                table: table.to_string(),
+                op: RowOp::Update,
+                old_rowid: old.get_old_row_id(),
+                new_rowid: new.get_new_row_id(),
+                old_values: old_image(old),
+                new_values: new_image(new),
+            },
             PreUpdateCase::Unknown => return,
         };
         if let Ok(mut b) = self.buf.lock() {
@@ -225,6 +194,28 @@ impl Capture {
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
     }
+}
+
+/// The row as it was before the change (a value SQLite cannot give is NULL).
+fn old_image(old: &PreUpdateOldValueAccessor) -> Vec<Value> {
+    (0..old.get_column_count())
+        .map(|i| {
+            old.get_old_column_value(i)
+                .map(Value::from_ref)
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+/// The row as it will be after the change.
+fn new_image(new: &PreUpdateNewValueAccessor) -> Vec<Value> {
+    (0..new.get_column_count())
+        .map(|i| {
+            new.get_new_column_value(i)
+                .map(Value::from_ref)
+                .unwrap_or(Value::Null)
+        })
+        .collect()
 }
 
 /// A raw hook record as a change-set `Change`: written columns only (generated and hidden ones

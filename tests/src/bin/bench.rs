@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ha_tests::TestNode;
-use ha_tests::bench::Sample;
+use ha_tests::bench::{Sample, http_load};
 use serde_json::json;
 
 const ROWS: i64 = 10_000;
@@ -45,55 +45,28 @@ async fn main() -> Result<()> {
     }
 
     for conc in [1usize, 32] {
-        let s = http_load(&node, conc, dur, true).await?;
+        let s = http_load(
+            node.url("/"),
+            conc,
+            dur,
+            |w, i| json!({"sql": "INSERT INTO kv(v) VALUES (?)", "params": [format!("w{w} #{i}")]}),
+        )
+        .await?;
         out.push(s.row("INSERT one row", "ha HTTP", conc));
         let s = raw_load(&raw_path, conc, dur, true)?;
         out.push(s.row("INSERT one row", "rusqlite in-process", conc));
     }
     for conc in [1usize, 32] {
-        let s = http_load(&node, conc, dur, false).await?;
+        let s = http_load(node.url("/"), conc, dur, |w, i| {
+            json!({"sql": "SELECT v FROM kv WHERE id = ?", "params": [(i as i64 * 7919 + w as i64) % ROWS + 1]})
+        })
+        .await?;
         out.push(s.row("SELECT by primary key", "ha HTTP", conc));
         let s = raw_load(&raw_path, conc, dur, false)?;
         out.push(s.row("SELECT by primary key", "rusqlite in-process", conc));
     }
     println!("{}", out.join("\n"));
     Ok(())
-}
-
-async fn http_load(node: &TestNode, conc: usize, dur: Duration, insert: bool) -> Result<Sample> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..conc {
-        let client = reqwest::Client::new();
-        let url = node.url("/");
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i: i64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let body = if insert {
-                    json!({"sql": "INSERT INTO kv(v) VALUES (?)", "params": [format!("w{w} #{i}")]})
-                } else {
-                    json!({"sql": "SELECT v FROM kv WHERE id = ?", "params": [(i * 7919 + w as i64) % ROWS + 1]})
-                };
-                let t = Instant::now();
-                let r = client.post(&url).json(&body).send().await?;
-                anyhow::ensure!(r.status().is_success(), "HTTP {}", r.status());
-                r.bytes().await?;
-                lat.push(t.elapsed().as_micros() as u64);
-            }
-            anyhow::Ok((lat.len() as u64, lat))
-        }));
-    }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await.context("worker")??);
-    }
-    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
 }
 
 fn raw_load(path: &std::path::Path, conc: usize, dur: Duration, insert: bool) -> Result<Sample> {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ha_tests::bench::Sample;
+use ha_tests::bench::{Sample, http_load};
 use ha_tests::{NodeSpec, TestNode, free_port};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -95,7 +95,11 @@ async fn main() -> Result<()> {
         .context("reading a replicated message")?;
     let payload = sample.payload.clone();
     for conc in [1usize, 16, 64] {
-        let s = http_inserts(&nodes[0], conc, dur).await?;
+        let s = http_load(nodes[0].url("/"), conc, dur, |w, i| {
+            json!({"sql": "INSERT INTO w(v, at) VALUES (?, ?)",
+                   "params": [format!("worker {w} row {i} ......................................................"), i]})
+        })
+        .await?;
         out.push(format!(
             "| replicated INSERT via HTTP (node 1, R3) | {conc} | {:.0} | {:.3} | {:.3} |",
             s.per_second(),
@@ -129,40 +133,6 @@ async fn main() -> Result<()> {
     }
     println!("{}", out.join("\n"));
     Ok(())
-}
-
-async fn http_inserts(node: &TestNode, conc: usize, dur: Duration) -> Result<Sample> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..conc {
-        let client = reqwest::Client::new();
-        let url = node.url("/");
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let body = json!({"sql": "INSERT INTO w(v, at) VALUES (?, ?)", "params": [format!("worker {w} row {i} ......................................................"), i]});
-                let t = Instant::now();
-                let r = client.post(&url).json(&body).send().await?;
-                if !r.status().is_success() {
-                    bail!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
-                }
-                r.bytes().await?;
-                lat.push(t.elapsed().as_micros() as u64);
-            }
-            Ok((lat.len() as u64, lat))
-        }));
-    }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await??);
-    }
-    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
 }
 
 async fn raw_publishes(
