@@ -30,6 +30,10 @@ pub fn apply(
     cs: &ChangeSet,
 ) -> Result<ApplyStats, DbError> {
     let mut stats = ApplyStats::default();
+    // Rows this change set already wrote: a later change of the same row in the same set (a
+    // transaction, or a group commit, that changed it twice) carries the same sequence and must
+    // still apply, while a second delivery of the whole set must not.
+    let mut written = Written::default();
     for change in &cs.changes {
         match &change.operation {
             Operation::Sql => {
@@ -60,7 +64,7 @@ pub fn apply(
                 } else {
                     change
                 };
-                if apply_row(conn, &info, seq, change)? {
+                if apply_row(conn, &info, seq, change, &mut written)? {
                     stats.applied += 1;
                 } else {
                     stats.superseded += 1;
@@ -135,8 +139,30 @@ pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, 
     Ok(meta::row_key(Some(&vals), rowid))
 }
 
+/// `(table, row key)` of the rows the change set being applied has written.
+type Written = std::collections::HashSet<(String, Vec<u8>)>;
+
+/// Whether a change at `seq` may overwrite the row `key`: its version is older, or it is this
+/// very change set that wrote it.
+fn newer(
+    conn: &Connection,
+    table: &str,
+    key: &[u8],
+    seq: u64,
+    written: &Written,
+) -> Result<bool, DbError> {
+    let v = meta::version(conn, table, key)?;
+    Ok(v < seq || (v == seq && written.contains(&(table.to_string(), key.to_vec()))))
+}
+
 /// Applies one row change if it is newer than the row's version. Returns whether it did.
-fn apply_row(conn: &Connection, info: &TableInfo, seq: u64, row: &Change) -> Result<bool, DbError> {
+fn apply_row(
+    conn: &Connection,
+    info: &TableInfo,
+    seq: u64,
+    row: &Change,
+    written: &mut Written,
+) -> Result<bool, DbError> {
     let table = &row.table;
     match row.operation {
         Operation::Insert | Operation::Update => {
@@ -144,26 +170,29 @@ fn apply_row(conn: &Connection, info: &TableInfo, seq: u64, row: &Change) -> Res
             let mut did = false;
             if row.operation == Operation::Update {
                 let old_key = row_key(info, row, false)?;
-                if old_key != new_key && meta::version(conn, table, &old_key)? < seq {
+                if old_key != new_key && newer(conn, table, &old_key, seq, written)? {
                     delete_row(conn, info, row, false)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
+                    written.insert((table.clone(), old_key));
                     did = true;
                 }
             }
-            if meta::version(conn, table, &new_key)? < seq {
+            if newer(conn, table, &new_key, seq, written)? {
                 upsert_row(conn, info, row)?;
                 meta::set_version(conn, table, &new_key, seq, false)?;
+                written.insert((table.clone(), new_key));
                 did = true;
             }
             Ok(did)
         }
         _ => {
             let key = row_key(info, row, false)?;
-            if meta::version(conn, table, &key)? >= seq {
+            if !newer(conn, table, &key, seq, written)? {
                 return Ok(false);
             }
             delete_row(conn, info, row, false)?;
             meta::set_version(conn, table, &key, seq, true)?;
+            written.insert((table.clone(), key));
             Ok(true)
         }
     }
@@ -343,6 +372,25 @@ mod tests {
                 "order {order:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_row_written_twice_in_one_set_ends_in_its_last_state() {
+        let (c, mut cache) = db();
+        let row = |v: &str| {
+            ins(
+                "t",
+                &["id", "v"],
+                vec![Value::Integer(1), Value::Text(v.into())],
+                1,
+            )
+        };
+        let s = set(vec![row("a"), row("b")]);
+        apply(&c, &mut cache, 3, &s).unwrap();
+        assert_eq!(get(&c, "SELECT v FROM t"), vec!["b"]);
+        // The same set delivered again changes nothing.
+        let again = apply(&c, &mut cache, 3, &s).unwrap();
+        assert_eq!(again.superseded, 2);
     }
 
     #[test]
