@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value as Json;
 
+pub mod cluster;
+
 /// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.
 pub fn ha_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HA_BIN") {

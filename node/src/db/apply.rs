@@ -33,6 +33,10 @@ pub fn apply(
     cs: &ChangeSet,
 ) -> Result<ApplyStats, DbError> {
     let mut stats = ApplyStats::default();
+    // Rows this change set already wrote: a later change of the same row in the same set (a
+    // transaction, or a group commit, that changed it twice) carries the same sequence and must
+    // still apply, while a second delivery of the whole set must not.
+    let mut written = Written::default();
     for change in &cs.changes {
         match &change.operation {
             Operation::Sql => {
@@ -63,7 +67,7 @@ pub fn apply(
                 } else {
                     change
                 };
-                let o = apply_row(conn, &info, seq, change)?;
+                let o = apply_row(conn, &info, seq, change, &mut written)?;
                 if o.applied {
                     stats.applied += 1;
                 } else {
@@ -157,6 +161,15 @@ pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, 
     })
 }
 
+/// `(table, row key)` of the rows the change set being applied has written.
+type Written = std::collections::HashSet<(String, Vec<u8>)>;
+
+/// Whether a change at `seq` may overwrite a row whose version is `version`: it is older, or
+/// it is this very change set that wrote it (a row changed twice in one transaction).
+fn newer(table: &str, key: &[u8], version: u64, seq: u64, written: &Written) -> bool {
+    version < seq || (version == seq && written.contains(&(table.to_string(), key.to_vec())))
+}
+
 /// What one row change did.
 struct RowOutcome {
     applied: bool,
@@ -169,6 +182,7 @@ fn apply_row(
     info: &TableInfo,
     seq: u64,
     row: &Change,
+    written: &mut Written,
 ) -> Result<RowOutcome, DbError> {
     let table = &row.table;
     let mut out = RowOutcome {
@@ -180,9 +194,11 @@ fn apply_row(
             let new_key = row_key(info, row, true)?;
             if row.operation == Operation::Update {
                 let old_key = row_key(info, row, false)?;
-                if old_key != new_key && meta::version(conn, table, &old_key)? < seq {
+                let v = meta::version(conn, table, &old_key)?;
+                if old_key != new_key && newer(table, &old_key, v, seq, written) {
                     delete_row(conn, info, row, false)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
+                    written.insert((table.clone(), old_key));
                     out.applied = true;
                 }
             }
@@ -198,17 +214,19 @@ fn apply_row(
                 );
                 out.collision = true;
             }
-            if version < seq {
+            if newer(table, &new_key, version, seq, written) {
                 upsert_row(conn, info, row)?;
                 meta::set_version(conn, table, &new_key, seq, false)?;
+                written.insert((table.clone(), new_key));
                 out.applied = true;
             }
         }
         _ => {
             let key = row_key(info, row, false)?;
-            if meta::version(conn, table, &key)? < seq {
+            if newer(table, &key, meta::version(conn, table, &key)?, seq, written) {
                 delete_row(conn, info, row, false)?;
                 meta::set_version(conn, table, &key, seq, true)?;
+                written.insert((table.clone(), key));
                 out.applied = true;
             }
         }
@@ -368,6 +386,25 @@ mod tests {
                 "order {order:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_row_written_twice_in_one_set_ends_in_its_last_state() {
+        let (c, mut cache) = db();
+        let row = |v: &str| {
+            ins(
+                "t",
+                &["id", "v"],
+                vec![Value::Integer(1), Value::Text(v.into())],
+                1,
+            )
+        };
+        let s = set(vec![row("a"), row("b")]);
+        apply(&c, &mut cache, 3, &s).unwrap();
+        assert_eq!(get(&c, "SELECT v FROM t"), vec!["b"]);
+        // The same set delivered again changes nothing.
+        let again = apply(&c, &mut cache, 3, &s).unwrap();
+        assert_eq!(again.superseded, 2);
     }
 
     #[test]
