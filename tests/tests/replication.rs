@@ -522,12 +522,10 @@ async fn the_latest_message_published_again_changes_nothing() {
 
 /// An older, superseded message published again by hand must not undo the later write.
 ///
-/// Fails today: the copy gets a new stream sequence, and last-writer-wins by stream sequence
-/// treats it as the newest write, so every node (alike — they stay converged) sets row 1 back to
-/// 'first' although 'second' was written after it. Duplicate detection by the change set's
-/// identity (`node`/`process_id`/`timestamp_ns`, i.e. `ChangeSet::txid`) is not implemented.
+/// The copy gets a new stream sequence; without recognising it by its identity
+/// (`node`/`process_id`/`timestamp_ns`, kept in `_ha_txids`) last-writer-wins would take it for
+/// the newest write and set row 1 back to 'first' on every node.
 #[tokio::test]
-#[ignore = "bug: a re-published superseded change set is re-applied (LWW by new stream sequence), undoing a later write; no dedup by change-set identity"]
 async fn a_superseded_message_published_again_does_not_undo_a_later_write() {
     let c = TestCluster::external(3, &[]).await.unwrap();
     let (msgs, before) = republish_setup(&c).await;

@@ -3,7 +3,9 @@
 //! - `_ha_meta`: key/value, e.g. `applied_seq`, the last stream sequence the apply loop processed;
 //! - `_ha_versions`: per row key, the sequence of the last change to it (tombstone for deletes) —
 //!   the "last writer wins by stream sequence" rule;
-//! - `_ha_local`: sequences this node committed itself, so their message is not applied again;
+//! - `_ha_txids`: the transactions (change-set identities) already in this database — committed
+//!   here or applied — so a message that comes back (our own, or one published again) is not
+//!   applied a second time;
 //! - `_ha_quarantine`: messages that could not be applied, with the error.
 //!
 //! Must not decide what to apply: `apply` does, with these primitives.
@@ -18,7 +20,8 @@ CREATE TABLE IF NOT EXISTS _ha_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ha_versions(
     tbl TEXT NOT NULL, pk BLOB NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tbl, pk)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _ha_local(seq INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS _ha_txids(
+    txid TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts_ns INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _ha_quarantine(
     seq INTEGER PRIMARY KEY, error TEXT NOT NULL, attempts INTEGER NOT NULL,
     payload BLOB, quarantined_at_ns INTEGER NOT NULL);
@@ -114,19 +117,29 @@ pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Records that this node committed `seq` itself.
-pub fn mark_local(conn: &Connection, seq: u64) -> Result<(), DbError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO _ha_local(seq) VALUES (?1)")?
-        .execute([seq as i64])?;
+/// Records that transaction `txid` (stream sequence `seq`, origin time `ts_ns`) is in this
+/// database.
+pub fn record_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<(), DbError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO _ha_txids(txid, seq, ts_ns) VALUES (?1, ?2, ?3)")?
+        .execute(params![txid, seq as i64, ts_ns])?;
     Ok(())
 }
 
-/// Whether `seq` was committed by this node; forgets it (each message comes back once in order).
-pub fn take_local(conn: &Connection, seq: u64) -> Result<bool, DbError> {
-    let n = conn
-        .prepare_cached("DELETE FROM _ha_local WHERE seq = ?1")?
-        .execute([seq as i64])?;
-    Ok(n > 0)
+/// Whether transaction `txid` is already in this database.
+pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM _ha_txids WHERE txid = ?1")?
+        .query_row([txid], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Forgets transactions whose origin time is before `before_ns` (older than anything the
+/// stream can still deliver).
+pub fn prune_txids(conn: &Connection, before_ns: i64) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM _ha_txids WHERE ts_ns < ?1")?
+        .execute([before_ns])?)
 }
 
 pub fn quarantine(
@@ -170,9 +183,11 @@ mod tests {
         assert_eq!(applied_seq(&c).unwrap(), 0);
         set_applied_seq(&c, 42).unwrap();
         assert_eq!(applied_seq(&c).unwrap(), 42);
-        mark_local(&c, 3).unwrap();
-        assert!(take_local(&c, 3).unwrap());
-        assert!(!take_local(&c, 3).unwrap());
+        assert!(!tx_seen(&c, "n1/1/5").unwrap());
+        record_tx(&c, "n1/1/5", 3, 5).unwrap();
+        assert!(tx_seen(&c, "n1/1/5").unwrap());
+        assert_eq!(prune_txids(&c, 6).unwrap(), 1);
+        assert!(!tx_seen(&c, "n1/1/5").unwrap());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct ReplicationHooks {
     pub origin: Origin,
     /// Replicate DDL as statement text (`--disable-ddl-sync` turns it off).
     pub ddl_sync: bool,
+    /// How long the identity of an applied transaction is remembered, so that the same change
+    /// set published again is recognised (at least as long as the stream keeps messages).
+    pub dedupe_window: std::time::Duration,
 }
 
 impl std::fmt::Debug for ReplicationHooks {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ReplicationHooks {
         f.debug_struct("ReplicationHooks")
             .field("origin", &self.origin)
             .field("ddl_sync", &self.ddl_sync)
+            .field("dedupe_window", &self.dedupe_window)
             .finish()
     }
 }

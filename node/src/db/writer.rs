@@ -29,6 +29,8 @@ use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 use crate::changeset::{Change, ChangeSet, Operation, Seq, ddl};
 
+/// How many applied change sets between two prunings of `_ha_txids`.
+const PRUNE_EVERY: usize = 10_000;
 /// How many jobs one SQLite transaction may carry at most.
 const MAX_GROUP: usize = 256;
 /// How many jobs may wait for the writer before senders wait too.
@@ -148,6 +150,7 @@ impl WriterHandle {
                     capture: Capture::install(&mut conn)?,
                     tables: TableCache::default(),
                     hooks,
+                    applied_since_prune: 0,
                     savepoints: Vec::new(),
                 })
             }
@@ -275,6 +278,8 @@ struct Replicating {
     capture: Capture,
     tables: TableCache,
     hooks: ReplicationHooks,
+    /// Change sets applied since `_ha_txids` was last pruned.
+    applied_since_prune: usize,
     /// Open savepoints of an interactive session with the capture position at each, so that
     /// ROLLBACK TO also drops what was captured after it.
     savepoints: Vec<(String, usize)>,
@@ -493,7 +498,7 @@ impl Replicating {
                 meta::set_version(conn, &c.table, &new, seq.0, false)?;
             }
         }
-        meta::mark_local(conn, seq.0)?;
+        meta::record_tx(conn, &cs.txid(), seq.0, cs.timestamp_ns)?;
         Ok(seq)
     }
 }
@@ -728,10 +733,14 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         let result = (|| -> Result<ApplyStats, DbError> {
             w.conn.execute_batch("SAVEPOINT apply")?;
             let res = (|| {
-                let stats = if meta::take_local(&w.conn, seq.0)? {
+                // Our own commit coming back, or a message published again: already here.
+                let txid = cs.txid();
+                let stats = if meta::tx_seen(&w.conn, &txid)? {
                     ApplyStats::default()
                 } else {
-                    apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?
+                    let stats = apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?;
+                    meta::record_tx(&w.conn, &txid, seq.0, cs.timestamp_ns)?;
+                    stats
                 };
                 meta::set_applied_seq(&w.conn, seq.0)?;
                 Ok(stats)
@@ -752,6 +761,15 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
                 let _ = reply.send(Err(e));
                 break;
             }
+        }
+    }
+    // Transaction identities older than the stream can deliver are forgotten now and then.
+    r.applied_since_prune += done.len();
+    if r.applied_since_prune >= PRUNE_EVERY && !w.conn.is_autocommit() {
+        r.applied_since_prune = 0;
+        let window = r.hooks.dedupe_window.as_nanos().min(i64::MAX as u128) as i64;
+        if let Err(e) = meta::prune_txids(&w.conn, now_ns().saturating_sub(window)) {
+            tracing::warn!(error = %e, "pruning _ha_txids failed");
         }
     }
     for (_, _, reply) in jobs {

@@ -150,6 +150,12 @@ pub async fn connect(
             filename: file.clone(),
         },
         ddl_sync: r.ddl_sync,
+        // The stream forgets messages after max-age; remember their identities as long.
+        dedupe_window: if r.max_age.is_zero() {
+            Duration::from_secs(30 * 24 * 3600)
+        } else {
+            r.max_age.max(Duration::from_secs(3600))
+        },
     };
     let consumer_config = consumer::ConsumerConfig {
         stream: r.stream.clone(),
