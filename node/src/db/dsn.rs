@@ -70,6 +70,13 @@ impl DbTarget {
         }
     }
 
+    /// Sets `PRAGMA synchronous` for the writer unless the DSN chose one (`_sync`).
+    pub fn default_synchronous(&mut self, value: &str) {
+        if !self.writer_pragmas.iter().any(|(k, _)| *k == "synchronous") {
+            self.writer_pragmas.push(("synchronous", value.to_string()));
+        }
+    }
+
     pub fn is_memory(&self) -> bool {
         matches!(self.location, Location::Memory { .. })
     }

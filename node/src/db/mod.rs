@@ -18,7 +18,9 @@ pub mod value;
 mod writer;
 
 pub use dsn::{DbTarget, DsnError, Location};
-pub use statement::{Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql};
+pub use statement::{
+    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql, starts_with_write,
+};
 pub use value::Value;
 
 pub(crate) use open::OpenSpec;

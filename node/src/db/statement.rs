@@ -187,6 +187,15 @@ pub(crate) fn leading_keyword(sql: &str) -> String {
         .to_ascii_uppercase()
 }
 
+/// Whether `sql` certainly writes (DML or DDL by its first keyword), so that reading it on a
+/// read connection first would be wasted work.
+pub fn starts_with_write(sql: &str) -> bool {
+    matches!(
+        leading_keyword(sql).as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "CREATE" | "DROP" | "ALTER"
+    )
+}
+
 /// Statements a batch may not contain, with the reason. Batches are transactions already, and
 /// ATTACH on a pooled connection would be seen by some requests and not others.
 pub(crate) fn refuse_in_batch(sql: &str) -> Option<DbError> {

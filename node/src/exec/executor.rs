@@ -71,10 +71,15 @@ impl Executor {
             return Err(ExecError::BadRequest("no statements to run".into()));
         }
         let batch = Arc::new(batch);
-        let result = match self.inner.reader.try_read(batch.clone()).await {
-            Ok(ReadOutcome::Done(r)) => r,
-            Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch).await,
-            Err(e) => Err(e),
+        // A batch that starts with a write goes straight to the writer (no reader round trip).
+        let result = if crate::db::starts_with_write(&batch[0].sql) {
+            self.inner.writer.write(batch).await
+        } else {
+            match self.inner.reader.try_read(batch.clone()).await {
+                Ok(ReadOutcome::Done(r)) => r,
+                Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch).await,
+                Err(e) => Err(e),
+            }
         };
         result.map_err(|e| self.observe(e.into()))
     }
