@@ -324,6 +324,17 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Starts node `i` again on the same data dir and flags without waiting for `/readyz`
+    /// (for nodes expected not to become ready).
+    pub async fn restart_unready(&mut self, i: usize) -> Result<()> {
+        if self.members[i].node.is_some() {
+            bail!("node {i} is running");
+        }
+        let n = TestNode::start_spec(self.members[i].spec.clone()).await?;
+        self.members[i].node = Some(n);
+        Ok(())
+    }
+
     /// The one oracle: waits until every running node has applied the whole stream, then checks
     /// that every `acked` write is on every node and that all user tables are identical.
     /// `acked` lists `(table, key column, key)` of acknowledged inserts.

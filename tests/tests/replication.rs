@@ -841,3 +841,42 @@ async fn a_row_changed_twice_in_one_transaction_replicates_its_last_state() {
         assert_eq!(rows, vec![json!([1, "b"])]);
     }
 }
+
+/// A node that was away longer than the stream keeps history finds a gap: it says so in
+/// `/status` and `/readyz` instead of silently missing the changes.
+#[tokio::test]
+async fn a_gap_in_the_stream_is_reported_not_ignored() {
+    let mut c = TestCluster::external(2, &["--replication-max-age", "1s"])
+        .await
+        .unwrap();
+    c.node(0)
+        .sql("CREATE TABLE g(id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.assert_converged(&[]).await.unwrap();
+    c.stop(1).await.unwrap();
+    c.node(0).sql("INSERT INTO g VALUES (1)").await.unwrap();
+    c.node(0).sql("INSERT INTO g VALUES (2)").await.unwrap();
+    // Wait until the stream has dropped those changes (max age 1 s).
+    let js = c.jetstream().await.unwrap();
+    eventually(Duration::from_secs(20), "messages to age out", || async {
+        let mut s = js.get_stream("ha_replication").await.ok()?;
+        let info = s.info().await.ok()?;
+        (info.state.messages == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    c.restart_unready(1).await.unwrap();
+    let n = c.node(1);
+    let gap = eventually(Duration::from_secs(20), "a gap in /status", || async {
+        let s = status(n).await.ok()?;
+        s["replication"]["gap"].as_str().map(str::to_string)
+    })
+    .await
+    .unwrap();
+    assert!(gap.contains("gap"), "{gap}");
+    let r = n.client.get(n.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let j: Json = r.json().await.unwrap();
+    assert!(j["reasons"].to_string().contains("gap"), "{j}");
+}

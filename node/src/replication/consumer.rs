@@ -118,7 +118,7 @@ impl Consumer {
         let applied = self.exec.applied_seq().await?.0;
         self.status.applied_seq.store(applied, Ordering::Release);
         let deliver = if applied > 0 {
-            if first > applied + 1 && info.state.messages > 0 {
+            if first > applied + 1 {
                 let msg = format!(
                     "gap in the replication stream: this node applied up to {applied} but the stream starts at {first}; \
                      the changes in between are gone (older than --replication-max-age) — restore from a snapshot"
