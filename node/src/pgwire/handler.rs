@@ -176,8 +176,28 @@ impl ConnState {
                 if session.status() == TxStatus::Failed {
                     return Err(to_pg(crate::exec::ExecError::InFailedTransaction));
                 }
-                let rows = catalog::answer(q, &self.shared.exec).await.map_err(to_pg)?;
-                Ok(rows_response(rows, None, formats, "SELECT"))
+                let params = match bound {
+                    Some((Params::Named(map), _)) => map,
+                    _ => Default::default(),
+                };
+                let answer = self.catalog(q, &params).await?;
+                let rows = Rows {
+                    columns: answer
+                        .columns
+                        .iter()
+                        .map(|(name, _)| crate::exec::Column {
+                            name: name.clone(),
+                            decl_type: None,
+                        })
+                        .collect(),
+                    rows: answer.rows,
+                };
+                Ok(rows_response(
+                    rows,
+                    Some(&answer.columns),
+                    formats,
+                    "SELECT",
+                ))
             }
             Plan::Sql(sql) => {
                 let (params, announced) = match bound {
@@ -378,13 +398,32 @@ impl ConnState {
                     .map(|n| (n.to_string(), Type::TEXT))
                     .collect();
             }
+            Plan::Catalog(catalog::Query::Known(k)) => {
+                prepared.columns = catalog::columns(k);
+                prepared.param_types = catalog::param_types_of(k).to_vec();
+                prepared.bind = (0..prepared.param_types.len())
+                    .map(|i| ((i + 1).to_string(), i))
+                    .collect();
+            }
             Plan::Catalog(q) => {
-                let rows = catalog::answer(q, &self.shared.exec).await.map_err(to_pg)?;
-                prepared.columns = announced_types(&rows);
+                // An unknown catalog fails at Parse, as a missing relation does in PostgreSQL.
+                self.catalog(q, &Default::default()).await?;
             }
             Plan::Control(_) | Plan::Session(_) => {}
         }
         Ok(prepared)
+    }
+
+    async fn catalog(
+        &self,
+        q: &catalog::Query,
+        params: &std::collections::BTreeMap<String, Value>,
+    ) -> PgWireResult<catalog::Answer> {
+        let ctx = catalog::Context {
+            database: &self.shared.database,
+            user: &self.shared.user,
+        };
+        catalog::answer(q, &self.shared.exec, &ctx, params).await
     }
 
     fn bind_params<S>(&self, prepared: &Prepared, portal: &Portal<S>) -> PgWireResult<Params> {
