@@ -107,10 +107,6 @@ impl ConnState {
         }
     }
 
-    fn settings(&self) -> HashMap<String, String> {
-        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
     fn plan(&self, sql: &str) -> Plan {
         if let Some(ctl) = TxControl::parse(sql) {
             return Plan::Control(ctl);
@@ -121,14 +117,23 @@ impl ConnState {
         if let Some(q) = catalog::recognise(sql) {
             return Plan::Catalog(q);
         }
-        let settings = self.settings();
-        let ctx = RewriteContext {
-            version: &self.shared.version,
-            database: &self.shared.database,
-            user: &self.shared.user,
-            settings: &settings,
+        // Borrowed under the lock, not cloned: this runs for every simple query.
+        let rewritten = match self.settings.lock() {
+            Ok(settings) => {
+                let ctx = RewriteContext {
+                    version: &self.shared.version,
+                    database: &self.shared.database,
+                    user: &self.shared.user,
+                    settings: &settings,
+                };
+                sql::rewrite(sql, &ctx)
+            }
+            Err(_) => None,
         };
-        Plan::Sql(sql::rewrite(sql, &ctx).unwrap_or_else(|| sql.to_string()))
+        let text = rewritten.unwrap_or_else(|| sql.to_string());
+        // The verb (for the command tag) is found once here, not at every Execute.
+        let verb = command_verb(&text);
+        Plan::Sql(text, verb)
     }
 
     /// Runs one planned statement; `bound` carries parameters and the announced result types
@@ -199,7 +204,7 @@ impl ConnState {
                     "SELECT",
                 ))
             }
-            Plan::Sql(sql) => {
+            Plan::Sql(sql, verb) => {
                 let (params, announced) = match bound {
                     Some((p, a)) => (p, Some(a)),
                     None => (Params::None, None),
@@ -211,7 +216,6 @@ impl ConnState {
                     })
                     .await
                     .map_err(to_pg)?;
-                let verb = command_verb(sql);
                 Ok(match result {
                     StmtResult::Rows(rows) => {
                         let tag = match verb.as_str() {
@@ -226,7 +230,7 @@ impl ConnState {
                         let n = s.rows_affected as usize;
                         Response::Execution(match verb.as_str() {
                             "INSERT" | "REPLACE" => Tag::new("INSERT 0").with_rows(n),
-                            "UPDATE" | "DELETE" => Tag::new(&verb).with_rows(n),
+                            "UPDATE" | "DELETE" => Tag::new(verb).with_rows(n),
                             _ => Tag::new(&exec_tag(sql)),
                         })
                     }
@@ -320,7 +324,7 @@ impl ConnState {
             columns: Vec::new(),
         };
         match &prepared.plan {
-            Plan::Sql(text) => {
+            Plan::Sql(text, _) => {
                 let d = {
                     let session = self.session.lock().await;
                     session.describe(text).await.map_err(to_pg)?
@@ -475,7 +479,8 @@ pub(crate) struct Prepared {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Plan {
-    Sql(String),
+    /// SQL for SQLite, and its verb for the command tag.
+    Sql(String, String),
     Control(TxControl),
     Session(SessionCommand),
     Catalog(catalog::Query),
