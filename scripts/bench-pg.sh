@@ -80,8 +80,15 @@ if [[ $WRITE == 1 ]]; then
 import re, sys
 path, table = sys.argv[1], sys.argv[2]
 text = open(path).read()
-pat = re.compile(r"^## PostgreSQL wire \(pgbench\)\n.*?(?=^## |\Z)", re.S | re.M)
-text = pat.sub(table + "\n\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + table + "\n"
+rows = "\n".join(l for l in table.splitlines() if l.startswith("|")) + "\n"
+sec = re.compile(r"^## PostgreSQL wire \(pgbench\)\n.*?(?=^## |\Z)", re.S | re.M)
+m = sec.search(text)
+if m:
+    # Replace only the table: the prose around it is written by hand.
+    body = re.sub(r"(^\|.*\n)+", lambda _: rows, m.group(0), count=1, flags=re.M)
+    text = text[: m.start()] + body + text[m.end():]
+else:
+    text = text.rstrip("\n") + "\n\n" + table + "\n"
 open(path, "w").write(text)
 PY
 fi
