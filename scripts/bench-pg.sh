@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # PostgreSQL-wire benchmark: pgbench custom scripts (point SELECT by primary key, single-row
-# INSERT) at -c 1 and -c 8, -M simple and -M prepared, against ha (standalone) and against a
-# PostgreSQL 15 started here, in the same run. Prints a Markdown table and, with --write,
-# replaces the "PostgreSQL wire" section of docs/benchmarks.md.
+# INSERT) at -c 1 and -c 8, -M simple and -M prepared, against ha (standalone, release build) and
+# against a PostgreSQL 15 started here (temp dir, initdb defaults: fsync on), in the same run.
+# Prints a Markdown table (TPS and average latency) and, with --write, replaces the
+# "PostgreSQL wire (pgbench)" section of docs/benchmarks.md. Everything is removed on exit.
 #
 # Usage: scripts/bench-pg.sh [--write] [SECONDS]   (needs pgbench/initdb from postgresql-15)
 set -euo pipefail
@@ -26,7 +27,7 @@ HA_BIN=${CARGO_TARGET_DIR:-target}/release/ha
 
 # ha, standalone
 HA_PG=$(free_port)
-"$HA_BIN" --port 0 --pg-port "$HA_PG" --pg-auth md5 "file:$WORK/ha.db" >"$WORK/ha.log" 2>&1 &
+"$HA_BIN" --port 0 --nats-port 0 --pg-port "$HA_PG" "file:$WORK/ha.db" >"$WORK/ha.log" 2>&1 &
 HA_PID=$!
 for _ in $(seq 100); do grep -q "pg listening" "$WORK/ha.log" && break; sleep 0.1; done
 grep -q "pg listening" "$WORK/ha.log" || { cat "$WORK/ha.log"; exit 1; }
@@ -49,24 +50,28 @@ psql -X -q "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "$set
 printf '\\set k random(1, 10000)\nSELECT v FROM kv WHERE k = :k;\n' >"$WORK/select.sql"
 printf '\\set k random(1, 10000)\nINSERT INTO log(v) VALUES (:k);\n' >"$WORK/insert.sql"
 
-tps() { # target port user script clients mode
-  PGPASSWORD=ha pgbench -n -f "$WORK/$4.sql" -T "$SECS" -c "$5" -j "$5" -M "$6" -h 127.0.0.1 -p "$2" -U "$3" "$3" 2>/dev/null \
-    | awk '/^tps/ {print int($3)}'
+# Prints "TPS LATENCY_MS" for one pgbench run (exits on a failed run: no silent zeros).
+bench() { # port user script clients mode
+  local out
+  out=$(PGPASSWORD=ha pgbench -n -f "$WORK/$3.sql" -T "$SECS" -c "$4" -j "$4" -M "$5" \
+        -h 127.0.0.1 -p "$1" -U "$2" "$2" 2>"$WORK/pgbench.err") || { cat "$WORK/pgbench.err" >&2; exit 1; }
+  awk '/^tps/ {t=int($3)} /^latency average/ {l=$4} END {print t, l}' <<<"$out"
 }
 
 rows=()
 for script in select insert; do
   for c in 1 8; do
     for mode in simple prepared; do
-      h=$(tps ha "$HA_PG" ha "$script" "$c" "$mode")
-      p=$(tps pg "$PG_PORT" postgres "$script" "$c" "$mode")
+      read -r h hl < <(bench "$HA_PG" ha "$script" "$c" "$mode")
+      read -r p pl < <(bench "$PG_PORT" postgres "$script" "$c" "$mode")
       ratio=$(python3 -c "print(f'{$h/$p:.2f}' if $p else '-')")
-      rows+=("| $script | $c | $mode | $h | $p | $ratio |")
+      rows+=("| $script | $c | $mode | $h | $hl | $p | $pl | $ratio |")
+      echo "${rows[-1]}" >&2
     done
   done
 done
 
-table=$(printf '## PostgreSQL wire\n\npgbench `-n -f SCRIPT -T %s -j C -c C -M MODE`, same machine, same run (%s, %s cores).\n`select`: point SELECT by primary key over 10k rows; `insert`: single-row autocommit INSERT.\nha: standalone (no replication), md5 auth, WAL file database. PostgreSQL 15: initdb defaults.\n\n| script | clients | mode | ha tps | PostgreSQL 15 tps | ha / PG |\n|---|---|---|---|---|---|\n' "$SECS" "$(date -u +%Y-%m-%d)" "$(nproc)"; printf '%s\n' "${rows[@]}")
+table=$(printf '## PostgreSQL wire (pgbench)\n\n`scripts/bench-pg.sh`: pgbench `-n -f SCRIPT -T %s -j C -c C -M MODE`, same machine, same run (%s, %s cores).\n`select`: point SELECT by primary key over 10,000 rows; `insert`: single-row autocommit INSERT.\nha: release build, standalone (`--nats-port 0`, no replication), SCRAM auth, WAL file database.\nPostgreSQL 15: initdb defaults (fsync on, synchronous_commit on). Latency is pgbench'"'"'s average, ms.\n\n| script | clients | mode | ha tps | ha ms | PostgreSQL 15 tps | PG ms | ha / PG |\n|---|---:|---|---:|---:|---:|---:|---:|\n' "$SECS" "$(date -u +%Y-%m-%d)" "$(nproc)"; printf '%s\n' "${rows[@]}")
 echo "$table"
 if [[ $WRITE == 1 ]]; then
   f=docs/benchmarks.md
@@ -75,8 +80,15 @@ if [[ $WRITE == 1 ]]; then
 import re, sys
 path, table = sys.argv[1], sys.argv[2]
 text = open(path).read()
-pat = re.compile(r"^## PostgreSQL wire\n.*?(?=^## |\Z)", re.S | re.M)
-text = pat.sub(table + "\n\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + table + "\n"
+rows = "\n".join(l for l in table.splitlines() if l.startswith("|")) + "\n"
+sec = re.compile(r"^## PostgreSQL wire \(pgbench\)\n.*?(?=^## |\Z)", re.S | re.M)
+m = sec.search(text)
+if m:
+    # Replace only the table: the prose around it is written by hand.
+    body = re.sub(r"(^\|.*\n)+", lambda _: rows, m.group(0), count=1, flags=re.M)
+    text = text[: m.start()] + body + text[m.end():]
+else:
+    text = text.rstrip("\n") + "\n\n" + table + "\n"
 open(path, "w").write(text)
 PY
 fi

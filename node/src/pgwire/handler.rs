@@ -107,10 +107,6 @@ impl ConnState {
         }
     }
 
-    fn settings(&self) -> HashMap<String, String> {
-        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
     fn plan(&self, sql: &str) -> Plan {
         if let Some(ctl) = TxControl::parse(sql) {
             return Plan::Control(ctl);
@@ -121,14 +117,23 @@ impl ConnState {
         if let Some(q) = catalog::recognise(sql) {
             return Plan::Catalog(q);
         }
-        let settings = self.settings();
-        let ctx = RewriteContext {
-            version: &self.shared.version,
-            database: &self.shared.database,
-            user: &self.shared.user,
-            settings: &settings,
+        // Borrowed under the lock, not cloned: this runs for every simple query.
+        let rewritten = match self.settings.lock() {
+            Ok(settings) => {
+                let ctx = RewriteContext {
+                    version: &self.shared.version,
+                    database: &self.shared.database,
+                    user: &self.shared.user,
+                    settings: &settings,
+                };
+                sql::rewrite(sql, &ctx)
+            }
+            Err(_) => None,
         };
-        Plan::Sql(sql::rewrite(sql, &ctx).unwrap_or_else(|| sql.to_string()))
+        let text = rewritten.unwrap_or_else(|| sql.to_string());
+        // The verb (for the command tag) is found once here, not at every Execute.
+        let verb = command_verb(&text);
+        Plan::Sql(text, verb)
     }
 
     /// Runs one planned statement; `bound` carries parameters and the announced result types
@@ -176,10 +181,30 @@ impl ConnState {
                 if session.status() == TxStatus::Failed {
                     return Err(to_pg(crate::exec::ExecError::InFailedTransaction));
                 }
-                let rows = catalog::answer(q, &self.shared.exec).await.map_err(to_pg)?;
-                Ok(rows_response(rows, None, formats, "SELECT"))
+                let params = match bound {
+                    Some((Params::Named(map), _)) => map,
+                    _ => Default::default(),
+                };
+                let answer = self.catalog(q, &params).await?;
+                let rows = Rows {
+                    columns: answer
+                        .columns
+                        .iter()
+                        .map(|(name, _)| crate::exec::Column {
+                            name: name.clone(),
+                            decl_type: None,
+                        })
+                        .collect(),
+                    rows: answer.rows,
+                };
+                Ok(rows_response(
+                    rows,
+                    Some(&answer.columns),
+                    formats,
+                    "SELECT",
+                ))
             }
-            Plan::Sql(sql) => {
+            Plan::Sql(sql, verb) => {
                 let (params, announced) = match bound {
                     Some((p, a)) => (p, Some(a)),
                     None => (Params::None, None),
@@ -191,7 +216,6 @@ impl ConnState {
                     })
                     .await
                     .map_err(to_pg)?;
-                let verb = command_verb(sql);
                 Ok(match result {
                     StmtResult::Rows(rows) => {
                         let tag = match verb.as_str() {
@@ -206,7 +230,7 @@ impl ConnState {
                         let n = s.rows_affected as usize;
                         Response::Execution(match verb.as_str() {
                             "INSERT" | "REPLACE" => Tag::new("INSERT 0").with_rows(n),
-                            "UPDATE" | "DELETE" => Tag::new(&verb).with_rows(n),
+                            "UPDATE" | "DELETE" => Tag::new(verb).with_rows(n),
                             _ => Tag::new(&exec_tag(sql)),
                         })
                     }
@@ -300,7 +324,7 @@ impl ConnState {
             columns: Vec::new(),
         };
         match &prepared.plan {
-            Plan::Sql(text) => {
+            Plan::Sql(text, _) => {
                 let d = {
                     let session = self.session.lock().await;
                     session.describe(text).await.map_err(to_pg)?
@@ -378,13 +402,32 @@ impl ConnState {
                     .map(|n| (n.to_string(), Type::TEXT))
                     .collect();
             }
+            Plan::Catalog(catalog::Query::Known(k)) => {
+                prepared.columns = catalog::columns(k);
+                prepared.param_types = catalog::param_types_of(k).to_vec();
+                prepared.bind = (0..prepared.param_types.len())
+                    .map(|i| ((i + 1).to_string(), i))
+                    .collect();
+            }
             Plan::Catalog(q) => {
-                let rows = catalog::answer(q, &self.shared.exec).await.map_err(to_pg)?;
-                prepared.columns = announced_types(&rows);
+                // An unknown catalog fails at Parse, as a missing relation does in PostgreSQL.
+                self.catalog(q, &Default::default()).await?;
             }
             Plan::Control(_) | Plan::Session(_) => {}
         }
         Ok(prepared)
+    }
+
+    async fn catalog(
+        &self,
+        q: &catalog::Query,
+        params: &std::collections::BTreeMap<String, Value>,
+    ) -> PgWireResult<catalog::Answer> {
+        let ctx = catalog::Context {
+            database: &self.shared.database,
+            user: &self.shared.user,
+        };
+        catalog::answer(q, &self.shared.exec, &ctx, params).await
     }
 
     fn bind_params<S>(&self, prepared: &Prepared, portal: &Portal<S>) -> PgWireResult<Params> {
@@ -436,7 +479,8 @@ pub(crate) struct Prepared {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Plan {
-    Sql(String),
+    /// SQL for SQLite, and its verb for the command tag.
+    Sql(String, String),
     Control(TxControl),
     Session(SessionCommand),
     Catalog(catalog::Query),

@@ -7,6 +7,7 @@
 //! See `handler` for queries, `types` for values, `error` for SQLSTATEs, `catalog` for psql.
 
 mod catalog;
+mod cork;
 mod error;
 mod handler;
 mod sql;
@@ -213,9 +214,15 @@ async fn serve_connection(
         _ = tokio::time::sleep(STARTUP_TIMEOUT) => return Ok(()),
         s = negotiate_tls::<Arc<handler::Prepared>>(socket, state.tls.clone()) => s?,
     };
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         return Ok(());
     };
+    // Replies go through `Corked`, so an extended-protocol exchange leaves in one write.
+    let parts = socket.into_parts();
+    let mut corked = tokio_util::codec::FramedParts::new(cork::Corked::new(parts.io), parts.codec);
+    corked.read_buf = parts.read_buf;
+    corked.write_buf = parts.write_buf;
+    let mut socket = tokio_util::codec::Framed::from_parts(corked);
     let conn = Arc::new(handler::ConnState::new(state.shared.clone()));
     let query = Arc::new(handler::Handler::new(conn));
     let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
@@ -230,6 +237,7 @@ async fn serve_connection(
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
+        socket.get_mut().corked = false;
         let msg = tokio::select! {
             _ = shutdown.cancelled() => {
                 let info = error::fatal("57P01", "terminating connection due to administrator command");
@@ -260,6 +268,17 @@ async fn serve_connection(
             _ => msg.is_extended_query(),
         };
         let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        // Replies to these wait for Sync or Flush, as in PostgreSQL; everything else is sent
+        // as soon as it is processed.
+        let hold = matches!(
+            msg,
+            PgWireFrontendMessage::Parse(_)
+                | PgWireFrontendMessage::Bind(_)
+                | PgWireFrontendMessage::Describe(_)
+                | PgWireFrontendMessage::Execute(_)
+                | PgWireFrontendMessage::Close(_)
+        );
+        socket.get_mut().corked = true;
         if let Err(e) = process_message(
             msg,
             &mut socket,
@@ -272,15 +291,24 @@ async fn serve_connection(
         .await
         {
             let fatal = e.is_fatal();
+            if fatal {
+                socket.get_mut().corked = false;
+            }
             process_error(&mut socket, e, is_extended).await?;
             if fatal {
                 break;
             }
         }
+        if !hold {
+            socket.get_mut().corked = false;
+            socket.flush().await?;
+        }
         if is_cancel {
             break;
         }
     }
+    socket.get_mut().corked = false;
+    let _ = socket.flush().await;
     Ok(())
 }
 

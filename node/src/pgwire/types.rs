@@ -155,6 +155,13 @@ fn encode_binary(buf: &mut BytesMut, v: &Value, ty: &Type) -> Result<(), TypeErr
                 .ok_or_else(|| out_err(v, ty))?,
         ),
         Type::FLOAT8 => buf.put_f64(as_f64(v).ok_or_else(|| out_err(v, ty))?),
+        Type::OID => buf.put_u32(
+            as_i64(v)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| out_err(v, ty))?,
+        ),
+        // "char": one byte (catalog answers: relkind, typtype, …).
+        Type::CHAR => buf.put_slice(text_of(v, ty).as_bytes().get(..1).unwrap_or_default()),
         Type::BOOL => {
             let b = match v {
                 Value::Integer(i) => *i != 0,
