@@ -76,3 +76,17 @@ pub fn stamp_applied_seq(path: &Path, seq: u64) -> Result<(), DbError> {
     meta::set_applied_seq(&conn, seq)?;
     conn.close().map_err(|(_, e)| DbError::Sqlite(e))
 }
+
+/// Switches a (private) database file to a rollback journal, so a copy of it can be loaded
+/// into memory (memdb cannot keep a WAL).
+pub fn set_rollback_journal(conn: &Connection) -> Result<(), DbError> {
+    let _mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+    Ok(())
+}
+
+/// `set_rollback_journal` on the file at `path`.
+pub fn make_loadable(path: &Path) -> Result<(), DbError> {
+    let conn = Connection::open(path)?;
+    set_rollback_journal(&conn)?;
+    conn.close().map_err(|(_, e)| DbError::Sqlite(e))
+}

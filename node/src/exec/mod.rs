@@ -18,5 +18,7 @@ pub use session::{ControlOutcome, Session, TxControl, TxStatus};
 /// Checks on database files that are not the live database (snapshots, backups, the local file
 /// before a restore), for `replication::snapshot`, which must not open SQLite itself.
 pub mod file_check {
-    pub use crate::db::file::{FileCheckError, applied_seq_of, stamp_applied_seq, verify};
+    pub use crate::db::file::{
+        FileCheckError, applied_seq_of, make_loadable, stamp_applied_seq, verify,
+    };
 }

@@ -442,6 +442,9 @@ impl Snapshots {
                 name: name.clone(),
                 source,
             })?;
+            // A rollback journal in the copy's header, so it can be loaded into memory too
+            // (a WAL-mode file database switches back to WAL when it opens).
+            file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
             if inside == 0 && header_seq > 0 {
                 // Made by the Go original: the sequence is only in the header.
                 file_check::stamp_applied_seq(&path, header_seq)
