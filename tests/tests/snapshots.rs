@@ -494,3 +494,78 @@ async fn a_memory_node_loading_a_downloaded_backup_resumes_after_its_sequence() 
     let log = c.node(m).log_text();
     assert!(log.contains(&format!("from={}", applied + 1)), "{log}");
 }
+
+/// `kill -9` of the node in the middle of an upload leaves the previous snapshot as the latest
+/// usable one: a node joining afterwards restores it.
+#[tokio::test]
+async fn a_kill_during_an_upload_leaves_the_previous_snapshot_usable() {
+    let mut c = TestCluster::external(1, &[]).await.unwrap();
+    let n = c.node(0);
+    n.sql("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)")
+        .await
+        .unwrap();
+    n.sql("INSERT INTO big(id, v) VALUES (0, x'00')")
+        .await
+        .unwrap();
+    settle(&c, n).await;
+    let (_, first, _) = take(n).await;
+    for k in 0..10 {
+        n.sql(&format!(
+            "WITH RECURSIVE s(i) AS (SELECT {} UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
+             INSERT INTO big(id, v) SELECT i, randomblob(4000) FROM s",
+            k * 1000 + 1,
+            k * 1000 + 1000
+        ))
+        .await
+        .unwrap();
+    }
+    settle(&c, n).await;
+    let js = c.jetstream().await.unwrap();
+    let obj_stream = format!("OBJ_{BUCKET}");
+    let before = js
+        .get_stream(&obj_stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .bytes;
+    let url = n.url("/snapshot");
+    let client = n.client.clone();
+    let upload = tokio::spawn(async move { client.post(url).send().await.map(|r| r.status()) });
+    // Kill as soon as chunks of the new snapshot are arriving, before it is complete.
+    eventually(Duration::from_secs(30), "the upload to start", || {
+        let js = js.clone();
+        let name = obj_stream.clone();
+        async move {
+            let b = js
+                .get_stream(&name)
+                .await
+                .ok()?
+                .info()
+                .await
+                .ok()?
+                .state
+                .bytes;
+            (b > before + (1 << 20)).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    c.kill(0);
+    let _ = upload.await;
+    let s = stored(&c).await;
+    assert_eq!(s.first().map(|x| x.1), Some(first), "{s:?}");
+    let j = c
+        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
+        .await
+        .unwrap();
+    let log = c.node(j).log_text();
+    assert!(
+        log.contains(&format!("seq={first}")) && log.contains("from the latest snapshot"),
+        "{log}"
+    );
+    let rows = c.node(j).rows("SELECT count(*) FROM big").await.unwrap();
+    assert_eq!(rows[0][0], json!(10_001));
+}
