@@ -100,12 +100,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if connected.is_some() {
         target.default_synchronous("NORMAL");
     }
+    // 2a. `--from-latest-snapshot`: install the newest usable snapshot before the database is
+    //     opened (never one older than the local data); the consumer then resumes after it.
+    let mut _snapshot_file = None;
+    if config.snapshots.restore_at_start {
+        match &connected {
+            Some(c) => {
+                match replication::snapshot::restore_at_start(&c.handle.snapshots, &mut target)
+                    .await
+                {
+                    Ok(replication::snapshot::StartRestore::Memory { file, .. }) => {
+                        _snapshot_file = Some(file)
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "--from-latest-snapshot: COULD NOT RESTORE; starting normally from the local data and the stream"
+                    ),
+                }
+            }
+            None => tracing::warn!(
+                "--from-latest-snapshot needs NATS (snapshots live in its object store); ignored"
+            ),
+        }
+    }
     let executor = Executor::open(ExecConfig {
         target,
         read_connections: config.concurrent_queries,
         replication: connected.as_ref().map(|c| c.hooks.clone()),
     })
     .await?;
+    drop(_snapshot_file);
     tracing::info!(node = %config.name, database = %config.db, "database open");
 
     // 3. The consumer applies the stream from where the database says it is.
@@ -117,6 +142,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         None => (None, None, None),
     };
+    // 3a. Periodic snapshots, in the background: never in the way of start-up.
+    if let Some(r) = &replication
+        && !config.snapshots.interval.is_zero()
+    {
+        replication::snapshot::spawn_interval(
+            r.snapshots.clone(),
+            executor.clone(),
+            config.snapshots.interval,
+            shutdown.child_token(),
+        );
+        tracing::info!(every = ?config.snapshots.interval, "periodic snapshots on");
+    }
 
     // 2. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);

@@ -246,6 +246,47 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// Adds a node to an `External` cluster: `file:t.db` in a fresh dir (into which `setup` may
+    /// put files first), on the cluster's NATS URL, with `extra` flags; waits for `/readyz`
+    /// when `ready`. Returns its index.
+    pub async fn join(
+        &mut self,
+        extra: &[&str],
+        setup: impl FnOnce(&Path) -> Result<()>,
+        ready: bool,
+    ) -> Result<usize> {
+        if self.topology != Topology::External {
+            bail!("join needs an External cluster");
+        }
+        let dir = tempfile::tempdir()?;
+        setup(dir.path())?;
+        let i = self.members.len();
+        let name = format!("n{}", i + 1);
+        let mut args: Vec<String> = vec![
+            format!("file:{DB_FILE}"),
+            "--name".into(),
+            name.clone(),
+            "--nats-port".into(),
+            "0".into(),
+            "--replication-url".into(),
+            self.nats_url(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let spec = NodeSpec::new(&args).dir(dir.path());
+        let node = TestNode::start_spec(spec.clone()).await?;
+        if ready {
+            wait_ready(&node, Duration::from_secs(60)).await?;
+        }
+        self.members.push(Member {
+            name,
+            spec,
+            node: Some(node),
+            nats_port: None,
+            _dir: dir,
+        });
+        Ok(i)
+    }
+
     /// The running node `i` (panics if it is stopped).
     pub fn node(&self, i: usize) -> &TestNode {
         self.members[i]

@@ -212,6 +212,30 @@ struct Args {
     /// Do not replicate DDL (CREATE/ALTER/DROP); row changes still replicate
     #[arg(long, env = "HA_DISABLE_DDL_SYNC", action = ArgAction::SetTrue)]
     disable_ddl_sync: bool,
+
+    /// Take a snapshot into the object store this often (0 = off), e.g. 1h or 30m
+    #[arg(long, env = "HA_SNAPSHOT_INTERVAL", default_value = "0", value_parser = parse_duration)]
+    snapshot_interval: Duration,
+
+    /// How many snapshots the object store keeps (the newest ones)
+    #[arg(long, env = "HA_SNAPSHOT_RETAIN", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    snapshot_retain: u32,
+
+    /// Before opening the database, restore the latest snapshot if it is newer than the local
+    /// data (also accepted: the original's spelling --from-latest-snapsot)
+    #[arg(long, env = "HA_FROM_LATEST_SNAPSHOT", action = ArgAction::SetTrue,
+          alias = "from-latest-snapsot")]
+    from_latest_snapshot: bool,
+}
+
+/// The `--snapshot-*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFlags {
+    /// 0 = no periodic snapshots.
+    pub interval: Duration,
+    pub retain: usize,
+    pub restore_at_start: bool,
 }
 
 /// The `--replication-*` settings.
@@ -240,6 +264,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub nats: NatsFlags,
     pub replication: ReplicationFlags,
+    pub snapshots: SnapshotFlags,
     pub pg_port: PgPort,
     pub pg: crate::pgwire::PgConfig,
 }
@@ -493,6 +518,11 @@ impl Args {
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?,
                 ddl_sync: !self.disable_ddl_sync,
             },
+            snapshots: SnapshotFlags {
+                interval: self.snapshot_interval,
+                retain: self.snapshot_retain as usize,
+                restore_at_start: self.from_latest_snapshot,
+            },
             pg_port: self.pg_port,
             pg: crate::pgwire::PgConfig {
                 user: self.pg_user,
@@ -535,6 +565,11 @@ impl Config {
                 timeout: Duration::from_secs(15),
                 policy: crate::replication::names::DeliverPolicy::All,
                 ddl_sync: true,
+            },
+            snapshots: SnapshotFlags {
+                interval: Duration::ZERO,
+                retain: 3,
+                restore_at_start: false,
             },
             pg_port: PgPort::Ephemeral,
             pg: crate::pgwire::PgConfig {
@@ -701,6 +736,33 @@ mod tests {
         assert!(run(&["--nats-pass", "p"]).is_err());
         assert!(run(&["--nats-routes", "node2:6222"]).is_err());
         assert!(run(&["--nats-port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn snapshot_flags_are_read_and_the_original_spelling_is_accepted() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.snapshots.interval, Duration::ZERO);
+        assert_eq!(c.snapshots.retain, 3);
+        assert!(!c.snapshots.restore_at_start);
+        let c = run(&[
+            "--snapshot-interval",
+            "90s",
+            "--snapshot-retain",
+            "5",
+            "--from-latest-snapsot",
+        ])
+        .unwrap();
+        assert_eq!(c.snapshots.interval, Duration::from_secs(90));
+        assert_eq!(c.snapshots.retain, 5);
+        assert!(c.snapshots.restore_at_start);
+        assert!(
+            run(&["--from-latest-snapshot"])
+                .unwrap()
+                .snapshots
+                .restore_at_start
+        );
+        assert!(run(&["--snapshot-retain", "0"]).is_err());
+        assert!(run(&["--snapshot-interval", "often"]).is_err());
     }
 
     #[test]

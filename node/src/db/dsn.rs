@@ -77,6 +77,19 @@ impl DbTarget {
         }
     }
 
+    /// Where temporary copies of this database go: beside the file (same file system, so a
+    /// rename can install one), or the OS temp dir for memory databases.
+    pub fn scratch_dir(&self) -> PathBuf {
+        match &self.location {
+            Location::File(p) => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(|d| d.to_path_buf())
+                .unwrap_or_else(|| ".".into()),
+            Location::Memory { .. } => std::env::temp_dir(),
+        }
+    }
+
     pub fn is_memory(&self) -> bool {
         matches!(self.location, Location::Memory { .. })
     }

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod capture;
 pub mod dsn;
+pub mod file;
 pub mod meta;
 mod open;
 mod reader;

@@ -105,10 +105,51 @@ impl OpenSpec {
     }
 }
 
-/// Copies the file at `path` into `conn` with the online backup API; the file is opened read-only.
+/// Copies the file at `path` into `conn` with the online backup API; the file is opened
+/// read-only and never modified. A WAL-mode file (its header says so, and the copy would too,
+/// which memdb cannot honour: the first write would fail to open a WAL) is first copied to a
+/// private temporary file switched to a rollback journal.
 fn load_into(conn: &mut Connection, path: &std::path::Path) -> Result<(), DbError> {
+    let mut header = [0u8; 20];
+    let is_wal = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .is_ok()
+        && header[18] == 2;
+    let _private;
+    let source = if is_wal {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.to_path_buf())
+            .unwrap_or_else(std::env::temp_dir);
+        let tmp = tempfile::Builder::new()
+            .prefix(".ha-load-")
+            .suffix(".db")
+            .tempfile_in(&dir)
+            .or_else(|_| tempfile::NamedTempFile::new())?
+            .into_temp_path();
+        {
+            let src = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| DbError::Open {
+                target: path.display().to_string(),
+                source: e,
+            })?;
+            let mut copy = Connection::open(&tmp)?;
+            rusqlite::backup::Backup::new(&src, &mut copy)?.step(-1)?;
+            super::file::set_rollback_journal(&copy)?;
+        }
+        let p = tmp.to_path_buf();
+        _private = Some(tmp);
+        p
+    } else {
+        _private = None;
+        path.to_path_buf()
+    };
     let src = Connection::open_with_flags(
-        path,
+        &source,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| DbError::Open {

@@ -10,6 +10,7 @@
 //! not in the log. Replicated change sets are applied here too, in stream order (`apply`).
 //! See `exec::Executor` and `exec::Session` for the callers.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -68,6 +69,10 @@ enum Job {
         payload: Vec<u8>,
         reply: Reply<()>,
     },
+    /// Replace the whole database with the SQLite file at `from` (snapshot recovery), with the
+    /// online backup API into the write connection: readers see the new content once it is
+    /// complete, never a mix.
+    Restore { from: PathBuf, reply: Reply<()> },
     /// Finish what is queued, then stop.
     Shutdown,
 }
@@ -246,6 +251,16 @@ impl WriterHandle {
                 payload,
                 reply,
             })
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Replaces the database's content with the SQLite file at `from` (see `Job::Restore`).
+    pub(crate) async fn restore_from(&self, from: PathBuf) -> Result<(), DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Restore { from, reply })
             .await
             .map_err(|_| DbError::WriterGone)?;
         rx.await.map_err(|_| DbError::WriterGone)?
@@ -594,6 +609,11 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
                     apply_group(&mut w, std::mem::take(&mut applies));
                     serve_session(&mut w, start);
                 }
+                Job::Restore { from, reply } => {
+                    commit_group(&mut w, std::mem::take(&mut batches));
+                    apply_group(&mut w, std::mem::take(&mut applies));
+                    let _ = reply.send(restore(&mut w, &from));
+                }
                 Job::Shutdown => rx.close(),
             }
         }
@@ -614,6 +634,29 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
     if let Err((_, e)) = w.conn.close() {
         tracing::warn!(error = %e, "closing the write connection failed");
     }
+}
+
+/// Copies the database file at `from` over the live database (one backup, committed at once),
+/// then forgets what the writer cached about the old schema.
+fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), DbError> {
+    let src = Connection::open_with_flags(
+        from,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| DbError::Open {
+        target: from.display().to_string(),
+        source: e,
+    })?;
+    {
+        let backup = rusqlite::backup::Backup::new(&src, &mut w.conn)?;
+        backup.step(-1)?;
+    }
+    w.conn.flush_prepared_statement_cache();
+    if let Some(r) = &mut w.repl {
+        r.tables.invalidate();
+        meta::ensure(&w.conn)?;
+    }
+    Ok(())
 }
 
 /// Runs the batches in one transaction, each in a savepoint, and answers every caller.

@@ -185,6 +185,16 @@ impl Executor {
             .map_err(|e| self.observe(e.into()))
     }
 
+    /// Replaces the whole database with the (verified) SQLite file at `from`, on the writer,
+    /// after the writes queued before it; readers see the old or the new content, never a mix.
+    pub async fn restore_from(&self, from: PathBuf) -> Result<(), ExecError> {
+        self.inner
+            .writer
+            .restore_from(from)
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
     /// The database's size in bytes (pages in use times page size).
     pub async fn size_bytes(&self) -> Result<u64, ExecError> {
         let n = self

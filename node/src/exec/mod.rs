@@ -14,3 +14,11 @@ pub use crate::db::{
 pub use error::{ErrorCode, ExecError};
 pub use executor::{ExecConfig, Executor};
 pub use session::{ControlOutcome, Session, TxControl, TxStatus};
+
+/// Checks on database files that are not the live database (snapshots, backups, the local file
+/// before a restore), for `replication::snapshot`, which must not open SQLite itself.
+pub mod file_check {
+    pub use crate::db::file::{
+        FileCheckError, applied_seq_of, make_loadable, stamp_applied_seq, verify,
+    };
+}

@@ -9,6 +9,7 @@ mod backup;
 mod error;
 mod json;
 mod replications;
+mod snapshot;
 mod status;
 
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub fn start(
 pub fn router(state: AppState, max_body: usize) -> Router {
     let protected = Router::new()
         .route("/", post(query).get(backup::download))
+        .route("/snapshot", post(snapshot::take).get(snapshot::latest))
         .route("/status", get(status::status))
         .route("/metrics", get(status::metrics))
         .route("/replications", get(replications::list))

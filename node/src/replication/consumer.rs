@@ -40,6 +40,8 @@ pub struct Consumer {
     pub exec: Executor,
     pub status: Arc<ReplStatus>,
     pub metrics: Arc<Metrics>,
+    /// Where to recover from when the stream no longer holds what this node needs.
+    pub snapshots: Option<Arc<super::snapshot::Snapshots>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,22 +117,41 @@ impl Consumer {
         self.status.stream_first_seq.store(first, Ordering::Release);
         self.status.stream_last_seq.store(last, Ordering::Release);
 
-        let applied = self.exec.applied_seq().await?.0;
+        let mut applied = self.exec.applied_seq().await?.0;
         self.status.applied_seq.store(applied, Ordering::Release);
+        // A gap: what this node needs next is no longer in the stream (history aged out, or a
+        // new node reading "all" of a stream that no longer starts at 1).
+        let needs_history = applied > 0 || matches!(cfg.policy, DeliverPolicy::All);
+        if needs_history && first > applied + 1 {
+            applied = self.recover(applied, first).await?;
+        }
         let deliver = if applied > 0 {
             if first > applied + 1 {
                 let msg = format!(
                     "gap in the replication stream: this node applied up to {applied} but the stream starts at {first}; \
-                     the changes in between are gone (older than --replication-max-age) — restore from a snapshot"
+                     the changes in between are gone (older than --replication-max-age) and no snapshot covers them — \
+                     restore from a snapshot or a backup"
                 );
                 tracing::error!("{msg}");
                 if let Ok(mut g) = self.status.gap.lock() {
                     *g = Some(msg);
                 }
+            } else if let Ok(mut g) = self.status.gap.lock() {
+                *g = None;
             }
             consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: applied + 1,
             }
+        } else if needs_history && first > 1 {
+            let msg = format!(
+                "gap in the replication stream: this node has no data but the stream starts at {first}; \
+                 the changes before it are gone and no snapshot covers them — restore from a snapshot or a backup"
+            );
+            tracing::error!("{msg}");
+            if let Ok(mut g) = self.status.gap.lock() {
+                *g = Some(msg);
+            }
+            consumer::DeliverPolicy::All
         } else {
             match &cfg.policy {
                 DeliverPolicy::All => consumer::DeliverPolicy::All,
@@ -257,6 +278,55 @@ impl Consumer {
                     applied = self.status.applied(),
                     "caught up with the replication stream"
                 );
+            }
+        }
+    }
+
+    /// Restores the newest snapshot that covers a gap (`seq >= first - 1`) into the live
+    /// database; returns the applied sequence afterwards (unchanged when none covers it).
+    async fn recover(&self, applied: u64, first: u64) -> Result<u64, ConsumeError> {
+        let Some(snaps) = &self.snapshots else {
+            return Ok(applied);
+        };
+        tracing::warn!(
+            applied,
+            first,
+            "the stream no longer holds what this node needs; recovering from the latest snapshot"
+        );
+        let started = Instant::now();
+        match snaps.recover(&self.exec, applied, first).await {
+            Ok(Some((f, refused))) => {
+                let now = self.exec.applied_seq().await?.0;
+                self.status.applied_seq.store(now, Ordering::Release);
+                let report = serde_json::json!({
+                    "at": time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    "snapshot": f.name,
+                    "from_seq": applied,
+                    "to_seq": now,
+                    "stream_first_seq": first,
+                    "bytes": f.bytes,
+                    "duration_ms": started.elapsed().as_millis() as u64,
+                    "refused": refused,
+                });
+                tracing::warn!(snapshot = %f.name, from = applied, to = now, bytes = f.bytes, "recovered from a snapshot; resuming the stream after it");
+                if let Ok(mut g) = self.status.last_recovery.lock() {
+                    *g = Some(report);
+                }
+                Ok(now)
+            }
+            Ok(None) => {
+                tracing::error!(
+                    applied,
+                    first,
+                    "no usable snapshot covers the gap; the node stays behind (see /status)"
+                );
+                Ok(applied)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recovery from a snapshot failed");
+                Err(ConsumeError::Nats(format!("recovery from a snapshot: {e}")))
             }
         }
     }

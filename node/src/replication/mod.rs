@@ -11,6 +11,7 @@ pub mod names;
 mod nats_conf;
 pub mod nats_server;
 pub mod publisher;
+pub mod snapshot;
 pub mod status;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct ReplicationHandle {
     pub subject: String,
     pub durable: String,
     pub status: Arc<ReplStatus>,
+    /// The snapshot bucket of this database (`POST`/`GET /snapshot`, recovery).
+    pub snapshots: Arc<snapshot::Snapshots>,
     nats_state: Option<tokio::sync::watch::Receiver<nats_server::NatsState>>,
 }
 
@@ -131,6 +134,14 @@ pub async fn connect(
     let file = config.db.file_name();
     let subject = names::subject(&r.stream, &file);
     let durable = names::durable_name(&file, &config.name);
+    let snapshots = Arc::new(snapshot::Snapshots::new(
+        js.clone(),
+        &r.stream,
+        &file,
+        r.replicas,
+        config.snapshots.retain,
+        config.db.scratch_dir(),
+    ));
     let sink = publisher::JetStreamSink {
         client: client.clone(),
         js: js.clone(),
@@ -175,6 +186,7 @@ pub async fn connect(
             subject,
             durable,
             status,
+            snapshots,
             nats_state: embedded.map(|s| s.state()),
         },
         client,
@@ -200,6 +212,7 @@ impl Connected {
             exec,
             status: self.handle.status.clone(),
             metrics,
+            snapshots: Some(self.handle.snapshots.clone()),
         };
         let task = tokio::spawn(c.run(shutdown));
         (self.handle, task, self.client)
@@ -224,6 +237,11 @@ impl ReplicationHandle {
         j["stream"] = json!(self.stream);
         j["subject"] = json!(self.subject);
         j["durable"] = json!(self.durable);
+        j["snapshots"] = json!({
+            "bucket": self.snapshots.bucket(),
+            "taken": self.snapshots.taken.load(Ordering::Relaxed),
+            "failed": self.snapshots.failed.load(Ordering::Relaxed),
+        });
         if let Some(s) = &self.nats_state {
             j["embedded_nats"] = json!(s.borrow().as_str());
         }

@@ -29,6 +29,8 @@ pub struct ReplStatus {
     /// A hole between our applied sequence and the stream's first one (history aged out).
     pub gap: Mutex<Option<String>>,
     pub last_error: Mutex<Option<String>>,
+    /// The last automatic recovery from a snapshot (when, which, from and to which sequence).
+    pub last_recovery: Mutex<Option<Json>>,
 }
 
 impl ReplStatus {
@@ -100,6 +102,7 @@ impl ReplStatus {
             "key_collisions": self.key_collisions.load(Ordering::Acquire),
             "gap": self.gap(),
             "last_error": self.last_error.lock().ok().and_then(|g| g.clone()),
+            "last_recovery": self.last_recovery.lock().ok().and_then(|g| g.clone()),
         })
     }
 }

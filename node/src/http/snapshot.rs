@@ -1,0 +1,97 @@
+//! Owns `POST /snapshot` (take one now) and `GET /snapshot` (stream the latest), with the
+//! original's headers (`X-Sequence`, `Content-Disposition: attachment; filename="…_ha_snapshot_<seq>.db"`).
+//! Must not store or verify anything itself: `replication::snapshot` does.
+//! Invariant: a node without NATS answers 404 `not_replicating`; no snapshot is 404 `not_found`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio_util::io::ReaderStream;
+
+use super::{ApiError, AppState};
+use crate::replication::snapshot::{SnapError, Snapshots};
+
+fn snapshots(state: &AppState) -> Result<std::sync::Arc<Snapshots>, ApiError> {
+    state
+        .replication
+        .as_ref()
+        .map(|r| r.snapshots.clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_replicating",
+                "this node does not replicate (no NATS), so it has no snapshots",
+            )
+        })
+}
+
+fn api_error(e: SnapError, doing: &str) -> ApiError {
+    match e {
+        SnapError::NotFound => ApiError::not_found("no snapshot of this database yet"),
+        SnapError::Db(e) => {
+            let mut a = ApiError::from(e);
+            a.message = format!("failed to {doing}: {}", a.message);
+            a
+        }
+        SnapError::Nats { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("failed to {doing}: {e}"),
+        ),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("failed to {doing}: {other}"),
+        ),
+    }
+}
+
+/// `POST /snapshot`: `{seq, bytes, duration_ms, skipped}` and `X-Sequence` (0 when skipped).
+pub async fn take(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snaps = snapshots(&state)?;
+    let taken = snaps
+        .take(&state.exec)
+        .await
+        .map_err(|e| api_error(e, "take snapshot"))?;
+    Ok((
+        [("x-sequence", taken.seq.to_string())],
+        Json(json!({
+            "seq": taken.seq,
+            "bytes": taken.bytes,
+            "duration_ms": taken.duration_ms,
+            "skipped": taken.skipped,
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /snapshot`: the latest snapshot as a file download.
+pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snaps = snapshots(&state)?;
+    let (c, obj) = snaps
+        .open_latest()
+        .await
+        .map_err(|e| api_error(e, "get latest snapshot"))?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default();
+    let disposition = format!("attachment; filename=\"{stamp}_ha_snapshot_{}.db\"", c.seq);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CONTENT_LENGTH, c.size.to_string()),
+            (
+                header::HeaderName::from_static("x-sequence"),
+                c.seq.to_string(),
+            ),
+        ],
+        Body::from_stream(ReaderStream::new(obj)),
+    )
+        .into_response())
+}

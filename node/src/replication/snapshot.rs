@@ -1,0 +1,666 @@
+//! Owns snapshots: consistent copies of the database in the JetStream Object Store, taken on
+//! demand (`POST /snapshot`), on `--snapshot-interval`, and restored at start
+//! (`--from-latest-snapshot`) or automatically when the stream no longer holds what a node needs.
+//! Must not open SQLite itself: copies come from `Executor::backup_to`, file checks from
+//! `exec::file_check`, and a live restore goes through `Executor::restore_from` (the writer).
+//! Invariant: a snapshot's sequence is read *from the copy itself* (`_ha_meta.applied_seq`), so
+//! the header and the content always agree; and a restore never moves a database backwards.
+//!
+//! Layout (bucket `<stream>_SNAPSHOTS`, file storage, compressed, `--replicas` replicas):
+//! every snapshot is its own object `<db file name>.<seq>` (e.g. `t.db.42`) with headers `seq`
+//! (decimal) and `sha256` (hex of the content). There is no pointer to update: the latest is the
+//! complete object with the highest `seq`. The object store publishes an object's metadata only
+//! after all its chunks are stored, so a `kill -9` during an upload leaves no visible object
+//! (at most orphaned chunks) and the previous snapshots stay the latest — there is always a
+//! usable one once one was taken. After a new one is stored and its metadata read back, all
+//! but the newest `--snapshot-retain` are deleted. An object named exactly `<db file name>`
+//! (the Go original's key, header `seq` only) is read as a candidate too but never written.
+//!
+//! Restore tries candidates from the newest: download to a temporary file while hashing,
+//! compare the `sha256` header and the size, open it read-only and run
+//! `PRAGMA integrity_check`; the first that passes every check and is newer than the local
+//! database wins. A refused one is logged with the check that failed and the next older one
+//! is tried.
+//!
+//! Automatic recovery (a gap: the stream's first sequence is past `applied_seq + 1`): the
+//! consumer, before it creates its durable, asks `recover` for a snapshot whose `seq` is at
+//! least `first - 1`; it is written *into the live database* by the writer with the online
+//! backup API (one job, so readers see the old or the new content, never a mix), and the
+//! consumer then starts at the restored `applied_seq + 1`. There are no local writes that the
+//! stream lacks (every commit is published before it commits), so nothing local is lost.
+//! See docs/operations.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, object_store};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::exec::{ExecError, Executor, file_check};
+
+/// Why a snapshot could not be taken, read or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapError {
+    #[error("object store {what}: {reason}")]
+    Nats { what: &'static str, reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] ExecError),
+    #[error("snapshot {name}: sha256 check failed: header says {expected}, content is {actual}")]
+    Checksum {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("snapshot {name}: size check failed: expected {expected} bytes, got {actual}")]
+    Size {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("snapshot {name}: {source}")]
+    File {
+        name: String,
+        #[source]
+        source: file_check::FileCheckError,
+    },
+    #[error("no snapshot")]
+    NotFound,
+}
+
+fn nats<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> SnapError {
+    move |e| SnapError::Nats {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapError {
+    let what = what.into();
+    move |source| SnapError::Io { what, source }
+}
+
+/// What `take` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Taken {
+    /// The applied sequence in the snapshot; 0 when skipped.
+    pub seq: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// Nothing was applied since the last snapshot: nothing was stored.
+    pub skipped: bool,
+}
+
+/// A stored snapshot, as listed.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: String,
+    /// From the `seq` header (0 when missing or unreadable).
+    pub seq: u64,
+    pub size: u64,
+    pub sha256: Option<String>,
+}
+
+/// A downloaded and verified snapshot in a temporary file.
+pub struct Fetched {
+    pub name: String,
+    pub seq: u64,
+    pub bytes: u64,
+    pub path: tempfile::TempPath,
+}
+
+pub struct Snapshots {
+    js: jetstream::Context,
+    bucket: String,
+    key: String,
+    replicas: usize,
+    retain: usize,
+    /// Where temporary copies go (beside the database file, or the OS temp dir).
+    tmp_dir: PathBuf,
+    /// Serialises takes; the sequence of the last snapshot this process stored.
+    last: tokio::sync::Mutex<Option<u64>>,
+    pub taken: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Snapshots {
+    pub fn new(
+        js: jetstream::Context,
+        stream: &str,
+        db_file_name: &str,
+        replicas: usize,
+        retain: usize,
+        tmp_dir: PathBuf,
+    ) -> Snapshots {
+        Snapshots {
+            js,
+            bucket: super::names::snapshot_bucket(stream),
+            key: db_file_name.to_string(),
+            replicas,
+            retain: retain.max(1),
+            tmp_dir,
+            last: tokio::sync::Mutex::new(None),
+            taken: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The object name of the snapshot at `seq`.
+    pub fn object_name(&self, seq: u64) -> String {
+        format!("{}.{seq}", self.key)
+    }
+
+    /// Opens the bucket, creating it if it is missing.
+    async fn store(&self) -> Result<object_store::ObjectStore, SnapError> {
+        match self.js.get_object_store(&self.bucket).await {
+            Ok(s) => Ok(s),
+            Err(_) => self
+                .js
+                .create_object_store(object_store::Config {
+                    bucket: self.bucket.clone(),
+                    description: Some("ha database snapshots".into()),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: self.replicas,
+                    compression: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(nats("create bucket")),
+        }
+    }
+
+    /// Opens the bucket if it exists (`None`: no snapshot was ever taken).
+    async fn existing_store(&self) -> Result<Option<object_store::ObjectStore>, SnapError> {
+        match self.js.get_object_store(&self.bucket).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                // Distinguish "no such bucket" from "NATS is down": ask for its stream.
+                match self.js.get_stream(format!("OBJ_{}", self.bucket)).await {
+                    Err(se)
+                        if matches!(
+                            se.kind(),
+                            jetstream::context::GetStreamErrorKind::JetStream(j)
+                                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                        ) =>
+                    {
+                        Ok(None)
+                    }
+                    _ => Err(nats("open bucket")(e)),
+                }
+            }
+        }
+    }
+
+    /// Every stored snapshot of this database, newest first.
+    pub async fn list(&self) -> Result<Vec<Candidate>, SnapError> {
+        let Some(store) = self.existing_store().await? else {
+            return Ok(Vec::new());
+        };
+        list_in(&store, &self.key).await
+    }
+
+    /// Takes a snapshot: a consistent copy (while writes go on), its sequence read from the
+    /// copy, a streamed upload, a read-back of what was stored, then retention.
+    pub async fn take(&self, exec: &Executor) -> Result<Taken, SnapError> {
+        let r = self.take_inner(exec).await;
+        match &r {
+            Ok(t) if !t.skipped => {
+                self.taken.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    async fn take_inner(&self, exec: &Executor) -> Result<Taken, SnapError> {
+        let start = Instant::now();
+        let mut last = self.last.lock().await;
+        let store = self.store().await?;
+        let newest = last.unwrap_or(0);
+        let tmp = self.temp_path()?;
+        exec.backup_to(tmp.to_path_buf()).await?;
+        let path = tmp.to_path_buf();
+        let (seq, sha, bytes) = tokio::task::spawn_blocking(move || {
+            let seq =
+                file_check::applied_seq_of(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            let (sha, bytes) = sha256_file(&path)?;
+            Ok::<_, SnapError>((seq, sha, bytes))
+        })
+        .await
+        .map_err(|e| io("hashing the copy")(std::io::Error::other(e)))??;
+        let name = self.object_name(seq);
+        // After a restart the in-process mark is gone: the bucket says whether this exact
+        // sequence is already stored.
+        let stored_already = seq > newest
+            && seq > 0
+            && store
+                .info(&name)
+                .await
+                .is_ok_and(|i| !i.deleted && i.size as u64 == bytes);
+        if seq == 0 || seq <= newest || stored_already {
+            tracing::debug!(
+                seq,
+                newest,
+                "snapshot skipped: nothing applied since the last one"
+            );
+            return Ok(Taken {
+                seq: 0,
+                bytes: 0,
+                duration_ms: start.elapsed().as_millis() as u64,
+                skipped: true,
+            });
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("seq", seq.to_string().as_str());
+        headers.insert("sha256", sha.as_str());
+        let mut file = tokio::fs::File::open(&tmp)
+            .await
+            .map_err(io("reading the copy"))?;
+        let info = store
+            .put(
+                object_store::ObjectMetadata {
+                    name: name.clone(),
+                    description: Some(format!("ha snapshot at stream sequence {seq}")),
+                    headers: Some(headers),
+                    ..Default::default()
+                },
+                &mut file,
+            )
+            .await
+            .map_err(nats("upload"))?;
+        drop(file);
+        drop(tmp);
+        // Read back what the bucket holds under the name before anything older goes.
+        let stored = store.info(&name).await.map_err(nats("read back"))?;
+        let stored_sha = header(&stored, "sha256");
+        if stored.size as u64 != bytes || info.size as u64 != bytes {
+            return Err(SnapError::Size {
+                name,
+                expected: bytes,
+                actual: stored.size as u64,
+            });
+        }
+        if stored_sha.as_deref() != Some(sha.as_str()) {
+            return Err(SnapError::Checksum {
+                name,
+                expected: sha,
+                actual: stored_sha.unwrap_or_default(),
+            });
+        }
+        *last = Some(seq);
+        drop(last);
+        if let Err(e) = self.prune(&store).await {
+            tracing::warn!(error = %e, "snapshot retention failed; older snapshots stay");
+        }
+        let duration_ms = start.elapsed().as_millis() as u64;
+        tracing::info!(%name, seq, bytes, duration_ms, bucket = %self.bucket, "snapshot stored");
+        Ok(Taken {
+            seq,
+            bytes,
+            duration_ms,
+            skipped: false,
+        })
+    }
+
+    /// Deletes all but the newest `retain` snapshots written by ha (`<key>.<seq>`).
+    async fn prune(&self, store: &object_store::ObjectStore) -> Result<(), SnapError> {
+        let ours: Vec<Candidate> = list_in(store, &self.key)
+            .await?
+            .into_iter()
+            .filter(|c| c.name != self.key)
+            .collect();
+        for old in ours.iter().skip(self.retain) {
+            store.delete(&old.name).await.map_err(nats("delete"))?;
+            tracing::info!(name = %old.name, seq = old.seq, "old snapshot deleted (--snapshot-retain)");
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot as a reader (for `GET /snapshot`), with its listing.
+    pub async fn open_latest(&self) -> Result<(Candidate, object_store::Object), SnapError> {
+        let Some(store) = self.existing_store().await? else {
+            return Err(SnapError::NotFound);
+        };
+        for c in list_in(&store, &self.key).await? {
+            match store.get(&c.name).await {
+                Ok(obj) => return Ok((c, obj)),
+                Err(e) => {
+                    tracing::debug!(name = %c.name, error = %e, "snapshot vanished while listed")
+                }
+            }
+        }
+        Err(SnapError::NotFound)
+    }
+
+    /// The newest snapshot that passes every check, is newer than `newer_than` and at least
+    /// `at_least`; refused ones are logged (and returned) with the check that failed.
+    pub async fn fetch_usable(
+        &self,
+        newer_than: u64,
+        at_least: u64,
+        dir: &Path,
+    ) -> Result<(Option<Fetched>, Vec<String>), SnapError> {
+        let mut refused = Vec::new();
+        let Some(store) = self.existing_store().await? else {
+            return Ok((None, refused));
+        };
+        for c in list_in(&store, &self.key).await? {
+            if c.seq != 0 && (c.seq <= newer_than || c.seq < at_least) {
+                break;
+            }
+            match self.download_verified(&store, &c, dir).await {
+                Ok(f) if f.seq > newer_than && f.seq >= at_least => return Ok((Some(f), refused)),
+                Ok(f) => {
+                    tracing::info!(name = %f.name, seq = f.seq, newer_than, at_least, "snapshot not newer than needed; not used");
+                }
+                Err(e) => {
+                    tracing::error!(name = %c.name, error = %e, "snapshot refused; trying the previous one");
+                    refused.push(e.to_string());
+                }
+            }
+        }
+        Ok((None, refused))
+    }
+
+    /// Downloads `c` into a temporary file in `dir`, hashing as it goes, and checks sha256,
+    /// size and that it is an intact SQLite database; returns it with the sequence inside.
+    async fn download_verified(
+        &self,
+        store: &object_store::ObjectStore,
+        c: &Candidate,
+        dir: &Path,
+    ) -> Result<Fetched, SnapError> {
+        let mut obj = store.get(&c.name).await.map_err(nats("download"))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".ha-snapshot-")
+            .suffix(".db")
+            .tempfile_in(dir)
+            .map_err(io(format!(
+                "creating a temporary file in {}",
+                dir.display()
+            )))?
+            .into_temp_path();
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("writing the download"))?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut bytes = 0u64;
+        loop {
+            let n = obj.read(&mut buf).await.map_err(|e| SnapError::Nats {
+                what: "download",
+                reason: format!("{}: {e}", c.name),
+            })?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .await
+                .map_err(io("writing the download"))?;
+            bytes += n as u64;
+        }
+        out.sync_all().await.map_err(io("writing the download"))?;
+        drop(out);
+        if bytes != c.size {
+            return Err(SnapError::Size {
+                name: c.name.clone(),
+                expected: c.size,
+                actual: bytes,
+            });
+        }
+        let actual = hex(ctx.finish().as_ref());
+        if let Some(expected) = &c.sha256
+            && !expected.eq_ignore_ascii_case(&actual)
+        {
+            return Err(SnapError::Checksum {
+                name: c.name.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let path = tmp.to_path_buf();
+        let header_seq = c.seq;
+        let name = c.name.clone();
+        let seq = tokio::task::spawn_blocking(move || {
+            let inside = file_check::verify(&path).map_err(|source| SnapError::File {
+                name: name.clone(),
+                source,
+            })?;
+            // A rollback journal in the copy's header, so it can be loaded into memory too
+            // (a WAL-mode file database switches back to WAL when it opens).
+            file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            if inside == 0 && header_seq > 0 {
+                // Made by the Go original: the sequence is only in the header.
+                file_check::stamp_applied_seq(&path, header_seq)
+                    .map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+                return Ok(header_seq);
+            }
+            if header_seq != 0 && inside != header_seq {
+                tracing::warn!(%name, header_seq, inside, "snapshot header and content disagree; using the content's");
+            }
+            Ok::<_, SnapError>(inside)
+        })
+        .await
+        .map_err(|e| io("checking the download")(std::io::Error::other(e)))??;
+        Ok(Fetched {
+            name: c.name.clone(),
+            seq,
+            bytes,
+            path: tmp,
+        })
+    }
+
+    /// Automatic recovery from a gap: restores into the live database the newest usable
+    /// snapshot with `seq >= first - 1` and newer than `applied`. `Ok(None)`: none covers it.
+    pub async fn recover(
+        &self,
+        exec: &Executor,
+        applied: u64,
+        first: u64,
+    ) -> Result<Option<(Fetched, Vec<String>)>, SnapError> {
+        let dir = self.tmp_dir.clone();
+        let (fetched, refused) = self
+            .fetch_usable(applied, first.saturating_sub(1), &dir)
+            .await?;
+        let Some(f) = fetched else {
+            return Ok(None);
+        };
+        exec.restore_from(f.path.to_path_buf()).await?;
+        Ok(Some((f, refused)))
+    }
+
+    fn temp_path(&self) -> Result<tempfile::TempPath, SnapError> {
+        Ok(tempfile::Builder::new()
+            .prefix(".ha-snapshot-")
+            .suffix(".db")
+            .tempfile_in(&self.tmp_dir)
+            .map_err(io(format!(
+                "creating a temporary file in {}",
+                self.tmp_dir.display()
+            )))?
+            .into_temp_path())
+    }
+}
+
+/// What `restore_at_start` did.
+pub enum StartRestore {
+    /// Nothing restored (no snapshot, none newer than the local data, or none usable).
+    Kept,
+    /// A file database was replaced by the snapshot at `seq`.
+    File { seq: u64 },
+    /// A memory database will load the snapshot at `seq` from this file; keep it until the
+    /// database is open.
+    Memory { seq: u64, file: tempfile::TempPath },
+}
+
+/// `--from-latest-snapshot`: before the database is opened, install the newest usable snapshot
+/// if it is newer than the local data. File database: the verified download replaces the file
+/// by a rename (stale `-wal`/`-shm` removed first); memory database: `db.location` is pointed
+/// at the download. Never goes backwards.
+pub async fn restore_at_start(
+    snaps: &Snapshots,
+    db: &mut crate::db::DbTarget,
+) -> Result<StartRestore, SnapError> {
+    use crate::db::Location;
+    let local_file = match &db.location {
+        Location::File(p) => Some(p.clone()),
+        Location::Memory { load_from, .. } => load_from.clone(),
+    };
+    let local = match local_file.clone() {
+        None => 0,
+        Some(p) => tokio::task::spawn_blocking(move || file_check::applied_seq_of(&p))
+            .await
+            .map_err(|e| io("reading the local database")(std::io::Error::other(e)))?
+            .map_err(|e| SnapError::Db(ExecError::Db(e)))?,
+    };
+    let dir = db.scratch_dir();
+    let (fetched, refused) = snaps.fetch_usable(local, 0, &dir).await?;
+    let Some(f) = fetched else {
+        if refused.is_empty() {
+            tracing::info!(local_seq = local, bucket = %snaps.bucket, "--from-latest-snapshot: no snapshot newer than the local data; starting normally");
+        } else {
+            tracing::error!(local_seq = local, refused = ?refused, "--from-latest-snapshot: NO USABLE SNAPSHOT (every candidate failed a check); starting normally from the local data and the stream");
+        }
+        return Ok(StartRestore::Kept);
+    };
+    match &mut db.location {
+        Location::File(p) => {
+            let target = p.clone();
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut side = target.clone().into_os_string();
+                side.push(suffix);
+                match std::fs::remove_file(&side) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io(format!("removing {}", PathBuf::from(side).display()))(e));
+                    }
+                }
+            }
+            f.path
+                .persist(&target)
+                .map_err(|e| io(format!("replacing {}", target.display()))(e.error))?;
+            if let Some(d) = target.parent().filter(|d| !d.as_os_str().is_empty())
+                && let Ok(dir) = std::fs::File::open(d)
+            {
+                let _ = dir.sync_all();
+            }
+            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, file = %target.display(), "restored the database file from the latest snapshot");
+            Ok(StartRestore::File { seq: f.seq })
+        }
+        Location::Memory { load_from, .. } => {
+            *load_from = Some(f.path.to_path_buf());
+            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, "loading the in-memory database from the latest snapshot");
+            Ok(StartRestore::Memory {
+                seq: f.seq,
+                file: f.path,
+            })
+        }
+    }
+}
+
+/// Snapshots of `key` in `store`, newest first: `<key>.<seq>` and the original's `<key>`.
+async fn list_in(
+    store: &object_store::ObjectStore,
+    key: &str,
+) -> Result<Vec<Candidate>, SnapError> {
+    let prefix = format!("{key}.");
+    let mut list = store.list().await.map_err(nats("list"))?;
+    let mut out = Vec::new();
+    while let Some(item) = list.next().await {
+        let info = item.map_err(nats("list"))?;
+        if info.deleted {
+            continue;
+        }
+        let suffix = info
+            .name
+            .strip_prefix(&prefix)
+            .and_then(|s| s.parse::<u64>().ok());
+        if info.name != key && suffix.is_none() {
+            continue;
+        }
+        let seq = header(&info, "seq")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .or(suffix)
+            .unwrap_or(0);
+        out.push(Candidate {
+            name: info.name.clone(),
+            seq,
+            size: info.size as u64,
+            sha256: header(&info, "sha256"),
+        });
+    }
+    out.sort_by(|a, b| b.seq.cmp(&a.seq).then_with(|| a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+fn header(info: &object_store::ObjectInfo, name: &str) -> Option<String> {
+    info.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+/// SHA-256 (hex) and length of a file, read in chunks.
+fn sha256_file(path: &Path) -> Result<(String, u64), SnapError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io("reading the copy"))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io("reading the copy"))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hex(ctx.finish().as_ref()), n_total))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Takes a snapshot every `interval` until `shutdown`; never blocks start-up, errors are
+/// logged and counted.
+pub fn spawn_interval(
+    snapshots: std::sync::Arc<Snapshots>,
+    exec: Executor,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; start one interval after start-up
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match snapshots.take(&exec).await {
+                Ok(t) if t.skipped => tracing::debug!("periodic snapshot: nothing new"),
+                Ok(t) => tracing::info!(seq = t.seq, bytes = t.bytes, "periodic snapshot taken"),
+                Err(e) => tracing::error!(error = %e, "periodic snapshot failed"),
+            }
+        }
+    })
+}
