@@ -385,7 +385,7 @@ async fn killed_node_catches_up_after_restart_under_load() {
     // Let some writes land, kill node 2, let more land, bring it back while writes go on.
     let n0 = c.node(0);
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "some writes before the kill",
         || async { (scalar(n0, "SELECT count(*) FROM w").await.as_u64()? >= 50).then_some(()) },
     )
