@@ -34,6 +34,8 @@ lint:
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/ha-bench
+	./target/release/ha-bench-repl
+	scripts/bench-pg.sh
 
 clean:
 	$(CARGO) clean
