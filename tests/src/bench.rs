@@ -1,6 +1,16 @@
 //! Shared pieces of the benchmark programs: latency samples and their Markdown rows.
 //! Benchmarks print numbers beside a baseline measured in the same run; they assert nothing.
 
+/// The `--seconds N` argument of a benchmark program, else `default`.
+pub fn seconds_arg(default: u64) -> std::time::Duration {
+    let secs = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    std::time::Duration::from_secs(secs)
+}
+
 /// Operations done by a set of workers, with every latency in microseconds.
 pub struct Sample {
     pub ops: u64,

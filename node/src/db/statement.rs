@@ -116,17 +116,20 @@ fn is_complete(sql: &str) -> bool {
 }
 
 fn is_only_comments(sql: &str) -> bool {
-    leading_keyword(sql).is_empty() && {
-        let mut rest = sql;
-        loop {
-            rest = rest.trim_start();
-            if let Some(r) = rest.strip_prefix("--") {
-                rest = r.split_once('\n').map(|(_, a)| a).unwrap_or("");
-            } else if let Some(r) = rest.strip_prefix("/*") {
-                rest = r.split_once("*/").map(|(_, a)| a).unwrap_or("");
-            } else {
-                break rest.is_empty();
-            }
+    skip_comments(sql).is_empty()
+}
+
+/// `sql` from its first token on: white space and comments skipped.
+fn skip_comments(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
+        } else {
+            return rest;
         }
     }
 }
@@ -170,17 +173,7 @@ pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbErro
 
 /// The first keyword of a statement, upper-cased, skipping white space and comments.
 pub(crate) fn leading_keyword(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
-        } else {
-            break;
-        }
-    }
+    let rest = skip_comments(sql);
     rest.chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()

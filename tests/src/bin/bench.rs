@@ -16,12 +16,7 @@ const ROWS: i64 = 10_000;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let secs: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let dur = Duration::from_secs(secs);
+    let dur = ha_tests::bench::seconds_arg(3);
     let mut out = vec![
         "| statement | path | concurrency | ops/s | p50 ms | p99 ms |".to_string(),
         "|---|---|---:|---:|---:|---:|".to_string(),

@@ -21,12 +21,7 @@ use tokio::sync::Mutex;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let secs: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let dur = Duration::from_secs(secs);
+    let dur = ha_tests::bench::seconds_arg(5);
     let dir = tempfile::tempdir()?;
     let nats: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let routes_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
