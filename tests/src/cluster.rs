@@ -242,7 +242,7 @@ impl TestCluster {
                 }
             }
         }
-        cluster.wait_all_ready(Duration::from_secs(30)).await?;
+        cluster.wait_all_ready(Duration::from_secs(90)).await?;
         Ok(cluster)
     }
 

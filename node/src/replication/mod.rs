@@ -26,6 +26,9 @@ use crate::db::sink::{Origin, ReplicationHooks};
 use crate::metrics::Metrics;
 use status::ReplStatus;
 
+/// Timeout of the consumer's JetStream API requests (stream info, consumer create, …).
+const CONSUMER_API_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplError {
     #[error(transparent)]
@@ -206,9 +209,14 @@ impl Connected {
         tokio::task::JoinHandle<()>,
         async_nats::Client,
     ) {
+        // The consumer's JetStream API calls get a short timeout of their own: while a
+        // JetStream cluster elects its leader a request can hang, and the consumer would rather
+        // retry soon than wait out --replication-timeout (meant for publishes) twice.
+        let mut api = jetstream::new(self.client.clone());
+        api.set_timeout(CONSUMER_API_TIMEOUT);
         let c = consumer::Consumer {
             config: self.consumer_config,
-            js: self.handle.js.clone(),
+            js: api,
             exec,
             status: self.handle.status.clone(),
             metrics,
