@@ -9,18 +9,10 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::{ApiError, AppState};
-use crate::db::Location;
 
 pub async fn download(State(state): State<AppState>) -> Result<Response, ApiError> {
     let target = state.exec.target();
-    let dir = match &target.location {
-        Location::File(p) => p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(|d| d.to_path_buf())
-            .unwrap_or_else(|| ".".into()),
-        Location::Memory { .. } => std::env::temp_dir(),
-    };
+    let dir = target.scratch_dir();
     let tmp = tempfile::Builder::new()
         .prefix(".ha-backup-")
         .suffix(".db")
