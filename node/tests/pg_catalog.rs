@@ -9,18 +9,8 @@ use std::process::Command;
 
 use common::{TestNode, code};
 
-async fn run(mut cmd: Command) -> String {
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success() && stderr.is_empty(),
-        "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+async fn run(cmd: Command) -> String {
+    common::run_command(cmd, true).await
 }
 
 /// psql with unaligned output, so rows are `a|b|c` lines.

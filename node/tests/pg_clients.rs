@@ -24,19 +24,8 @@ fn python() -> PathBuf {
     p
 }
 
-/// Runs a blocking command off the async threads and returns its stdout, failing loudly.
-async fn run(mut cmd: Command) -> String {
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+async fn run(cmd: Command) -> String {
+    common::run_command(cmd, false).await
 }
 
 fn psql(node: &TestNode, args: &[&str]) -> Command {

@@ -134,16 +134,20 @@ fn skip_comments(sql: &str) -> &str {
     }
 }
 
-/// Compiles `sql` and reports its columns, parameters and whether it only reads.
-pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbError> {
-    let mut ps = prepare(conn, sql)?;
-    let columns: Vec<Column> = ps
-        .columns()
+/// The result columns of a compiled statement, with their declared types.
+fn columns_of(ps: &Statement<'_>) -> Vec<Column> {
+    ps.columns()
         .map(|c| Column {
             name: c.name().to_string(),
             decl_type: c.decl_type().map(str::to_string),
         })
-        .collect();
+        .collect()
+}
+
+/// Compiles `sql` and reports its columns, parameters and whether it only reads.
+pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbError> {
+    let mut ps = prepare(conn, sql)?;
+    let columns = columns_of(&ps);
     let params = (1..=ps.parameter_count())
         .map(|i| ps.parameter_name(i).map(str::to_string))
         .collect::<Vec<_>>();
@@ -228,13 +232,7 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
     bind(&mut ps, &stmt.params)?;
     let ncols = ps.column_count();
     if ncols > 0 {
-        let columns: Vec<Column> = ps
-            .columns()
-            .map(|c| Column {
-                name: c.name().to_string(),
-                decl_type: c.decl_type().map(str::to_string),
-            })
-            .collect();
+        let columns = columns_of(&ps);
         let mut rows = Vec::new();
         let mut cursor = ps.raw_query();
         while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {

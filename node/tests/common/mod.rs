@@ -79,3 +79,19 @@ pub fn code(e: &tokio_postgres::Error) -> String {
         .map(|c| c.code().to_string())
         .unwrap_or_else(|| format!("no code: {e}"))
 }
+
+/// Runs a blocking command off the async threads and returns its stdout; fails loudly when it
+/// fails (or, with `quiet`, when it writes anything to stderr).
+pub async fn run_command(mut cmd: std::process::Command, quiet: bool) -> String {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && (!quiet || stderr.is_empty()),
+        "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
