@@ -1,0 +1,610 @@
+//! Owns the `HaCluster` custom resource: its spec, status, defaults and schema validation.
+//! Must not talk to the API server or build child objects (that is `render` and `controller`).
+//! Invariant: every default lives here (serde defaults + `effective_*` helpers), so the CRD schema,
+//! `render` and the controller agree on what an omitted field means.
+//! See `render` for how a spec becomes objects and `crds/` for the generated YAML.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
+    SecurityContext, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "ha.sqlite.dev";
+/// Image used when `spec.image` is omitted.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/ha-sqlite/ha:0.1.0";
+
+/// A Go/humantime-style duration: `30s`, `15m`, `24h`, `1h30m`, `500ms`, or `0`.
+const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+)$";
+/// A 5-field cron expression (minute hour day-of-month month day-of-week) or a `@` macro.
+const CRON_PATTERN: &str =
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
+
+/// A highly available SQLite cluster: a StatefulSet of ha nodes replicating through NATS JetStream.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[cfg_attr(test, derive(Default))]
+#[kube(
+    group = "ha.sqlite.dev",
+    version = "v1alpha1",
+    kind = "HaCluster",
+    plural = "haclusters",
+    shortname = "hac",
+    namespaced,
+    status = "HaClusterStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Last snapshot","type":"date","jsonPath":".status.lastSnapshot.time"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HaClusterSpec {
+    /// Number of ha nodes (pods). Every node accepts writes.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 99))]
+    pub replicas: i32,
+
+    /// Container image of the ha node (it must contain `ha` and `nats-server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Image pull policy: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(Always|IfNotPresent|Never)$"))]
+    pub image_pull_policy: Option<String>,
+
+    /// Secrets used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// The SQLite database each node serves.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+
+    /// The per-pod volume holding the database file and the JetStream store.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// How change sets are replicated through JetStream.
+    #[serde(default)]
+    pub replication: ReplicationSpec,
+
+    /// Which NATS carries replication: the pods' embedded servers (default) or an external one.
+    #[serde(default)]
+    pub nats: NatsSpec,
+
+    /// The PostgreSQL wire protocol front end.
+    #[serde(default)]
+    pub postgres: PostgresSpec,
+
+    /// The HTTP API front end and its optional Ingress.
+    #[serde(default)]
+    pub http: HttpSpec,
+
+    /// Scheduled snapshots into the JetStream Object Store.
+    #[serde(default)]
+    pub snapshots: SnapshotsSpec,
+
+    /// The client Service (pg and http).
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// Scheduling and runtime settings of the pods.
+    #[serde(default)]
+    pub pod: PodSettings,
+
+    /// The PodDisruptionBudget of the cluster.
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
+
+    /// Log level of the nodes: error, warn, info, debug or trace.
+    #[serde(default = "default_log_level")]
+    #[schemars(regex(pattern = r"^(error|warn|info|debug|trace)$"))]
+    pub log_level: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// File name of the database inside the data volume (also the snapshot key).
+    #[serde(default = "default_db_name")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"))]
+    pub name: String,
+
+    /// Keep the database in memory (the JetStream store stays on the volume); a restarted pod
+    /// rebuilds it from the latest snapshot and the stream.
+    #[serde(default)]
+    pub memory: bool,
+
+    /// SQLite extensions (paths inside the image) loaded on every connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+
+    /// Restore the latest snapshot before serving when it is newer than the local data.
+    #[serde(default = "default_true")]
+    pub from_latest_snapshot: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each pod's PersistentVolumeClaim.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+
+    /// StorageClass of the claims (cluster default when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// JetStream stream name (default `ha_replication`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub stream: Option<String>,
+
+    /// Replicas of the stream and snapshot bucket (default `min(3, replicas)`; at most 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5))]
+    pub stream_replicas: Option<i32>,
+
+    /// How long the stream keeps change sets, e.g. `24h` (`0` = forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_age: Option<String>,
+
+    /// Where a node without history starts: all, last, new, by_start_sequence=N, by_start_time=….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(|all|last|new|by_start_sequence=[0-9]+|by_start_time=.+)$"))]
+    pub policy: Option<String>,
+
+    /// How long a commit waits for the stream's acknowledgement, e.g. `15s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+
+    /// Replicate DDL (CREATE/ALTER/DROP) as well as rows.
+    #[serde(default = "default_true")]
+    pub ddl_sync: bool,
+}
+
+/// Embedded (default) or external NATS; setting both is rejected by the schema.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.external) && has(self.embedded))").message("nats.external and nats.embedded are mutually exclusive"))]
+pub struct NatsSpec {
+    /// Settings of the nats-server each pod runs (used when `external` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedNats>,
+
+    /// An existing NATS JetStream cluster to replicate through instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalNats>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddedNats {
+    /// Client port of the embedded nats-server (default 4222).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// Route (cluster) port (default 6222).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub cluster_port: Option<i32>,
+
+    /// Log the nats-server's own output.
+    #[serde(default)]
+    pub logs: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalNats {
+    /// NATS URL(s), comma separated, e.g. `nats://nats.nats.svc:4222`.
+    #[schemars(length(min = 1))]
+    pub url: String,
+
+    /// Secret with keys `username` and `password` for the NATS connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.requireTls) || !self.requireTls || has(self.tlsSecret)").message("postgres.requireTls needs postgres.tlsSecret"))]
+pub struct PostgresSpec {
+    /// Serve the PostgreSQL wire protocol.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Port of the PostgreSQL front end (pods and client Service).
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Secret with keys `username` and `password`; generated (`<name>-credentials`) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+
+    /// Password authentication: scram-sha-256 (default), md5 or password (cleartext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(scram-sha-256|md5|password)$"))]
+    pub auth_method: Option<String>,
+
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) enabling TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSpec {
+    /// Port of the HTTP API (pods and client Service).
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Secret with key `token`: the bearer token the HTTP API requires (none when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+
+    /// An Ingress in front of the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// IngressClass name (cluster default when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+
+    /// Host name the Ingress answers for.
+    #[schemars(length(min = 1))]
+    pub host: String,
+
+    /// Path prefix (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+
+    /// TLS Secret for the host (no TLS when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+
+    /// Annotations of the Ingress (e.g. for cert-manager or the controller).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotsSpec {
+    /// Cron schedule (5 fields, UTC, or `@hourly`/`@daily`…) on which one ready node snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    pub schedule: Option<String>,
+
+    /// How many snapshots the object store keeps.
+    #[serde(default = "default_retain")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retain: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Type of the client Service: ClusterIP, NodePort or LoadBalancer.
+    #[serde(default = "default_service_type", rename = "type")]
+    #[schemars(regex(pattern = r"^(ClusterIP|NodePort|LoadBalancer)$"))]
+    pub type_: String,
+
+    /// Annotations of the client Service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pod-level settings; anything omitted gets a safe default (e.g. anti-affinity across hosts).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// CPU/memory requests and limits of the ha container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Replaces the default preferred anti-affinity across hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Replaces the default pod security context (non-root, fsGroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+
+    /// Replaces the default container security context (no privilege escalation, read-only root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
+
+    /// Extra labels on the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations on the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Extra environment variables of the ha container (`HA_*` settings among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Extra command-line arguments of the ha container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+
+    /// Seconds a pod gets to finish in-flight work when stopped (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Create a PodDisruptionBudget.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Pods that may be down at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// What the operator observed; always overwritten as a whole.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HaClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pending, Creating, Running, Scaling, Updating, Degraded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+
+    /// Pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Ready, Progressing, Degraded, SnapshotSucceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Per node: applied sequence and lag, read from the node's `/status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+
+    /// The last scheduled snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot: Option<SnapshotStatus>,
+
+    /// Where clients connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Pod name (also the node name and durable consumer name).
+    pub name: String,
+    pub ready: bool,
+    /// Last stream sequence the node applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_seq: Option<i64>,
+    /// Stream sequences the node is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Why the node's status could not be read, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    /// When the snapshot was attempted (RFC 3339).
+    pub time: String,
+    /// Stream sequence contained in the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+    /// Node that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Succeeded or Failed.
+    pub result: String,
+    /// Size in bytes, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// `host:port` of the PostgreSQL front end through the client Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// URL of the HTTP API through the client Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// URL through the Ingress, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_db_name() -> String {
+    "ha.db".into()
+}
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".into())
+}
+fn default_pg_port() -> i32 {
+    5432
+}
+fn default_http_port() -> i32 {
+    8080
+}
+fn default_retain() -> i32 {
+    3
+}
+fn default_service_type() -> String {
+    "ClusterIP".into()
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            name: default_db_name(),
+            memory: false,
+            extensions: Vec::new(),
+            from_latest_snapshot: true,
+        }
+    }
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+impl Default for PostgresSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: default_pg_port(),
+            auth_secret: None,
+            auth_method: None,
+            tls_secret: None,
+            require_tls: false,
+        }
+    }
+}
+
+impl Default for HttpSpec {
+    fn default() -> Self {
+        Self {
+            port: default_http_port(),
+            token_secret: None,
+            ingress: None,
+        }
+    }
+}
+
+impl Default for SnapshotsSpec {
+    fn default() -> Self {
+        Self {
+            schedule: None,
+            retain: default_retain(),
+        }
+    }
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: default_service_type(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: None,
+        }
+    }
+}
+
+impl HaClusterSpec {
+    /// Stream (and snapshot bucket) replicas: the explicit value, else `min(3, replicas)`.
+    pub fn effective_stream_replicas(&self) -> i32 {
+        self.replication
+            .stream_replicas
+            .unwrap_or_else(|| self.replicas.clamp(1, 3))
+    }
+
+    /// The image to run.
+    pub fn effective_image(&self) -> &str {
+        self.image.as_deref().unwrap_or(DEFAULT_IMAGE)
+    }
+
+    /// True when the pods run their own nats-server (no external NATS configured).
+    pub fn embedded_nats(&self) -> bool {
+        self.nats.external.is_none()
+    }
+}
+
+/// Checks the schema's patterns cannot express; the CRD's CEL rules mirror the first two.
+pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
+    if spec.nats.external.is_some() && spec.nats.embedded.is_some() {
+        return Err("nats.external and nats.embedded are mutually exclusive".into());
+    }
+    if spec.postgres.require_tls && spec.postgres.tls_secret.is_none() {
+        return Err("postgres.requireTls needs postgres.tlsSecret".into());
+    }
+    if spec.replicas < 1 {
+        return Err(format!(
+            "replicas must be at least 1, got {}",
+            spec.replicas
+        ));
+    }
+    if spec.embedded_nats() && spec.effective_stream_replicas() > spec.replicas {
+        return Err(format!(
+            "replication.streamReplicas ({}) cannot exceed replicas ({}) with embedded NATS",
+            spec.effective_stream_replicas(),
+            spec.replicas
+        ));
+    }
+    Ok(())
+}
