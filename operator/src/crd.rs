@@ -16,16 +16,23 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// Why `database.extensions` is refused (until the node can load extensions).
+pub const EXTENSIONS_UNSUPPORTED: &str =
+    "database.extensions is not supported yet: the ha node has no --extensions flag";
+
 /// API group of the resource.
 pub const GROUP: &str = "ha.sqlite.dev";
 /// Image used when `spec.image` is omitted.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/ha-sqlite/ha:0.1.0";
 
-/// A Go/humantime-style duration: `30s`, `15m`, `24h`, `1h30m`, `500ms`, or `0`.
-const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+)$";
-/// A 5-field cron expression (minute hour day-of-month month day-of-week) or a `@` macro.
-const CRON_PATTERN: &str =
-    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
+/// A duration as the node reads it (humantime, no fractions): `30s`, `15m`, `24h`, `1h30m`,
+/// `500ms`, or `0`. `syntax::check_duration` is the same grammar in Rust.
+const DURATION_PATTERN: &str = r"^(0|([0-9]+(ns|us|ms|s|m|h|d))+)$";
+/// A 5-field cron expression (minute hour day-of-month month day-of-week) or a `@` macro; value
+/// ranges are checked by `syntax::check_cron` (and so by `validate`).
+const CRON_PATTERN: &str = r"^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|([0-9A-Za-z*,/-]+\s+){4}[0-9A-Za-z*,/-]+)\s*$";
+/// What `--replication-policy` accepts (`syntax::check_policy`).
+const POLICY_PATTERN: &str = r"^(|all|last|new|by_start_sequence=[0-9]*[1-9][0-9]*|by_start_time=[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})$";
 
 /// A highly available SQLite cluster: a StatefulSet of ha nodes replicating through NATS JetStream.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -112,6 +119,7 @@ pub struct HaClusterSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.extensions) || size(self.extensions) == 0").message(EXTENSIONS_UNSUPPORTED))]
 pub struct DatabaseSpec {
     /// File name of the database inside the data volume (also the snapshot key).
     #[serde(default = "default_db_name")]
@@ -123,7 +131,8 @@ pub struct DatabaseSpec {
     #[serde(default)]
     pub memory: bool,
 
-    /// SQLite extensions (paths inside the image) loaded on every connection.
+    /// SQLite extensions (paths inside the image) loaded on every connection. Reserved: the node
+    /// has no `--extensions` flag yet, so a non-empty list is rejected rather than ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<String>,
 
@@ -146,6 +155,7 @@ pub struct StorageSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.timeout) || self.timeout.matches('[1-9]')").message("replication.timeout must be more than 0"))]
 pub struct ReplicationSpec {
     /// JetStream stream name (default `ha_replication`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,7 +174,7 @@ pub struct ReplicationSpec {
 
     /// Where a node without history starts: all, last, new, by_start_sequence=N, by_start_time=….
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(|all|last|new|by_start_sequence=[0-9]+|by_start_time=.+)$"))]
+    #[schemars(regex(pattern = POLICY_PATTERN))]
     pub policy: Option<String>,
 
     /// How long a commit waits for the stream's acknowledgement, e.g. `15s`.
@@ -583,22 +593,145 @@ impl HaClusterSpec {
     pub fn embedded_nats(&self) -> bool {
         self.nats.external.is_none()
     }
+
+    /// True when the embedded nats-servers form one JetStream cluster through routes. A single
+    /// replica runs a standalone server: a clustered nats-server without a peer never finishes
+    /// "waiting for routing" and JetStream never becomes ready.
+    pub fn nats_clustered(&self) -> bool {
+        self.embedded_nats() && self.replicas > 1
+    }
+
+    /// Client port of the embedded nats-server.
+    pub fn effective_nats_port(&self) -> i32 {
+        self.nats.embedded.as_ref().and_then(|e| e.port).unwrap_or(4222)
+    }
+
+    /// Route (cluster) port of the embedded nats-server.
+    pub fn effective_nats_cluster_port(&self) -> i32 {
+        self.nats
+            .embedded
+            .as_ref()
+            .and_then(|e| e.cluster_port)
+            .unwrap_or(6222)
+    }
+
+    /// Seconds a pod gets to stop.
+    pub fn effective_termination_grace_seconds(&self) -> i64 {
+        self.pod.termination_grace_period_seconds.unwrap_or(30)
+    }
+
+    /// The ports the ha container listens on, by port name (pg and NATS only when in use).
+    pub fn container_ports(&self) -> Vec<(&'static str, i32)> {
+        let mut ports = vec![("http", self.http.port)];
+        if self.postgres.enabled {
+            ports.push(("pg", self.postgres.port));
+        }
+        if self.embedded_nats() {
+            ports.push(("nats", self.effective_nats_port()));
+            ports.push(("nats-cluster", self.effective_nats_cluster_port()));
+        }
+        ports
+    }
 }
 
-/// Checks the schema's patterns cannot express; the CRD's CEL rules mirror the first two.
+/// Checks everything the CRD schema checks (patterns, ranges, CEL rules) plus what it cannot
+/// express, so that a spec that never went through the API server (`ha-operator render -f`) is
+/// held to the same rules. The first problem found is returned.
 pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
+    use crate::syntax::{check_cron, check_duration, check_policy, duration_is_zero};
+
+    // The CEL rules of the schema (`x-kubernetes-validations`), in the same words.
     if spec.nats.external.is_some() && spec.nats.embedded.is_some() {
         return Err("nats.external and nats.embedded are mutually exclusive".into());
     }
     if spec.postgres.require_tls && spec.postgres.tls_secret.is_none() {
         return Err("postgres.requireTls needs postgres.tlsSecret".into());
     }
-    if spec.replicas < 1 {
+    if !spec.database.extensions.is_empty() {
+        return Err(EXTENSIONS_UNSUPPORTED.into());
+    }
+    if let Some(t) = &spec.replication.timeout {
+        check_duration(t).map_err(|e| format!("replication.timeout: {e}"))?;
+        if duration_is_zero(t) {
+            return Err("replication.timeout must be more than 0".into());
+        }
+    }
+
+    // Ranges and patterns of the schema.
+    in_range("replicas", spec.replicas, 1, 99)?;
+    if let Some(n) = spec.replication.stream_replicas {
+        in_range("replication.streamReplicas", n, 1, 5)?;
+    }
+    in_range("snapshots.retain", spec.snapshots.retain, 1, 1000)?;
+    in_range("postgres.port", spec.postgres.port, 1, 65535)?;
+    in_range("http.port", spec.http.port, 1, 65535)?;
+    if let Some(e) = &spec.nats.embedded {
+        if let Some(p) = e.port {
+            in_range("nats.embedded.port", p, 1, 65535)?;
+        }
+        if let Some(p) = e.cluster_port {
+            in_range("nats.embedded.clusterPort", p, 1, 65535)?;
+        }
+    }
+    if let Some(g) = spec.pod.termination_grace_period_seconds
+        && g < 0
+    {
+        return Err(format!("pod.terminationGracePeriodSeconds must be >= 0, got {g}"));
+    }
+    one_of("logLevel", &spec.log_level, &["error", "warn", "info", "debug", "trace"])?;
+    if let Some(p) = &spec.image_pull_policy {
+        one_of("imagePullPolicy", p, &["Always", "IfNotPresent", "Never"])?;
+    }
+    if let Some(m) = &spec.postgres.auth_method {
+        one_of("postgres.authMethod", m, &["scram-sha-256", "md5", "password"])?;
+    }
+    one_of(
+        "service.type",
+        &spec.service.type_,
+        &["ClusterIP", "NodePort", "LoadBalancer"],
+    )?;
+    let db = &spec.database.name;
+    let db_ok = db.len() <= 128
+        && db.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && db
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !db_ok {
         return Err(format!(
-            "replicas must be at least 1, got {}",
-            spec.replicas
+            "database.name {db:?}: a file name of letters, digits, '.', '_' and '-'"
         ));
     }
+    if let Some(s) = &spec.replication.stream {
+        let ok = (1..=64).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if !ok {
+            return Err(format!(
+                "replication.stream {s:?}: 1-64 letters, digits, '_' or '-'"
+            ));
+        }
+    }
+    if let Some(a) = &spec.replication.max_age {
+        check_duration(a).map_err(|e| format!("replication.maxAge: {e}"))?;
+    }
+    if let Some(p) = &spec.replication.policy {
+        check_policy(p)?;
+    }
+    if let Some(c) = &spec.snapshots.schedule {
+        check_cron(c)?;
+    }
+    if let Some(x) = &spec.nats.external
+        && x.url.trim().is_empty()
+    {
+        return Err("nats.external.url must not be empty".into());
+    }
+    if let Some(i) = &spec.http.ingress
+        && i.host.trim().is_empty()
+    {
+        return Err("http.ingress.host must not be empty".into());
+    }
+
+    // What the schema cannot express.
     if spec.embedded_nats() && spec.effective_stream_replicas() > spec.replicas {
         return Err(format!(
             "replication.streamReplicas ({}) cannot exceed replicas ({}) with embedded NATS",
@@ -606,5 +739,52 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
             spec.replicas
         ));
     }
+    if let Some(path) = spec.http.ingress.as_ref().and_then(|i| i.path.as_deref())
+        && !path.starts_with('/')
+    {
+        return Err(format!("http.ingress.path {path:?} must start with '/'"));
+    }
+    match &spec.disruption_budget.max_unavailable {
+        Some(IntOrString::Int(n)) if *n < 0 => {
+            return Err(format!(
+                "disruptionBudget.maxUnavailable must be >= 0, got {n}"
+            ));
+        }
+        Some(IntOrString::String(s))
+            if !(s.ends_with('%')
+                && s.len() > 1
+                && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            return Err(format!(
+                "disruptionBudget.maxUnavailable {s:?}: a number or a percentage like \"25%\""
+            ));
+        }
+        _ => {}
+    }
+    let ports = spec.container_ports();
+    for (i, (a, pa)) in ports.iter().enumerate() {
+        if let Some((b, _)) = ports[i + 1..].iter().find(|(_, pb)| pb == pa) {
+            return Err(format!("{a} and {b} are both port {pa}"));
+        }
+    }
     Ok(())
+}
+
+fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{field} must be between {min} and {max}, got {value}"))
+    }
+}
+
+fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {value:?} must be one of {}",
+            allowed.join(", ")
+        ))
+    }
 }

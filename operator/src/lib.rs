@@ -3,10 +3,13 @@
 //! Must not depend on the `ha` node crate: the node is reached only through its flags and HTTP API.
 //! Invariant: `render` stays pure so the controller, the `render` command and the e2e simulation
 //! produce the same objects.
-//! See `crd` for the resource, `render` for the objects.
+//! See `crd` (the resource), `render` (its objects), `credentials` (the generated Secret values).
 
+pub mod credentials;
 pub mod crd;
+pub mod manifest;
 pub mod render;
+pub mod syntax;
 
 /// Everything that can go wrong in the operator library.
 #[derive(Debug, thiserror::Error)]

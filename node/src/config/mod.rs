@@ -125,6 +125,11 @@ struct Args {
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
 
+    /// Read and validate the configuration (flags, env, file), print the effective settings
+    /// without secrets, and exit: 0 when the node would start with it, 2 with the error if not
+    #[arg(long, action = ArgAction::SetTrue)]
+    check_config: bool,
+
     /// Client port of the embedded nats-server (a supervised child process); 0 = no embedded
     /// server (then use --replication-url)
     #[arg(long, env = "HA_NATS_PORT", default_value_t = 4222)]
@@ -342,6 +347,8 @@ impl std::fmt::Debug for Secret {
 pub enum Command {
     Run(Box<Config>),
     Version,
+    /// `--check-config`: the validated configuration, to print instead of running.
+    Check(Box<Config>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,6 +385,9 @@ impl Command {
         if args.version {
             return Ok(Command::Version);
         }
+        if args.check_config {
+            return Ok(Command::Check(Box::new(args.validate()?)));
+        }
         Ok(Command::Run(Box::new(args.validate()?)))
     }
 }
@@ -397,7 +407,7 @@ fn file_args(
             .find(|a| a.get_long() == Some(key.as_str()) || (key == "dsn" && a.get_id() == "dsn"))
             .ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
         let id = arg.get_id().as_str();
-        if id == "config" || id == "version" {
+        if id == "config" || id == "version" || id == "check_config" {
             return Err(ConfigError::UnknownKey(key));
         }
         let given = matches!(
@@ -540,6 +550,20 @@ impl Args {
 }
 
 impl Config {
+    /// What `--check-config` prints: every setting (`Debug` hides passwords and the token) with
+    /// credentials also removed from NATS URLs.
+    pub fn effective_settings(&self) -> String {
+        let mut c = self.clone();
+        let strip = |urls: &[String]| -> Vec<String> {
+            urls.iter()
+                .map(|u| crate::replication::redact(std::slice::from_ref(u)))
+                .collect()
+        };
+        c.replication.urls = strip(&c.replication.urls);
+        c.nats.routes = strip(&c.nats.routes);
+        format!("{c:#?}\n")
+    }
+
     /// A configuration for tests: a file database in `dir`, HTTP on a free port of 127.0.0.1.
     pub fn for_test(dir: &Path) -> Config {
         let dsn = format!("file:{}", dir.join("ha.db").display());
@@ -626,7 +650,7 @@ mod tests {
         let argv = std::iter::once("ha").chain(args.iter().copied());
         match Command::parse(argv)? {
             Command::Run(c) => Ok(*c),
-            Command::Version => panic!("unexpected --version"),
+            Command::Version | Command::Check(_) => panic!("unexpected --version/--check-config"),
         }
     }
 
@@ -763,6 +787,23 @@ mod tests {
         );
         assert!(run(&["--snapshot-retain", "0"]).is_err());
         assert!(run(&["--snapshot-interval", "often"]).is_err());
+    }
+
+    #[test]
+    fn check_config_validates_and_prints_no_secret() {
+        let argv = [
+            "ha", "--check-config", "--pg-pass", "swordfish", "--replication-url",
+            "nats://u:s3cr3t@n1:4222", "--nats-routes", "nats-route://r:hidden@a:6222",
+        ];
+        let Ok(Command::Check(c)) = Command::parse(argv) else {
+            panic!("--check-config gives Command::Check");
+        };
+        let text = c.effective_settings();
+        for secret in ["swordfish", "s3cr3t", "hidden"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("n1:4222") && text.contains("a:6222"), "{text}");
+        assert!(Command::parse(["ha", "--check-config", "--port", "x"]).is_err());
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Connected {
 }
 
 /// URLs for logs: credentials removed.
-fn redact(urls: &[String]) -> String {
+pub(crate) fn redact(urls: &[String]) -> String {
     urls.iter()
         .map(|u| match (u.find("://"), u.rfind('@')) {
             (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),

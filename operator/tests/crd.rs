@@ -1,0 +1,224 @@
+//! The CRD file matches the code; every example is valid against the CRD's own openAPIV3Schema
+//! (check-jsonschema, unknown fields rejected as kubectl's strict field validation does) and its
+//! CEL rules (evaluated client-side with kube's CEL validator); invalid specs are rejected by the
+//! layer the API server would use and by `crd::validate`, which mirrors the CEL rules.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use ha_operator::crd::{HaCluster, validate};
+use kube::CustomResourceExt;
+use kube::core::cel::{Validator, compile_schema};
+use serde_json::{Value, json};
+
+const CRD_FILE: &str = "crds/haclusters.ha.sqlite.dev.yaml";
+
+fn crd_yaml() -> String {
+    serde_yaml::to_string(&HaCluster::crd()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn open_api_schema() -> Value {
+    let crd = HaCluster::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .unwrap_or_else(|| panic!("the CRD has an openAPIV3Schema"));
+    serde_json::to_value(schema).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn crd_file_matches_the_rust_types() {
+    let path = common::workspace_root().join(CRD_FILE);
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        on_disk == crd_yaml(),
+        "{CRD_FILE} is out of date with operator/src/crd.rs; regenerate it with\n  \
+         cargo run -p ha-operator -- crd > {CRD_FILE}"
+    );
+}
+
+/// The schema as the API server applies it with strict field validation: objects reject
+/// properties they do not declare; the root also allows apiVersion, kind and metadata.
+fn strict_schema() -> Value {
+    fn close(s: &mut Value) {
+        let Some(obj) = s.as_object_mut() else { return };
+        let preserve = obj
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if obj.contains_key("properties") && !obj.contains_key("additionalProperties") && !preserve {
+            obj.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        for key in ["properties"] {
+            if let Some(Value::Object(props)) = obj.get_mut(key) {
+                props.values_mut().for_each(close);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(sub) = obj.get_mut(key) {
+                close(sub);
+            }
+        }
+    }
+    let mut s = open_api_schema();
+    close(&mut s);
+    if let Some(Value::Object(props)) = s.get_mut("properties") {
+        props.insert("apiVersion".into(), json!({"type": "string"}));
+        props.insert("kind".into(), json!({"type": "string"}));
+        props.insert("metadata".into(), json!({"type": "object"}));
+    }
+    s
+}
+
+/// check-jsonschema on `instances` (YAML files); (passed, output).
+fn check_schema(instances: &[&Path]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let schema = dir.path().join("haclusters.schema.json");
+    std::fs::write(&schema, strict_schema().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let out = common::run(
+        Command::new(common::tool("check-jsonschema"))
+            .arg("--schemafile")
+            .arg(&schema)
+            .args(instances),
+    );
+    (out.status.success(), common::text(&out))
+}
+
+fn check_schema_text(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    check_schema(&[&path])
+}
+
+fn as_json(yaml: &str) -> Value {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// The CEL rules of the CRD on a whole object (defaults applied first, as the API server does).
+fn check_cel(object: &Value) -> Result<(), String> {
+    Validator::new()
+        .validate(&open_api_schema(), object, None)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_cel_rule_of_the_crd_compiles() {
+    let schema = open_api_schema();
+    let compiled = compile_schema(&schema);
+    let errors: Vec<String> = compiled
+        .compilation_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let rules = serde_json::to_string(&schema)
+        .unwrap_or_default()
+        .matches("\"rule\":")
+        .count();
+    assert!(rules >= 4, "expected the CRD's CEL rules, found {rules}");
+}
+
+#[test]
+fn examples_are_valid_against_the_crd_schema_and_its_cel_rules() {
+    let examples = common::examples();
+    let paths: Vec<&Path> = examples.iter().map(|p| p.as_path()).collect();
+    let (ok, out) = check_schema(&paths);
+    assert!(ok, "check-jsonschema:\n{out}");
+    for path in &examples {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+        check_cel(&as_json(&text)).unwrap_or_else(|e| panic!("{}: CEL: {e}", path.display()));
+        let cluster = common::read_cluster(path);
+        validate(&cluster.spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layer {
+    /// A type, range or pattern of the openAPIV3Schema.
+    Schema,
+    /// An `x-kubernetes-validations` rule.
+    Cel,
+}
+
+fn cluster_yaml(spec: &str) -> String {
+    format!("apiVersion: ha.sqlite.dev/v1alpha1\nkind: HaCluster\nmetadata:\n  name: db\nspec:\n{spec}\n")
+}
+
+#[test]
+fn invalid_specs_are_rejected_by_the_crd_and_by_validate() {
+    let cases: &[(&str, &str, Layer)] = &[
+        ("replicas 0", "  replicas: 0", Layer::Schema),
+        ("replicas 100", "  replicas: 100", Layer::Schema),
+        ("bad duration", "  replication:\n    maxAge: soon", Layer::Schema),
+        ("fractional duration", "  replication:\n    maxAge: 1.5h", Layer::Schema),
+        ("zero timeout", "  replication:\n    timeout: 0s", Layer::Cel),
+        ("bad policy", "  replication:\n    policy: first", Layer::Schema),
+        ("bad cron", "  snapshots:\n    schedule: not a cron", Layer::Schema),
+        ("cron macro", "  snapshots:\n    schedule: \"@every 1h\"", Layer::Schema),
+        (
+            "external and embedded",
+            "  nats:\n    embedded: {}\n    external:\n      url: nats://n:4222",
+            Layer::Cel,
+        ),
+        ("requireTls without TLS", "  postgres:\n    requireTls: true", Layer::Cel),
+        ("extensions", "  database:\n    extensions: [/x.so]", Layer::Cel),
+        ("log level", "  logLevel: loud", Layer::Schema),
+        ("service type", "  service:\n    type: ExternalName", Layer::Schema),
+        ("port range", "  http:\n    port: 70000", Layer::Schema),
+    ];
+    for (what, spec, layer) in cases {
+        let yaml = cluster_yaml(spec);
+        let (schema_ok, schema_out) = check_schema_text(&yaml);
+        let cel = check_cel(&as_json(&yaml));
+        match layer {
+            Layer::Schema => assert!(!schema_ok, "{what}: the schema accepted it\n{yaml}"),
+            Layer::Cel => {
+                assert!(schema_ok, "{what}: the schema rejected it\n{schema_out}");
+                assert!(cel.is_err(), "{what}: no CEL rule rejected it");
+            }
+        }
+        let spec: ha_operator::crd::HaClusterSpec =
+            serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(validate(&spec).is_err(), "{what}: validate accepted it");
+    }
+}
+
+/// `validate` gives the CEL rules' own verdicts and messages.
+#[test]
+fn validate_mirrors_every_cel_rule() {
+    let specs = [
+        "{}",
+        "nats: {embedded: {}}",
+        "nats: {external: {url: 'nats://n:4222'}}",
+        "nats: {embedded: {}, external: {url: 'nats://n:4222'}}",
+        "postgres: {requireTls: true}",
+        "postgres: {requireTls: true, tlsSecret: t}",
+        "postgres: {requireTls: false}",
+        "replication: {timeout: 0}",
+        "replication: {timeout: 0ms}",
+        "replication: {timeout: 10s}",
+        "replication: {timeout: 1m0s}",
+        "database: {extensions: []}",
+        "database: {extensions: [/a.so]}",
+    ];
+    for spec in specs {
+        let object = json!({
+            "apiVersion": "ha.sqlite.dev/v1alpha1",
+            "kind": "HaCluster",
+            "metadata": {"name": "db"},
+            "spec": as_json(spec),
+        });
+        let parsed: ha_operator::crd::HaClusterSpec =
+            serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let cel = check_cel(&object);
+        let rust = validate(&parsed);
+        assert_eq!(cel.is_ok(), rust.is_ok(), "{spec}: CEL {cel:?}, validate {rust:?}");
+        if let (Err(c), Err(r)) = (&cel, &rust) {
+            assert!(c.contains(r.as_str()), "{spec}: CEL says {c:?}, validate says {r:?}");
+        }
+    }
+}
