@@ -259,7 +259,7 @@ impl SimCluster {
             let fqdn = self.pod_dns(i);
             let short: Vec<&str> = fqdn.split('.').collect();
             // <pod>.<svc>.<ns>.svc.cluster.local, <pod>.<svc>.<ns>.svc, <pod>.<svc>.<ns>, <pod>.<svc>
-            for n in [5, 4, 3, 2] {
+            for n in [6, 4, 3, 2] {
                 self.net.map_name(&short[..n].join("."), addr);
             }
             self.net.map_name(&self.pod_name(i), addr);
@@ -375,6 +375,18 @@ impl SimCluster {
             .map(|p| format!("----- {} -----\n{}", p.name, tail(&p.log_text())))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            let _ = service.kill();
+            let _ = service.wait();
+        }
+        for pod in &mut self.pods {
+            pod.kill();
+        }
     }
 }
 
