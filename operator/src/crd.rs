@@ -153,7 +153,7 @@ pub struct StorageSpec {
     pub storage_class_name: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.timeout) || self.timeout.matches('[1-9]')").message("replication.timeout must be more than 0"))]
 pub struct ReplicationSpec {
@@ -517,6 +517,20 @@ impl Default for DatabaseSpec {
     }
 }
 
+// Written out: a derived Default would turn DDL replication off when `replication` is omitted.
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            stream_replicas: None,
+            max_age: None,
+            policy: None,
+            timeout: None,
+            ddl_sync: true,
+        }
+    }
+}
+
 impl Default for StorageSpec {
     fn default() -> Self {
         Self {
@@ -603,7 +617,11 @@ impl HaClusterSpec {
 
     /// Client port of the embedded nats-server.
     pub fn effective_nats_port(&self) -> i32 {
-        self.nats.embedded.as_ref().and_then(|e| e.port).unwrap_or(4222)
+        self.nats
+            .embedded
+            .as_ref()
+            .and_then(|e| e.port)
+            .unwrap_or(4222)
     }
 
     /// Route (cluster) port of the embedded nats-server.
@@ -676,14 +694,24 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
     if let Some(g) = spec.pod.termination_grace_period_seconds
         && g < 0
     {
-        return Err(format!("pod.terminationGracePeriodSeconds must be >= 0, got {g}"));
+        return Err(format!(
+            "pod.terminationGracePeriodSeconds must be >= 0, got {g}"
+        ));
     }
-    one_of("logLevel", &spec.log_level, &["error", "warn", "info", "debug", "trace"])?;
+    one_of(
+        "logLevel",
+        &spec.log_level,
+        &["error", "warn", "info", "debug", "trace"],
+    )?;
     if let Some(p) = &spec.image_pull_policy {
         one_of("imagePullPolicy", p, &["Always", "IfNotPresent", "Never"])?;
     }
     if let Some(m) = &spec.postgres.auth_method {
-        one_of("postgres.authMethod", m, &["scram-sha-256", "md5", "password"])?;
+        one_of(
+            "postgres.authMethod",
+            m,
+            &["scram-sha-256", "md5", "password"],
+        )?;
     }
     one_of(
         "service.type",
@@ -774,7 +802,9 @@ fn in_range(field: &str, value: i32, min: i32, max: i32) -> Result<(), String> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(format!("{field} must be between {min} and {max}, got {value}"))
+        Err(format!(
+            "{field} must be between {min} and {max}, got {value}"
+        ))
     }
 }
 
@@ -786,5 +816,40 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
             "{field} {value:?} must be one of {}",
             allowed.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_spec_gets_the_documented_defaults() {
+        let spec: HaClusterSpec = serde_json::from_str("{}").expect("empty spec");
+        assert_eq!(spec.replicas, 3);
+        assert!(
+            spec.replication.ddl_sync,
+            "DDL replicates unless turned off"
+        );
+        assert!(spec.database.from_latest_snapshot);
+        assert!(spec.postgres.enabled);
+        assert!(spec.disruption_budget.enabled);
+        assert_eq!(spec.effective_stream_replicas(), 3);
+        // An omitted section and an empty one mean the same, so the CRD's schema defaults (the
+        // sections' Default, serialized) and the operator agree.
+        fn same<T: Default + PartialEq + std::fmt::Debug + serde::de::DeserializeOwned>() {
+            let empty: T = serde_json::from_str("{}").expect("empty section");
+            assert_eq!(empty, T::default(), "{}", std::any::type_name::<T>());
+        }
+        same::<ReplicationSpec>();
+        same::<DatabaseSpec>();
+        same::<PostgresSpec>();
+        same::<HttpSpec>();
+        same::<SnapshotsSpec>();
+        same::<ServiceSpec>();
+        same::<DisruptionBudgetSpec>();
+        same::<StorageSpec>();
+        same::<NatsSpec>();
+        same::<PodSettings>();
     }
 }
