@@ -5,8 +5,8 @@
 //! produce the same objects.
 //! See `crd` (the resource), `render` (its objects), `credentials` (the generated Secret values).
 
-pub mod credentials;
 pub mod crd;
+pub mod credentials;
 pub mod manifest;
 pub mod render;
 pub mod syntax;

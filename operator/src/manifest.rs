@@ -16,7 +16,9 @@ pub enum ManifestError {
     Yaml(String),
     #[error("expected one HaCluster document, found {0}")]
     DocumentCount(usize),
-    #[error("not an HaCluster: apiVersion {api_version:?}, kind {kind:?} (want {want_api:?}, \"HaCluster\")")]
+    #[error(
+        "not an HaCluster: apiVersion {api_version:?}, kind {kind:?} (want {want_api:?}, \"HaCluster\")"
+    )]
     WrongKind {
         api_version: String,
         kind: String,
@@ -117,7 +119,8 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "apiVersion: ha.sqlite.dev/v1alpha1\nkind: HaCluster\nmetadata:\n  name: db\n";
+    const HEAD: &str =
+        "apiVersion: ha.sqlite.dev/v1alpha1\nkind: HaCluster\nmetadata:\n  name: db\n";
 
     #[test]
     fn a_cluster_document_is_read_with_defaults() {
@@ -126,8 +129,10 @@ mod tests {
         assert_eq!(c.metadata.name.as_deref(), Some("db"));
         assert_eq!(c.spec.replicas, 5);
         assert_eq!(c.spec.http.port, 8080);
-        let c = parse_cluster(HEAD).unwrap_or_else(|e| panic!("{e}"));
+        let c = parse_cluster(&format!("{HEAD}spec: {{}}\n")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.spec.replicas, 3);
+        // The CRD requires `spec`, as the API server does.
+        assert!(matches!(parse_cluster(HEAD), Err(ManifestError::Shape(m)) if m.contains("spec")));
     }
 
     #[test]
@@ -156,8 +161,14 @@ mod tests {
             parse_cluster(&format!("{HEAD}---\n{HEAD}")),
             Err(ManifestError::DocumentCount(2))
         ));
-        assert!(matches!(parse_cluster(""), Err(ManifestError::DocumentCount(0))));
-        assert!(matches!(parse_cluster("a: [\n"), Err(ManifestError::Yaml(_))));
+        assert!(matches!(
+            parse_cluster(""),
+            Err(ManifestError::DocumentCount(0))
+        ));
+        assert!(matches!(
+            parse_cluster("a: [\n"),
+            Err(ManifestError::Yaml(_))
+        ));
         assert!(matches!(
             parse_cluster(&format!("{HEAD}spec:\n  replicas: three\n")),
             Err(ManifestError::Shape(_))

@@ -18,7 +18,9 @@ pub fn check_duration(value: &str) -> Result<(), String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("{value:?} is not a duration; write e.g. 30s, 15m, 24h or 1h30m"));
+            return Err(format!(
+                "{value:?} is not a duration; write e.g. 30s, 15m, 24h or 1h30m"
+            ));
         }
         rest = &rest[digits..];
         let unit = rest.bytes().take_while(u8::is_ascii_lowercase).count();
@@ -40,23 +42,20 @@ pub fn duration_is_zero(value: &str) -> bool {
 /// Checks a `--replication-policy` value: empty, all, last, new, `by_start_sequence=N` (N ≥ 1)
 /// or `by_start_time=YYYY-MM-DD HH:MM:SS`.
 pub fn check_policy(value: &str) -> Result<(), String> {
-    let ok = match value {
-        "" | "all" | "last" | "new" => true,
-        v if v.starts_with("by_start_sequence=") => {
-            let n = &v["by_start_sequence=".len()..];
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0')
-        }
-        v if v.starts_with("by_start_time=") => {
-            let t = v["by_start_time=".len()..].as_bytes();
-            t.len() == 19
-                && t.iter().enumerate().all(|(i, c)| match i {
-                    4 | 7 => *c == b'-',
-                    10 => *c == b' ',
-                    13 | 16 => *c == b':',
-                    _ => c.is_ascii_digit(),
-                })
-        }
-        _ => false,
+    let ok = if matches!(value, "" | "all" | "last" | "new") {
+        true
+    } else if let Some(n) = value.strip_prefix("by_start_sequence=") {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.bytes().any(|b| b != b'0')
+    } else if let Some(t) = value.strip_prefix("by_start_time=") {
+        t.len() == 19
+            && t.bytes().enumerate().all(|(i, c)| match i {
+                4 | 7 => c == b'-',
+                10 => c == b' ',
+                13 | 16 => c == b':',
+                _ => c.is_ascii_digit(),
+            })
+    } else {
+        false
     };
     if ok {
         Ok(())
@@ -91,12 +90,37 @@ struct Field {
 }
 
 const FIELDS: [Field; 5] = [
-    Field { name: "minute", min: 0, max: 59, names: &[] },
-    Field { name: "hour", min: 0, max: 23, names: &[] },
-    Field { name: "day of month", min: 1, max: 31, names: &[] },
-    Field { name: "month", min: 1, max: 12, names: &MONTHS },
+    Field {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    Field {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    Field {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    Field {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &MONTHS,
+    },
     // 7 is Sunday too, as in Vixie cron.
-    Field { name: "day of week", min: 0, max: 7, names: &DAYS },
+    Field {
+        name: "day of week",
+        min: 0,
+        max: 7,
+        names: &DAYS,
+    },
 ];
 
 /// Checks a standard 5-field cron line (minute hour day-of-month month day-of-week, with `*`,
@@ -124,7 +148,10 @@ pub fn check_cron(value: &str) -> Result<(), String> {
     for (part, field) in parts.iter().zip(FIELDS.iter()) {
         for item in part.split(',') {
             check_cron_item(item, field).map_err(|e| {
-                format!("snapshots.schedule {value:?}: {} field {part:?}: {e}", field.name)
+                format!(
+                    "snapshots.schedule {value:?}: {} field {part:?}: {e}",
+                    field.name
+                )
             })?;
         }
     }
@@ -160,16 +187,10 @@ fn check_cron_item(item: &str, field: &Field) -> Result<(), String> {
 }
 
 fn cron_value(s: &str, field: &Field) -> Result<u32, String> {
-    if let Some(i) = field
-        .names
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(s))
-    {
+    if let Some(i) = field.names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
         return Ok(field.min + i as u32);
     }
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
+    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if n < field.min || n > field.max {
         return Err(format!("{n} is out of range {}-{}", field.min, field.max));
     }
@@ -182,7 +203,9 @@ mod tests {
 
     #[test]
     fn durations_are_those_humantime_reads() {
-        for ok in ["0", "30s", "15m", "24h", "1h30m", "500ms", "7d", "0s", "10us", "3ns"] {
+        for ok in [
+            "0", "30s", "15m", "24h", "1h30m", "500ms", "7d", "0s", "10us", "3ns",
+        ] {
             assert!(check_duration(ok).is_ok(), "{ok}");
         }
         for bad in ["", "1.5h", "soon", "15", "h", "15 m", "-1s", "1y", "1H"] {

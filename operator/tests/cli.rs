@@ -29,8 +29,14 @@ fn render_prints_every_object_with_fresh_credentials() {
     ] {
         assert!(a.contains(kind), "{kind} missing");
     }
-    assert!(a.contains("namespace: shop"), "the file's namespace is used");
-    assert!(a.contains("never overwrites"), "the Secret comment is there");
+    assert!(
+        a.contains("namespace: shop"),
+        "the file's namespace is used"
+    );
+    assert!(
+        a.contains("never overwrites"),
+        "the Secret comment is there"
+    );
     let b = render_once();
     assert_ne!(a, b, "each render draws new credentials");
     let strip = |s: &str| {
@@ -72,13 +78,31 @@ fn render_refuses_bad_files_with_a_clear_error() {
     let head = "apiVersion: ha.sqlite.dev/v1alpha1\nkind: HaCluster\nmetadata:\n  name: db\n";
     let cases = [
         ("missing", None, "No such file"),
-        ("garbage.yaml", Some("spec: [\n".to_string()), "not valid YAML"),
-        ("kind.yaml", Some("apiVersion: v1\nkind: Pod\n".to_string()), "not an HaCluster"),
-        ("typo.yaml", Some(format!("{head}spec:\n  replica: 3\n")), "unknown field: spec.replica"),
-        ("zero.yaml", Some(format!("{head}spec:\n  replicas: 0\n")), "replicas must be between 1 and 99"),
+        (
+            "garbage.yaml",
+            Some("spec: [\n".to_string()),
+            "not valid YAML",
+        ),
+        (
+            "kind.yaml",
+            Some("apiVersion: v1\nkind: Pod\n".to_string()),
+            "not an HaCluster",
+        ),
+        (
+            "typo.yaml",
+            Some(format!("{head}spec:\n  replica: 3\n")),
+            "unknown field: spec.replica",
+        ),
+        (
+            "zero.yaml",
+            Some(format!("{head}spec:\n  replicas: 0\n")),
+            "replicas must be between 1 and 99",
+        ),
         (
             "cron.yaml",
-            Some(format!("{head}spec:\n  snapshots:\n    schedule: '0 25 * * *'\n")),
+            Some(format!(
+                "{head}spec:\n  snapshots:\n    schedule: '0 25 * * *'\n"
+            )),
             "hour field",
         ),
     ];
@@ -101,7 +125,11 @@ fn render_refuses_bad_files_with_a_clear_error() {
 fn crd_command_prints_the_checked_in_crd() {
     let out = common::run(operator().arg("crd"));
     assert!(out.status.success());
-    let on_disk = std::fs::read(common::workspace_root().join("crds/haclusters.ha.sqlite.dev.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.stdout == on_disk, "crds/ is stale: cargo run -p ha-operator -- crd > crds/haclusters.ha.sqlite.dev.yaml");
+    let on_disk =
+        std::fs::read(common::workspace_root().join("crds/haclusters.ha.sqlite.dev.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.stdout == on_disk,
+        "crds/ is stale: cargo run -p ha-operator -- crd > crds/haclusters.ha.sqlite.dev.yaml"
+    );
 }

@@ -101,13 +101,17 @@ fn check(cluster: &HaCluster, rendered: &Rendered, ordinal: i32) -> (bool, Strin
 fn render_yaml(name: &str, spec: &str) -> (HaCluster, Rendered) {
     let spec = serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("{e}\n{spec}"));
     let cluster = HaCluster::new(name, spec);
-    let rendered = render(&cluster, "prod", &common::credentials()).unwrap_or_else(|e| panic!("{e}"));
+    let rendered =
+        render(&cluster, "prod", &common::credentials()).unwrap_or_else(|e| panic!("{e}"));
     (cluster, rendered)
 }
 
 fn assert_accepted(what: &str, cluster: &HaCluster, rendered: &Rendered, ordinal: i32) -> String {
     let (ok, out) = check(cluster, rendered, ordinal);
-    assert!(ok, "{what}: ha --check-config refused the rendered container:\n{out}");
+    assert!(
+        ok,
+        "{what}: ha --check-config refused the rendered container:\n{out}"
+    );
     out
 }
 
@@ -118,9 +122,15 @@ fn every_example_container_is_accepted_by_ha_check_config() {
         let what = path.display().to_string();
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let out = assert_accepted(&what, &cluster, &rendered, 1);
-        assert!(out.contains(&format!("name: \"{name}-1\"")), "{what}: node name\n{out}");
+        assert!(
+            out.contains(&format!("name: \"{name}-1\"")),
+            "{what}: node name\n{out}"
+        );
         let replicas = cluster.spec.effective_stream_replicas();
-        assert!(out.contains(&format!("replicas: {replicas},")), "{what}: stream replicas\n{out}");
+        assert!(
+            out.contains(&format!("replicas: {replicas},")),
+            "{what}: stream replicas\n{out}"
+        );
         // Secrets are not printed.
         assert!(!out.contains("credentials-password"), "{what}:\n{out}");
         if cluster.spec.nats_clustered() {
@@ -156,8 +166,14 @@ fn rendered_settings_mean_what_the_spec_says() {
 
     let (c, r) = render_yaml("one", "replicas: 1\npostgres:\n  enabled: false");
     let out = assert_accepted("one replica", &c, &r, 0);
-    assert!(out.contains("cluster_name: None") && out.contains("routes: []"), "{out}");
-    assert!(out.contains("pg_port: Disabled") && out.contains("replicas: 1,"), "{out}");
+    assert!(
+        out.contains("cluster_name: None") && out.contains("routes: []"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pg_port: Disabled") && out.contains("replicas: 1,"),
+        "{out}"
+    );
 
     let (c, r) = render_yaml(
         "mem",
@@ -203,22 +219,34 @@ fn external_nats_credentials_reach_the_replication_url() {
     );
     let out = assert_accepted("external", &c, &r, 0);
     // The node took both URLs and prints them without the credentials.
-    assert!(out.contains("***@a:4222") && out.contains("***@b:4222"), "{out}");
+    assert!(
+        out.contains("***@a:4222") && out.contains("***@b:4222"),
+        "{out}"
+    );
     assert!(!out.contains("nc-password"), "{out}");
     assert!(out.contains("port: 0,"), "no embedded server\n{out}");
 }
 
 #[test]
 fn user_args_override_rendered_settings_and_bad_ones_are_caught() {
-    let (c, r) = render_yaml("db", "pod:\n  args: [--log-level, trace, --concurrent-queries, '7']");
+    let (c, r) = render_yaml(
+        "db",
+        "pod:\n  args: [--log-level, trace, --concurrent-queries, '7']",
+    );
     let out = assert_accepted("user args", &c, &r, 0);
-    assert!(out.contains("level: \"trace\"") && out.contains("concurrent_queries: 7"), "{out}");
+    assert!(
+        out.contains("level: \"trace\"") && out.contains("concurrent_queries: 7"),
+        "{out}"
+    );
 
     // The check bites: a setting the node refuses fails it.
     let (c, r) = render_yaml("db", "pod:\n  args: [--log-level, loud]");
     let (ok, out) = check(&c, &r, 0);
     assert!(!ok, "ha accepted --log-level loud:\n{out}");
-    let (c, r) = render_yaml("db", "pod:\n  env:\n  - {name: HA_REPLICATION_POLICY, value: sometimes}");
+    let (c, r) = render_yaml(
+        "db",
+        "pod:\n  env:\n  - {name: HA_REPLICATION_POLICY, value: sometimes}",
+    );
     let (ok, out) = check(&c, &r, 0);
     assert!(!ok && out.contains("sometimes"), "{out}");
 }

@@ -792,8 +792,14 @@ mod tests {
     #[test]
     fn check_config_validates_and_prints_no_secret() {
         let argv = [
-            "ha", "--check-config", "--pg-pass", "swordfish", "--replication-url",
-            "nats://u:s3cr3t@n1:4222", "--nats-routes", "nats-route://r:hidden@a:6222",
+            "ha",
+            "--check-config",
+            "--pg-pass",
+            "swordfish",
+            "--replication-url",
+            "nats://u:s3cr3t@n1:4222",
+            "--nats-routes",
+            "nats-route://r:hidden@a:6222",
         ];
         let Ok(Command::Check(c)) = Command::parse(argv) else {
             panic!("--check-config gives Command::Check");
@@ -802,7 +808,10 @@ mod tests {
         for secret in ["swordfish", "s3cr3t", "hidden"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
-        assert!(text.contains("n1:4222") && text.contains("a:6222"), "{text}");
+        assert!(
+            text.contains("n1:4222") && text.contains("a:6222"),
+            "{text}"
+        );
         assert!(Command::parse(["ha", "--check-config", "--port", "x"]).is_err());
     }
 

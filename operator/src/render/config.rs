@@ -1,9 +1,8 @@
-//! Owns the ConfigMap `<name>-config`: the node settings that depend on the replica count (NATS
-//! routes to every pod, stream replicas), read by the pods through `envFrom`.
-//! Must not hold settings that should roll the pods when they change: those go into the pod
-//! template (`container`), which a change of the ConfigMap does not touch.
-//! Invariant: scaling changes this ConfigMap only, so existing pods keep running; new pods read
-//! the full route list and route gossip meshes the rest.
+//! Owns the ConfigMap `<name>-config`: the settings that depend on the replica count (NATS
+//! routes to every pod, stream replicas), read by the pods through `envFrom` at start.
+//! Must not hold settings whose change should roll the pods: those go into the pod template.
+//! Invariant: scaling changes this ConfigMap only, so running pods are not restarted; new pods
+//! read the full route list and route gossip meshes the rest.
 //! See `container` for the consumer and `names` for the keys.
 
 use std::collections::BTreeMap;
@@ -75,7 +74,10 @@ mod tests {
                  nats-route://db-4.db-peers.prod.svc.cluster.local:6222"
             )
         );
-        let d = data(&cluster("db", "replicas: 2\nnats:\n  embedded:\n    clusterPort: 7000"));
+        let d = data(&cluster(
+            "db",
+            "replicas: 2\nnats:\n  embedded:\n    clusterPort: 7000",
+        ));
         assert_eq!(
             d.get("HA_NATS_ROUTES").map(String::as_str),
             Some(
@@ -89,9 +91,16 @@ mod tests {
     fn stream_replicas_are_min_3_and_replicas_unless_set() {
         for (replicas, want) in [(1, "1"), (2, "2"), (3, "3"), (5, "3"), (7, "3")] {
             let d = data(&cluster("db", &format!("replicas: {replicas}")));
-            assert_eq!(d.get("HA_REPLICAS").map(String::as_str), Some(want), "{replicas}");
+            assert_eq!(
+                d.get("HA_REPLICAS").map(String::as_str),
+                Some(want),
+                "{replicas}"
+            );
         }
-        let d = data(&cluster("db", "replicas: 5\nreplication:\n  streamReplicas: 5"));
+        let d = data(&cluster(
+            "db",
+            "replicas: 5\nreplication:\n  streamReplicas: 5",
+        ));
         assert_eq!(d.get("HA_REPLICAS").map(String::as_str), Some("5"));
     }
 

@@ -1,9 +1,8 @@
 //! Owns the ha container: command, settings (as `HA_*` environment variables), ports, probes,
-//! mounts and its security context.
-//! Must not use a node setting that `node/src/config/mod.rs` does not define (the tests run the
-//! real `ha --check-config` on what this renders), nor put a secret value in the pod template.
+//! mounts, security context. Must not use a node setting that `node/src/config/mod.rs` lacks
+//! (tests run the real `ha --check-config` on it), nor put a secret value in the pod template.
 //! Invariant: settings are environment variables, so the user's `pod.args` (flags) override them
-//! by the node's precedence (flags > env) and `pod.env` replaces ours by name; both come last.
+//! (the node's precedence is flags > env) and `pod.env` replaces ours by name; both come last.
 //! See `statefulset` for the pod around it and `config` for the `envFrom` ConfigMap.
 
 use k8s_openapi::api::core::v1::{
@@ -213,7 +212,10 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
         env.push(value("HA_FROM_LATEST_SNAPSHOT", "true"));
     }
     // Retention is applied by the node that takes a snapshot, whichever the operator picks.
-    env.push(value("HA_SNAPSHOT_RETAIN", spec.snapshots.retain.to_string()));
+    env.push(value(
+        "HA_SNAPSHOT_RETAIN",
+        spec.snapshots.retain.to_string(),
+    ));
 
     let user = &spec.pod.env;
     env.retain(|e| !user.iter().any(|u| u.name == e.name));
@@ -254,12 +256,26 @@ fn pg_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVar>) {
 
 fn embedded_nats_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVar>) {
     let spec = &cluster.spec;
-    env.push(value("HA_NATS_PORT", spec.effective_nats_port().to_string()));
+    env.push(value(
+        "HA_NATS_PORT",
+        spec.effective_nats_port().to_string(),
+    ));
     // JetStream data on the volume, beside the database, so it survives restarts.
-    env.push(value("HA_NATS_STORE_DIR", format!("{}/nats", names::DATA_DIR)));
+    env.push(value(
+        "HA_NATS_STORE_DIR",
+        format!("{}/nats", names::DATA_DIR),
+    ));
     // The client port is reachable from the pod network: require the generated user.
-    env.push(secret_ref("HA_NATS_USER", credentials, names::KEY_NATS_USERNAME));
-    env.push(secret_ref("HA_NATS_PASS", credentials, names::KEY_NATS_PASSWORD));
+    env.push(secret_ref(
+        "HA_NATS_USER",
+        credentials,
+        names::KEY_NATS_USERNAME,
+    ));
+    env.push(secret_ref(
+        "HA_NATS_PASS",
+        credentials,
+        names::KEY_NATS_PASSWORD,
+    ));
     if spec.nats.embedded.as_ref().is_some_and(|e| e.logs) {
         env.push(value("HA_NATS_LOGS", "true"));
     }
@@ -280,8 +296,16 @@ fn external_nats_env(external: &ExternalNats, env: &mut Vec<EnvVar>) {
         None => external.url.clone(),
         Some(secret) => {
             // Defined before HA_REPLICATION_URL, as `$(VAR)` expansion requires.
-            env.push(secret_ref(ENV_EXTERNAL_NATS_USERNAME, secret, names::KEY_USERNAME));
-            env.push(secret_ref(ENV_EXTERNAL_NATS_PASSWORD, secret, names::KEY_PASSWORD));
+            env.push(secret_ref(
+                ENV_EXTERNAL_NATS_USERNAME,
+                secret,
+                names::KEY_USERNAME,
+            ));
+            env.push(secret_ref(
+                ENV_EXTERNAL_NATS_PASSWORD,
+                secret,
+                names::KEY_PASSWORD,
+            ));
             with_credentials(&external.url)
         }
     };
@@ -322,7 +346,11 @@ mod tests {
 
     /// (secret, key) of a secretKeyRef variable.
     fn secret_of(env: &[EnvVar], name: &str) -> Option<(String, String)> {
-        let s = get(env, name)?.value_from.as_ref()?.secret_key_ref.as_ref()?;
+        let s = get(env, name)?
+            .value_from
+            .as_ref()?
+            .secret_key_ref
+            .as_ref()?;
         Some((s.name.clone(), s.key.clone()))
     }
 
@@ -342,23 +370,49 @@ mod tests {
         assert_eq!(val(&env, "HA_MEMORY"), None);
         assert_eq!(val(&env, "HA_PORT").as_deref(), Some("8080"));
         assert_eq!(val(&env, "HA_NATS_PORT").as_deref(), Some("4222"));
-        assert_eq!(val(&env, "HA_NATS_STORE_DIR").as_deref(), Some("/data/nats"));
+        assert_eq!(
+            val(&env, "HA_NATS_STORE_DIR").as_deref(),
+            Some("/data/nats")
+        );
         assert_eq!(val(&env, "HA_NATS_CLUSTER_NAME").as_deref(), Some("db"));
         assert_eq!(val(&env, "HA_NATS_CLUSTER_PORT").as_deref(), Some("6222"));
-        assert_eq!(secret_of(&env, "HA_NATS_USER"), pair("db-credentials", "nats-username"));
-        assert_eq!(secret_of(&env, "HA_NATS_PASS"), pair("db-credentials", "nats-password"));
-        assert_eq!(secret_of(&env, "HA_PG_USER"), pair("db-credentials", "username"));
-        assert_eq!(secret_of(&env, "HA_PG_PASS"), pair("db-credentials", "password"));
+        assert_eq!(
+            secret_of(&env, "HA_NATS_USER"),
+            pair("db-credentials", "nats-username")
+        );
+        assert_eq!(
+            secret_of(&env, "HA_NATS_PASS"),
+            pair("db-credentials", "nats-password")
+        );
+        assert_eq!(
+            secret_of(&env, "HA_PG_USER"),
+            pair("db-credentials", "username")
+        );
+        assert_eq!(
+            secret_of(&env, "HA_PG_PASS"),
+            pair("db-credentials", "password")
+        );
         assert_eq!(val(&env, "HA_PG_PORT").as_deref(), Some("5432"));
-        assert_eq!(val(&env, "HA_FROM_LATEST_SNAPSHOT").as_deref(), Some("true"));
+        assert_eq!(
+            val(&env, "HA_FROM_LATEST_SNAPSHOT").as_deref(),
+            Some("true")
+        );
         assert_eq!(val(&env, "HA_SNAPSHOT_RETAIN").as_deref(), Some("3"));
         assert_eq!(val(&env, "HA_SHUTDOWN_TIMEOUT").as_deref(), Some("15s"));
         // No secret value in the template, no unset option.
         assert!(env.iter().all(|e| e.value.as_deref() != Some("")));
         assert_eq!(get(&env, "HA_TOKEN"), None);
         assert_eq!(get(&env, "HA_REPLICATION_URL"), None);
-        assert_eq!(get(&env, "HA_NATS_ROUTES"), None, "routes come from the ConfigMap");
-        assert_eq!(get(&env, "HA_REPLICAS"), None, "replicas come from the ConfigMap");
+        assert_eq!(
+            get(&env, "HA_NATS_ROUTES"),
+            None,
+            "routes come from the ConfigMap"
+        );
+        assert_eq!(
+            get(&env, "HA_REPLICAS"),
+            None,
+            "replicas come from the ConfigMap"
+        );
     }
 
     #[test]
@@ -408,7 +462,10 @@ mod tests {
         assert!(pos("EXTERNAL_NATS_PASSWORD") < pos("HA_REPLICATION_URL"));
 
         let plain = env_of("nats:\n  external:\n    url: nats://a:4222");
-        assert_eq!(val(&plain, "HA_REPLICATION_URL").as_deref(), Some("nats://a:4222"));
+        assert_eq!(
+            val(&plain, "HA_REPLICATION_URL").as_deref(),
+            Some("nats://a:4222")
+        );
         assert_eq!(get(&plain, "EXTERNAL_NATS_USERNAME"), None);
     }
 
@@ -433,8 +490,14 @@ mod tests {
         assert_eq!(secret_of(&env, "HA_PG_USER"), pair("pg-login", "username"));
         assert_eq!(secret_of(&env, "HA_PG_PASS"), pair("pg-login", "password"));
         assert_eq!(val(&env, "HA_PG_AUTH").as_deref(), Some("md5"));
-        assert_eq!(val(&env, "HA_PG_CERT").as_deref(), Some("/etc/ha/pg-tls/tls.crt"));
-        assert_eq!(val(&env, "HA_PG_KEY").as_deref(), Some("/etc/ha/pg-tls/tls.key"));
+        assert_eq!(
+            val(&env, "HA_PG_CERT").as_deref(),
+            Some("/etc/ha/pg-tls/tls.crt")
+        );
+        assert_eq!(
+            val(&env, "HA_PG_KEY").as_deref(),
+            Some("/etc/ha/pg-tls/tls.key")
+        );
         assert_eq!(val(&env, "HA_PG_REQUIRE_TLS").as_deref(), Some("true"));
         assert_eq!(secret_of(&env, "HA_TOKEN"), pair("api-token", "token"));
     }
@@ -486,10 +549,15 @@ mod tests {
             .into_iter()
             .map(|p| (p.name.unwrap_or_default(), p.container_port))
             .collect();
-        let want: Vec<(String, i32)> = [("http", 8080), ("pg", 5432), ("nats", 4222), ("nats-cluster", 6222)]
-            .iter()
-            .map(|(n, p)| (n.to_string(), *p))
-            .collect();
+        let want: Vec<(String, i32)> = [
+            ("http", 8080),
+            ("pg", 5432),
+            ("nats", 4222),
+            ("nats-cluster", 6222),
+        ]
+        .iter()
+        .map(|(n, p)| (n.to_string(), *p))
+        .collect();
         assert_eq!(ports, want);
         let path = |p: &Option<Probe>| {
             p.as_ref()
@@ -501,7 +569,10 @@ mod tests {
         assert_eq!(path(&c.startup_probe).as_deref(), Some("/healthz"));
         let startup = c.startup_probe.clone().unwrap_or_default();
         let budget = startup.period_seconds.unwrap_or(0) * startup.failure_threshold.unwrap_or(0);
-        assert!(budget >= 1800, "a restore gets at least 30 minutes, got {budget}s");
+        assert!(
+            budget >= 1800,
+            "a restore gets at least 30 minutes, got {budget}s"
+        );
         let mounts: Vec<(String, String)> = c
             .volume_mounts
             .clone()
@@ -513,7 +584,10 @@ mod tests {
         assert!(mounts.contains(&("tmp".into(), "/tmp".into())));
         assert!(mounts.contains(&("pg-tls".into(), "/etc/ha/pg-tls".into())));
         let from = c.env_from.clone().unwrap_or_default();
-        assert_eq!(from[0].config_map_ref.as_ref().map(|c| c.name.as_str()), Some("db-config"));
+        assert_eq!(
+            from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
+            Some("db-config")
+        );
         let sc = c.security_context.clone().unwrap_or_default();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));

@@ -75,7 +75,12 @@ mod tests {
         );
         let i = build(&c, "prod").unwrap_or_default();
         assert_eq!(i.metadata.name.as_deref(), Some("db"));
-        assert!(i.metadata.annotations.unwrap_or_default().contains_key("cert-manager.io/cluster-issuer"));
+        assert!(
+            i.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("cert-manager.io/cluster-issuer")
+        );
         let spec = i.spec.unwrap_or_default();
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
         let rule = &spec.rules.unwrap_or_default()[0];
@@ -94,11 +99,16 @@ mod tests {
     #[test]
     fn no_tls_without_a_tls_secret() {
         let c = cluster("db", "http:\n  ingress:\n    host: h\n    path: /api");
-        let spec = build(&c, "prod").unwrap_or_default().spec.unwrap_or_default();
+        let spec = build(&c, "prod")
+            .unwrap_or_default()
+            .spec
+            .unwrap_or_default();
         assert!(spec.tls.is_none());
         let rule = &spec.rules.unwrap_or_default()[0];
         assert_eq!(
-            rule.http.clone().unwrap_or_default().paths[0].path.as_deref(),
+            rule.http.clone().unwrap_or_default().paths[0]
+                .path
+                .as_deref(),
             Some("/api")
         );
     }

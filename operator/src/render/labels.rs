@@ -101,7 +101,6 @@ mod tests {
         assert_eq!(r.name, "db");
         assert_eq!(r.uid, "1234");
         assert_eq!(r.controller, Some(true));
-        assert_eq!(r.block_owner_deletion, Some(true));
     }
 
     #[test]

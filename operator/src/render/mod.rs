@@ -108,7 +108,9 @@ pub(crate) mod tests {
         }
     }
 
-    fn all_metadata(r: &Rendered) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    fn all_metadata(
+        r: &Rendered,
+    ) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
         let mut m = vec![
             r.config_map.meta(),
             r.secret.meta(),
@@ -152,13 +154,25 @@ pub(crate) mod tests {
             ("db", "replicas: 0", "replicas"),
             ("db", "replication:\n  maxAge: soon", "maxAge"),
             ("db", "snapshots:\n  schedule: 0 25 * * *", "schedule"),
-            ("db", "nats:\n  embedded: {}\n  external:\n    url: nats://x", "mutually exclusive"),
+            (
+                "db",
+                "nats:\n  embedded: {}\n  external:\n    url: nats://x",
+                "mutually exclusive",
+            ),
             ("db", "postgres:\n  requireTls: true", "tlsSecret"),
-            ("db", "replicas: 2\nreplication:\n  streamReplicas: 3", "cannot exceed"),
+            (
+                "db",
+                "replicas: 2\nreplication:\n  streamReplicas: 3",
+                "cannot exceed",
+            ),
             ("db", "database:\n  extensions: [x.so]", "extensions"),
             ("db", "http:\n  port: 4222", "port 4222"),
             ("Db", "", "metadata.name"),
-            ("db-peers-and-a-name-that-is-much-too-long-for-a-pod-name", "", "metadata.name"),
+            (
+                "db-peers-and-a-name-that-is-much-too-long-for-a-pod-name",
+                "",
+                "metadata.name",
+            ),
         ];
         for (name, spec, want) in cases {
             match render(&cluster(name, spec), "prod", &creds()) {
@@ -178,8 +192,12 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.ingress.is_none());
         assert!(r.pdb.is_none());
-        let r = render(&cluster("db", "http:\n  ingress:\n    host: h"), "prod", &creds())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = render(
+            &cluster("db", "http:\n  ingress:\n    host: h"),
+            "prod",
+            &creds(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.ingress.is_some());
         assert!(r.pdb.is_some());
     }

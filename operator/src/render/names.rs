@@ -132,8 +132,14 @@ mod tests {
         assert_eq!(config_map("db"), "db-config");
         assert_eq!(credentials_secret("db"), "db-credentials");
         assert_eq!(pod("db", 2), "db-2");
-        assert_eq!(pod_dns("db", "prod", 2), "db-2.db-peers.prod.svc.cluster.local");
-        assert_eq!(client_service_dns("db", "prod"), "db.prod.svc.cluster.local");
+        assert_eq!(
+            pod_dns("db", "prod", 2),
+            "db-2.db-peers.prod.svc.cluster.local"
+        );
+        assert_eq!(
+            client_service_dns("db", "prod"),
+            "db.prod.svc.cluster.local"
+        );
     }
 
     #[test]
@@ -141,7 +147,15 @@ mod tests {
         assert!(check_cluster_name("db").is_ok());
         assert!(check_cluster_name("my-db-2").is_ok());
         assert!(check_cluster_name(&"a".repeat(MAX_CLUSTER_NAME)).is_ok());
-        for bad in ["", "2db", "Db", "db_1", "db-", "db.x", &"a".repeat(MAX_CLUSTER_NAME + 1)] {
+        for bad in [
+            "",
+            "2db",
+            "Db",
+            "db_1",
+            "db-",
+            "db.x",
+            &"a".repeat(MAX_CLUSTER_NAME + 1),
+        ] {
             assert!(check_cluster_name(bad).is_err(), "{bad}");
         }
     }

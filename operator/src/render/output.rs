@@ -35,8 +35,8 @@ pub fn to_yaml_stream(r: &Rendered) -> Result<String> {
 fn doc(out: &mut String, comment: &str, object: &impl Serialize) -> Result<()> {
     // Through JSON first: serde_json's error is the crate's serialization error.
     let value = serde_json::to_value(object)?;
-    let yaml = serde_yaml::to_string(&value)
-        .map_err(<serde_json::Error as serde::ser::Error>::custom)?;
+    let yaml =
+        serde_yaml::to_string(&value).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
     out.push_str("---\n");
     out.push_str(comment);
     out.push_str(&yaml);

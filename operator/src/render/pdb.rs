@@ -54,14 +54,29 @@ mod tests {
 
     #[test]
     fn pdb_takes_max_unavailable_from_the_spec() {
-        let c = cluster("db", "replicas: 5\ndisruptionBudget:\n  maxUnavailable: 40%");
-        let spec = build(&c, "prod").unwrap_or_default().spec.unwrap_or_default();
-        assert_eq!(spec.max_unavailable, Some(IntOrString::String("40%".into())));
+        let c = cluster(
+            "db",
+            "replicas: 5\ndisruptionBudget:\n  maxUnavailable: 40%",
+        );
+        let spec = build(&c, "prod")
+            .unwrap_or_default()
+            .spec
+            .unwrap_or_default();
+        assert_eq!(
+            spec.max_unavailable,
+            Some(IntOrString::String("40%".into()))
+        );
     }
 
     #[test]
     fn no_pdb_for_one_replica_or_when_disabled() {
         assert!(build(&cluster("db", "replicas: 1"), "prod").is_none());
-        assert!(build(&cluster("db", "disruptionBudget:\n  enabled: false"), "prod").is_none());
+        assert!(
+            build(
+                &cluster("db", "disruptionBudget:\n  enabled: false"),
+                "prod"
+            )
+            .is_none()
+        );
     }
 }

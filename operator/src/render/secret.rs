@@ -42,7 +42,10 @@ mod tests {
         assert_eq!(s.metadata.name.as_deref(), Some("db-credentials"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("prod"));
         let data = s.data.unwrap_or_default();
-        let get = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).to_string());
+        let get = |k: &str| {
+            data.get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        };
         assert_eq!(get("username").as_deref(), Some("pguser"));
         assert_eq!(get("password").as_deref(), Some("pgpass"));
         assert_eq!(get("nats-username").as_deref(), Some("natsuser"));

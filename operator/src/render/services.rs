@@ -100,7 +100,12 @@ mod tests {
         assert_eq!(spec.selector, Some(selector_labels("db")));
         assert_eq!(
             port_list(&s),
-            pairs(&[("http", 8080), ("pg", 5432), ("nats", 4222), ("nats-cluster", 6222)])
+            pairs(&[
+                ("http", 8080),
+                ("pg", 5432),
+                ("nats", 4222),
+                ("nats-cluster", 6222)
+            ])
         );
     }
 
@@ -124,7 +129,12 @@ mod tests {
         let s = client(&c, "prod");
         assert_eq!(s.metadata.name.as_deref(), Some("db"));
         assert_eq!(
-            s.metadata.annotations.unwrap_or_default().get("a/b").map(String::as_str),
+            s.metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .get("a/b")
+                .map(String::as_str),
             Some("c")
         );
         let spec = s.spec.clone().unwrap_or_default();

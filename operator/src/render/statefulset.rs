@@ -10,9 +10,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, EmptyDirVolumeSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, Volume, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecretVolumeSource, Volume, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
@@ -211,7 +210,11 @@ mod tests {
             spec.update_strategy.and_then(|u| u.type_).as_deref(),
             Some("RollingUpdate")
         );
-        let labels = spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+        let labels = spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
         for (k, v) in selector_labels("db") {
             assert_eq!(labels.get(&k), Some(&v), "pod label {k}");
         }
@@ -227,11 +230,17 @@ mod tests {
         let cs = claims[0].spec.clone().unwrap_or_default();
         assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
         assert_eq!(
-            cs.resources.and_then(|r| r.requests).unwrap_or_default().get("storage"),
+            cs.resources
+                .and_then(|r| r.requests)
+                .unwrap_or_default()
+                .get("storage"),
             Some(&Quantity("50Gi".into()))
         );
         let default = build(&cluster("db", ""), "prod").spec.unwrap_or_default();
-        let cs = default.volume_claim_templates.unwrap_or_default()[0].spec.clone().unwrap_or_default();
+        let cs = default.volume_claim_templates.unwrap_or_default()[0]
+            .spec
+            .clone()
+            .unwrap_or_default();
         assert_eq!(cs.storage_class_name, None);
     }
 
@@ -243,14 +252,23 @@ mod tests {
         assert_eq!(sc.run_as_user, Some(65532));
         assert_eq!(sc.run_as_group, Some(65532));
         assert_eq!(sc.fs_group, Some(65532));
-        assert_eq!(sc.seccomp_profile.map(|s| s.type_).as_deref(), Some("RuntimeDefault"));
+        assert_eq!(
+            sc.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
         let vols = p.volumes.clone().unwrap_or_default();
-        assert!(vols.iter().any(|v| v.name == "tmp" && v.empty_dir.is_some()));
+        assert!(
+            vols.iter()
+                .any(|v| v.name == "tmp" && v.empty_dir.is_some())
+        );
         assert_eq!(p.enable_service_links, Some(false));
         assert_eq!(p.termination_grace_period_seconds, Some(30));
         let c = &p.containers[0];
         assert_eq!(
-            c.security_context.clone().unwrap_or_default().read_only_root_filesystem,
+            c.security_context
+                .clone()
+                .unwrap_or_default()
+                .read_only_root_filesystem,
             Some(true)
         );
     }
@@ -264,9 +282,16 @@ mod tests {
             .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
             .unwrap_or_default();
         assert_eq!(terms.len(), 1);
-        assert_eq!(terms[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
         assert_eq!(
-            terms[0].pod_affinity_term.label_selector.clone().and_then(|s| s.match_labels),
+            terms[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            terms[0]
+                .pod_affinity_term
+                .label_selector
+                .clone()
+                .and_then(|s| s.match_labels),
             Some(selector_labels("db"))
         );
         let c = cluster(
@@ -292,11 +317,21 @@ mod tests {
         let s = build(&c, "prod");
         let t = s.spec.clone().unwrap_or_default().template;
         assert_eq!(
-            t.metadata.and_then(|m| m.annotations).unwrap_or_default().get("a").map(String::as_str),
+            t.metadata
+                .and_then(|m| m.annotations)
+                .unwrap_or_default()
+                .get("a")
+                .map(String::as_str),
             Some("b")
         );
         let p = pod_spec(&s);
-        assert_eq!(p.node_selector.unwrap_or_default().get("disk").map(String::as_str), Some("ssd"));
+        assert_eq!(
+            p.node_selector
+                .unwrap_or_default()
+                .get("disk")
+                .map(String::as_str),
+            Some("ssd")
+        );
         assert_eq!(p.priority_class_name.as_deref(), Some("high"));
         assert_eq!(p.termination_grace_period_seconds, Some(60));
         assert_eq!(p.tolerations.unwrap_or_default().len(), 1);
@@ -312,12 +347,21 @@ mod tests {
     fn pg_tls_secret_is_mounted_only_when_pg_is_enabled() {
         let with = pod_spec(&build(&cluster("db", "postgres:\n  tlsSecret: t"), "prod"));
         let vols = with.volumes.unwrap_or_default();
-        let tls = vols.iter().find(|v| v.name == "pg-tls").and_then(|v| v.secret.clone());
+        let tls = vols
+            .iter()
+            .find(|v| v.name == "pg-tls")
+            .and_then(|v| v.secret.clone());
         assert_eq!(tls.and_then(|s| s.secret_name).as_deref(), Some("t"));
         let without = pod_spec(&build(
             &cluster("db", "postgres:\n  enabled: false\n  tlsSecret: t"),
             "prod",
         ));
-        assert!(!without.volumes.unwrap_or_default().iter().any(|v| v.name == "pg-tls"));
+        assert!(
+            !without
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .any(|v| v.name == "pg-tls")
+        );
     }
 }

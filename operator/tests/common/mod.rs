@@ -29,7 +29,9 @@ pub fn examples() -> Vec<PathBuf> {
     files.sort();
     for name in ["minimal", "production", "external-nats", "in-memory"] {
         assert!(
-            files.iter().any(|f| f.file_stem().is_some_and(|s| s == name)),
+            files
+                .iter()
+                .any(|f| f.file_stem().is_some_and(|s| s == name)),
             "examples/{name}.yaml is missing"
         );
     }
