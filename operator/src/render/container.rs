@@ -399,6 +399,8 @@ mod tests {
         );
         assert_eq!(val(&env, "HA_SNAPSHOT_RETAIN").as_deref(), Some("3"));
         assert_eq!(val(&env, "HA_SHUTDOWN_TIMEOUT").as_deref(), Some("15s"));
+        // An omitted `replication` section keeps DDL replication on.
+        assert_eq!(get(&env, "HA_DISABLE_DDL_SYNC"), None);
         // No secret value in the template, no unset option.
         assert!(env.iter().all(|e| e.value.as_deref() != Some("")));
         assert_eq!(get(&env, "HA_TOKEN"), None);
