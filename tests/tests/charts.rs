@@ -48,3 +48,38 @@ fn operator_chart_ships_the_generated_crd() {
         shipped.display()
     );
 }
+
+/// `target/<profile>/ha-operator`, built by `make test` (cargo build --workspace --bins).
+fn operator_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("ha-operator");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn ha_chart_runs_the_nodes_exactly_as_the_operator_would() {
+    let out = Command::new(repo_root().join(".tools/bin/python"))
+        .arg(repo_root().join("e2e/chart_parity.py"))
+        .arg(operator_bin())
+        .output()
+        .expect("run e2e/chart_parity.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "charts/ha and ha-operator render differently:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().filter(|l| l.contains(": OK")).count() >= 4,
+        "fewer cases than expected were compared:\n{stdout}"
+    );
+}

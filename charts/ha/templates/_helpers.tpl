@@ -1,0 +1,59 @@
+{{/* Names, labels and derived settings shared by the templates; they follow ha-operator's render. */}}
+
+{{- define "ha.name" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ha.selectorLabels" -}}
+app.kubernetes.io/instance: {{ include "ha.name" . }}
+app.kubernetes.io/name: ha
+ha.sqlite.dev/cluster: {{ include "ha.name" . }}
+{{- end -}}
+
+{{- define "ha.labels" -}}
+{{ include "ha.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ha.external" -}}
+{{- if .Values.nats.external.url }}true{{ end -}}
+{{- end -}}
+
+{{/* Embedded nats-servers form a cluster only with more than one replica. */}}
+{{- define "ha.clustered" -}}
+{{- if and (not (include "ha.external" .)) (gt (int .Values.replicas) 1) }}true{{ end -}}
+{{- end -}}
+
+{{- define "ha.streamReplicas" -}}
+{{- if .Values.replication.streamReplicas -}}
+{{- .Values.replication.streamReplicas -}}
+{{- else -}}
+{{- max 1 (min 3 (int .Values.replicas)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ha.routes" -}}
+{{- $name := include "ha.name" . -}}
+{{- $routes := list -}}
+{{- range $i := until (int .Values.replicas) -}}
+{{- $routes = append $routes (printf "nats-route://%s-%d.%s-peers.%s.svc.cluster.local:%d" $name $i $name $.Release.Namespace (int $.Values.nats.embedded.clusterPort)) -}}
+{{- end -}}
+{{- join "," $routes -}}
+{{- end -}}
+
+{{/* Container ports by name: http, then pg and NATS when in use. */}}
+{{- define "ha.ports" -}}
+- name: http
+  port: {{ .Values.http.port }}
+{{- if .Values.postgres.enabled }}
+- name: pg
+  port: {{ .Values.postgres.port }}
+{{- end }}
+{{- if not (include "ha.external" .) }}
+- name: nats
+  port: {{ .Values.nats.embedded.port }}
+- name: nats-cluster
+  port: {{ .Values.nats.embedded.clusterPort }}
+{{- end }}
+{{- end -}}
