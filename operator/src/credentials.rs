@@ -1,12 +1,16 @@
-//! Owns drawing fresh credentials for a new cluster's `<name>-credentials` Secret.
-//! Must not be called from `render` (which stays pure): callers draw once and pass them in.
+//! Owns the cluster's generated credentials: drawing fresh ones for a new cluster's
+//! `<name>-credentials` Secret, and reading them back from an existing one.
+//! Must not be called from `render` (which stays pure): callers draw once and pass them in; nor
+//! write the Secret (`controller` creates it once and never updates it).
 //! Invariant: passwords are 32 characters from [A-Za-z0-9] (about 190 bits) drawn from the OS
-//! generator, so they are safe in URLs, nats-server config strings and shell-free env values.
-//! See `render::Credentials` for the type and `render::secret` for the Secret.
+//! generator; an existing Secret always wins over freshly drawn credentials.
+//! See `render::Credentials` for the type, `render::secret` for the Secret.
 
+use k8s_openapi::api::core::v1::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::render::Credentials;
+use crate::render::{Credentials, names};
+use crate::{Error, Result};
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const PASSWORD_LEN: usize = 32;
@@ -27,6 +31,41 @@ impl Credentials {
             nats_password: password(&rng)?,
         })
     }
+}
+
+/// The credentials stored in an existing `<name>-credentials` Secret.
+pub fn from_secret(secret: &Secret) -> Result<Credentials> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let get = |key: &str| -> Result<String> {
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .ok_or_else(|| Error::Secret {
+                secret: name.clone(),
+                message: format!(
+                    "has no key {key:?}; delete it to have new credentials generated"
+                ),
+            })?;
+        String::from_utf8(bytes).map_err(|_| Error::Secret {
+            secret: name.clone(),
+            message: format!("key {key:?} is not UTF-8"),
+        })
+    };
+    Ok(Credentials {
+        pg_user: get(names::KEY_USERNAME)?,
+        pg_password: get(names::KEY_PASSWORD)?,
+        nats_user: get(names::KEY_NATS_USERNAME)?,
+        nats_password: get(names::KEY_NATS_PASSWORD)?,
+    })
 }
 
 fn password(rng: &SystemRandom) -> Result<String, RandomError> {
@@ -60,5 +99,25 @@ mod tests {
         assert_ne!(a.pg_password, b.pg_password);
         assert_eq!(a.pg_user, "ha");
         assert_eq!(a.nats_user, "ha-nats");
+    }
+
+    #[test]
+    fn the_rendered_secret_is_read_back_key_by_key() {
+        let creds = crate::render::tests::creds();
+        let rendered = crate::render::render(
+            &crate::render::tests::cluster("db", ""),
+            "prod",
+            &creds,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_secret(&rendered.secret).unwrap_or_else(|e| panic!("{e}")), creds);
+    }
+
+    #[test]
+    fn a_secret_missing_a_key_is_an_error_that_says_which() {
+        let mut s = Secret::default();
+        s.metadata.name = Some("db-credentials".into());
+        let e = from_secret(&s).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("db-credentials") && e.contains("\"username\""), "{e}");
     }
 }

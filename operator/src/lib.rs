@@ -3,13 +3,39 @@
 //! Must not depend on the `ha` node crate: the node is reached only through its flags and HTTP API.
 //! Invariant: `render` stays pure so the controller, the `render` command and the e2e simulation
 //! produce the same objects.
-//! See `crd` (the resource), `render` (its objects), `credentials` (the generated Secret values).
+//! See `crd` (the resource), `render` (its objects), `credentials` (the generated Secret values),
+//! `controller` (the reconcile loop).
+//!
+//! # Layout
+//!
+//! - `crd`, `render`, `manifest`, `syntax`: the resource and the objects it becomes (pure).
+//! - `controller`: the reconcile loop (finalizer → apply / cleanup), its `Context` and `run`.
+//! - `observed`: what one reconcile saw (pods, what each node's `/status` said).
+//! - `status`, `rollout`, `members`, `snapshots`: pure decisions — the status to report, the
+//!   StatefulSet partition of a rolling update, the departed nodes to clean up, the snapshot tick.
+//! - `node_client`: HTTP calls to the nodes; `credentials`: the generated credentials Secret.
+//! - `lease`: leader election; `metrics`, `telemetry`, `web`: what the process exposes.
 
 pub mod crd;
 pub mod credentials;
 pub mod manifest;
 pub mod render;
 pub mod syntax;
+
+pub mod controller;
+pub mod lease;
+pub mod members;
+pub mod metrics;
+pub mod node_client;
+pub mod observed;
+pub mod rollout;
+pub mod snapshots;
+pub mod status;
+pub mod telemetry;
+pub mod web;
+
+#[cfg(test)]
+mod fixtures;
 
 /// Everything that can go wrong in the operator library.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +51,27 @@ pub enum Error {
     /// An object could not be serialized.
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+
+    /// An object lacks a field the operator relies on (name, namespace, uid).
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+
+    /// A Secret the cluster depends on exists but cannot be used.
+    #[error("secret {secret}: {message}")]
+    Secret { secret: String, message: String },
+
+    /// A node's HTTP API refused or failed a call the reconcile needs.
+    #[error("node {node}: {source}")]
+    Node {
+        node: String,
+        #[source]
+        source: node_client::NodeError,
+    },
+
+    /// Adding or removing the finalizer failed, or the work inside it did (boxed: it embeds
+    /// this type).
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl From<kube::Error> for Error {
@@ -36,10 +83,19 @@ impl From<kube::Error> for Error {
 impl Error {
     /// Short label for the failure metric.
     pub fn metric_label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
+            Error::MissingField(_) => "missing_field",
+            Error::Secret { .. } => "secret",
+            Error::Node { .. } => "node_api",
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
+                F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",
+                F::UnnamedObject | F::InvalidFinalizer => "finalizer",
+            },
         }
     }
 }

@@ -1,0 +1,857 @@
+//! Owns the reconcile loop of `HaCluster`: the finalizer around apply and cleanup, server-side
+//! apply of every rendered object, the create-once credentials Secret, the calls that observe
+//! the nodes, scale-down cleanup, scheduled snapshots, the status patch and Events.
+//! Must not build objects (that is `render`) nor decide policy inline: the status, the rollout
+//! partition, departed nodes and snapshot ticks come from the pure modules.
+//! Invariant: every reconcile ends with a status that describes what it saw, written by one
+//! field manager (`ha-operator`) with `force`, and requeues (sooner while work is in progress).
+//! See `status`, `rollout`, `members`, `snapshots`; `run` wires it into a kube `Controller`.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crd::{HaCluster, HaClusterStatus, SnapshotStatus};
+use crate::metrics::Metrics;
+use crate::node_client::{NodeClient, NodeTarget};
+use crate::observed::{Observed, PodView, node_base_url, pod_view};
+use crate::render::{Credentials, Rendered};
+use crate::rollout::{self, Revisions, Rollout, RolloutDecision};
+use crate::snapshots::{self, Tick};
+use crate::status::{self, Inputs, Schedule};
+use crate::{Error, Result, credentials, members};
+
+/// The one field manager of every object and status the operator applies.
+pub const FIELD_MANAGER: &str = "ha-operator";
+/// Finalizer on every HaCluster the operator manages.
+pub const FINALIZER: &str = "ha.sqlite.dev/cleanup";
+/// Label every rendered object carries (value: the cluster name).
+pub const CLUSTER_LABEL: &str = "ha.sqlite.dev/cluster";
+
+/// Requeue while nothing is in progress (refreshes per-node sequences and lag).
+const REQUEUE_STEADY: Duration = Duration::from_secs(60);
+/// Requeue while creating, scaling or updating.
+const REQUEUE_BUSY: Duration = Duration::from_secs(10);
+
+/// The render function the reconciler calls (`render::render`; tests may pass a stand-in).
+pub type RenderFn = fn(&HaCluster, &str, &Credentials) -> Result<Rendered>;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub nodes: NodeClient,
+    pub render: RenderFn,
+    /// Wall clock (tests pass a fixed one).
+    pub clock: fn() -> Timestamp,
+    /// Consecutive failures per object (`ns/name`), for the error back-off. Never held across
+    /// an await.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Last snapshot attempt per object: covers the moment before its status write is visible
+    /// in the watch cache, so one tick never gives two snapshots.
+    snapshot_attempts: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, identity: &str) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity.into()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            metrics,
+            nodes: NodeClient::default(),
+            render: crate::render::render,
+            clock: Timestamp::now,
+            failures: Mutex::default(),
+            snapshot_attempts: Mutex::default(),
+        }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let Ok(mut m) = self.failures.lock() else {
+            return 1;
+        };
+        let n = m.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn reset_failures(&self, key: &str) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(key);
+        }
+    }
+
+    fn remembered_attempt(&self, key: &str) -> Option<Timestamp> {
+        self.snapshot_attempts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+    }
+
+    fn remember_attempt(&self, key: &str, at: Timestamp) {
+        if let Ok(mut m) = self.snapshot_attempts.lock() {
+            m.insert(key.to_string(), at);
+        }
+    }
+}
+
+fn key_of(cluster: &HaCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+/// The controller's entry point for one object: metrics, then the finalizer around
+/// apply / cleanup.
+pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    let ns = cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let key = key_of(&cluster);
+    tracing::debug!(cluster = %key, "reconciling");
+    let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.reset_failures(&key);
+    }
+    result
+}
+
+/// Logs and counts the failure, then retries with a per-object exponential back-off.
+pub fn error_policy(cluster: Arc<HaCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = key_of(&cluster);
+    let n = ctx.record_failure(&key);
+    let wait = backoff(n);
+    tracing::warn!(cluster = %key, error = %error, failures = n, retry_in = ?wait, "reconcile failed");
+    ctx.metrics.set_failure(error);
+    Action::requeue(wait)
+}
+
+/// 5 s after the first failure, doubling, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(5u64 << exp).min(Duration::from_secs(300))
+}
+
+/// Events of one reconcile, published after its status is written.
+#[derive(Default)]
+struct Events(Vec<Event>);
+
+impl Events {
+    fn normal(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Normal, reason, action, note);
+    }
+    fn warning(&mut self, reason: &str, action: &str, note: String) {
+        self.push(EventType::Warning, reason, action, note);
+    }
+    fn push(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.0.push(Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        });
+    }
+    /// Best effort: an Event that cannot be written is logged, never a failed reconcile.
+    async fn publish(self, ctx: &Context, cluster: &HaCluster) {
+        let oref = cluster.object_ref(&());
+        for e in self.0 {
+            if let Err(err) = ctx.recorder.publish(&e, &oref).await {
+                tracing::warn!(reason = %e.reason, error = %err, "publishing an Event failed");
+            }
+        }
+    }
+}
+
+/// Everything one Apply reconcile does, in order.
+async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
+    let name = cluster.name_any();
+    let ns = cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let key = key_of(cluster);
+    let now = (ctx.clock)();
+    let previous = cluster.status.as_ref();
+    let mut events = Events::default();
+
+    // 1. Credentials (created once) and the render of every object.
+    let rendered = match credentials_and_render(cluster, &ns, ctx, &mut events).await {
+        Ok(r) => r,
+        Err(e @ (Error::InvalidSpec(_) | Error::Secret { .. })) => {
+            // The user must fix something: say so in the status, then fail (counted, backed off).
+            events.warning("InvalidSpec", "Reconcile", e.to_string());
+            let status = failed_status(cluster, &e, now);
+            patch_status(ctx, cluster, &status).await?;
+            events.publish(ctx, cluster).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let token = node_token(cluster, &ns, ctx).await?;
+
+    // 2. Observe: the live StatefulSet, its pods and each node's /status.
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let sts_name = rendered
+        .stateful_set
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingField("StatefulSet metadata.name"))?;
+    let live = sts_api.get_opt(&sts_name).await?;
+    let seen = observe(cluster, &ns, &rendered.stateful_set, token.as_deref(), ctx).await?;
+    let replicas = cluster.spec.replicas;
+
+    // 3. Decide the rolling-update partition and apply every object.
+    let revisions = revisions_of(live.as_ref());
+    let rollout = rollout::decide(&name, replicas, &revisions, &seen);
+    let mut rendered = rendered;
+    set_partition(&mut rendered.stateful_set, rollout.partition);
+    let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
+    note_changes(cluster, live.as_ref(), &revisions, &rollout, &mut events);
+
+    // 4. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
+    let plan = members::plan(&name, replicas, previous, &seen);
+    let (departed, deferred) =
+        clean_departed(cluster, &plan, &seen, token.as_deref(), ctx, &mut events).await;
+
+    // 5. The snapshot schedule.
+    let snap = snapshot_step(
+        cluster,
+        &key,
+        &seen,
+        token.as_deref(),
+        now,
+        ctx,
+        &mut events,
+    )
+    .await;
+
+    // 6. Status, then Events.
+    let status = status::compute(&Inputs {
+        cluster: &name,
+        generation: cluster.metadata.generation,
+        spec: &cluster.spec,
+        previous,
+        stateful_set: Some(&applied),
+        seen: &seen,
+        rollout: &rollout,
+        departed: &departed,
+        leaving: &plan.leaving,
+        schedule: snap.schedule,
+        last_snapshot: snap.last,
+        endpoints: Some(status::endpoints(&name, &ns, &cluster.spec)),
+        failure: None,
+        now,
+    });
+    patch_status(ctx, cluster, &status).await?;
+    events.publish(ctx, cluster).await;
+    if let Some(e) = deferred {
+        return Err(e);
+    }
+
+    let busy = matches!(
+        status.phase.as_deref(),
+        Some("Creating" | "Scaling" | "Updating")
+    );
+    let mut wait = if busy { REQUEUE_BUSY } else { REQUEUE_STEADY };
+    if let Some(next) = snap.next {
+        let until = next.duration_since(now).max(SignedDuration::ZERO);
+        let until = Duration::try_from(until).unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+        wait = wait.min(until);
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// Reads the credentials Secret (or draws new credentials), renders, and creates the Secret
+/// when it was absent. A Secret created meanwhile by someone else wins (409 → read it back).
+async fn credentials_and_render(
+    cluster: &HaCluster,
+    ns: &str,
+    ctx: &Context,
+    events: &mut Events,
+) -> Result<Rendered> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_name = credentials::secret_name(&cluster.name_any());
+    if let Some(existing) = secrets.get_opt(&secret_name).await? {
+        let creds = credentials::from_secret(&existing)?;
+        return (ctx.render)(cluster, ns, &creds);
+    }
+    let creds = credentials::generate()?;
+    let rendered = (ctx.render)(cluster, ns, &creds)?;
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&pp, &rendered.secret).await {
+        Ok(_) => {
+            events.normal(
+                "CredentialsGenerated",
+                "Create",
+                format!("generated credentials in Secret {secret_name}"),
+            );
+            Ok(rendered)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = secrets.get(&secret_name).await?;
+            (ctx.render)(cluster, ns, &credentials::from_secret(&existing)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The bearer token for the nodes' HTTP API, from `spec.http.tokenSecret` (key `token`).
+async fn node_token(cluster: &HaCluster, ns: &str, ctx: &Context) -> Result<Option<String>> {
+    let Some(name) = &cluster.spec.http.token_secret else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let missing = |message: &str| Error::Secret {
+        secret: name.clone(),
+        message: message.into(),
+    };
+    let secret = secrets
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| missing("not found (spec.http.tokenSecret)"))?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get("token").map(|b| b.0.clone()))
+        .ok_or_else(|| missing("has no key \"token\""))?;
+    let token = String::from_utf8(bytes).map_err(|_| missing("key \"token\" is not UTF-8"))?;
+    Ok(Some(token.trim().to_string()))
+}
+
+/// Lists the StatefulSet's pods and reads each node's `/status` (concurrently, short timeout).
+async fn observe(
+    cluster: &HaCluster,
+    ns: &str,
+    sts: &StatefulSet,
+    token: Option<&str>,
+    ctx: &Context,
+) -> Result<Observed> {
+    let name = cluster.name_any();
+    let selector = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{CLUSTER_LABEL}={name}"));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut seen = Observed::new(list.iter().filter_map(|p| pod_view(&name, p)).collect());
+    let port = cluster.spec.http.port;
+    let reads = seen.pods.iter().filter(|p| !p.terminating).map(|p| async {
+        let report = match target(p, port, token) {
+            Some(t) => ctx.nodes.status(&t).await.map_err(|e| e.to_string()),
+            None => Err("pod has no IP yet".to_string()),
+        };
+        (p.name.clone(), report)
+    });
+    let reports = futures::future::join_all(reads).await;
+    seen.reports.extend(reports);
+    Ok(seen)
+}
+
+fn target(pod: &PodView, port: i32, token: Option<&str>) -> Option<NodeTarget> {
+    Some(NodeTarget {
+        name: pod.name.clone(),
+        base_url: node_base_url(pod.ip.as_deref()?, port),
+        token: token.map(str::to_string),
+    })
+}
+
+fn revisions_of(live: Option<&StatefulSet>) -> Revisions {
+    let Some(sts) = live else {
+        return Revisions::default();
+    };
+    let status = sts.status.as_ref();
+    Revisions {
+        current: status.and_then(|s| s.current_revision.clone()),
+        update: status.and_then(|s| s.update_revision.clone()),
+        partition: sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition),
+    }
+}
+
+/// The operator owns the partition: rolling updates go one pod at a time, gated by `rollout`.
+fn set_partition(sts: &mut StatefulSet, partition: i32) {
+    let spec = sts.spec.get_or_insert_with(Default::default);
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(StatefulSetUpdateStrategy::default);
+    strategy.type_ = Some("RollingUpdate".into());
+    strategy
+        .rolling_update
+        .get_or_insert_with(RollingUpdateStatefulSetStrategy::default)
+        .partition = Some(partition);
+}
+
+/// Server-side apply of every rendered object (the Secret excepted: create-once), and removal
+/// of optional objects the spec no longer asks for. Returns the applied StatefulSet.
+async fn apply_children(
+    cluster: &HaCluster,
+    ns: &str,
+    r: &Rendered,
+    ctx: &Context,
+) -> Result<StatefulSet> {
+    apply_object(ctx, ns, &r.config_map).await?;
+    apply_object(ctx, ns, &r.peers_service).await?;
+    apply_object(ctx, ns, &r.client_service).await?;
+    let sts = apply_object(ctx, ns, &r.stateful_set).await?;
+    match &r.pdb {
+        Some(pdb) => {
+            apply_object(ctx, ns, pdb).await?;
+        }
+        None => prune::<PodDisruptionBudget>(cluster, ns, ctx).await?,
+    }
+    match &r.ingress {
+        Some(ing) => {
+            apply_object(ctx, ns, ing).await?;
+        }
+        None => prune::<Ingress>(cluster, ns, ctx).await?,
+    }
+    Ok(sts)
+}
+
+async fn apply_object<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = obj
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(name, &pp, &Patch::Apply(obj)).await?)
+}
+
+/// Deletes objects of kind `K` this cluster controls (label + controller owner reference).
+async fn prune<K>(cluster: &HaCluster, ns: &str, ctx: &Context) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", cluster.name_any()));
+    let uid = cluster.uid();
+    for obj in api.list(&lp).await? {
+        let ours = obj
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref());
+        if ours {
+            let n = obj.name_any();
+            tracing::info!(kind = %K::kind(&()), name = %n, "removing an object the spec no longer asks for");
+            match api.delete(&n, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Events for what this reconcile changed: first creation, scaling, a pod handed to the update.
+fn note_changes(
+    cluster: &HaCluster,
+    live: Option<&StatefulSet>,
+    revisions: &Revisions,
+    rollout: &RolloutDecision,
+    events: &mut Events,
+) {
+    let replicas = cluster.spec.replicas;
+    let first = cluster
+        .status
+        .as_ref()
+        .is_none_or(|s| s.observed_generation.is_none());
+    match live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
+        None if first => events.normal(
+            "Created",
+            "Create",
+            format!("created the cluster's objects for {replicas} nodes"),
+        ),
+        Some(before) if before != replicas => events.normal(
+            "Scaling",
+            "Scale",
+            format!("scaling from {before} to {replicas} nodes"),
+        ),
+        _ => {}
+    }
+    if let Rollout::Replacing { pod } = &rollout.rollout
+        && revisions.partition.is_some_and(|p| rollout.partition < p)
+    {
+        events.normal(
+            "RollingUpdate",
+            "Update",
+            format!(
+                "replacing {pod} ({}/{replicas} nodes updated)",
+                rollout.updated
+            ),
+        );
+    }
+}
+
+/// Runs the scale-down cleanup the plan asks for. Returns the departed nodes still to clean
+/// (with why) and the error to report after the status is written.
+async fn clean_departed(
+    cluster: &HaCluster,
+    plan: &members::Plan,
+    seen: &Observed,
+    token: Option<&str>,
+    ctx: &Context,
+    events: &mut Events,
+) -> (Vec<(String, String)>, Option<Error>) {
+    if plan.clean.is_empty() {
+        return (Vec::new(), None);
+    }
+    let replicas = cluster.spec.replicas;
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < replicas)
+        .find_map(|p| target(p, cluster.spec.http.port, token));
+    let Some(via) = via else {
+        let why = "waiting for a ready node to remove its consumer and JetStream peer";
+        return (
+            plan.clean
+                .iter()
+                .map(|n| (n.clone(), why.to_string()))
+                .collect(),
+            None,
+        );
+    };
+    let (results, error) =
+        members::clean(&ctx.nodes, &via, &plan.clean, cluster.spec.embedded_nats()).await;
+    let mut left = Vec::new();
+    let mut cleaned = Vec::new();
+    for r in results {
+        match r.result {
+            Ok(()) => cleaned.push(r.name),
+            Err(e) => left.push((r.name, format!("cleanup through {} failed: {e}", via.name))),
+        }
+    }
+    if !cleaned.is_empty() {
+        let what = if cluster.spec.embedded_nats() {
+            "durable consumers and JetStream peers"
+        } else {
+            "durable consumers"
+        };
+        events.normal(
+            "DepartedNodesRemoved",
+            "Scale",
+            format!("removed the {what} of {}", cleaned.join(", ")),
+        );
+    }
+    if !left.is_empty() {
+        let detail: Vec<String> = left.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        events.warning("CleanupFailed", "Scale", detail.join("; "));
+    }
+    let error = error.map(|source| Error::Node {
+        node: via.name.clone(),
+        source,
+    });
+    (left, error)
+}
+
+/// The snapshot part of a reconcile.
+struct SnapshotOutcome {
+    schedule: Schedule,
+    last: Option<SnapshotStatus>,
+    /// When the next tick falls, to requeue in time.
+    next: Option<Timestamp>,
+}
+
+async fn snapshot_step(
+    cluster: &HaCluster,
+    key: &str,
+    seen: &Observed,
+    token: Option<&str>,
+    now: Timestamp,
+    ctx: &Context,
+    events: &mut Events,
+) -> SnapshotOutcome {
+    let previous = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_snapshot.clone());
+    let keep = |schedule| SnapshotOutcome {
+        schedule,
+        last: previous.clone(),
+        next: None,
+    };
+    let Some(expr) = &cluster.spec.snapshots.schedule else {
+        return keep(Schedule::None);
+    };
+    let schedule = match snapshots::Schedule::parse(expr) {
+        Ok(s) => s,
+        Err(e) => {
+            events.warning("InvalidSchedule", "Snapshot", e.clone());
+            return keep(Schedule::Invalid(e));
+        }
+    };
+    let last = snapshots::last_attempt(previous.as_ref()).max(ctx.remembered_attempt(key));
+    let since = cluster
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let tick = match snapshots::tick(&schedule, last, since, now) {
+        Ok(t) => t,
+        Err(e) => return keep(Schedule::Invalid(e)),
+    };
+    let next_tick = |schedule: &snapshots::Schedule| schedule.next_after(now).ok();
+    match tick {
+        Tick::Wait { next } => SnapshotOutcome {
+            schedule: Schedule::Next(Some(next)),
+            last: previous,
+            next: Some(next),
+        },
+        Tick::Due { scheduled } => {
+            tracing::info!(cluster = %key, %scheduled, "snapshot due");
+            ctx.remember_attempt(key, now);
+            let result = take_snapshot(cluster, seen, token, now, ctx).await;
+            let label = if result.result == snapshots::SUCCEEDED {
+                events.normal(
+                    "SnapshotTaken",
+                    "Snapshot",
+                    format!(
+                        "{} took a snapshot at sequence {}: {}",
+                        result.node.as_deref().unwrap_or("?"),
+                        result.sequence.unwrap_or(0),
+                        result.message.as_deref().unwrap_or("")
+                    ),
+                );
+                "succeeded"
+            } else {
+                events.warning(
+                    "SnapshotFailed",
+                    "Snapshot",
+                    result.message.clone().unwrap_or_default(),
+                );
+                "failed"
+            };
+            ctx.metrics.snapshots.with_label_values(&[label]).inc();
+            let next = next_tick(&schedule);
+            SnapshotOutcome {
+                schedule: Schedule::Next(next),
+                last: Some(result),
+                next,
+            }
+        }
+    }
+}
+
+async fn take_snapshot(
+    cluster: &HaCluster,
+    seen: &Observed,
+    token: Option<&str>,
+    now: Timestamp,
+    ctx: &Context,
+) -> SnapshotStatus {
+    let Some(pod) = snapshots::choose_node(seen, cluster.spec.replicas) else {
+        return snapshots::failed(now, None, "no ready node to take the snapshot".into());
+    };
+    let Some(t) = target(pod, cluster.spec.http.port, token) else {
+        return snapshots::failed(now, Some(&pod.name), "pod has no IP".into());
+    };
+    match ctx.nodes.snapshot(&t).await {
+        Ok(taken) => snapshots::succeeded(now, &pod.name, &taken),
+        Err(e) => snapshots::failed(now, Some(&pod.name), e.to_string()),
+    }
+}
+
+/// The status of a cluster whose spec or Secrets cannot be used.
+fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterStatus {
+    let name = cluster.name_any();
+    let seen = Observed::default();
+    let rollout = RolloutDecision {
+        partition: cluster.spec.replicas,
+        rollout: Rollout::Idle,
+        updated: 0,
+    };
+    let previous = cluster.status.as_ref();
+    let mut s = status::compute(&Inputs {
+        cluster: &name,
+        generation: cluster.metadata.generation,
+        spec: &cluster.spec,
+        previous,
+        stateful_set: None,
+        seen: &seen,
+        rollout: &rollout,
+        departed: &[],
+        leaving: &[],
+        schedule: Schedule::None,
+        last_snapshot: previous.and_then(|p| p.last_snapshot.clone()),
+        endpoints: previous.and_then(|p| p.endpoints.clone()),
+        failure: Some(e.to_string()),
+        now,
+    });
+    // Nothing was observed: keep what the last good reconcile saw of the nodes.
+    if let Some(p) = previous {
+        s.nodes = p.nodes.clone();
+        s.ready_replicas = p.ready_replicas;
+    }
+    s
+}
+
+async fn patch_status(ctx: &Context, cluster: &HaCluster, status: &HaClusterStatus) -> Result<()> {
+    let ns = cluster
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(
+        &cluster.name_any(),
+        &pp,
+        &Patch::Apply(status::patch(status)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletion: owner references remove every child; nothing else is the operator's to delete.
+async fn cleanup(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
+    let mut events = Events::default();
+    let note = if cluster.spec.embedded_nats() {
+        "deleting: Kubernetes removes the StatefulSet, Services, ConfigMap, Secret, PDB and Ingress \
+         (owner references); PersistentVolumeClaims follow the StatefulSet's retention policy"
+    } else {
+        "deleting: Kubernetes removes the cluster's objects (owner references); the stream and \
+         consumers on the external NATS are kept"
+    };
+    events.normal("Deleting", "Delete", note.into());
+    events.publish(ctx, cluster).await;
+    Ok(Action::await_change())
+}
+
+/// Fails with an install hint when the HaCluster CRD is not served.
+pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), String> {
+    let api: Api<HaCluster> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            Err("the HaCluster CRD is not installed; install it with \
+             `ha-operator crd | kubectl apply -f -` (or the ha-operator Helm chart)"
+                .into())
+        }
+        Err(e) => Err(format!(
+            "cannot list HaClusters: {e} (check the operator's RBAC and the CRD: \
+             `ha-operator crd | kubectl apply -f -`)"
+        )),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves: HaClusters (one namespace or all) and the
+/// objects they own, reconciled on spec and finalizer changes, child changes and requeues.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let clusters: Api<HaCluster> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Status-only updates (our own status patches) must not trigger reconciles: filter the
+    // main stream on generation (spec changes, deletion) and finalizers.
+    let (reader, writer) = reflector::store();
+    let main = watcher(clusters, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    let owned = watcher::Config::default().labels(CLUSTER_LABEL);
+    Controller::for_stream(main, reader)
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<Secret>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        .owns(api::<Ingress>(&client, ns), owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

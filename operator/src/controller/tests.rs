@@ -1,0 +1,606 @@
+//! Reconciler tests against a mocked API server (`fixtures::ApiServerVerifier`) and, where the
+//! reconcile talks to nodes, a stand-in ha node over real HTTP (`fixtures::NodeMock`).
+//! Each test runs one reconcile and asserts the requests it made and the status it wrote.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::runtime::controller::Action;
+
+use super::{Context, backoff, error_policy, reconcile};
+use crate::crd::{HaCluster, HaClusterStatus};
+use crate::fixtures::{
+    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, timeout_after_1s,
+};
+use crate::status::{DEGRADED, PROGRESSING, READY, SNAPSHOT_SUCCEEDED};
+
+const APPLY: &str = "?&force=true&fieldManager=ha-operator";
+
+fn sts_status(replicas: i32, ready: i32, current: &str, update: &str) -> StatefulSetStatus {
+    StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(ready),
+        current_revision: Some(current.into()),
+        update_revision: Some(update.into()),
+        ..StatefulSetStatus::default()
+    }
+}
+
+/// Runs one reconcile of `cluster` in `scenario`; returns its result and what the API saw.
+async fn reconcile_in(
+    cluster: HaCluster,
+    scenario: Scenario,
+) -> (
+    crate::Result<Action>,
+    Recorded,
+    Arc<crate::metrics::Metrics>,
+) {
+    let (ctx, verifier) = Context::test();
+    let metrics = ctx.metrics.clone();
+    let server = verifier.run(scenario);
+    let result = reconcile(Arc::new(cluster), ctx).await;
+    let recorded = timeout_after_1s(server).await;
+    (result, recorded, metrics)
+}
+
+fn condition<'a>(
+    s: &'a HaClusterStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {s:?}"))
+}
+
+#[tokio::test]
+async fn a_cluster_without_the_finalizer_gets_it_and_nothing_else() {
+    let c = HaCluster::test();
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::FinalizerCreation(c)).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(recorded.requests.len(), 1);
+}
+
+#[tokio::test]
+async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_creating() {
+    let c = HaCluster::test().finalized().with_ingress();
+    let world = World {
+        applied_status: Some(sts_status(0, 0, "r1", "r1")),
+        events: vec!["CredentialsGenerated", "Created"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
+
+    // Every child is applied server-side, with one field manager, forced.
+    for url in [
+        "/api/v1/namespaces/default/configmaps/db-config",
+        "/api/v1/namespaces/default/services/db-peers",
+        "/api/v1/namespaces/default/services/db",
+        "/apis/apps/v1/namespaces/default/statefulsets/db",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+        "/apis/networking.k8s.io/v1/namespaces/default/ingresses/db",
+    ] {
+        let expected = format!("PATCH {url}{APPLY}");
+        assert!(
+            recorded.requests.contains(&expected),
+            "{expected} missing from {:#?}",
+            recorded.requests
+        );
+    }
+    assert!(recorded.requests.contains(
+        &"POST /api/v1/namespaces/default/secrets?&fieldManager=ha-operator".to_string()
+    ));
+    // A new StatefulSet holds every pod (partition = replicas) until an update needs rolling.
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(
+        sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        3
+    );
+    assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
+
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Creating"));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.ready_replicas, 0);
+    assert_eq!(condition(&status, READY).status, "False");
+    assert_eq!(condition(&status, PROGRESSING).reason, "Creating");
+    let endpoints = status.endpoints.unwrap();
+    assert_eq!(endpoints.postgres.as_deref(), Some("db.default.svc:5432"));
+    assert_eq!(endpoints.ingress.as_deref(), Some("http://db.example.com/"));
+    let patch = recorded.status_patch.unwrap();
+    assert_eq!(patch["apiVersion"], "ha.sqlite.dev/v1alpha1");
+    assert_eq!(patch["kind"], "HaCluster");
+}
+
+#[tokio::test]
+async fn an_existing_secret_is_never_created_or_overwritten() {
+    let c = HaCluster::test().finalized();
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 0, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 0, "r1", "r1")),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let writes: Vec<_> = recorded
+        .requests
+        .iter()
+        .filter(|r| r.contains("/secrets") && !r.starts_with("GET"))
+        .collect();
+    assert!(writes.is_empty(), "secret writes: {writes:?}");
+}
+
+#[tokio::test]
+async fn a_secret_created_meanwhile_is_read_back_not_overwritten() {
+    let c = HaCluster::test().finalized();
+    let world = World {
+        secret_race: true,
+        applied_status: Some(sts_status(0, 0, "r1", "r1")),
+        events: vec!["Created"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let secret_calls: Vec<_> = recorded
+        .requests
+        .iter()
+        .filter(|r| r.contains("/secrets"))
+        .collect();
+    assert_eq!(secret_calls.len(), 3, "read, create (409), read back");
+}
+
+#[tokio::test]
+async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
+    let node = NodeMock::start(NodeBehaviour {
+        applied_seq: 40,
+        lag: 2,
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.ready_replicas, 3);
+    assert_eq!(condition(&status, READY).status, "True");
+    assert_eq!(condition(&status, PROGRESSING).status, "False");
+    assert_eq!(condition(&status, DEGRADED).status, "False");
+    assert_eq!(status.nodes.len(), 3);
+    for n in &status.nodes {
+        assert!(n.ready);
+        assert_eq!((n.applied_seq, n.lag), (Some(40), Some(2)), "{n:?}");
+        assert_eq!(n.message, None);
+    }
+    assert!(node.calls().is_empty(), "only /status was read");
+}
+
+#[tokio::test]
+async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
+    // Nothing listens on this port: the nodes' /status cannot be read.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = HaCluster::test()
+        .finalized()
+        .replicas(1)
+        .http_port(closed)
+        .running_with_nodes(&["db-0"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
+        applied_status: Some(sts_status(1, 1, "r1", "r1")),
+        pods: vec![pod(0, true, "r1")],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let status = recorded.status();
+    let msg = status.nodes[0].message.clone().unwrap();
+    assert!(msg.starts_with("status unavailable: unreachable"), "{msg}");
+    assert_eq!(status.nodes[0].applied_seq, None);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off() {
+    let c = HaCluster::test().finalized().replicas(0);
+    let (ctx, verifier) = Context::test();
+    let server = verifier.run(Scenario::InvalidSpec(c.clone()));
+    let cluster = Arc::new(c);
+    let err = reconcile(cluster.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "invalid_spec");
+    assert_eq!(
+        error_policy(cluster.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(cluster, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(ctx.metrics.failure_count("invalid_spec"), 2);
+    drop(ctx);
+    let recorded = timeout_after_1s(server).await;
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let ready = condition(&status, READY);
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("replicas must be at least 1"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
+async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
+    let c = HaCluster::test().finalized();
+    let (ctx, verifier) = Context::test();
+    let server = verifier.run(Scenario::ApiServerError);
+    let cluster = Arc::new(c);
+    let err = reconcile(cluster.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "kube");
+    error_policy(cluster, &err, ctx.clone());
+    assert_eq!(ctx.metrics.failure_count("kube"), 1);
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("ha_operator_reconciliations_total 1")
+    );
+    drop(ctx);
+    timeout_after_1s(server).await;
+}
+
+#[test]
+fn the_error_back_off_doubles_up_to_five_minutes() {
+    let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_publishes_an_event_and_removes_the_finalizer() {
+    let c = HaCluster::test().finalized().deleting();
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Cleanup(c)).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(recorded.requests.len(), 2);
+}
+
+#[tokio::test]
+async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let before = ["db-0", "db-1", "db-2", "db-3", "db-4"];
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&before);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        events: vec!["DepartedNodesRemoved"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(
+        c.clone(),
+        Scenario::Apply(c.clone(), Box::new(world.clone())),
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        [
+            "DELETE /replications/db-4",
+            "DELETE /cluster/peers/db-4",
+            "DELETE /replications/db-3",
+            "DELETE /cluster/peers/db-3",
+        ]
+    );
+    let status = recorded.status();
+    let names: Vec<_> = status.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["db-0", "db-1", "db-2"],
+        "cleaned nodes are no longer listed"
+    );
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+
+    // The next reconcile starts from that status: nothing left to remove.
+    let again = c.with_status(status);
+    let world = World {
+        events: vec![],
+        ..world
+    };
+    let (result, _, _) = reconcile_in(again.clone(), Scenario::Apply(again, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(node.calls().len(), 4, "no second cleanup");
+}
+
+#[tokio::test]
+async fn departed_nodes_wait_until_their_pods_are_gone() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
+        applied_status: Some(sts_status(4, 4, "r1", "r1")),
+        pods: vec![
+            pod(0, true, "r1"),
+            pod(1, true, "r1"),
+            pod(2, true, "r1"),
+            pod(3, true, "r1"),
+        ],
+        events: vec!["Scaling"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
+    assert!(node.calls().is_empty());
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Scaling"));
+    assert_eq!(condition(&status, PROGRESSING).reason, "ScalingDown");
+    assert_eq!(
+        status.nodes[3].message.as_deref(),
+        Some("leaving: scaled down")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
+    let node = NodeMock::start(NodeBehaviour {
+        peer_removal: 503,
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        events: vec!["CleanupFailed"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.metric_label(), "node_api");
+    let status = recorded.status();
+    let departed = status.nodes.iter().find(|n| n.name == "db-3").unwrap();
+    let msg = departed.message.as_deref().unwrap();
+    assert!(
+        msg.contains("cleanup through db-0 failed") && msg.contains("no JetStream meta leader"),
+        "{msg}"
+    );
+    assert_eq!(status.phase.as_deref(), Some("Scaling"));
+}
+
+#[tokio::test]
+async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let mut c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .schedule("* * * * *")
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    // The last attempt was at 11:59:00; the 12:00:00 tick has passed (now is 12:00:30).
+    if let Some(s) = c.status.as_mut() {
+        s.last_snapshot = Some(crate::snapshots::failed(
+            "2026-01-01T11:59:00Z".parse().unwrap(),
+            None,
+            "no ready node to take the snapshot".into(),
+        ));
+    }
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        events: vec!["SnapshotTaken"],
+        ..World::default()
+    };
+    let (ctx, verifier) = Context::test();
+    let server = verifier.run(Scenario::Apply(c.clone(), Box::new(world)));
+    let result = reconcile(Arc::new(c), ctx.clone()).await;
+    // The attempt is remembered until its status write shows up in the watch cache, so a
+    // reconcile of the stale object in between takes no second snapshot for this tick.
+    assert_eq!(
+        ctx.remembered_attempt("default/db"),
+        Some(crate::fixtures::now())
+    );
+    let metrics = ctx.metrics.clone();
+    drop(ctx);
+    let recorded = timeout_after_1s(server).await;
+    // Requeued for the next tick (12:01:00), 30 s away, plus a second of slack.
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(31)));
+    assert_eq!(node.calls(), ["POST /snapshot"]);
+    let status = recorded.status();
+    let last = status.last_snapshot.clone().unwrap();
+    assert_eq!(last.result, "Succeeded");
+    assert_eq!(last.sequence, Some(42));
+    assert_eq!(last.node.as_deref(), Some("db-0"));
+    assert_eq!(last.time, "2026-01-01T12:00:30Z");
+    let sc = condition(&status, SNAPSHOT_SUCCEEDED);
+    assert_eq!(
+        (sc.status.as_str(), sc.reason.as_str()),
+        ("True", "SnapshotTaken")
+    );
+    assert!(
+        sc.message.contains("next at 2026-01-01T12:01:00Z"),
+        "{}",
+        sc.message
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("ha_operator_snapshots_total{result=\"succeeded\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .schedule("0 * * * *")
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
+    assert!(node.calls().is_empty());
+    let sc = condition(&recorded.status(), SNAPSHOT_SUCCEEDED).clone();
+    assert_eq!(
+        (sc.status.as_str(), sc.reason.as_str()),
+        ("Unknown", "NoSnapshotYet")
+    );
+    assert!(
+        sc.message.contains("next at 2026-01-01T13:00:00Z"),
+        "{}",
+        sc.message
+    );
+}
+
+#[tokio::test]
+async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
+    let c = HaCluster::test()
+        .finalized()
+        .schedule("* * * * *")
+        .running_with_nodes(&["db-0"])
+        .replicas(1);
+    let mut c = c;
+    if let Some(s) = c.status.as_mut() {
+        s.last_snapshot = Some(crate::snapshots::succeeded(
+            "2026-01-01T11:59:00Z".parse().unwrap(),
+            "db-0",
+            &crate::node_client::SnapshotTaken::default(),
+        ));
+    }
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(1, 0, "r1", "r1", 1)),
+        applied_status: Some(sts_status(1, 0, "r1", "r1")),
+        pods: vec![pod(0, false, "r1")],
+        events: vec!["SnapshotFailed"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let status = recorded.status();
+    let last = status.last_snapshot.clone().unwrap();
+    assert_eq!(last.result, "Failed");
+    assert_eq!(
+        last.time, "2026-01-01T12:00:30Z",
+        "the attempt is the new base"
+    );
+    assert_eq!(condition(&status, SNAPSHOT_SUCCEEDED).status, "False");
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+}
+
+#[tokio::test]
+async fn a_new_revision_is_rolled_to_the_highest_pod_when_the_others_are_caught_up() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r2", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r2")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        events: vec!["RollingUpdate"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(
+        sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        2
+    );
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Updating"));
+    let p = condition(&status, PROGRESSING);
+    assert_eq!(p.reason, "RollingUpdate");
+    assert!(p.message.contains("replacing db-2"), "{}", p.message);
+}
+
+#[tokio::test]
+async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
+    let node = NodeMock::start(NodeBehaviour {
+        lag: 50_000,
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r2", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r2")),
+        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(
+        sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 3,
+        "no pod is handed over"
+    );
+    let p = condition(&recorded.status(), PROGRESSING).clone();
+    assert!(p.message.contains("50000 messages behind"), "{}", p.message);
+}
+
+#[tokio::test]
+async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
+    let c = HaCluster::test().finalized().without_pdb();
+    let mut stale = PodDisruptionBudget::default();
+    stale.metadata.name = Some("db".into());
+    stale.metadata.owner_references = c.controller_owner_ref(&()).map(|o| vec![o]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 0, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 0, "r1", "r1")),
+        stale_pdb: Some(stale),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert!(
+        recorded.requests.contains(
+            &"DELETE /apis/policy/v1/namespaces/default/poddisruptionbudgets/db?".to_string()
+        ),
+        "{:#?}",
+        recorded.requests
+    );
+}

@@ -1,0 +1,891 @@
+//! Owns the test fixtures of the controller: `HaCluster`s that read like prose
+//! (`HaCluster::test().finalized()`), a render stand-in, a mocked API server (`ApiServerVerifier`,
+//! tower-test) that asserts each request of a `Scenario`, and a stand-in ha node over real HTTP.
+//! Must not be compiled outside tests, nor sleep to synchronise: every wait has a timeout.
+//! Invariant: a scenario answers exactly the requests it expects, in order; anything else panics
+//! the verifier, and a missing request is caught by `timeout_after_1s`.
+//! See `controller::tests` and `lease::tests` for the scenarios in use.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Pod, PodCondition, PodStatus, Secret, Service, ServiceSpec,
+};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::controller::{CLUSTER_LABEL, Context, FINALIZER};
+use crate::crd::{HaCluster, HaClusterSpec, HaClusterStatus, IngressSpec, NodeStatus};
+use crate::render::{Credentials, Rendered};
+use crate::{Error, Result, credentials};
+
+pub const NS: &str = "default";
+pub const NAME: &str = "db";
+pub const UID: &str = "5d6e3c1a-0000-4000-8000-000000000001";
+/// The fixed clock of test contexts.
+pub const NOW: &str = "2026-01-01T12:00:30Z";
+
+pub fn now() -> Timestamp {
+    NOW.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl HaCluster {
+    /// Three replicas in `default`, created at noon, generation 1, no finalizer yet.
+    pub fn test() -> Self {
+        let mut c = HaCluster::new(
+            NAME,
+            HaClusterSpec {
+                replicas: 3,
+                ..HaClusterSpec::default()
+            },
+        );
+        c.spec.log_level = "info".into();
+        let meta = c.meta_mut();
+        meta.namespace = Some(NS.into());
+        meta.uid = Some(UID.into());
+        meta.generation = Some(1);
+        meta.creation_timestamp = Some(Time("2026-01-01T12:00:00Z".parse().unwrap()));
+        c
+    }
+
+    pub fn finalized(mut self) -> Self {
+        self.finalizers_mut().push(FINALIZER.to_string());
+        self
+    }
+
+    pub fn deleting(mut self) -> Self {
+        self.meta_mut().deletion_timestamp = Some(Time(now()));
+        self
+    }
+
+    pub fn replicas(mut self, n: i32) -> Self {
+        self.spec.replicas = n;
+        self
+    }
+
+    /// Nodes' HTTP port: the stand-in node's, so pods at 127.0.0.1 reach it.
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.spec.http.port = i32::from(port);
+        self
+    }
+
+    pub fn schedule(mut self, cron: &str) -> Self {
+        self.spec.snapshots.schedule = Some(cron.into());
+        self
+    }
+
+    pub fn with_ingress(mut self) -> Self {
+        self.spec.http.ingress = Some(IngressSpec {
+            host: "db.example.com".into(),
+            ..IngressSpec::default()
+        });
+        self
+    }
+
+    pub fn without_pdb(mut self) -> Self {
+        self.spec.disruption_budget.enabled = false;
+        self
+    }
+
+    pub fn with_status(mut self, status: HaClusterStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// A status as a running cluster of these nodes would have.
+    pub fn running_with_nodes(self, names: &[&str]) -> Self {
+        self.with_status(HaClusterStatus {
+            observed_generation: Some(1),
+            phase: Some("Running".into()),
+            nodes: names
+                .iter()
+                .map(|n| NodeStatus {
+                    name: n.to_string(),
+                    ready: true,
+                    ..NodeStatus::default()
+                })
+                .collect(),
+            ..HaClusterStatus::default()
+        })
+    }
+}
+
+fn meta(cluster: &HaCluster, name: String) -> ObjectMeta {
+    let labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/instance".to_string(), cluster.name_any()),
+        (CLUSTER_LABEL.to_string(), cluster.name_any()),
+    ]
+    .into();
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.namespace(),
+        labels: Some(labels),
+        owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A stand-in for `render::render` with the names and labels of its contract.
+pub fn render_stub(cluster: &HaCluster, _ns: &str, creds: &Credentials) -> Result<Rendered> {
+    crate::crd::validate(&cluster.spec).map_err(Error::InvalidSpec)?;
+    let name = cluster.name_any();
+    let selector: BTreeMap<String, String> = [(CLUSTER_LABEL.to_string(), name.clone())].into();
+    let secret_data: BTreeMap<String, String> = [
+        (credentials::USERNAME, &creds.pg_user),
+        (credentials::PASSWORD, &creds.pg_password),
+        (credentials::NATS_USERNAME, &creds.nats_user),
+        (credentials::NATS_PASSWORD, &creds.nats_password),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect();
+    Ok(Rendered {
+        config_map: ConfigMap {
+            metadata: meta(cluster, format!("{name}-config")),
+            ..ConfigMap::default()
+        },
+        secret: Secret {
+            metadata: meta(cluster, credentials::secret_name(&name)),
+            string_data: Some(secret_data),
+            ..Secret::default()
+        },
+        peers_service: Service {
+            metadata: meta(cluster, format!("{name}-peers")),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                publish_not_ready_addresses: Some(true),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        },
+        client_service: Service {
+            metadata: meta(cluster, name.clone()),
+            ..Service::default()
+        },
+        ingress: cluster.spec.http.ingress.as_ref().map(|_| Ingress {
+            metadata: meta(cluster, name.clone()),
+            ..Ingress::default()
+        }),
+        stateful_set: StatefulSet {
+            metadata: meta(cluster, name.clone()),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(cluster.spec.replicas),
+                service_name: Some(format!("{name}-peers")),
+                selector: LabelSelector {
+                    match_labels: Some(selector),
+                    ..LabelSelector::default()
+                },
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: None,
+                }),
+                ..StatefulSetSpec::default()
+            }),
+            status: None,
+        },
+        pdb: cluster
+            .spec
+            .disruption_budget
+            .enabled
+            .then(|| PodDisruptionBudget {
+                metadata: meta(cluster, name.clone()),
+                ..PodDisruptionBudget::default()
+            }),
+    })
+}
+
+/// A pod of the test cluster at 127.0.0.1 (where the stand-in node listens).
+pub fn pod(ordinal: i32, ready: bool, revision: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{NAME}-{ordinal}")),
+            namespace: Some(NS.into()),
+            labels: Some(
+                [
+                    (CLUSTER_LABEL.to_string(), NAME.to_string()),
+                    (
+                        crate::observed::REVISION_LABEL.to_string(),
+                        revision.to_string(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            pod_ip: Some("127.0.0.1".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    }
+}
+
+/// The live StatefulSet as the API server would return it.
+pub fn live_sts(
+    replicas: i32,
+    ready: i32,
+    current: &str,
+    update: &str,
+    partition: i32,
+) -> StatefulSet {
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(NAME.into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(partition),
+                    max_unavailable: None,
+                }),
+            }),
+            ..StatefulSetSpec::default()
+        }),
+        status: Some(StatefulSetStatus {
+            replicas,
+            ready_replicas: Some(ready),
+            current_revision: Some(current.into()),
+            update_revision: Some(update.into()),
+            ..StatefulSetStatus::default()
+        }),
+    }
+}
+
+/// The stored credentials Secret of the test cluster.
+pub fn credentials_secret() -> Secret {
+    let data = [
+        (credentials::USERNAME, "ha"),
+        (credentials::PASSWORD, "pw"),
+        (credentials::NATS_USERNAME, "ha-nats"),
+        (credentials::NATS_PASSWORD, "npw"),
+    ]
+    .into_iter()
+    .map(|(k, v)| {
+        (
+            k.to_string(),
+            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+        )
+    })
+    .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(credentials::secret_name(NAME)),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mocked API server.
+
+type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// Answers the client's requests one by one, asserting each.
+pub struct ApiServerVerifier(ApiServerHandle);
+
+/// A request received and checked, waiting for its answer.
+pub struct Pending {
+    verifier: ApiServerVerifier,
+    body: Value,
+    send: tower_test::mock::SendResponse<Response<Body>>,
+}
+
+pub async fn timeout_after_1s<T>(handle: JoinHandle<T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(1), handle)
+        .await
+        .expect("the mocked API server timed out: a request it expected was not made")
+        .expect("the scenario's assertions held")
+}
+
+impl ApiServerVerifier {
+    /// A kube client wired to a new verifier.
+    pub fn new() -> (Client, Self) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, NS), ApiServerVerifier(handle))
+    }
+
+    /// Takes the next request and asserts its method and URI (path and query, as sent).
+    pub async fn expect(mut self, method: Method, uri: &str) -> Pending {
+        let (request, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("the client went away before {method} {uri}"));
+        assert_eq!(
+            (request.method(), request.uri().to_string().as_str()),
+            (&method, uri),
+            "unexpected request"
+        );
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("a readable request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON request body")
+        };
+        Pending {
+            verifier: self,
+            body,
+            send,
+        }
+    }
+
+    /// No further request may come (the client is dropped after the reconcile).
+    pub async fn expect_no_more(mut self) {
+        if let Some((r, _)) = self.0.next_request().await {
+            panic!("unexpected request {} {}", r.method(), r.uri());
+        }
+    }
+
+    pub fn run(self, scenario: Scenario) -> JoinHandle<Recorded> {
+        tokio::spawn(scenario.serve(self))
+    }
+}
+
+impl Pending {
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    pub fn check_body(self, check: impl FnOnce(&Value)) -> Self {
+        check(&self.body);
+        self
+    }
+
+    pub fn respond<T: Serialize>(self, obj: &T) -> ApiServerVerifier {
+        let v = serde_json::to_value(obj).expect("a serializable response");
+        self.respond_json(StatusCode::OK, v)
+    }
+
+    pub fn respond_json(self, status: StatusCode, v: Value) -> ApiServerVerifier {
+        let bytes = serde_json::to_vec(&v).expect("a serializable response");
+        self.send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(bytes))
+                .expect("a valid response"),
+        );
+        self.verifier
+    }
+
+    /// Answers with the request body, as the API server does for a create or an apply.
+    pub fn echo(self) -> ApiServerVerifier {
+        let body = self.body.clone();
+        self.respond_json(StatusCode::OK, body)
+    }
+
+    pub fn error(self, code: u16, reason: &str) -> ApiServerVerifier {
+        let status = StatusCode::from_u16(code).expect("a valid status code");
+        self.respond_json(
+            status,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": format!("{reason} (mocked)"), "reason": reason, "code": code}),
+        )
+    }
+
+    pub fn not_found(self) -> ApiServerVerifier {
+        self.error(404, "NotFound")
+    }
+
+    pub fn conflict(self) -> ApiServerVerifier {
+        self.error(409, "AlreadyExists")
+    }
+}
+
+/// What the API server holds before an Apply reconcile, and what the scenario expects.
+#[derive(Clone, Default)]
+pub struct World {
+    /// The credentials Secret exists.
+    pub secret_exists: bool,
+    /// Another writer creates the Secret between our read and our create.
+    pub secret_race: bool,
+    pub live_sts: Option<StatefulSet>,
+    /// The status the API server reports on the applied StatefulSet.
+    pub applied_status: Option<StatefulSetStatus>,
+    pub pods: Vec<Pod>,
+    /// Objects the prune of a disabled PDB / Ingress finds (already labelled and owned).
+    pub stale_pdb: Option<PodDisruptionBudget>,
+    /// Event reasons the reconcile publishes, in order.
+    pub events: Vec<&'static str>,
+}
+
+/// The calls the verifier saw, for the test to assert on afterwards.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// `METHOD URI` of every request, in order.
+    pub requests: Vec<String>,
+    /// The status subresource patch.
+    pub status_patch: Option<Value>,
+    /// The StatefulSet apply body.
+    pub sts_apply: Option<Value>,
+}
+
+impl Recorded {
+    pub fn status(&self) -> HaClusterStatus {
+        let v = self.status_patch.as_ref().expect("a status patch");
+        serde_json::from_value(v["status"].clone()).expect("a valid HaClusterStatus")
+    }
+}
+
+/// The request sequences the controller tests expect.
+pub enum Scenario {
+    /// Without our finalizer: one JSON patch adds it, and nothing else happens.
+    FinalizerCreation(HaCluster),
+    /// A full Apply reconcile in `World`.
+    Apply(HaCluster, Box<World>),
+    /// The render fails on the spec: a Failed status and an InvalidSpec Event.
+    InvalidSpec(HaCluster),
+    /// Deleting: a Deleting Event, then the finalizer is removed.
+    Cleanup(HaCluster),
+    /// The API server answers the first request with 500.
+    ApiServerError,
+}
+
+const BASE: &str = "/apis/ha.sqlite.dev/v1alpha1/namespaces/default/haclusters";
+const APPLY_QUERY: &str = "?&force=true&fieldManager=ha-operator";
+
+fn core(kind: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/{kind}")
+}
+fn apps(kind: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{NS}/{kind}")
+}
+fn policy(kind: &str) -> String {
+    format!("/apis/policy/v1/namespaces/{NS}/{kind}")
+}
+fn networking(kind: &str) -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/{NS}/{kind}")
+}
+
+struct Serving {
+    v: ApiServerVerifier,
+    rec: Recorded,
+}
+
+impl Serving {
+    async fn take(mut self, method: Method, uri: &str) -> (Pending, Recorded) {
+        self.rec.requests.push(format!("{method} {uri}"));
+        (self.v.expect(method, uri).await, self.rec)
+    }
+
+    /// An SSA PATCH of `kind/name` with our field manager and force: echoes the body.
+    async fn apply(self, url: String, name: &str) -> Serving {
+        let (p, rec) = self
+            .take(Method::PATCH, &format!("{url}/{name}{APPLY_QUERY}"))
+            .await;
+        let p = p.check_body(|b| {
+            assert_eq!(b["metadata"]["name"], name, "applied object name");
+            assert!(b.get("kind").is_some(), "SSA bodies carry their kind");
+        });
+        Serving { v: p.echo(), rec }
+    }
+
+    async fn events(mut self, reasons: &[&str]) -> Serving {
+        for reason in reasons {
+            let (p, rec) = self
+                .take(
+                    Method::POST,
+                    &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+                )
+                .await;
+            let p = p.check_body(|b| assert_eq!(b["reason"], *reason, "event reason"));
+            self = Serving { v: p.echo(), rec };
+        }
+        self
+    }
+}
+
+impl Scenario {
+    async fn serve(self, v: ApiServerVerifier) -> Recorded {
+        let s = Serving {
+            v,
+            rec: Recorded::default(),
+        };
+        match self {
+            Scenario::FinalizerCreation(c) => {
+                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
+                let p = p.check_body(|b| {
+                    assert_eq!(
+                        b,
+                        &json!([
+                            {"op": "test", "path": "/metadata/finalizers", "value": null},
+                            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+                        ])
+                    );
+                });
+                p.respond(&c.finalized()).expect_no_more().await;
+                rec
+            }
+            Scenario::ApiServerError => {
+                let (p, rec) = s
+                    .take(
+                        Method::GET,
+                        &format!("{}/{}", core("secrets"), credentials::secret_name(NAME)),
+                    )
+                    .await;
+                p.error(500, "InternalError").expect_no_more().await;
+                rec
+            }
+            Scenario::InvalidSpec(c) => {
+                let (p, rec) = s
+                    .take(
+                        Method::GET,
+                        &format!("{}/{}", core("secrets"), credentials::secret_name(NAME)),
+                    )
+                    .await;
+                let s = Serving {
+                    v: p.respond(&credentials_secret()),
+                    rec,
+                };
+                let (p, mut rec) = s
+                    .take(Method::PATCH, &format!("{BASE}/{NAME}/status{APPLY_QUERY}"))
+                    .await;
+                rec.status_patch = Some(p.body().clone());
+                let s = Serving {
+                    v: respond_with_status(p, c),
+                    rec,
+                };
+                let s = s.events(&["InvalidSpec"]).await;
+                s.v.expect_no_more().await;
+                s.rec
+            }
+            Scenario::Cleanup(c) => {
+                let s = s.events(&["Deleting"]).await;
+                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
+                let p = p.check_body(|b| {
+                    assert_eq!(
+                        b,
+                        &json!([
+                            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                            {"op": "remove", "path": "/metadata/finalizers/0"}
+                        ])
+                    );
+                });
+                let mut gone = c.clone();
+                gone.finalizers_mut().clear();
+                p.respond(&gone).expect_no_more().await;
+                rec
+            }
+            Scenario::Apply(c, w) => serve_apply(s, c, *w).await,
+        }
+    }
+}
+
+async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
+    let secret = credentials::secret_name(NAME);
+    // 1. The credentials Secret: read, and created only when absent.
+    let (p, rec) = s
+        .take(Method::GET, &format!("{}/{secret}", core("secrets")))
+        .await;
+    let mut s = Serving {
+        v: if w.secret_exists {
+            p.respond(&credentials_secret())
+        } else {
+            p.not_found()
+        },
+        rec,
+    };
+    if !w.secret_exists {
+        let (p, rec) = s
+            .take(
+                Method::POST,
+                &format!("{}?&fieldManager=ha-operator", core("secrets")),
+            )
+            .await;
+        let p = p.check_body(|b| {
+            assert_eq!(b["metadata"]["name"], secret.as_str());
+            for key in [
+                credentials::USERNAME,
+                credentials::PASSWORD,
+                credentials::NATS_USERNAME,
+                credentials::NATS_PASSWORD,
+            ] {
+                assert!(b["stringData"][key].is_string(), "secret key {key}");
+            }
+        });
+        s = if w.secret_race {
+            let s = Serving {
+                v: p.conflict(),
+                rec,
+            };
+            let (p, rec) = s
+                .take(Method::GET, &format!("{}/{secret}", core("secrets")))
+                .await;
+            Serving {
+                v: p.respond(&credentials_secret()),
+                rec,
+            }
+        } else {
+            Serving { v: p.echo(), rec }
+        };
+    }
+    // 2. Observe.
+    let (p, rec) = s
+        .take(Method::GET, &format!("{}/{NAME}", apps("statefulsets")))
+        .await;
+    let s = Serving {
+        v: match &w.live_sts {
+            Some(sts) => p.respond(sts),
+            None => p.not_found(),
+        },
+        rec,
+    };
+    let (p, rec) = s
+        .take(
+            Method::GET,
+            &format!(
+                "{}?&labelSelector=ha.sqlite.dev%2Fcluster%3D{NAME}",
+                core("pods")
+            ),
+        )
+        .await;
+    let mut s = Serving {
+        v: p.respond(
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": w.pods}),
+        ),
+        rec,
+    };
+    // 3. Apply every object.
+    s = s.apply(core("configmaps"), &format!("{NAME}-config")).await;
+    s = s.apply(core("services"), &format!("{NAME}-peers")).await;
+    s = s.apply(core("services"), NAME).await;
+    let (p, mut rec) = s
+        .take(
+            Method::PATCH,
+            &format!("{}/{NAME}{APPLY_QUERY}", apps("statefulsets")),
+        )
+        .await;
+    rec.sts_apply = Some(p.body().clone());
+    let mut applied = p.body().clone();
+    applied["status"] = serde_json::to_value(&w.applied_status).unwrap_or(Value::Null);
+    s = Serving {
+        v: p.respond_json(StatusCode::OK, applied),
+        rec,
+    };
+    if c.spec.disruption_budget.enabled {
+        s = s.apply(policy("poddisruptionbudgets"), NAME).await;
+    } else {
+        s = prune_list(s, policy("poddisruptionbudgets"), w.stale_pdb.clone()).await;
+    }
+    if c.spec.http.ingress.is_some() {
+        s = s.apply(networking("ingresses"), NAME).await;
+    } else {
+        s = prune_list::<Ingress>(s, networking("ingresses"), None).await;
+    }
+    // 4. The status, then the Events.
+    let (p, mut rec) = s
+        .take(Method::PATCH, &format!("{BASE}/{NAME}/status{APPLY_QUERY}"))
+        .await;
+    rec.status_patch = Some(p.body().clone());
+    let s = Serving {
+        v: respond_with_status(p, c),
+        rec,
+    };
+    let s = s.events(&w.events).await;
+    s.v.expect_no_more().await;
+    s.rec
+}
+
+/// Answers a status patch as the API server does: the whole object with the new status.
+fn respond_with_status(p: Pending, mut c: HaCluster) -> ApiServerVerifier {
+    c.status = serde_json::from_value(p.body()["status"].clone()).ok();
+    p.respond(&c)
+}
+
+async fn prune_list<K: Serialize + Resource<DynamicType = ()>>(
+    s: Serving,
+    url: String,
+    stale: Option<K>,
+) -> Serving {
+    let (p, rec) = s
+        .take(
+            Method::GET,
+            &format!("{url}?&labelSelector=ha.sqlite.dev%2Fcluster%3D{NAME}"),
+        )
+        .await;
+    let name = stale.as_ref().and_then(|o| o.meta().name.clone());
+    let items: Vec<Value> = stale
+        .iter()
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+        .collect();
+    let s = Serving {
+        v: p.respond(&json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})),
+        rec,
+    };
+    match name {
+        None => s,
+        Some(n) => {
+            let (p, rec) = s.take(Method::DELETE, &format!("{url}/{n}?")).await;
+            Serving {
+                v: p.respond_json(
+                    StatusCode::OK,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+                ),
+                rec,
+            }
+        }
+    }
+}
+
+impl Context {
+    /// A context on a mocked API server, with the render stand-in and the fixed clock.
+    pub fn test() -> (Arc<Self>, ApiServerVerifier) {
+        let (client, verifier) = ApiServerVerifier::new();
+        let mut ctx = Context::new(client, Arc::default(), "test-operator");
+        ctx.render = render_stub;
+        ctx.clock = now;
+        (Arc::new(ctx), verifier)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stand-in ha node: the few routes the operator calls, over real HTTP on 127.0.0.1.
+
+/// How the stand-in node answers.
+#[derive(Clone, Debug)]
+pub struct NodeBehaviour {
+    pub applied_seq: u64,
+    pub lag: u64,
+    pub caught_up: bool,
+    /// Status code of `DELETE /cluster/peers/{name}`.
+    pub peer_removal: u16,
+    pub snapshot_seq: u64,
+}
+
+impl Default for NodeBehaviour {
+    fn default() -> Self {
+        Self {
+            applied_seq: 42,
+            lag: 0,
+            caught_up: true,
+            peer_removal: 204,
+            snapshot_seq: 42,
+        }
+    }
+}
+
+/// A running stand-in node; `calls()` lists `METHOD /path` of every request but `/status`.
+pub struct NodeMock {
+    pub port: u16,
+    calls: Arc<Mutex<Vec<String>>>,
+    _server: JoinHandle<()>,
+}
+
+impl NodeMock {
+    pub async fn start(behaviour: NodeBehaviour) -> NodeMock {
+        use axum::extract::{Path, State};
+        use axum::routing::{delete, get, post};
+
+        #[derive(Clone)]
+        struct S {
+            b: NodeBehaviour,
+            calls: Arc<Mutex<Vec<String>>>,
+        }
+        fn log(s: &S, what: String) {
+            if let Ok(mut c) = s.calls.lock() {
+                c.push(what);
+            }
+        }
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let state = S {
+            b: behaviour,
+            calls: calls.clone(),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/status",
+                get(|State(s): State<S>| async move {
+                    axum::Json(json!({
+                        "node": "mock", "ready": true,
+                        "replication": {
+                            "applied_seq": s.b.applied_seq,
+                            "stream_last_seq": s.b.applied_seq + s.b.lag,
+                            "lag_messages": s.b.lag,
+                            "caught_up": s.b.caught_up,
+                            "gap": null,
+                        }
+                    }))
+                }),
+            )
+            .route(
+                "/snapshot",
+                post(|State(s): State<S>| async move {
+                    log(&s, "POST /snapshot".into());
+                    axum::Json(json!({"seq": s.b.snapshot_seq, "bytes": 8192, "duration_ms": 5, "skipped": false}))
+                }),
+            )
+            .route(
+                "/replications/{name}",
+                delete(|State(s): State<S>, Path(name): Path<String>| async move {
+                    log(&s, format!("DELETE /replications/{name}"));
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .route(
+                "/cluster/peers/{name}",
+                delete(|State(s): State<S>, Path(name): Path<String>| async move {
+                    log(&s, format!("DELETE /cluster/peers/{name}"));
+                    let code = StatusCode::from_u16(s.b.peer_removal)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let body = if code.is_success() {
+                        String::new()
+                    } else {
+                        json!({"error": {"code": "unavailable", "message": "no JetStream meta leader"}})
+                            .to_string()
+                    };
+                    (code, body)
+                }),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the stand-in node");
+        let port = listener.local_addr().expect("a local address").port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        NodeMock {
+            port,
+            calls,
+            _server: server,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeMock {
+    fn drop(&mut self) {
+        self._server.abort();
+    }
+}

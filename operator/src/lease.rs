@@ -1,0 +1,408 @@
+//! Owns leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
+//! exactly one reconciles: acquire when the Lease is free or expired, renew while holding it,
+//! release it on shutdown.
+//! Must not act on a Lease it has not read: every write is a create or a replace carrying the
+//! resourceVersion it read, so two replicas racing for it cannot both win (one gets 409).
+//! Invariant: a leader that cannot renew steps down after `renew_deadline`, which is shorter
+//! than the lease duration after which another replica may take over.
+//! See `main.rs` (`run` waits for leadership and exits when it is lost).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How the election runs.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    /// This replica's name (the pod name).
+    pub identity: String,
+    /// How long a holder's claim lasts without renewal.
+    pub duration: Duration,
+    /// A leader that has not renewed for this long steps down.
+    pub renew_deadline: Duration,
+    /// Time between two rounds.
+    pub retry_period: Duration,
+}
+
+impl LeaseConfig {
+    pub fn new(name: &str, namespace: &str, identity: &str) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one round should do with the Lease it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Free, expired or never held: claim it.
+    Acquire,
+    /// Ours: renew it.
+    Renew,
+    /// Someone else's, valid until `until`.
+    Follow { holder: String, until: Timestamp },
+}
+
+/// Pure: what to do with `spec` (the Lease's, if any) at `now`.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder.is_empty() {
+        return Decision::Acquire;
+    }
+    if holder == identity {
+        return Decision::Renew;
+    }
+    let last = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
+    let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
+    match last {
+        Some(last) => {
+            let until = last
+                .checked_add(SignedDuration::from_secs(seconds))
+                .unwrap_or(last);
+            if until > now {
+                Decision::Follow {
+                    holder: holder.into(),
+                    until,
+                }
+            } else {
+                Decision::Acquire
+            }
+        }
+        None => Decision::Acquire,
+    }
+}
+
+/// The spec a round writes for `decision`.
+pub fn claim(
+    previous: Option<&LeaseSpec>,
+    decision: &Decision,
+    cfg: &LeaseConfig,
+    now: Timestamp,
+) -> Option<LeaseSpec> {
+    let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
+    let duration = i32::try_from(cfg.duration.as_secs()).unwrap_or(i32::MAX);
+    match decision {
+        Decision::Follow { .. } => None,
+        Decision::Renew => Some(LeaseSpec {
+            renew_time: Some(MicroTime(now)),
+            lease_duration_seconds: Some(duration),
+            ..previous.cloned().unwrap_or_default()
+        }),
+        Decision::Acquire => Some(LeaseSpec {
+            holder_identity: Some(cfg.identity.clone()),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_duration_seconds: Some(duration),
+            lease_transitions: Some(if previous.is_some() {
+                transitions.saturating_add(1)
+            } else {
+                0
+            }),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// One replica's side of the election.
+#[derive(Clone)]
+pub struct Elector {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+}
+
+impl Elector {
+    pub fn new(client: Client, cfg: LeaseConfig) -> Self {
+        Self {
+            api: Api::namespaced(client, &cfg.namespace),
+            cfg,
+        }
+    }
+
+    /// Reads the Lease and claims or renews it when it may. `Ok(true)`: we hold it now.
+    pub async fn round(&self, now: Timestamp) -> Result<bool, kube::Error> {
+        let current = self.api.get_opt(&self.cfg.name).await?;
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let decision = decide(spec, &self.cfg.identity, now);
+        let Some(new_spec) = claim(spec, &decision, &self.cfg, now) else {
+            if let Decision::Follow { holder, until } = &decision {
+                tracing::debug!(%holder, %until, "another operator replica leads");
+            }
+            return Ok(false);
+        };
+        let written = match current {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.cfg.name.clone()),
+                        namespace: Some(self.cfg.namespace.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(new_spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Some(mut lease) => {
+                // Keeps metadata.resourceVersion: a concurrent writer makes this a 409.
+                lease.spec = Some(new_spec);
+                self.api
+                    .replace(&self.cfg.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match written {
+            Ok(_) => {
+                if decision == Decision::Acquire {
+                    tracing::info!(identity = %self.cfg.identity, lease = %self.cfg.name, "acquired the leader lease");
+                }
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up if we hold it, so another replica takes over at once.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
+            return Ok(());
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.cfg.identity.as_str());
+        if !ours {
+            return Ok(());
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+        }
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs rounds until `shutdown`, publishing whether we lead. Steps down (sends `false`) when
+    /// renewals fail for `renew_deadline`; releases the Lease on shutdown.
+    pub async fn run(self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
+        let mut last_renewal: Option<tokio::time::Instant> = None;
+        loop {
+            let held = match self.round(Timestamp::now()).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election round failed");
+                    false
+                }
+            };
+            let now = tokio::time::Instant::now();
+            if held {
+                last_renewal = Some(now);
+            }
+            let still_leading =
+                last_renewal.is_some_and(|t| now.duration_since(t) < self.cfg.renew_deadline);
+            if *leading.borrow() != still_leading {
+                leading.send_replace(still_leading);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.cfg.retry_period) => {}
+            }
+        }
+        if *leading.borrow()
+            && let Err(e) = self.release().await
+        {
+            tracing::warn!(error = %e, "releasing the leader lease failed");
+        }
+        leading.send_replace(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ApiServerVerifier;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn held_by(holder: &str, renewed: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(MicroTime(ts(renewed))),
+            lease_duration_seconds: Some(15),
+            lease_transitions: Some(3),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_lease_is_acquired() {
+        let now = ts("2026-01-01T10:00:00Z");
+        assert_eq!(decide(None, "me", now), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), "me", now),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn our_own_lease_is_renewed() {
+        let spec = held_by("me", "2026-01-01T09:59:58Z");
+        assert_eq!(
+            decide(Some(&spec), "me", ts("2026-01-01T10:00:00Z")),
+            Decision::Renew
+        );
+        let cfg = LeaseConfig::new("l", "ns", "me");
+        let now = ts("2026-01-01T10:00:00Z");
+        let renewed = claim(Some(&spec), &Decision::Renew, &cfg, now).unwrap();
+        assert_eq!(renewed.renew_time, Some(MicroTime(now)));
+        assert_eq!(
+            renewed.lease_transitions,
+            Some(3),
+            "a renewal is no transition"
+        );
+    }
+
+    #[test]
+    fn another_replicas_valid_lease_is_followed_until_it_expires() {
+        let spec = held_by("other", "2026-01-01T10:00:00Z");
+        assert_eq!(
+            decide(Some(&spec), "me", ts("2026-01-01T10:00:14Z")),
+            Decision::Follow {
+                holder: "other".into(),
+                until: ts("2026-01-01T10:00:15Z")
+            }
+        );
+        assert_eq!(
+            decide(Some(&spec), "me", ts("2026-01-01T10:00:15Z")),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn taking_over_an_expired_lease_counts_a_transition() {
+        let spec = held_by("other", "2026-01-01T10:00:00Z");
+        let cfg = LeaseConfig::new("l", "ns", "me");
+        let now = ts("2026-01-01T10:01:00Z");
+        let c = claim(Some(&spec), &Decision::Acquire, &cfg, now).unwrap();
+        assert_eq!(c.holder_identity.as_deref(), Some("me"));
+        assert_eq!(c.lease_transitions, Some(4));
+        assert_eq!(c.acquire_time, Some(MicroTime(now)));
+    }
+
+    #[test]
+    fn the_renew_deadline_is_shorter_than_the_lease() {
+        let cfg = LeaseConfig::new("l", "ns", "me");
+        assert!(cfg.renew_deadline < cfg.duration);
+    }
+
+    #[tokio::test]
+    async fn a_replica_creates_the_missing_lease_and_leads() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let elector = Elector::new(client, LeaseConfig::new("ha-operator", "ops", "me"));
+        let server = tokio::spawn(async move {
+            let url = "/apis/coordination.k8s.io/v1/namespaces/ops/leases";
+            verifier
+                .expect(http::Method::GET, &format!("{url}/ha-operator"))
+                .await
+                .not_found()
+                .expect(http::Method::POST, &format!("{url}?"))
+                .await
+                .check_body(|b| {
+                    assert_eq!(b["spec"]["holderIdentity"], "me");
+                    assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
+                })
+                .echo();
+        });
+        assert!(elector.round(Timestamp::now()).await.unwrap());
+        crate::fixtures::timeout_after_1s(server).await;
+    }
+
+    #[tokio::test]
+    async fn a_replica_follows_a_valid_lease_without_writing() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let elector = Elector::new(client, LeaseConfig::new("ha-operator", "ops", "me"));
+        let now = Timestamp::now();
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some("ha-operator".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("other".into()),
+                renew_time: Some(MicroTime(now)),
+                lease_duration_seconds: Some(15),
+                ..LeaseSpec::default()
+            }),
+        };
+        let server = tokio::spawn(async move {
+            verifier
+                .expect(
+                    http::Method::GET,
+                    "/apis/coordination.k8s.io/v1/namespaces/ops/leases/ha-operator",
+                )
+                .await
+                .respond(&lease);
+        });
+        assert!(!elector.round(now).await.unwrap());
+        crate::fixtures::timeout_after_1s(server).await;
+    }
+
+    #[tokio::test]
+    async fn losing_a_race_for_the_lease_is_following_not_an_error() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let elector = Elector::new(client, LeaseConfig::new("ha-operator", "ops", "me"));
+        let expired = Lease {
+            metadata: ObjectMeta {
+                name: Some("ha-operator".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(held_by("other", "2020-01-01T00:00:00Z")),
+        };
+        let server = tokio::spawn(async move {
+            let url = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/ha-operator";
+            verifier
+                .expect(http::Method::GET, url)
+                .await
+                .respond(&expired)
+                .expect(http::Method::PUT, &format!("{url}?"))
+                .await
+                .check_body(|b| {
+                    assert_eq!(b["metadata"]["resourceVersion"], "7");
+                    assert_eq!(b["spec"]["holderIdentity"], "me");
+                })
+                .conflict();
+        });
+        assert!(!elector.round(Timestamp::now()).await.unwrap());
+        crate::fixtures::timeout_after_1s(server).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! Owns scale-down bookkeeping: which departed nodes (`<cluster>-k..` after scaling to `k`) still
+//! have a durable consumer and a JetStream peer to remove, and removing them through a ready node.
+//! Must not remove anything while a departed pod still runs, nor through a node that is not ready.
+//! Invariant: a departed node stays listed in `status.nodes` (with a message) until both of its
+//! removals succeeded, so the previous status is the record of what is left to do and each node
+//! is cleaned once; failures stay listed and are retried with the reconcile's back-off.
+//! See `node_client` for the calls and `status` for how the list is reported.
+
+use std::collections::BTreeSet;
+
+use crate::crd::HaClusterStatus;
+use crate::node_client::{NodeClient, NodeError, NodeTarget, Removal};
+use crate::observed::{Observed, ordinal_of};
+
+/// What scale-down work this reconcile finds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Departed nodes whose pods are gone: remove their consumer and peer now (highest first).
+    pub clean: Vec<String>,
+    /// Pods beyond the desired replicas that still exist (the StatefulSet is removing them).
+    pub leaving: Vec<String>,
+}
+
+/// Departed nodes are those the previous status listed, or pods that exist, at an ordinal at or
+/// beyond `replicas`.
+pub fn plan(
+    cluster: &str,
+    replicas: i32,
+    previous: Option<&HaClusterStatus>,
+    seen: &Observed,
+) -> Plan {
+    let leaving: Vec<String> = seen
+        .pods
+        .iter()
+        .filter(|p| p.ordinal >= replicas)
+        .map(|p| p.name.clone())
+        .collect();
+    let mut departed: BTreeSet<(i32, String)> = previous
+        .map(|s| s.nodes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| ordinal_of(cluster, &n.name).map(|o| (o, n.name.clone())))
+        .filter(|(o, _)| *o >= replicas)
+        .collect();
+    if !leaving.is_empty() {
+        // Wait until every departing pod is gone: their nats-servers still take part.
+        for p in seen.pods.iter().filter(|p| p.ordinal >= replicas) {
+            departed.insert((p.ordinal, p.name.clone()));
+        }
+        return Plan {
+            clean: Vec::new(),
+            leaving,
+        };
+    }
+    Plan {
+        clean: departed.into_iter().rev().map(|(_, n)| n).collect(),
+        leaving,
+    }
+}
+
+/// The outcome of cleaning one departed node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cleaned {
+    pub name: String,
+    /// `Ok` when both removals are done; the error keeps the node listed.
+    pub result: Result<(), String>,
+}
+
+/// Removes each departed node's durable consumer and (with embedded NATS) its JetStream peer
+/// through `via`, stopping at the first failure of a node but trying every node.
+pub async fn clean(
+    nodes: &NodeClient,
+    via: &NodeTarget,
+    departed: &[String],
+    embedded_nats: bool,
+) -> (Vec<Cleaned>, Option<NodeError>) {
+    let mut out = Vec::new();
+    let mut first_error = None;
+    for name in departed {
+        let result = clean_one(nodes, via, name, embedded_nats).await;
+        let shown = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        if let Err(e) = result {
+            tracing::warn!(node = %name, via = %via.name, error = %e, "removing a departed node failed");
+            first_error.get_or_insert(e);
+        }
+        out.push(Cleaned {
+            name: name.clone(),
+            result: shown,
+        });
+    }
+    (out, first_error)
+}
+
+async fn clean_one(
+    nodes: &NodeClient,
+    via: &NodeTarget,
+    name: &str,
+    embedded_nats: bool,
+) -> Result<(), NodeError> {
+    let consumer = nodes.remove_consumer(via, name).await?;
+    tracing::info!(node = %name, via = %via.name, removed = consumer == Removal::Removed, "durable consumer of a departed node");
+    if embedded_nats {
+        let peer = nodes.remove_peer(via, name).await?;
+        tracing::info!(node = %name, via = %via.name, removed = peer == Removal::Removed, "JetStream peer of a departed node");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NodeStatus;
+    use crate::observed::PodView;
+
+    fn pods(ordinals: &[i32]) -> Observed {
+        Observed::new(
+            ordinals
+                .iter()
+                .map(|i| PodView {
+                    name: format!("db-{i}"),
+                    ordinal: *i,
+                    ready: true,
+                    ..PodView::default()
+                })
+                .collect(),
+        )
+    }
+
+    fn listed(names: &[&str]) -> HaClusterStatus {
+        HaClusterStatus {
+            nodes: names
+                .iter()
+                .map(|n| NodeStatus {
+                    name: n.to_string(),
+                    ..NodeStatus::default()
+                })
+                .collect(),
+            ..HaClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn nothing_to_clean_when_no_node_departed() {
+        let prev = listed(&["db-0", "db-1", "db-2"]);
+        assert_eq!(
+            plan("db", 3, Some(&prev), &pods(&[0, 1, 2])),
+            Plan::default()
+        );
+        assert_eq!(plan("db", 3, None, &pods(&[0, 1, 2])), Plan::default());
+    }
+
+    #[test]
+    fn departed_nodes_are_cleaned_only_after_their_pods_are_gone() {
+        let prev = listed(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
+        let p = plan("db", 3, Some(&prev), &pods(&[0, 1, 2, 4]));
+        assert_eq!(p.clean, Vec::<String>::new());
+        assert_eq!(p.leaving, vec!["db-4".to_string()]);
+
+        let p = plan("db", 3, Some(&prev), &pods(&[0, 1, 2]));
+        assert_eq!(p.clean, vec!["db-4".to_string(), "db-3".to_string()]);
+        assert!(p.leaving.is_empty());
+    }
+
+    #[test]
+    fn a_cleaned_node_no_longer_listed_is_not_cleaned_again() {
+        // The status written after a successful cleanup lists only the remaining nodes.
+        let prev = listed(&["db-0", "db-1", "db-2", "db-3"]);
+        assert_eq!(
+            plan("db", 3, Some(&prev), &pods(&[0, 1, 2])).clean,
+            vec!["db-3"]
+        );
+        let prev = listed(&["db-0", "db-1", "db-2"]);
+        assert!(
+            plan("db", 3, Some(&prev), &pods(&[0, 1, 2]))
+                .clean
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_the_clusters_pods_are_ignored() {
+        let prev = listed(&["db-0", "other-7", "db-x"]);
+        assert!(plan("db", 1, Some(&prev), &pods(&[0])).clean.is_empty());
+    }
+}
