@@ -576,8 +576,11 @@ async fn clean_departed(
             None,
         );
     };
-    let (results, error) =
-        members::clean(&ctx.nodes, &via, &plan.clean, cluster.spec.embedded_nats()).await;
+    let what = members::Cleanup {
+        db_file: &cluster.spec.database.name,
+        embedded_nats: cluster.spec.embedded_nats(),
+    };
+    let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
     let mut cleaned = Vec::new();
     for r in results {
@@ -672,9 +675,8 @@ async fn snapshot_step(
                     "SnapshotTaken",
                     "Snapshot",
                     format!(
-                        "{} took a snapshot at sequence {}: {}",
+                        "snapshot by {}: {}",
                         result.node.as_deref().unwrap_or("?"),
-                        result.sequence.unwrap_or(0),
                         result.message.as_deref().unwrap_or("")
                     ),
                 );
@@ -711,8 +713,14 @@ async fn take_snapshot(
     let Some(t) = target(pod, cluster.spec.http.port, token) else {
         return snapshots::failed(now, Some(&pod.name), "pod has no IP".into());
     };
+    let previous_seq = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.last_snapshot.as_ref())
+        .filter(|s| s.result == snapshots::SUCCEEDED)
+        .and_then(|s| s.sequence);
     match ctx.nodes.snapshot(&t).await {
-        Ok(taken) => snapshots::succeeded(now, &pod.name, &taken),
+        Ok(taken) => snapshots::succeeded(now, &pod.name, &taken, previous_seq),
         Err(e) => snapshots::failed(now, Some(&pod.name), e.to_string()),
     }
 }

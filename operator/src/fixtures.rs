@@ -138,6 +138,10 @@ fn meta(cluster: &HaCluster, name: String) -> ObjectMeta {
     }
 }
 
+/// The render the test context and the scenarios use: the stand-in until `render::render` lands,
+/// then the real one (the scenarios read every name and selector from its output).
+pub const RENDER: crate::controller::RenderFn = render_stub;
+
 /// A stand-in for `render::render` with the names and labels of its contract.
 pub fn render_stub(cluster: &HaCluster, _ns: &str, creds: &Credentials) -> Result<Rendered> {
     crate::crd::validate(&cluster.spec).map_err(Error::InvalidSpec)?;
@@ -599,7 +603,31 @@ impl Scenario {
     }
 }
 
+fn name_of<K: Resource>(o: &K) -> String {
+    o.meta().name.clone().unwrap_or_default()
+}
+
+/// `k=v,…` of the StatefulSet's selector, URL-encoded as kube sends it.
+fn pod_selector(sts: &StatefulSet) -> String {
+    let labels = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
+    let plain = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    plain
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+        .replace(',', "%2C")
+}
+
 async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
+    let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
+    let r = RENDER(&c, NS, &creds).expect("the scenario's cluster renders");
     let secret = credentials::secret_name(NAME);
     // 1. The credentials Secret: read, and created only when absent.
     let (p, rec) = s
@@ -649,7 +677,10 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
     }
     // 2. Observe.
     let (p, rec) = s
-        .take(Method::GET, &format!("{}/{NAME}", apps("statefulsets")))
+        .take(
+            Method::GET,
+            &format!("{}/{}", apps("statefulsets"), name_of(&r.stateful_set)),
+        )
         .await;
     let s = Serving {
         v: match &w.live_sts {
@@ -662,8 +693,9 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         .take(
             Method::GET,
             &format!(
-                "{}?&labelSelector=ha.sqlite.dev%2Fcluster%3D{NAME}",
-                core("pods")
+                "{}?&labelSelector={}",
+                core("pods"),
+                pod_selector(&r.stateful_set)
             ),
         )
         .await;
@@ -674,13 +706,17 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         rec,
     };
     // 3. Apply every object.
-    s = s.apply(core("configmaps"), &format!("{NAME}-config")).await;
-    s = s.apply(core("services"), &format!("{NAME}-peers")).await;
-    s = s.apply(core("services"), NAME).await;
+    s = s.apply(core("configmaps"), &name_of(&r.config_map)).await;
+    s = s.apply(core("services"), &name_of(&r.peers_service)).await;
+    s = s.apply(core("services"), &name_of(&r.client_service)).await;
     let (p, mut rec) = s
         .take(
             Method::PATCH,
-            &format!("{}/{NAME}{APPLY_QUERY}", apps("statefulsets")),
+            &format!(
+                "{}/{}{APPLY_QUERY}",
+                apps("statefulsets"),
+                name_of(&r.stateful_set)
+            ),
         )
         .await;
     rec.sts_apply = Some(p.body().clone());
@@ -690,13 +726,12 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         v: p.respond_json(StatusCode::OK, applied),
         rec,
     };
-    if c.spec.disruption_budget.enabled {
-        s = s.apply(policy("poddisruptionbudgets"), NAME).await;
-    } else {
-        s = prune_list(s, policy("poddisruptionbudgets"), w.stale_pdb.clone()).await;
+    match &r.pdb {
+        Some(pdb) => s = s.apply(policy("poddisruptionbudgets"), &name_of(pdb)).await,
+        None => s = prune_list(s, policy("poddisruptionbudgets"), w.stale_pdb.clone()).await,
     }
-    if c.spec.http.ingress.is_some() {
-        s = s.apply(networking("ingresses"), NAME).await;
+    if let Some(ing) = &r.ingress {
+        s = s.apply(networking("ingresses"), &name_of(ing)).await;
     } else {
         s = prune_list::<Ingress>(s, networking("ingresses"), None).await;
     }
@@ -760,7 +795,7 @@ impl Context {
     pub fn test() -> (Arc<Self>, ApiServerVerifier) {
         let (client, verifier) = ApiServerVerifier::new();
         let mut ctx = Context::new(client, Arc::default(), "test-operator");
-        ctx.render = render_stub;
+        ctx.render = RENDER;
         ctx.clock = now;
         (Arc::new(ctx), verifier)
     }

@@ -66,18 +66,52 @@ pub struct Cleaned {
     pub result: Result<(), String>,
 }
 
+/// The durable consumer of node `node` for database file `db_file`, as the node names it (and
+/// the Go original before it): `<db file>_<node>` with `.`, `/`, whitespace, `*` and `>` made `_`,
+/// `_` trimmed from both ends, and only the last 32 bytes kept.
+/// Must match the node's `replication::names::durable_name`; `tests/tests/operator_nodes.rs`
+/// checks it against the real binary.
+pub fn durable_name(db_file: &str, node: &str) -> String {
+    const MAX: usize = 32;
+    let replaced: String = format!("{db_file}_{node}")
+        .chars()
+        .map(|c| match c {
+            '.' | '/' | '*' | '>' | ' ' | '\t' | '\n' | '\r' | '\x0c' => '_',
+            c => c,
+        })
+        .collect();
+    let trimmed = replaced.trim_matches('_');
+    if trimmed.len() <= MAX {
+        return trimmed.to_string();
+    }
+    let mut start = trimmed.len() - MAX;
+    while !trimmed.is_char_boundary(start) {
+        start += 1;
+    }
+    trimmed[start..].to_string()
+}
+
+/// What the cleanup removes of each departed node.
+#[derive(Clone, Copy, Debug)]
+pub struct Cleanup<'a> {
+    /// `spec.database.name`: with the node name it gives the durable consumer's name.
+    pub db_file: &'a str,
+    /// The pods run their own nats-servers, so each was a JetStream peer (server name = pod).
+    pub embedded_nats: bool,
+}
+
 /// Removes each departed node's durable consumer and (with embedded NATS) its JetStream peer
 /// through `via`, stopping at the first failure of a node but trying every node.
 pub async fn clean(
     nodes: &NodeClient,
     via: &NodeTarget,
     departed: &[String],
-    embedded_nats: bool,
+    what: Cleanup<'_>,
 ) -> (Vec<Cleaned>, Option<NodeError>) {
     let mut out = Vec::new();
     let mut first_error = None;
     for name in departed {
-        let result = clean_one(nodes, via, name, embedded_nats).await;
+        let result = clean_one(nodes, via, name, what).await;
         let shown = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = result {
             tracing::warn!(node = %name, via = %via.name, error = %e, "removing a departed node failed");
@@ -95,11 +129,12 @@ async fn clean_one(
     nodes: &NodeClient,
     via: &NodeTarget,
     name: &str,
-    embedded_nats: bool,
+    what: Cleanup<'_>,
 ) -> Result<(), NodeError> {
-    let consumer = nodes.remove_consumer(via, name).await?;
-    tracing::info!(node = %name, via = %via.name, removed = consumer == Removal::Removed, "durable consumer of a departed node");
-    if embedded_nats {
+    let durable = durable_name(what.db_file, name);
+    let consumer = nodes.remove_consumer(via, &durable).await?;
+    tracing::info!(node = %name, %durable, via = %via.name, removed = consumer == Removal::Removed, "durable consumer of a departed node");
+    if what.embedded_nats {
         let peer = nodes.remove_peer(via, name).await?;
         tracing::info!(node = %name, via = %via.name, removed = peer == Removal::Removed, "JetStream peer of a departed node");
     }
@@ -175,6 +210,20 @@ mod tests {
                 .clean
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn durable_names_follow_the_nodes_rule() {
+        assert_eq!(durable_name("ha.db", "node1"), "ha_db_node1");
+        assert_eq!(durable_name("ha.db", "db-3"), "ha_db_db-3");
+        assert_eq!(durable_name("./data/x.db", "n"), "data_x_db_n");
+        // Only the last 32 bytes are kept.
+        let long = durable_name("ha.db", &format!("cluster-{}-12", "a".repeat(40)));
+        assert_eq!(long.len(), 32);
+        assert!(long.ends_with("-12"));
+        // A cut inside a multi-byte character moves forward to the next character.
+        let cut = durable_name(&format!("{}é", "a".repeat(10)), &"b".repeat(30));
+        assert_eq!(cut, format!("_{}", "b".repeat(30)));
     }
 
     #[test]

@@ -88,18 +88,31 @@ pub fn choose_node(seen: &Observed, replicas: i32) -> Option<&PodView> {
         .map(|(p, _)| p)
 }
 
-pub fn succeeded(now: Timestamp, node: &str, taken: &SnapshotTaken) -> SnapshotStatus {
-    let message = if taken.skipped {
-        format!(
-            "nothing new since sequence {}: the stored snapshot is current",
-            taken.seq
+/// A successful attempt. A node with nothing new since its last snapshot writes none (and
+/// answers sequence 0): the stored one, at `previous_seq`, is current.
+pub fn succeeded(
+    now: Timestamp,
+    node: &str,
+    taken: &SnapshotTaken,
+    previous_seq: Option<i64>,
+) -> SnapshotStatus {
+    let (sequence, message) = if taken.skipped {
+        (
+            previous_seq,
+            "nothing applied since the last snapshot: the stored one is current".to_string(),
         )
     } else {
-        format!("{} bytes in {} ms", taken.bytes, taken.duration_ms)
+        (
+            i64::try_from(taken.seq).ok(),
+            format!(
+                "sequence {}, {} bytes in {} ms",
+                taken.seq, taken.bytes, taken.duration_ms
+            ),
+        )
     };
     SnapshotStatus {
         time: now.to_string(),
-        sequence: i64::try_from(taken.seq).ok(),
+        sequence,
         node: Some(node.to_string()),
         result: SUCCEEDED.into(),
         message: Some(message),
@@ -256,20 +269,28 @@ mod tests {
                 duration_ms: 12,
                 skipped: false,
             },
+            Some(7),
         );
         assert_eq!(s.result, SUCCEEDED);
         assert_eq!(s.sequence, Some(42));
         assert_eq!(s.time, "2026-01-01T10:00:00Z");
-        assert_eq!(s.message.as_deref(), Some("4096 bytes in 12 ms"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("sequence 42, 4096 bytes in 12 ms")
+        );
+        // The node answers sequence 0 when it skips: the stored snapshot's sequence is kept.
         let skipped = succeeded(
             now,
             "db-1",
             &SnapshotTaken {
-                seq: 42,
+                seq: 0,
                 skipped: true,
                 ..SnapshotTaken::default()
             },
+            Some(42),
         );
-        assert!(skipped.message.unwrap().contains("nothing new"));
+        assert_eq!(skipped.result, SUCCEEDED);
+        assert_eq!(skipped.sequence, Some(42));
+        assert!(skipped.message.unwrap().contains("nothing applied"));
     }
 }

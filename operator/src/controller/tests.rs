@@ -72,17 +72,23 @@ async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_c
         events: vec!["CredentialsGenerated", "Created"],
         ..World::default()
     };
-    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    let (result, recorded, _) =
+        reconcile_in(c.clone(), Scenario::Apply(c.clone(), Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
 
-    // Every child is applied server-side, with one field manager, forced.
+    // Every child is applied server-side, with one field manager, forced: the objects of the
+    // render contract by name, the PDB and Ingress by whatever name the render gives them.
+    let r =
+        crate::fixtures::RENDER(&c, "default", &crate::credentials::generate().unwrap()).unwrap();
+    let pdb = r.pdb.unwrap().metadata.name.unwrap();
+    let ingress = r.ingress.unwrap().metadata.name.unwrap();
     for url in [
-        "/api/v1/namespaces/default/configmaps/db-config",
-        "/api/v1/namespaces/default/services/db-peers",
-        "/api/v1/namespaces/default/services/db",
-        "/apis/apps/v1/namespaces/default/statefulsets/db",
-        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
-        "/apis/networking.k8s.io/v1/namespaces/default/ingresses/db",
+        "/api/v1/namespaces/default/configmaps/db-config".to_string(),
+        "/api/v1/namespaces/default/services/db-peers".to_string(),
+        "/api/v1/namespaces/default/services/db".to_string(),
+        "/apis/apps/v1/namespaces/default/statefulsets/db".to_string(),
+        format!("/apis/policy/v1/namespaces/default/poddisruptionbudgets/{pdb}"),
+        format!("/apis/networking.k8s.io/v1/namespaces/default/ingresses/{ingress}"),
     ] {
         let expected = format!("PATCH {url}{APPLY}");
         assert!(
@@ -305,9 +311,9 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
     assert_eq!(
         node.calls(),
         [
-            "DELETE /replications/db-4",
+            "DELETE /replications/ha_db_db-4",
             "DELETE /cluster/peers/db-4",
-            "DELETE /replications/db-3",
+            "DELETE /replications/ha_db_db-3",
             "DELETE /cluster/peers/db-3",
         ]
     );
@@ -500,6 +506,7 @@ async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
             "2026-01-01T11:59:00Z".parse().unwrap(),
             "db-0",
             &crate::node_client::SnapshotTaken::default(),
+            None,
         ));
     }
     let world = World {
