@@ -45,7 +45,7 @@ pub const FIELD_MANAGER: &str = "ha-operator";
 /// Finalizer on every HaCluster the operator manages.
 pub const FINALIZER: &str = "ha.sqlite.dev/cleanup";
 /// Label every rendered object carries (value: the cluster name).
-pub const CLUSTER_LABEL: &str = "ha.sqlite.dev/cluster";
+pub const CLUSTER_LABEL: &str = crate::render::labels::CLUSTER;
 
 /// Requeue while nothing is in progress (refreshes per-node sequences and lag).
 const REQUEUE_STEADY: Duration = Duration::from_secs(60);
@@ -309,12 +309,15 @@ async fn credentials_and_render(
     events: &mut Events,
 ) -> Result<Rendered> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_name = credentials::secret_name(&cluster.name_any());
+    let secret_name = crate::render::names::credentials_secret(&cluster.name_any());
     if let Some(existing) = secrets.get_opt(&secret_name).await? {
         let creds = credentials::from_secret(&existing)?;
         return (ctx.render)(cluster, ns, &creds);
     }
-    let creds = credentials::generate()?;
+    let creds = Credentials::generate().map_err(|e| Error::Secret {
+        secret: secret_name.clone(),
+        message: e.to_string(),
+    })?;
     let rendered = (ctx.render)(cluster, ns, &creds)?;
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -578,7 +581,7 @@ async fn clean_departed(
     };
     let what = members::Cleanup {
         db_file: &cluster.spec.database.name,
-        embedded_nats: cluster.spec.embedded_nats(),
+        jetstream_peers: cluster.spec.nats_clustered(),
     };
     let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
@@ -590,7 +593,7 @@ async fn clean_departed(
         }
     }
     if !cleaned.is_empty() {
-        let what = if cluster.spec.embedded_nats() {
+        let what = if cluster.spec.nats_clustered() {
             "durable consumers and JetStream peers"
         } else {
             "durable consumers"

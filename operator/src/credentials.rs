@@ -51,9 +51,7 @@ pub fn from_secret(secret: &Secret) -> Result<Credentials> {
             })
             .ok_or_else(|| Error::Secret {
                 secret: name.clone(),
-                message: format!(
-                    "has no key {key:?}; delete it to have new credentials generated"
-                ),
+                message: format!("has no key {key:?}; delete it to have new credentials generated"),
             })?;
         String::from_utf8(bytes).map_err(|_| Error::Secret {
             secret: name.clone(),
@@ -104,20 +102,26 @@ mod tests {
     #[test]
     fn the_rendered_secret_is_read_back_key_by_key() {
         let creds = crate::render::tests::creds();
-        let rendered = crate::render::render(
-            &crate::render::tests::cluster("db", ""),
-            "prod",
-            &creds,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(from_secret(&rendered.secret).unwrap_or_else(|e| panic!("{e}")), creds);
+        let rendered =
+            crate::render::render(&crate::render::tests::cluster("db", ""), "prod", &creds)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            from_secret(&rendered.secret).unwrap_or_else(|e| panic!("{e}")),
+            creds
+        );
     }
 
     #[test]
     fn a_secret_missing_a_key_is_an_error_that_says_which() {
         let mut s = Secret::default();
         s.metadata.name = Some("db-credentials".into());
-        let e = from_secret(&s).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("db-credentials") && e.contains("\"username\""), "{e}");
+        let e = from_secret(&s)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("db-credentials") && e.contains("\"username\""),
+            "{e}"
+        );
     }
 }

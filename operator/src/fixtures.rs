@@ -6,7 +6,6 @@
 //! the verifier, and a missing request is caught by `timeout_after_1s`.
 //! See `controller::tests` and `lease::tests` for the scenarios in use.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
@@ -14,12 +13,10 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetStatus,
     StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Pod, PodCondition, PodStatus, Secret, Service, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::{Client, Resource, ResourceExt};
@@ -29,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{CLUSTER_LABEL, Context, FINALIZER};
 use crate::crd::{HaCluster, HaClusterSpec, HaClusterStatus, IngressSpec, NodeStatus};
-use crate::render::{Credentials, Rendered};
-use crate::{Error, Result, credentials};
+use crate::credentials;
+use crate::render::names;
 
 pub const NS: &str = "default";
 pub const NAME: &str = "db";
@@ -123,93 +120,9 @@ impl HaCluster {
     }
 }
 
-fn meta(cluster: &HaCluster, name: String) -> ObjectMeta {
-    let labels: BTreeMap<String, String> = [
-        ("app.kubernetes.io/instance".to_string(), cluster.name_any()),
-        (CLUSTER_LABEL.to_string(), cluster.name_any()),
-    ]
-    .into();
-    ObjectMeta {
-        name: Some(name),
-        namespace: cluster.namespace(),
-        labels: Some(labels),
-        owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
-        ..ObjectMeta::default()
-    }
-}
-
-/// The render the test context and the scenarios use: the stand-in until `render::render` lands,
-/// then the real one (the scenarios read every name and selector from its output).
-pub const RENDER: crate::controller::RenderFn = render_stub;
-
-/// A stand-in for `render::render` with the names and labels of its contract.
-pub fn render_stub(cluster: &HaCluster, _ns: &str, creds: &Credentials) -> Result<Rendered> {
-    crate::crd::validate(&cluster.spec).map_err(Error::InvalidSpec)?;
-    let name = cluster.name_any();
-    let selector: BTreeMap<String, String> = [(CLUSTER_LABEL.to_string(), name.clone())].into();
-    let secret_data: BTreeMap<String, String> = [
-        (credentials::USERNAME, &creds.pg_user),
-        (credentials::PASSWORD, &creds.pg_password),
-        (credentials::NATS_USERNAME, &creds.nats_user),
-        (credentials::NATS_PASSWORD, &creds.nats_password),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.clone()))
-    .collect();
-    Ok(Rendered {
-        config_map: ConfigMap {
-            metadata: meta(cluster, format!("{name}-config")),
-            ..ConfigMap::default()
-        },
-        secret: Secret {
-            metadata: meta(cluster, credentials::secret_name(&name)),
-            string_data: Some(secret_data),
-            ..Secret::default()
-        },
-        peers_service: Service {
-            metadata: meta(cluster, format!("{name}-peers")),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                publish_not_ready_addresses: Some(true),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        },
-        client_service: Service {
-            metadata: meta(cluster, name.clone()),
-            ..Service::default()
-        },
-        ingress: cluster.spec.http.ingress.as_ref().map(|_| Ingress {
-            metadata: meta(cluster, name.clone()),
-            ..Ingress::default()
-        }),
-        stateful_set: StatefulSet {
-            metadata: meta(cluster, name.clone()),
-            spec: Some(StatefulSetSpec {
-                replicas: Some(cluster.spec.replicas),
-                service_name: Some(format!("{name}-peers")),
-                selector: LabelSelector {
-                    match_labels: Some(selector),
-                    ..LabelSelector::default()
-                },
-                update_strategy: Some(StatefulSetUpdateStrategy {
-                    type_: Some("RollingUpdate".into()),
-                    rolling_update: None,
-                }),
-                ..StatefulSetSpec::default()
-            }),
-            status: None,
-        },
-        pdb: cluster
-            .spec
-            .disruption_budget
-            .enabled
-            .then(|| PodDisruptionBudget {
-                metadata: meta(cluster, name.clone()),
-                ..PodDisruptionBudget::default()
-            }),
-    })
-}
+/// The render the test context and the scenarios use (the scenarios read every name and
+/// selector from its output).
+pub const RENDER: crate::controller::RenderFn = crate::render::render;
 
 /// A pod of the test cluster at 127.0.0.1 (where the stand-in node listens).
 pub fn pod(ordinal: i32, ready: bool, revision: &str) -> Pod {
@@ -280,10 +193,10 @@ pub fn live_sts(
 /// The stored credentials Secret of the test cluster.
 pub fn credentials_secret() -> Secret {
     let data = [
-        (credentials::USERNAME, "ha"),
-        (credentials::PASSWORD, "pw"),
-        (credentials::NATS_USERNAME, "ha-nats"),
-        (credentials::NATS_PASSWORD, "npw"),
+        (names::KEY_USERNAME, "ha"),
+        (names::KEY_PASSWORD, "pw"),
+        (names::KEY_NATS_USERNAME, "ha-nats"),
+        (names::KEY_NATS_PASSWORD, "npw"),
     ]
     .into_iter()
     .map(|(k, v)| {
@@ -295,7 +208,7 @@ pub fn credentials_secret() -> Secret {
     .collect();
     Secret {
         metadata: ObjectMeta {
-            name: Some(credentials::secret_name(NAME)),
+            name: Some(names::credentials_secret(NAME)),
             namespace: Some(NS.into()),
             ..ObjectMeta::default()
         },
@@ -552,7 +465,7 @@ impl Scenario {
                 let (p, rec) = s
                     .take(
                         Method::GET,
-                        &format!("{}/{}", core("secrets"), credentials::secret_name(NAME)),
+                        &format!("{}/{}", core("secrets"), names::credentials_secret(NAME)),
                     )
                     .await;
                 p.error(500, "InternalError").expect_no_more().await;
@@ -562,7 +475,7 @@ impl Scenario {
                 let (p, rec) = s
                     .take(
                         Method::GET,
-                        &format!("{}/{}", core("secrets"), credentials::secret_name(NAME)),
+                        &format!("{}/{}", core("secrets"), names::credentials_secret(NAME)),
                     )
                     .await;
                 let s = Serving {
@@ -628,7 +541,7 @@ fn pod_selector(sts: &StatefulSet) -> String {
 async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
     let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
     let r = RENDER(&c, NS, &creds).expect("the scenario's cluster renders");
-    let secret = credentials::secret_name(NAME);
+    let secret = names::credentials_secret(NAME);
     // 1. The credentials Secret: read, and created only when absent.
     let (p, rec) = s
         .take(Method::GET, &format!("{}/{secret}", core("secrets")))
@@ -651,12 +564,12 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         let p = p.check_body(|b| {
             assert_eq!(b["metadata"]["name"], secret.as_str());
             for key in [
-                credentials::USERNAME,
-                credentials::PASSWORD,
-                credentials::NATS_USERNAME,
-                credentials::NATS_PASSWORD,
+                names::KEY_USERNAME,
+                names::KEY_PASSWORD,
+                names::KEY_NATS_USERNAME,
+                names::KEY_NATS_PASSWORD,
             ] {
-                assert!(b["stringData"][key].is_string(), "secret key {key}");
+                assert!(b["data"][key].is_string(), "secret key {key}");
             }
         });
         s = if w.secret_race {

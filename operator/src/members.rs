@@ -96,11 +96,12 @@ pub fn durable_name(db_file: &str, node: &str) -> String {
 pub struct Cleanup<'a> {
     /// `spec.database.name`: with the node name it gives the durable consumer's name.
     pub db_file: &'a str,
-    /// The pods run their own nats-servers, so each was a JetStream peer (server name = pod).
-    pub embedded_nats: bool,
+    /// The pods' own nats-servers form a JetStream cluster, so each departed pod was a peer in
+    /// it (server name = pod name). False with external NATS and for a single standalone node.
+    pub jetstream_peers: bool,
 }
 
-/// Removes each departed node's durable consumer and (with embedded NATS) its JetStream peer
+/// Removes each departed node's durable consumer and (with clustered embedded NATS) its JetStream peer
 /// through `via`, stopping at the first failure of a node but trying every node.
 pub async fn clean(
     nodes: &NodeClient,
@@ -134,7 +135,7 @@ async fn clean_one(
     let durable = durable_name(what.db_file, name);
     let consumer = nodes.remove_consumer(via, &durable).await?;
     tracing::info!(node = %name, %durable, via = %via.name, removed = consumer == Removal::Removed, "durable consumer of a departed node");
-    if what.embedded_nats {
+    if what.jetstream_peers {
         let peer = nodes.remove_peer(via, name).await?;
         tracing::info!(node = %name, via = %via.name, removed = peer == Removal::Removed, "JetStream peer of a departed node");
     }

@@ -77,7 +77,7 @@ async fn scale_down_cleanup_removes_a_departed_nodes_durable_consumer_once() {
     // External NATS: the nodes are no JetStream peers, so only the consumer is removed.
     let what = members::Cleanup {
         db_file: ha_tests::cluster::DB_FILE,
-        embedded_nats: false,
+        jetstream_peers: false,
     };
     let (cleaned, error) = members::clean(&client, &via, &["n2".to_string()], what).await;
     assert!(error.is_none(), "{error:?}");

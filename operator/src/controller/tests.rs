@@ -78,8 +78,12 @@ async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_c
 
     // Every child is applied server-side, with one field manager, forced: the objects of the
     // render contract by name, the PDB and Ingress by whatever name the render gives them.
-    let r =
-        crate::fixtures::RENDER(&c, "default", &crate::credentials::generate().unwrap()).unwrap();
+    let r = crate::fixtures::RENDER(
+        &c,
+        "default",
+        &crate::render::Credentials::generate().unwrap(),
+    )
+    .unwrap();
     let pdb = r.pdb.unwrap().metadata.name.unwrap();
     let ingress = r.ingress.unwrap().metadata.name.unwrap();
     for url in [
@@ -247,7 +251,7 @@ async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off
     let ready = condition(&status, READY);
     assert_eq!(ready.reason, "InvalidSpec");
     assert!(
-        ready.message.contains("replicas must be at least 1"),
+        ready.message.contains("replicas must be between 1 and 99"),
         "{}",
         ready.message
     );
