@@ -1,10 +1,8 @@
-//! Owns the reconcile loop of `HaCluster`: the finalizer around apply and cleanup, server-side
-//! apply of every rendered object, the create-once credentials Secret, the calls that observe
-//! the nodes, scale-down cleanup, scheduled snapshots, the status patch and Events.
-//! Must not build objects (that is `render`) nor decide policy inline: the status, the rollout
-//! partition, departed nodes and snapshot ticks come from the pure modules.
-//! Invariant: every reconcile ends with a status that describes what it saw, written by one
-//! field manager (`ha-operator`) with `force`, and requeues (sooner while work is in progress).
+//! Owns the reconcile loop of `HaCluster`: finalizer, server-side apply of every rendered object,
+//! the create-once Secret, observing the nodes, scale-down cleanup, snapshots, status, Events.
+//! Must not build objects (`render`) nor decide policy inline: status, rollout partition,
+//! departed nodes and snapshot ticks come from the pure modules.
+//! Invariant: every reconcile ends with a status of what it saw, applied by `ha-operator` (force).
 //! See `status`, `rollout`, `members`, `snapshots`; `run` wires it into a kube `Controller`.
 
 use std::collections::HashMap;
@@ -212,12 +210,20 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     let previous = cluster.status.as_ref();
     let mut events = Events::default();
 
-    // 1. Credentials (created once) and the render of every object.
-    let rendered = match credentials_and_render(cluster, &ns, ctx, &mut events).await {
-        Ok(r) => r,
+    // 1. Credentials (created once), the render of every object, the nodes' API token.
+    let prepared = match credentials_and_render(cluster, &ns, ctx, &mut events).await {
+        Ok(r) => node_token(cluster, &ns, ctx).await.map(|t| (r, t)),
+        Err(e) => Err(e),
+    };
+    let (rendered, token) = match prepared {
+        Ok(p) => p,
         Err(e @ (Error::InvalidSpec(_) | Error::Secret { .. })) => {
             // The user must fix something: say so in the status, then fail (counted, backed off).
-            events.warning("InvalidSpec", "Reconcile", e.to_string());
+            let reason = match e {
+                Error::Secret { .. } => "SecretUnusable",
+                _ => "InvalidSpec",
+            };
+            events.warning(reason, "Reconcile", e.to_string());
             let status = failed_status(cluster, &e, now);
             patch_status(ctx, cluster, &status).await?;
             events.publish(ctx, cluster).await;
@@ -225,7 +231,6 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         }
         Err(e) => return Err(e),
     };
-    let token = node_token(cluster, &ns, ctx).await?;
 
     // 2. Observe: the live StatefulSet, its pods and each node's /status.
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);

@@ -1,9 +1,8 @@
 //! Owns the cluster's generated credentials: drawing fresh ones for a new cluster's
 //! `<name>-credentials` Secret, and reading them back from an existing one.
-//! Must not be called from `render` (which stays pure): callers draw once and pass them in; nor
-//! write the Secret (`controller` creates it once and never updates it).
-//! Invariant: passwords are 32 characters from [A-Za-z0-9] (about 190 bits) drawn from the OS
-//! generator; an existing Secret always wins over freshly drawn credentials.
+//! Must not be called from `render` (which stays pure), nor write the Secret (`controller`
+//! creates it once, never updates it).
+//! Invariant: passwords are 32 characters from [A-Za-z0-9] (about 190 bits) from the OS generator.
 //! See `render::Credentials` for the type, `render::secret` for the Secret.
 
 use k8s_openapi::api::core::v1::Secret;

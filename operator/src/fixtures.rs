@@ -1,10 +1,9 @@
-//! Owns the test fixtures of the controller: `HaCluster`s that read like prose
-//! (`HaCluster::test().finalized()`), a render stand-in, a mocked API server (`ApiServerVerifier`,
-//! tower-test) that asserts each request of a `Scenario`, and a stand-in ha node over real HTTP.
+//! Owns the controller's test fixtures: `HaCluster`s that read like prose, a mocked API server
+//! (`ApiServerVerifier`, tower-test) answering the requests of a `Scenario`, and a stand-in ha
+//! node over real HTTP (`NodeMock`).
 //! Must not be compiled outside tests, nor sleep to synchronise: every wait has a timeout.
 //! Invariant: a scenario answers exactly the requests it expects, in order; anything else panics
 //! the verifier, and a missing request is caught by `timeout_after_1s`.
-//! See `controller::tests` and `lease::tests` for the scenarios in use.
 
 use std::sync::{Arc, Mutex};
 
@@ -352,6 +351,8 @@ pub struct World {
     pub stale_pdb: Option<PodDisruptionBudget>,
     /// Event reasons the reconcile publishes, in order.
     pub events: Vec<&'static str>,
+    /// The `token` of `spec.http.tokenSecret`, when the cluster names one.
+    pub token: Option<&'static str>,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -588,6 +589,21 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
             Serving { v: p.echo(), rec }
         };
     }
+    if let Some(token_secret) = &c.spec.http.token_secret {
+        let (p, rec) = s
+            .take(Method::GET, &format!("{}/{token_secret}", core("secrets")))
+            .await;
+        let token = w.token.unwrap_or_default();
+        s = Serving {
+            v: p.respond_json(
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"name": token_secret, "namespace": NS},
+                       "data": {"token": k8s_openapi::ByteString(token.as_bytes().to_vec())}}),
+            ),
+            rec,
+        };
+    }
     // 2. Observe.
     let (p, rec) = s
         .take(
@@ -740,7 +756,8 @@ impl Default for NodeBehaviour {
     }
 }
 
-/// A running stand-in node; `calls()` lists `METHOD /path` of every request but `/status`.
+/// A running stand-in node; `calls()` lists `METHOD /path` of every request but `/status`
+/// (which is listed, with its Authorization header, only when it carries one).
 pub struct NodeMock {
     pub port: u16,
     calls: Arc<Mutex<Vec<String>>>,
@@ -770,7 +787,10 @@ impl NodeMock {
         let app = axum::Router::new()
             .route(
                 "/status",
-                get(|State(s): State<S>| async move {
+                get(|State(s): State<S>, headers: http::HeaderMap| async move {
+                    if let Some(a) = headers.get(http::header::AUTHORIZATION) {
+                        log(&s, format!("GET /status {}", a.to_str().unwrap_or("?")));
+                    }
                     axum::Json(json!({
                         "node": "mock", "ready": true,
                         "replication": {

@@ -1,10 +1,8 @@
 //! Owns leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
-//! exactly one reconciles: acquire when the Lease is free or expired, renew while holding it,
-//! release it on shutdown.
-//! Must not act on a Lease it has not read: every write is a create or a replace carrying the
-//! resourceVersion it read, so two replicas racing for it cannot both win (one gets 409).
-//! Invariant: a leader that cannot renew steps down after `renew_deadline`, which is shorter
-//! than the lease duration after which another replica may take over.
+//! one reconciles: acquire a free or expired Lease, renew it while held, release it on shutdown.
+//! Must not write a Lease it has not read: each write is a create or a replace with the
+//! resourceVersion read, so two replicas racing cannot both win (one gets 409).
+//! Invariant: a leader that cannot renew steps down after `renew_deadline` < lease duration.
 //! See `main.rs` (`run` waits for leadership and exits when it is lost).
 
 use std::time::Duration;

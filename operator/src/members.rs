@@ -1,9 +1,8 @@
 //! Owns scale-down bookkeeping: which departed nodes (`<cluster>-k..` after scaling to `k`) still
-//! have a durable consumer and a JetStream peer to remove, and removing them through a ready node.
+//! have a durable consumer and a JetStream peer, and removing them through a ready node.
 //! Must not remove anything while a departed pod still runs, nor through a node that is not ready.
-//! Invariant: a departed node stays listed in `status.nodes` (with a message) until both of its
-//! removals succeeded, so the previous status is the record of what is left to do and each node
-//! is cleaned once; failures stay listed and are retried with the reconcile's back-off.
+//! Invariant: a departed node stays in `status.nodes` until both removals succeeded, so the last
+//! status records what is left: each node is cleaned once, failures are retried with back-off.
 //! See `node_client` for the calls and `status` for how the list is reported.
 
 use std::collections::BTreeSet;

@@ -1,6 +1,5 @@
-//! Owns the rolling-update decision: which `spec.updateStrategy.rollingUpdate.partition` the
-//! operator applies to the StatefulSet so that pods are replaced one at a time, and only while
-//! every other node is ready and caught up with the stream.
+//! Owns the rolling-update decision: the StatefulSet `updateStrategy.rollingUpdate.partition` the
+//! operator applies so pods are replaced one at a time, only while the others are caught up.
 //! Must not do I/O; `controller` feeds it the live StatefulSet and what the nodes reported.
 //! Invariant: the partition never rises above an updated pod while an update is in progress (a
 //! pod deleted below the partition would come back at the old revision).

@@ -1,7 +1,6 @@
-//! Owns the status the operator reports: phase, readyReplicas, the Ready / Progressing /
-//! Degraded / SnapshotSucceeded conditions, per-node sequences and lag, endpoints — computed as a
-//! pure function of what one reconcile observed and decided — and the server-side-apply patch
-//! that writes it.
+//! Owns the status the operator reports (phase, readyReplicas, the Ready / Progressing / Degraded /
+//! SnapshotSucceeded conditions, per-node sequences and lag, endpoints) as a pure function of
+//! what one reconcile observed and decided, and the server-side-apply patch that writes it.
 //! Must not do I/O or read a clock: `now` and every observation come in as arguments.
 //! Invariant: a condition keeps its lastTransitionTime while its status does not change.
 //! See `controller` (the caller), `rollout`, `members`, `snapshots` for the decisions shown here.

@@ -615,3 +615,30 @@ async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
         recorded.requests
     );
 }
+
+#[tokio::test]
+async fn the_nodes_api_token_is_read_from_its_secret_and_sent_as_a_bearer_token() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let mut c = HaCluster::test()
+        .finalized()
+        .replicas(1)
+        .http_port(node.port)
+        .running_with_nodes(&["db-0"]);
+    c.spec.http.token_secret = Some("api-token".into());
+    let world = World {
+        secret_exists: true,
+        token: Some("s3cret\n"),
+        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
+        applied_status: Some(sts_status(1, 1, "r1", "r1")),
+        pods: vec![pod(0, true, "r1")],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        ["GET /status Bearer s3cret"],
+        "trimmed, as a bearer token"
+    );
+    assert_eq!(recorded.status().nodes[0].applied_seq, Some(42));
+}
