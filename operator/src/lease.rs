@@ -245,6 +245,7 @@ impl Elector {
 mod tests {
     use super::*;
     use crate::fixtures::ApiServerVerifier;
+    use std::time::Duration;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -402,5 +403,47 @@ mod tests {
         });
         assert!(!elector.round(Timestamp::now()).await.unwrap());
         crate::fixtures::timeout_after_1s(server).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
+        let (client, verifier) = ApiServerVerifier::new();
+        let cfg = LeaseConfig::new("ha-operator", "ops", "me");
+        let deadline = cfg.renew_deadline;
+        let elector = Elector::new(client, cfg);
+        let url = "/apis/coordination.k8s.io/v1/namespaces/ops/leases";
+        // First round: no Lease, we create it. Every later round: the API server fails.
+        let server = tokio::spawn(async move {
+            let mut v = verifier
+                .expect(http::Method::GET, &format!("{url}/ha-operator"))
+                .await
+                .not_found()
+                .expect(http::Method::POST, &format!("{url}?"))
+                .await
+                .echo();
+            loop {
+                v = v
+                    .expect(http::Method::GET, &format!("{url}/ha-operator"))
+                    .await
+                    .error(500, "InternalError");
+            }
+        });
+        let (tx, mut leading) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(elector.run(tx, stop.clone()));
+
+        leading.wait_for(|l| *l).await.unwrap();
+        let led_at = tokio::time::Instant::now();
+        leading.wait_for(|l| !*l).await.unwrap();
+        let led_for = led_at.elapsed();
+        assert!(led_for >= deadline, "stepped down after {led_for:?}");
+        assert!(
+            led_for < Duration::from_secs(15),
+            "stepped down after {led_for:?}"
+        );
+
+        stop.cancel();
+        task.await.unwrap();
+        server.abort();
     }
 }

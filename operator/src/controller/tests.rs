@@ -642,3 +642,43 @@ async fn the_nodes_api_token_is_read_from_its_secret_and_sent_as_a_bearer_token(
     );
     assert_eq!(recorded.status().nodes[0].applied_seq, Some(42));
 }
+
+#[tokio::test]
+async fn a_missing_crd_fails_fast_with_an_install_hint() {
+    let (client, verifier) = crate::fixtures::ApiServerVerifier::new();
+    let server = tokio::spawn(async move {
+        verifier
+            .expect(
+                http::Method::GET,
+                "/apis/ha.sqlite.dev/v1alpha1/haclusters?&limit=1",
+            )
+            .await
+            .not_found();
+    });
+    let err = super::check_crd(&client, None).await.unwrap_err();
+    timeout_after_1s(server).await;
+    assert!(
+        err.contains("ha-operator crd | kubectl apply -f -"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_installed_crd_passes_the_start_up_check_in_one_namespace() {
+    let (client, verifier) = crate::fixtures::ApiServerVerifier::new();
+    let server = tokio::spawn(async move {
+        verifier
+            .expect(
+                http::Method::GET,
+                "/apis/ha.sqlite.dev/v1alpha1/namespaces/prod/haclusters?&limit=1",
+            )
+            .await
+            .respond_json(
+                http::StatusCode::OK,
+                serde_json::json!({"apiVersion": "ha.sqlite.dev/v1alpha1", "kind": "HaClusterList",
+                                   "metadata": {}, "items": []}),
+            );
+    });
+    super::check_crd(&client, Some("prod")).await.unwrap();
+    timeout_after_1s(server).await;
+}
