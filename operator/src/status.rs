@@ -169,7 +169,13 @@ fn phase(i: &Inputs<'_>, ready: i32, existing: i32, previous: Option<&str>) -> P
     if i.failure.is_some() {
         return Phase::Failed;
     }
-    if matches!(previous, None | Some("Creating") | Some("Pending")) && ready < desired {
+    // Still creating: never fully ready yet (a spec that failed before any node ran counts).
+    let never_ran = match previous {
+        None | Some("Creating") | Some("Pending") => true,
+        Some("Failed") => i.previous.is_none_or(|p| p.ready_replicas == 0),
+        Some(_) => false,
+    };
+    if never_ran && ready < desired {
         return Phase::Creating;
     }
     if !i.leaving.is_empty() || !i.departed.is_empty() || existing != desired {
@@ -638,6 +644,25 @@ mod tests {
             "False",
             "one node down is the update"
         );
+    }
+
+    #[test]
+    fn a_cluster_whose_first_spec_failed_is_creating_once_fixed() {
+        let mut c = Case::running(3);
+        c.previous = Some(HaClusterStatus {
+            phase: Some("Failed".into()),
+            ..HaClusterStatus::default()
+        });
+        c.sts = Some(sts(3, 0));
+        c.seen = seen(&[false, false, false]);
+        assert_eq!(c.compute().phase.as_deref(), Some("Creating"));
+        // One that ran before and then got a bad spec is not creating again.
+        c.previous = Some(HaClusterStatus {
+            phase: Some("Failed".into()),
+            ready_replicas: 3,
+            ..HaClusterStatus::default()
+        });
+        assert_eq!(c.compute().phase.as_deref(), Some("Degraded"));
     }
 
     #[test]
