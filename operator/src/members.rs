@@ -34,23 +34,20 @@ pub fn plan(
         .filter(|p| p.ordinal >= replicas)
         .map(|p| p.name.clone())
         .collect();
-    let mut departed: BTreeSet<(i32, String)> = previous
+    if !leaving.is_empty() {
+        // Wait until every departing pod is gone: their nats-servers still take part.
+        return Plan {
+            clean: Vec::new(),
+            leaving,
+        };
+    }
+    let departed: BTreeSet<(i32, String)> = previous
         .map(|s| s.nodes.as_slice())
         .unwrap_or_default()
         .iter()
         .filter_map(|n| ordinal_of(cluster, &n.name).map(|o| (o, n.name.clone())))
         .filter(|(o, _)| *o >= replicas)
         .collect();
-    if !leaving.is_empty() {
-        // Wait until every departing pod is gone: their nats-servers still take part.
-        for p in seen.pods.iter().filter(|p| p.ordinal >= replicas) {
-            departed.insert((p.ordinal, p.name.clone()));
-        }
-        return Plan {
-            clean: Vec::new(),
-            leaving,
-        };
-    }
     Plan {
         clean: departed.into_iter().rev().map(|(_, n)| n).collect(),
         leaving,
