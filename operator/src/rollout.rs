@@ -3,7 +3,7 @@
 //! Must not do I/O; `controller` feeds it the live StatefulSet and what the nodes reported.
 //! Invariant: the partition never rises above an updated pod while an update is in progress (a
 //! pod deleted below the partition would come back at the old revision).
-//! See `observed::Observed::caught_up` for "caught up", docs/kubernetes-controller.md for why.
+//! See `observed::Observed::caught_up` for "caught up", docs/kubernetes.md ("Updates") for why.
 
 use crate::observed::Observed;
 

@@ -83,3 +83,52 @@ fn ha_chart_runs_the_nodes_exactly_as_the_operator_would() {
         "fewer cases than expected were compared:\n{stdout}"
     );
 }
+
+/// The operator chart's container arguments, rendered by the Helm SDK with `values` (JSON).
+fn operator_chart_args(values: &str) -> Vec<String> {
+    let script = r#"
+import json, sys, yaml, helm_python
+chart = helm_python.Chart.load(sys.argv[1])
+out = chart.render(json.loads(sys.argv[2]), name="op", namespace="ops", is_install=True)
+for path, text in out.items():
+    if path.endswith("NOTES.txt"):
+        continue
+    for d in yaml.safe_load_all(text):
+        if d and d.get("kind") == "Deployment":
+            print(json.dumps(d["spec"]["template"]["spec"]["containers"][0]["args"]))
+"#;
+    let out = Command::new(repo_root().join(".tools/bin/python"))
+        .args(["-c", script])
+        .arg(repo_root().join("charts/ha-operator"))
+        .arg(values)
+        .output()
+        .expect("render the operator chart");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("args as JSON")
+}
+
+#[test]
+fn operator_chart_arguments_are_accepted_by_the_real_operator() {
+    for values in [
+        "{}",
+        r#"{"watchNamespace": "databases", "leaderElection": {"enabled": false}, "logLevel": "debug"}"#,
+    ] {
+        let args = operator_chart_args(values);
+        assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+        // clap rejects an unknown or malformed argument before it reaches --help.
+        let out = Command::new(operator_bin())
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run ha-operator");
+        assert!(
+            out.status.success(),
+            "ha-operator refused the chart's arguments {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
