@@ -7,6 +7,7 @@
 //! See `publisher` for the write path, `consumer` for the apply path, `nats_server` for the child.
 
 pub mod consumer;
+pub mod gap;
 pub mod names;
 mod nats_conf;
 pub mod nats_server;
@@ -221,6 +222,8 @@ impl Connected {
             status: self.handle.status.clone(),
             metrics,
             snapshots: Some(self.handle.snapshots.clone()),
+            gaps: gap::GapWatch::default(),
+            gap_while_running: Default::default(),
         };
         let task = tokio::spawn(c.run(shutdown));
         (self.handle, task, self.client)
