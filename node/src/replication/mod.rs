@@ -13,6 +13,7 @@ mod nats_conf;
 pub mod nats_server;
 pub mod publisher;
 pub mod snapshot;
+pub mod snapshot_sweep;
 pub mod status;
 
 use std::sync::Arc;
@@ -144,6 +145,7 @@ pub async fn connect(
         &file,
         r.replicas,
         config.snapshots.retain,
+        config.snapshots.orphan_age,
         config.db.scratch_dir(),
     ));
     let sink = publisher::JetStreamSink {
@@ -252,6 +254,7 @@ impl ReplicationHandle {
             "bucket": self.snapshots.bucket(),
             "taken": self.snapshots.taken.load(Ordering::Relaxed),
             "failed": self.snapshots.failed.load(Ordering::Relaxed),
+            "orphans_deleted": self.snapshots.orphans_deleted.load(Ordering::Relaxed),
         });
         if let Some(s) = &self.nats_state {
             j["embedded_nats"] = json!(s.borrow().as_str());
