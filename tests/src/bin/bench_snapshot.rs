@@ -63,11 +63,21 @@ async fn main() -> Result<()> {
     let copy = dir.path().join("cli-backup.db");
     let t = Instant::now();
     sqlite3(&db, &format!(".backup '{}'", copy.display()))?;
-    row("sqlite3 .backup (same file, local disk)", size, t.elapsed(), None);
+    row(
+        "sqlite3 .backup (same file, local disk)",
+        size,
+        t.elapsed(),
+        None,
+    );
     let restored = dir.path().join("cli-restored.db");
     let t = Instant::now();
     sqlite3(&restored, &format!(".restore '{}'", copy.display()))?;
-    row("sqlite3 .restore (into a new file)", size, t.elapsed(), None);
+    row(
+        "sqlite3 .restore (into a new file)",
+        size,
+        t.elapsed(),
+        None,
+    );
     std::fs::remove_file(&copy)?;
     std::fs::remove_file(&restored)?;
 
