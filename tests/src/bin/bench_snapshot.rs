@@ -44,6 +44,26 @@ async fn main() -> Result<()> {
     };
     let a = TestNode::start_spec(NodeSpec::new(&common("a")).dir(&a_dir)).await?;
     ready(&a).await?;
+    // A snapshot records a stream position: give the database one (a database that never
+    // applied anything has nothing to snapshot).
+    a.sql("CREATE TABLE bench_marker(x)").await?;
+    eventually(
+        Duration::from_secs(60),
+        "the write to be applied",
+        || async {
+            let st: serde_json::Value = a
+                .client
+                .get(a.url("/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (st["replication"]["applied_seq"].as_u64()? > 0).then_some(())
+        },
+    )
+    .await?;
     let mut rows: Vec<String> = vec![
         "| step | MB | seconds | MB/s | node RSS before → peak MB |".into(),
         "|---|---:|---:|---:|---:|".into(),
