@@ -35,6 +35,7 @@ bench: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/ha-bench
 	./target/release/ha-bench-repl
+	./target/release/ha-bench-snapshot
 	scripts/bench-pg.sh
 
 clean:

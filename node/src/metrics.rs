@@ -35,6 +35,10 @@ pub struct Metrics {
     pub nats_reconnects: IntCounter,
     /// Replicated inserts that met another transaction's row with the same key.
     pub key_collisions: IntCounter,
+    /// Gaps in the stream found (history purged before this node applied it).
+    pub replication_gaps: IntCounter,
+    /// Automatic restores of the latest snapshot after a gap.
+    pub snapshot_recoveries: IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +108,16 @@ impl Metrics {
             "Replicated inserts that met another transaction's row with the same key",
         )
         .expect("static metric definition");
+        let replication_gaps = IntCounter::new(
+            "ha_replication_gaps_total",
+            "Gaps found in the replication stream (history purged before it was applied)",
+        )
+        .expect("static metric definition");
+        let snapshot_recoveries = IntCounter::new(
+            "ha_snapshot_recoveries_total",
+            "Automatic restores of the latest snapshot after a gap",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -117,6 +131,8 @@ impl Metrics {
             Box::new(quarantined.clone()),
             Box::new(nats_reconnects.clone()),
             Box::new(key_collisions.clone()),
+            Box::new(replication_gaps.clone()),
+            Box::new(snapshot_recoveries.clone()),
         ] {
             registry
                 .register(c)
@@ -136,6 +152,8 @@ impl Metrics {
             quarantined,
             nats_reconnects,
             key_collisions,
+            replication_gaps,
+            snapshot_recoveries,
         }
     }
 

@@ -154,6 +154,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         tracing::info!(every = ?config.snapshots.interval, "periodic snapshots on");
     }
+    // 3b. What an upload killed mid-way left in the snapshot bucket, once, in the background.
+    if let Some(r) = &replication {
+        let snaps = r.snapshots.clone();
+        let stop = shutdown.child_token();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = snaps.sweep() => if let Err(e) = r {
+                    tracing::debug!(error = %e, "sweeping the snapshot bucket at start failed; it is swept again after the next snapshot");
+                },
+            }
+        });
+    }
 
     // 2. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);

@@ -472,9 +472,13 @@ pub async fn wait_ready(n: &TestNode, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// `GET /status` of a node.
+/// `GET /status` of a node (with its `--token`, if it has one).
 pub async fn status(n: &TestNode) -> Result<Json> {
-    Ok(n.client.get(n.url("/status")).send().await?.json().await?)
+    let mut req = n.client.get(n.url("/status"));
+    if let Some(t) = &n.token {
+        req = req.bearer_auth(t);
+    }
+    Ok(req.send().await?.json().await?)
 }
 
 /// The user tables of a node, in name order (no `_ha_*`, no `sqlite_*`).

@@ -227,6 +227,11 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     snapshot_retain: u32,
 
+    /// Chunks of a snapshot upload that never completed (its uploader died) are deleted once
+    /// their newest chunk is this old; looked for at start and after every snapshot
+    #[arg(long, env = "HA_SNAPSHOT_ORPHAN_AGE", default_value = "10m", value_parser = parse_duration)]
+    snapshot_orphan_age: Duration,
+
     /// Before opening the database, restore the latest snapshot if it is newer than the local
     /// data (also accepted: the original's spelling --from-latest-snapsot)
     #[arg(long, env = "HA_FROM_LATEST_SNAPSHOT", action = ArgAction::SetTrue,
@@ -241,6 +246,9 @@ pub struct SnapshotFlags {
     pub interval: Duration,
     pub retain: usize,
     pub restore_at_start: bool,
+    /// How old the chunks of an unfinished upload must be before they are deleted (an upload
+    /// in progress on another node must not lose its chunks).
+    pub orphan_age: Duration,
 }
 
 /// The `--replication-*` settings.
@@ -532,6 +540,15 @@ impl Args {
                 interval: self.snapshot_interval,
                 retain: self.snapshot_retain as usize,
                 restore_at_start: self.from_latest_snapshot,
+                orphan_age: {
+                    if self.snapshot_orphan_age.is_zero() {
+                        return Err(ConfigError::Invalid(
+                            "--snapshot-orphan-age must be more than 0 (an upload in progress needs time)"
+                                .into(),
+                        ));
+                    }
+                    self.snapshot_orphan_age
+                },
             },
             pg_port: self.pg_port,
             pg: crate::pgwire::PgConfig {
@@ -594,6 +611,7 @@ impl Config {
                 interval: Duration::ZERO,
                 retain: 3,
                 restore_at_start: false,
+                orphan_age: Duration::from_secs(600),
             },
             pg_port: PgPort::Ephemeral,
             pg: crate::pgwire::PgConfig {
@@ -785,7 +803,9 @@ mod tests {
                 .snapshots
                 .restore_at_start
         );
+        assert_eq!(c.snapshots.orphan_age, Duration::from_secs(600));
         assert!(run(&["--snapshot-retain", "0"]).is_err());
+        assert!(run(&["--snapshot-orphan-age", "0"]).is_err());
         assert!(run(&["--snapshot-interval", "often"]).is_err());
     }
 

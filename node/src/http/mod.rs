@@ -8,6 +8,7 @@
 mod backup;
 mod error;
 mod json;
+mod peers;
 mod replications;
 mod snapshot;
 mod status;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             "/replications/{name}",
             get(replications::show).delete(replications::remove),
         )
+        .route("/cluster/peers", get(peers::list))
+        .route("/cluster/peers/{name}", delete(peers::remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(status::healthz))

@@ -5,6 +5,8 @@
 //! (re)start the durable is recreated to begin right after it, so a restart, a restored backup
 //! or a deleted durable all resume at the right place. A message that cannot be applied is
 //! retried with back-off and then quarantined, never dropped silently.
+//! A gap (the stream purged what the node needs next) is judged by `gap` at start and while
+//! running; the consumer then restarts itself, and the restart restores the latest snapshot.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +16,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::gap::{DurableState, GapWatch, Verdict};
 use super::names::DeliverPolicy;
 use super::status::ReplStatus;
 use crate::changeset::{self, ChangeSet, Reassembler, Seq};
@@ -42,6 +45,10 @@ pub struct Consumer {
     pub metrics: Arc<Metrics>,
     /// Where to recover from when the stream no longer holds what this node needs.
     pub snapshots: Option<Arc<super::snapshot::Snapshots>>,
+    /// How far the node is known complete; kept across restarts of `consume`.
+    pub gaps: GapWatch,
+    /// Set when `consume` stopped on a gap found while it ran; the next recovery says so.
+    pub gap_while_running: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +57,11 @@ pub enum ConsumeError {
     Nats(String),
     #[error("{0}")]
     Db(#[from] crate::exec::ExecError),
+    /// The stream lost messages this node needs while it was consuming: restart (and recover).
+    #[error(
+        "gap in the replication stream while consuming: applied up to {applied}, the stream now starts at {first}"
+    )]
+    Gap { applied: u64, first: u64 },
 }
 
 fn nats<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ConsumeError + '_ {
@@ -78,6 +90,20 @@ impl Consumer {
             let started = Instant::now();
             match self.consume(&shutdown).await {
                 Ok(()) => return,
+                Err(ConsumeError::Gap { applied, first }) => {
+                    self.status.consuming.store(false, Ordering::Release);
+                    self.status.caught_up.store(false, Ordering::Release);
+                    self.status.gaps_detected.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.replication_gaps.inc();
+                    tracing::warn!(
+                        applied,
+                        first,
+                        "gap detected while consuming: the stream purged messages this node had not applied; restarting the consumer to recover from the latest snapshot"
+                    );
+                    self.gap_while_running.store(true, Ordering::Release);
+                    // The restart judges the gap again with fresh numbers and recovers.
+                    continue;
+                }
                 Err(e) => {
                     self.status.consuming.store(false, Ordering::Release);
                     tracing::warn!(error = %e, retry_in = ?backoff, "replication consumer stopped; restarting");
@@ -122,35 +148,41 @@ impl Consumer {
         // A gap: what this node needs next is no longer in the stream (history aged out, or a
         // new node reading "all" of a stream that no longer starts at 1).
         let needs_history = applied > 0 || matches!(cfg.policy, DeliverPolicy::All);
-        if needs_history && first > applied + 1 {
-            applied = self.recover(applied, first).await?;
-        }
-        let deliver = if applied > 0 {
-            if first > applied + 1 {
-                let msg = format!(
+        let while_running = self.gap_while_running.swap(false, Ordering::AcqRel);
+        if needs_history && self.gaps.is_gap(applied, first) {
+            if !while_running {
+                self.status.gaps_detected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.replication_gaps.inc();
+            }
+            applied = self.recover(applied, first, while_running).await?;
+            let report = if !self.gaps.is_gap(applied, first) {
+                None
+            } else if applied > 0 {
+                Some(format!(
                     "gap in the replication stream: this node applied up to {applied} but the stream starts at {first}; \
                      the changes in between are gone (older than --replication-max-age) and no snapshot covers them — \
                      restore from a snapshot or a backup"
-                );
+                ))
+            } else {
+                Some(format!(
+                    "gap in the replication stream: this node has no data but the stream starts at {first}; \
+                     the changes before it are gone and no snapshot covers them — restore from a snapshot or a backup"
+                ))
+            };
+            if let Some(msg) = &report {
                 tracing::error!("{msg}");
-                if let Ok(mut g) = self.status.gap.lock() {
-                    *g = Some(msg);
-                }
-            } else if let Ok(mut g) = self.status.gap.lock() {
-                *g = None;
+                // Reported (and kept in /status until a recovery): do not judge this hole again.
+                self.gaps.learn(first - 1);
             }
+            if let Ok(mut g) = self.status.gap.lock() {
+                *g = report;
+            }
+        }
+        let deliver = if applied > 0 {
             consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: applied + 1,
             }
         } else if needs_history && first > 1 {
-            let msg = format!(
-                "gap in the replication stream: this node has no data but the stream starts at {first}; \
-                 the changes before it are gone and no snapshot covers them — restore from a snapshot or a backup"
-            );
-            tracing::error!("{msg}");
-            if let Ok(mut g) = self.status.gap.lock() {
-                *g = Some(msg);
-            }
             consumer::DeliverPolicy::All
         } else {
             match &cfg.policy {
@@ -208,8 +240,12 @@ impl Consumer {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = refresh.tick() => {
                     if let Ok(i) = stream.info().await {
-                        self.status.stream_first_seq.store(i.state.first_sequence, Ordering::Release);
-                        self.status.stream_last_seq.store(i.state.last_sequence, Ordering::Release);
+                        let (first, last) = (i.state.first_sequence, i.state.last_sequence);
+                        self.status.stream_first_seq.store(first, Ordering::Release);
+                        self.status.stream_last_seq.store(last, Ordering::Release);
+                        if self.watches_gaps() {
+                            self.look_for_gap(&mut stream, first, last).await?;
+                        }
                     }
                     self.metrics.lag_messages.set(self.status.lag_messages() as i64);
                     if pending_since.is_some_and(|t| t.elapsed() > cfg.part_timeout) {
@@ -234,6 +270,8 @@ impl Consumer {
                 }
             }
             let mut ready: Vec<(Seq, ChangeSet, Vec<u8>)> = Vec::new();
+            // The highest sequence of this batch taken so far (applied or about to be).
+            let mut taken = self.status.applied();
             for msg in &batch {
                 let seq = Seq(msg
                     .info()
@@ -242,6 +280,26 @@ impl Consumer {
                 if seq.0 <= self.status.applied() {
                     continue;
                 }
+                if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
+                    // A jump: the messages in between were other subjects' or were purged
+                    // before they reached us. Only the stream's first sequence, asked now, tells.
+                    let first = stream
+                        .info()
+                        .await
+                        .map_err(nats("stream info"))?
+                        .state
+                        .first_sequence;
+                    self.status.stream_first_seq.store(first, Ordering::Release);
+                    if self.gaps.jump_is_gap(taken, seq.0, first) {
+                        // What came before the hole is whole: keep it, then recover.
+                        self.apply_in_order(std::mem::take(&mut ready)).await?;
+                        return Err(ConsumeError::Gap {
+                            applied: self.status.applied(),
+                            first,
+                        });
+                    }
+                }
+                taken = taken.max(seq.0);
                 let payload = msg.payload.to_vec();
                 match changeset::decode(&payload) {
                     Err(e) => {
@@ -282,9 +340,58 @@ impl Consumer {
         }
     }
 
+    /// Whether a jump in sequences can mean lost history: not for a node that asked for only
+    /// new (or last, or from a time) messages and has applied nothing yet.
+    fn watches_gaps(&self) -> bool {
+        self.status.applied() > 0 || matches!(self.config.policy, DeliverPolicy::All)
+    }
+
+    /// The periodic look for a gap when no message arrives (a node resumed after a pause has
+    /// nothing to jump over until the next write); learns how far the node is complete.
+    async fn look_for_gap(
+        &self,
+        stream: &mut stream::Stream,
+        first: u64,
+        last: u64,
+    ) -> Result<(), ConsumeError> {
+        let applied = self.status.applied();
+        if !self.gaps.is_gap(applied, first) && last <= self.gaps.position(applied) {
+            return Ok(()); // caught up: nothing to learn, nothing lost (the common case)
+        }
+        let Ok(d) = stream.consumer_info(&self.config.durable).await else {
+            return Ok(()); // judged at the next tick
+        };
+        let Ok(after) = stream.info().await else {
+            return Ok(());
+        };
+        let first_after = after.state.first_sequence;
+        let durable = DurableState {
+            num_pending: d.num_pending,
+            num_ack_pending: d.num_ack_pending as u64,
+        };
+        // Nothing moves locally while this runs (apply and ack happen in the other arm).
+        let applied = self.status.applied();
+        match self.gaps.judge(applied, first, last, durable, first_after) {
+            Verdict::Fine => Ok(()),
+            Verdict::Covered(n) => {
+                self.gaps.learn(n);
+                Ok(())
+            }
+            Verdict::Gap => Err(ConsumeError::Gap {
+                applied,
+                first: first.max(first_after),
+            }),
+        }
+    }
+
     /// Restores the newest snapshot that covers a gap (`seq >= first - 1`) into the live
     /// database; returns the applied sequence afterwards (unchanged when none covers it).
-    async fn recover(&self, applied: u64, first: u64) -> Result<u64, ConsumeError> {
+    async fn recover(
+        &self,
+        applied: u64,
+        first: u64,
+        while_running: bool,
+    ) -> Result<u64, ConsumeError> {
         let Some(snaps) = &self.snapshots else {
             return Ok(applied);
         };
@@ -309,7 +416,10 @@ impl Consumer {
                     "bytes": f.bytes,
                     "duration_ms": started.elapsed().as_millis() as u64,
                     "refused": refused,
+                    "detected": if while_running { "while consuming" } else { "at start" },
                 });
+                self.status.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.metrics.snapshot_recoveries.inc();
                 tracing::warn!(snapshot = %f.name, from = applied, to = now, bytes = f.bytes, "recovered from a snapshot; resuming the stream after it");
                 if let Ok(mut g) = self.status.last_recovery.lock() {
                     *g = Some(report);

@@ -7,11 +7,14 @@
 //! See `publisher` for the write path, `consumer` for the apply path, `nats_server` for the child.
 
 pub mod consumer;
+pub mod gap;
 pub mod names;
 mod nats_conf;
 pub mod nats_server;
+pub mod peers;
 pub mod publisher;
 pub mod snapshot;
+pub mod snapshot_sweep;
 pub mod status;
 
 use std::sync::Arc;
@@ -41,6 +44,19 @@ pub enum ReplError {
     NotFound(String),
 }
 
+/// Why `remove_peer` could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum RemovePeerError {
+    #[error(
+        "peer removal needs the embedded nats-server's system account; this node has no embedded server (or runs it with --nats-config)"
+    )]
+    NoSystemAccount,
+    #[error(transparent)]
+    Peer(#[from] peers::PeerError),
+    #[error("the peer was handled but its durable consumer was not deleted: {0}")]
+    Consumer(ReplError),
+}
+
 /// What the rest of the node holds of replication: status and the JetStream API for the
 /// `/replications` routes.
 #[derive(Clone)]
@@ -52,6 +68,11 @@ pub struct ReplicationHandle {
     pub status: Arc<ReplStatus>,
     /// The snapshot bucket of this database (`POST`/`GET /snapshot`, recovery).
     pub snapshots: Arc<snapshot::Snapshots>,
+    /// JetStream cluster membership through the embedded server's system account (`None`
+    /// without an embedded server or with `--nats-config`).
+    pub peers: Option<Arc<peers::PeerAdmin>>,
+    /// The database file name (durable names are derived from it).
+    db_file: String,
     nats_state: Option<tokio::sync::watch::Receiver<nats_server::NatsState>>,
 }
 
@@ -143,6 +164,7 @@ pub async fn connect(
         &file,
         r.replicas,
         config.snapshots.retain,
+        config.snapshots.orphan_age,
         config.db.scratch_dir(),
     ));
     let sink = publisher::JetStreamSink {
@@ -190,6 +212,16 @@ pub async fn connect(
             durable,
             status,
             snapshots,
+            peers: embedded.and_then(|s| {
+                s.system_auth().map(|auth| {
+                    Arc::new(peers::PeerAdmin {
+                        url: s.client_url().to_string(),
+                        auth: auth.clone(),
+                        server_name: s.server_name().to_string(),
+                    })
+                })
+            }),
+            db_file: file.clone(),
             nats_state: embedded.map(|s| s.state()),
         },
         client,
@@ -221,6 +253,8 @@ impl Connected {
             status: self.handle.status.clone(),
             metrics,
             snapshots: Some(self.handle.snapshots.clone()),
+            gaps: gap::GapWatch::default(),
+            gap_while_running: Default::default(),
         };
         let task = tokio::spawn(c.run(shutdown));
         (self.handle, task, self.client)
@@ -249,6 +283,7 @@ impl ReplicationHandle {
             "bucket": self.snapshots.bucket(),
             "taken": self.snapshots.taken.load(Ordering::Relaxed),
             "failed": self.snapshots.failed.load(Ordering::Relaxed),
+            "orphans_deleted": self.snapshots.orphans_deleted.load(Ordering::Relaxed),
         });
         if let Some(s) = &self.nats_state {
             j["embedded_nats"] = json!(s.borrow().as_str());
@@ -301,6 +336,32 @@ impl ReplicationHandle {
             )));
         }
         Ok(json!({ "replications": info }))
+    }
+
+    /// Scale-down: removes server `name` from the JetStream cluster and deletes the durable
+    /// consumer of the node of that name; both steps are idempotent.
+    pub async fn remove_peer(&self, name: &str, force: bool) -> Result<Json, RemovePeerError> {
+        let admin = self
+            .peers
+            .as_ref()
+            .ok_or(RemovePeerError::NoSystemAccount)?;
+        let removal = admin.remove(name, force).await?;
+        let durable = names::durable_name(&self.db_file, name);
+        let consumer_deleted = match self.delete_consumer(&durable).await {
+            Ok(()) => true,
+            Err(ReplError::NotFound(_)) => false,
+            Err(e) => return Err(RemovePeerError::Consumer(e)),
+        };
+        if consumer_deleted {
+            tracing::info!(%durable, "deleted the durable consumer of a removed peer");
+        }
+        Ok(json!({
+            "peer": name,
+            "removed": removal.removed,
+            "reason": removal.reason,
+            "durable": durable,
+            "consumer_deleted": consumer_deleted,
+        }))
     }
 
     pub async fn delete_consumer(&self, name: &str) -> Result<(), ReplError> {

@@ -1,7 +1,10 @@
 //! Owns the text of the nats-server configuration file ha generates for its embedded server.
 //! Must stay pure (returns a string; the supervisor writes it, mode 0600, never logs it).
 //! Invariant: every user-supplied value is written as a quoted, escaped string, so no value can
-//! inject configuration or be read as a `$variable`.
+//! inject configuration or be read as a `$variable`. Clients stay in the global account (`$G`,
+//! where the streams have always lived); a system-account user, when given, lives in `$SYS`,
+//! and a server without a client password then lets password-less clients in as an
+//! `no_auth_user` of `$G` (a users list is needed beside `$SYS`, and it must not lock them out).
 //! See `nats_server` for how the file is used.
 
 use std::fmt::Write as _;
@@ -18,6 +21,11 @@ pub(crate) struct ConfSpec<'a> {
     pub store_dir: Option<&'a Path>,
     pub user: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// A user of the system account `$SYS` (peer removal, server requests): (user, password).
+    pub system: Option<(&'a str, &'a str)>,
+    /// The password of the `$G` user that password-less clients become when `system` is set
+    /// and `user`/`password` are not (nobody is told it; it only has to exist).
+    pub anonymous_password: Option<&'a str>,
     pub cluster: Option<ClusterSpec<'a>>,
     pub max_payload: Option<u64>,
     pub ping_interval: Option<Duration>,
@@ -52,6 +60,9 @@ pub(crate) fn quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// The `$G` user that clients without credentials become when a system account is configured.
+pub(crate) const ANONYMOUS_USER: &str = "ha-anonymous";
 
 fn port(p: Option<u16>) -> String {
     p.map_or_else(|| "-1".to_string(), |p| p.to_string())
@@ -92,13 +103,37 @@ pub(crate) fn render(spec: &ConfSpec<'_>) -> String {
             let _ = writeln!(s, "jetstream: enabled");
         }
     }
-    if let (Some(user), Some(password)) = (spec.user, spec.password) {
-        let _ = writeln!(
-            s,
-            "authorization {{\n  user: {}\n  password: {}\n}}",
-            quote(user),
-            quote(password)
-        );
+    match (spec.user, spec.password, spec.system) {
+        (Some(user), Some(password), None) => {
+            let _ = writeln!(
+                s,
+                "authorization {{\n  user: {}\n  password: {}\n}}",
+                quote(user),
+                quote(password)
+            );
+        }
+        (user, password, Some((sys_user, sys_password))) => {
+            let (user, password) = match (user, password) {
+                (Some(u), Some(p)) => (u, p),
+                _ => (ANONYMOUS_USER, spec.anonymous_password.unwrap_or_default()),
+            };
+            let _ = writeln!(
+                s,
+                "authorization {{\n  users: [ {{ user: {}, password: {} }} ]\n}}",
+                quote(user),
+                quote(password)
+            );
+            if user == ANONYMOUS_USER {
+                let _ = writeln!(s, "no_auth_user: {}", quote(ANONYMOUS_USER));
+            }
+            let _ = writeln!(
+                s,
+                "accounts {{\n  $SYS {{ users: [ {{ user: {}, password: {} }} ] }}\n}}",
+                quote(sys_user),
+                quote(sys_password)
+            );
+        }
+        _ => {}
     }
     if let Some(c) = &spec.cluster {
         let _ = writeln!(s, "cluster {{");
@@ -132,6 +167,8 @@ mod tests {
             store_dir: Some(Path::new("/data/js")),
             user: None,
             password: None,
+            system: None,
+            anonymous_password: None,
             cluster: None,
             max_payload: None,
             ping_interval: None,
@@ -160,6 +197,38 @@ mod tests {
         }
         assert!(!text.contains("authorization"));
         assert!(!text.contains("cluster"));
+    }
+
+    #[test]
+    fn a_system_account_keeps_clients_in_the_global_account() {
+        let with_user = render(&ConfSpec {
+            user: Some("app"),
+            password: Some("pw"),
+            system: Some(("ha-system", "s3cr\"t")),
+            anonymous_password: Some("anon"),
+            ..spec()
+        });
+        for line in [
+            "users: [ { user: \"app\", password: \"pw\" } ]",
+            "$SYS { users: [ { user: \"ha-system\", password: \"s3cr\\\"t\" } ] }",
+        ] {
+            assert!(with_user.contains(line), "{line} missing in\n{with_user}");
+        }
+        assert!(!with_user.contains("no_auth_user"), "{with_user}");
+        assert!(!with_user.contains("anon"), "{with_user}");
+
+        let open = render(&ConfSpec {
+            system: Some(("ha-system", "s")),
+            anonymous_password: Some("anon"),
+            ..spec()
+        });
+        for line in [
+            "users: [ { user: \"ha-anonymous\", password: \"anon\" } ]",
+            "no_auth_user: \"ha-anonymous\"",
+            "$SYS { users: [ { user: \"ha-system\", password: \"s\" } ] }",
+        ] {
+            assert!(open.contains(line), "{line} missing in\n{open}");
+        }
     }
 
     #[test]

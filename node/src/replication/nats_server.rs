@@ -36,6 +36,18 @@ or put it on PATH; or run without an embedded server: --nats-port 0 --replicatio
 const LOG_LINES_KEPT: usize = 200;
 const LOG_TAIL_IN_ERRORS: usize = 20;
 
+/// The system-account user of a generated config.
+pub const SYSTEM_USER: &str = "ha-system";
+
+/// 32 random bytes as hex (a password nobody types).
+fn random_secret() -> Secret {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 32];
+    // The OS RNG does not fail on Linux; a zero key would only weaken a local-only password.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    Secret::new(super::snapshot::hex(&b))
+}
+
 /// The user and password the embedded server requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsAuth {
@@ -66,6 +78,12 @@ pub struct NatsServerConfig {
     /// JetStream store directory; `None` = nats-server's default under the OS temp dir.
     pub store_dir: Option<PathBuf>,
     pub auth: Option<NatsAuth>,
+    /// A user of the system account, made up at every start of the node (random password,
+    /// only in the 0600 config file and in memory): the node's own way to remove JetStream
+    /// peers. `None` with `--nats-config` (the operator's file decides).
+    pub system: Option<NatsAuth>,
+    /// The password of the `$G` user password-less clients become beside the system account.
+    pub anonymous_password: Option<Secret>,
     /// A config file used as is instead of the generated one (`-js` forces JetStream on).
     pub config_file: Option<PathBuf>,
     /// Forward every server log line to the node's log (errors are always forwarded).
@@ -95,6 +113,8 @@ impl NatsServerConfig {
             port: 4222,
             store_dir: None,
             auth: None,
+            system: None,
+            anonymous_password: None,
             config_file: None,
             logs: false,
             cluster: None,
@@ -127,6 +147,11 @@ impl NatsServerConfig {
                 .auth
                 .clone()
                 .map(|(user, password)| NatsAuth { user, password }),
+            system: n.config_file.is_none().then(|| NatsAuth {
+                user: SYSTEM_USER.into(),
+                password: random_secret(),
+            }),
+            anonymous_password: n.config_file.is_none().then(random_secret),
             config_file: n.config_file.clone(),
             logs: n.logs,
             cluster: clustered.then(|| NatsCluster {
@@ -290,6 +315,8 @@ struct Plan {
 /// `stop` stops it and waits.
 pub struct NatsServer {
     client_url: String,
+    server_name: String,
+    system: Option<NatsAuth>,
     state: watch::Receiver<NatsState>,
     endpoints: watch::Receiver<Option<Endpoints>>,
     log: LogTail,
@@ -335,6 +362,7 @@ impl NatsServer {
             c.port = p;
         }
         let client_url = client_url(&plan.cfg.host, ep.client_port);
+        let (server_name, system) = (plan.cfg.server_name.clone(), plan.cfg.system.clone());
         tracing::info!(url = %client_url, pid = child.id(), "embedded nats-server is ready");
         state_tx.send_replace(NatsState::Running {
             pid: child.id().unwrap_or(0),
@@ -351,6 +379,8 @@ impl NatsServer {
         ));
         Ok(NatsServer {
             client_url,
+            server_name,
+            system,
             state: state_rx,
             endpoints: ep_rx,
             log,
@@ -363,6 +393,16 @@ impl NatsServer {
     /// interfaces). Credentials, if any, are in the config, not in the URL.
     pub fn client_url(&self) -> &str {
         &self.client_url
+    }
+
+    /// The server's name (the node's name) in the JetStream cluster.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// The system-account user of the generated config (`None` with `--nats-config`).
+    pub fn system_auth(&self) -> Option<&NatsAuth> {
+        self.system.as_ref()
     }
 
     /// The state, updated as the server starts, dies, restarts and stops.
@@ -554,6 +594,11 @@ fn render(cfg: &NatsServerConfig) -> String {
         store_dir: cfg.store_dir.as_deref(),
         user: cfg.auth.as_ref().map(|a| a.user.as_str()),
         password: cfg.auth.as_ref().map(|a| a.password.expose()),
+        system: cfg
+            .system
+            .as_ref()
+            .map(|a| (a.user.as_str(), a.password.expose())),
+        anonymous_password: cfg.anonymous_password.as_ref().map(Secret::expose),
         cluster: cfg.cluster.as_ref().map(|c| ClusterSpec {
             name: &c.name,
             host: &c.host,

@@ -13,7 +13,8 @@
 //! after all its chunks are stored, so a `kill -9` during an upload leaves no visible object
 //! (at most orphaned chunks) and the previous snapshots stay the latest — there is always a
 //! usable one once one was taken. After a new one is stored and its metadata read back, all
-//! but the newest `--snapshot-retain` are deleted. An object named exactly `<db file name>`
+//! but the newest `--snapshot-retain` are deleted, and `snapshot_sweep` removes the chunks of
+//! uploads that never completed (also once at start). An object named exactly `<db file name>`
 //! (the Go original's key, header `seq` only) is read as a candidate too but never written.
 //!
 //! Restore tries candidates from the newest: download to a temporary file while hashing,
@@ -127,8 +128,12 @@ pub struct Snapshots {
     tmp_dir: PathBuf,
     /// Serialises takes; the sequence of the last snapshot this process stored.
     last: tokio::sync::Mutex<Option<u64>>,
+    /// How old unreferenced chunks must be before a sweep deletes them.
+    orphan_age: Duration,
     pub taken: AtomicU64,
     pub failed: AtomicU64,
+    /// Chunk sets of unfinished uploads (or deletes) removed by sweeps.
+    pub orphans_deleted: AtomicU64,
 }
 
 impl Snapshots {
@@ -138,6 +143,7 @@ impl Snapshots {
         db_file_name: &str,
         replicas: usize,
         retain: usize,
+        orphan_age: Duration,
         tmp_dir: PathBuf,
     ) -> Snapshots {
         Snapshots {
@@ -148,8 +154,10 @@ impl Snapshots {
             retain: retain.max(1),
             tmp_dir,
             last: tokio::sync::Mutex::new(None),
+            orphan_age,
             taken: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            orphans_deleted: AtomicU64::new(0),
         }
     }
 
@@ -307,6 +315,9 @@ impl Snapshots {
         if let Err(e) = self.prune(&store).await {
             tracing::warn!(error = %e, "snapshot retention failed; older snapshots stay");
         }
+        if let Err(e) = self.sweep().await {
+            tracing::warn!(error = %e, "sweeping the snapshot bucket failed; will try again after the next snapshot");
+        }
         let duration_ms = start.elapsed().as_millis() as u64;
         tracing::info!(%name, seq, bytes, duration_ms, bucket = %self.bucket, "snapshot stored");
         Ok(Taken {
@@ -329,6 +340,19 @@ impl Snapshots {
             tracing::info!(name = %old.name, seq = old.seq, "old snapshot deleted (--snapshot-retain)");
         }
         Ok(())
+    }
+
+    /// Removes what unfinished uploads and deletes left in the bucket (see `snapshot_sweep`).
+    pub async fn sweep(&self) -> Result<super::snapshot_sweep::Swept, SnapError> {
+        let swept =
+            super::snapshot_sweep::sweep(&self.js, &self.bucket, &self.key, self.orphan_age)
+                .await?;
+        self.orphans_deleted
+            .fetch_add(swept.orphan_uploads as u64, Ordering::Relaxed);
+        if swept != Default::default() {
+            tracing::info!(?swept, bucket = %self.bucket, "snapshot bucket swept");
+        }
+        Ok(swept)
     }
 
     /// The newest snapshot as a reader (for `GET /snapshot`), with its listing.

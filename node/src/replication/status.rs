@@ -26,6 +26,9 @@ pub struct ReplStatus {
     /// Inserts of the same key by two transactions (one row lost by last-writer-wins).
     pub key_collisions: AtomicU64,
     pub applied_total: AtomicU64,
+    /// Gaps found (at consumer start or while consuming), and recoveries from a snapshot.
+    pub gaps_detected: AtomicU64,
+    pub recoveries: AtomicU64,
     /// A hole between our applied sequence and the stream's first one (history aged out).
     pub gap: Mutex<Option<String>>,
     pub last_error: Mutex<Option<String>>,
@@ -100,6 +103,8 @@ impl ReplStatus {
             "applied_total": self.applied_total.load(Ordering::Acquire),
             "quarantined": self.quarantined.load(Ordering::Acquire),
             "key_collisions": self.key_collisions.load(Ordering::Acquire),
+            "gaps_detected": self.gaps_detected.load(Ordering::Acquire),
+            "recoveries": self.recoveries.load(Ordering::Acquire),
             "gap": self.gap(),
             "last_error": self.last_error.lock().ok().and_then(|g| g.clone()),
             "last_recovery": self.last_recovery.lock().ok().and_then(|g| g.clone()),

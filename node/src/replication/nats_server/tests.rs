@@ -379,3 +379,85 @@ async fn killing_the_node_kills_its_nats_server() {
     helper.kill().await.unwrap(); // SIGKILL: no destructor, no shutdown code runs
     eventually("the orphaned nats-server to die", async || !alive(pid)).await;
 }
+
+/// The system account (for peer removal) changes nobody's account: a stream created by a
+/// server without it is still there after a restart with it, password-less clients still use
+/// JetStream in `$G`, a configured user still must log in, and only the system user reaches
+/// `$SYS` requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_account_keeps_clients_and_streams_in_the_global_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = NatsServer::start(test_config("sys", dir.path()))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(old.client_url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "KEEP".into(),
+        subjects: vec!["keep.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    old.stop().await;
+
+    for app in [None, Some(("app", "app-pw"))] {
+        let mut cfg = test_config("sys", dir.path());
+        cfg.system = Some(NatsAuth {
+            user: SYSTEM_USER.into(),
+            password: Secret::new("sys-secret-pw"),
+        });
+        cfg.anonymous_password = Some(Secret::new("anon-pw"));
+        cfg.auth = app.map(|(u, p)| NatsAuth {
+            user: u.into(),
+            password: Secret::new(p),
+        });
+        let server = NatsServer::start(cfg).await.unwrap();
+        let url = server.client_url().to_string();
+        let client_opts = || match app {
+            None => async_nats::ConnectOptions::new(),
+            Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.into(), p.into()),
+        };
+        let js = async_nats::jetstream::new(client_opts().connect(&url).await.unwrap());
+        js.get_stream("KEEP")
+            .await
+            .unwrap_or_else(|e| panic!("{app:?}: the $G stream is gone: {e}"));
+        if app.is_some() {
+            assert!(
+                jetstream_answers(&url, async_nats::ConnectOptions::new())
+                    .await
+                    .is_err(),
+                "unauthenticated client accepted"
+            );
+        }
+        let sys = async_nats::ConnectOptions::with_user_and_password(
+            SYSTEM_USER.into(),
+            "sys-secret-pw".into(),
+        )
+        .connect(&url)
+        .await
+        .unwrap();
+        let id = sys.server_info().server_id;
+        let r = sys
+            .request(format!("$SYS.REQ.SERVER.{id}.JSZ"), "{}".into())
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(v["server"]["name"], "sys", "{v}");
+        // A client of $G cannot ask the system account.
+        let app_client = client_opts().connect(&url).await.unwrap();
+        let denied = tokio::time::timeout(
+            Duration::from_secs(2),
+            app_client.request(format!("$SYS.REQ.SERVER.{id}.JSZ"), "{}".into()),
+        )
+        .await;
+        assert!(!matches!(denied, Ok(Ok(_))), "a $G client reached $SYS");
+        assert!(
+            !server
+                .log_tail(200)
+                .iter()
+                .any(|l| l.contains("sys-secret-pw") || l.contains("anon-pw")),
+            "a password in the server log"
+        );
+        server.stop().await;
+    }
+}
