@@ -121,6 +121,21 @@ struct Args {
     #[arg(long, env = "HA_PG_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pg_idle_in_transaction_timeout: Duration,
 
+    /// Interceptor script (Rhai) with optional hooks before(cs), after(cs, error) and
+    /// publish(cs) around applying and publishing change sets; see docs/interceptor.md
+    #[arg(short = 'i', long, env = "HA_INTERCEPTOR", value_name = "FILE")]
+    interceptor: Option<PathBuf>,
+
+    /// SQLite extensions loaded on every connection before the node serves, comma separated,
+    /// e.g. "/usr/lib/sqlite3/pcre.so,./vec0.so"
+    #[arg(
+        long,
+        env = "HA_EXTENSIONS",
+        value_delimiter = ',',
+        value_name = "FILES"
+    )]
+    extensions: Vec<PathBuf>,
+
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
@@ -272,6 +287,8 @@ pub struct Config {
     pub snapshots: SnapshotFlags,
     pub pg_port: PgPort,
     pub pg: crate::pgwire::PgConfig,
+    /// The `--interceptor` script.
+    pub interceptor: Option<PathBuf>,
 }
 
 /// Where the PostgreSQL front end listens.
@@ -436,7 +453,21 @@ fn file_args(
 
 impl Args {
     fn validate(self) -> Result<Config, ConfigError> {
-        let db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
+        let mut db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
+        db.extensions = self
+            .extensions
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if self
+            .interceptor
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "--interceptor must not be empty".into(),
+            ));
+        }
         let name = match self.name {
             Some(n) if n.trim().is_empty() => {
                 return Err(ConfigError::Invalid("--name must not be empty".into()));
@@ -545,6 +576,7 @@ impl Args {
                 idle_in_transaction_timeout: Some(self.pg_idle_in_transaction_timeout)
                     .filter(|d| !d.is_zero()),
             },
+            interceptor: self.interceptor,
         })
     }
 }
@@ -606,6 +638,7 @@ impl Config {
                 max_connections: 100,
                 idle_in_transaction_timeout: Some(Duration::from_secs(60)),
             },
+            interceptor: None,
         }
     }
 }
