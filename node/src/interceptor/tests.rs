@@ -1,5 +1,6 @@
 //! Unit tests of loading scripts, the return conventions of each hook and the sandbox limits.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -207,4 +208,61 @@ fn a_runaway_script_is_stopped_quickly() {
     // The budget is per run: the next run starts afresh.
     let i = load("fn before(cs) { let n = 0; while n < 10000 { n += 1; } true }").unwrap();
     assert_eq!(i.before(&cs, at()).unwrap(), Before::AsReceived);
+}
+
+fn example(name: &str) -> Interceptor {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/interceptors")
+        .join(name);
+    Interceptor::load(&path, InterceptorCounters::default()).unwrap()
+}
+
+#[test]
+fn the_shipped_alter_table_example_ignores_only_alter_table_errors() {
+    let i = example("ignore_alter_table_errors.rhai");
+    let mut cs = users();
+    cs.changes = vec![Change::sql("  alter table users ADD COLUMN x")];
+    assert_eq!(i.after(&cs, None, at()).unwrap(), After::Keep);
+    assert_eq!(
+        i.after(&cs, Some("duplicate column name: x"), at())
+            .unwrap(),
+        After::Ignore
+    );
+    cs.changes = vec![Change::sql("CREATE TABLE z(a)")];
+    assert_eq!(i.after(&cs, Some("boom"), at()).unwrap(), After::Keep);
+}
+
+#[test]
+fn the_shipped_keep_local_example_drops_local_tables_only() {
+    let i = example("keep_table_local.rhai");
+    let cs = users();
+    let Publish::Send(out) = i.publish(&cs, "s").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        out.changes,
+        vec![cs.changes[0].clone(), cs.changes[2].clone()]
+    );
+}
+
+#[test]
+fn the_shipped_mask_example_masks_email_values_only() {
+    let i = example("mask_email.rhai");
+    let mut cs = users();
+    let mut update = cs.changes[0].clone();
+    update.operation = Operation::Update;
+    update.old_values = vec![Value::Integer(1), Value::Null];
+    cs.changes.push(update);
+    let Before::Apply(out) = i.before(&cs, at()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        out.changes[0].new_values,
+        vec![Value::Integer(1), Value::Text("a***@example.com".into())]
+    );
+    assert_eq!(out.changes[1], cs.changes[1], "other tables untouched");
+    assert_eq!(
+        out.changes[3].old_values,
+        vec![Value::Integer(1), Value::Null]
+    );
 }
