@@ -396,3 +396,62 @@ async fn publish_keeps_a_table_local_and_the_bookkeeping_follows_what_was_publis
     assert_eq!(a.applied_seq().await.unwrap(), Seq(4));
     assert_eq!(b.applied_seq().await.unwrap(), Seq(4));
 }
+
+#[tokio::test]
+async fn a_failing_publish_hook_rolls_the_transaction_back_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let i = script(
+        r#"fn publish(cs) {
+            if cs.changes.some(|c| c.table == "t" && c.new_values[1] == "refuse") { throw "not this one"; }
+            cs
+        }"#,
+    );
+    let a = node_with(&log, "a", dir.path(), Some(&i)).await;
+    exec(&a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").await;
+    let n = log.messages.lock().unwrap().len();
+    let err = a
+        .execute(vec![
+            Stmt::new("INSERT INTO t VALUES (1, 'fine')"),
+            Stmt::new("INSERT INTO t VALUES (2, 'refuse')"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "interceptor_failed", "{err}");
+    assert!(err.to_string().contains("not this one"), "{err}");
+    assert_eq!(log.messages.lock().unwrap().len(), n, "nothing published");
+    assert!(
+        dump(&a, "SELECT * FROM t").await.is_empty(),
+        "nothing committed"
+    );
+    exec(&a, "INSERT INTO t VALUES (3, 'fine')").await;
+    assert_eq!(log.messages.lock().unwrap().len(), n + 1);
+    // Clients committed together (group commit) share one change set: only the one the script
+    // refuses fails.
+    let writes = (10..40).map(|id| {
+        let a = a.clone();
+        let v = if id == 25 { "refuse" } else { "fine" };
+        tokio::spawn(async move {
+            a.execute(vec![Stmt::new(format!(
+                "INSERT INTO t VALUES ({id}, '{v}')"
+            ))])
+            .await
+        })
+    });
+    let mut failed = Vec::new();
+    for (k, w) in futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(e) = w.unwrap() {
+            assert_eq!(e.code().as_str(), "interceptor_failed", "{e}");
+            failed.push(k + 10);
+        }
+    }
+    assert_eq!(failed, vec![25]);
+    assert_eq!(
+        dump(&a, "SELECT count(*) FROM t").await,
+        vec![vec![Value::Integer(30)]]
+    );
+}

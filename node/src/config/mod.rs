@@ -134,7 +134,7 @@ struct Args {
         value_delimiter = ',',
         value_name = "FILES"
     )]
-    extensions: Vec<PathBuf>,
+    extensions: Vec<String>,
 
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
@@ -456,8 +456,10 @@ impl Args {
         let mut db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
         db.extensions = self
             .extensions
-            .into_iter()
-            .filter(|p| !p.as_os_str().is_empty())
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
             .collect();
         if self
             .interceptor
@@ -846,6 +848,31 @@ mod tests {
             "{text}"
         );
         assert!(Command::parse(["ha", "--check-config", "--port", "x"]).is_err());
+    }
+
+    #[test]
+    fn interceptor_and_extensions_come_from_flags_and_the_file() {
+        let c = run(&["-i", "hooks.rhai", "--extensions", "/a.so, /b.so"]).unwrap();
+        assert_eq!(c.interceptor.as_deref(), Some(Path::new("hooks.rhai")));
+        assert_eq!(
+            c.db.extensions,
+            vec![PathBuf::from("/a.so"), PathBuf::from("/b.so")]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(
+            &path,
+            "interceptor: x.rhai\nextensions:\n  - /c.so\n  - /d.so\n",
+        )
+        .unwrap();
+        let c = run(&["-c", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.interceptor.as_deref(), Some(Path::new("x.rhai")));
+        assert_eq!(
+            c.db.extensions,
+            vec![PathBuf::from("/c.so"), PathBuf::from("/d.so")]
+        );
+        assert!(run(&["--interceptor", ""]).is_err());
+        assert!(run(&[]).unwrap().db.extensions.is_empty());
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl DbError {
     pub fn clone_for_group(&self) -> DbError {
         match self.root() {
             DbError::Publish(m) => DbError::Publish(m.clone()),
+            DbError::Interceptor(e) => DbError::Interceptor(e.clone()),
             other => DbError::Aborted(format!("commit failed: {other}")),
         }
     }

@@ -719,7 +719,7 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     for (stmts, reply) in solo {
         let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
     }
-    let mut pending: Vec<(Reply<Vec<StmtResult>>, Vec<StmtResult>)> = Vec::new();
+    let mut pending: Vec<(Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>)> = Vec::new();
     let mut open = false;
     for (stmts, reply) in batches {
         if !open {
@@ -730,14 +730,14 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             open = true;
         }
         match run_in_savepoint(w, &stmts) {
-            Ok(results) => pending.push((reply, results)),
+            Ok(results) => pending.push((stmts, reply, results)),
             Err(e) => {
                 if w.conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (disk full, I/O error, …): the
                     // jobs before this one are lost with it and must be told.
                     w.rollback();
                     let why = e.to_string();
-                    for (r, _) in pending.drain(..) {
+                    for (_, r, _) in pending.drain(..) {
                         let _ = r.send(Err(DbError::Aborted(why.clone())));
                     }
                     open = false;
@@ -751,12 +751,24 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     }
     match w.finish_transaction() {
         Ok(_) => {
-            for (r, results) in pending {
+            for (_, r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
+        // The interceptor's publish hook saw the change set of every job in the group and
+        // refused it: the refusal may be about one job only. Each job runs again in its own
+        // transaction (the group was rolled back), so none fails for another's changes.
+        Err(e) if matches!(e.root(), DbError::Interceptor(_)) && pending.len() > 1 => {
+            tracing::debug!(
+                jobs = pending.len(),
+                "publish hook refused a group; committing its jobs one by one"
+            );
+            for (stmts, r, _) in pending {
+                commit_group(w, vec![(stmts, r)]);
+            }
+        }
         Err(e) => {
-            for (r, _) in pending {
+            for (_, r, _) in pending {
                 let _ = r.send(Err(e.clone_for_group()));
             }
         }
