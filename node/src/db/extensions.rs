@@ -69,7 +69,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.so");
         std::fs::write(&junk, b"not a shared library").unwrap();
-        let e = check(&[junk.clone()]).unwrap_err();
+        let e = check(std::slice::from_ref(&junk)).unwrap_err();
         assert_eq!(e.path, junk.display().to_string());
     }
 

@@ -53,6 +53,8 @@ type Reply<T> = oneshot::Sender<Result<T, DbError>>;
 type ApplyItem = (Seq, Arc<ChangeSet>, Reply<ApplyStats>);
 /// A batch waiting in a group, with where its answer goes.
 type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
+/// A batch of a group that ran in its savepoint, waiting for the group's commit.
+type Ran = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>);
 
 enum Job {
     Batch {
@@ -719,7 +721,7 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     for (stmts, reply) in solo {
         let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
     }
-    let mut pending: Vec<(Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>)> = Vec::new();
+    let mut pending: Vec<Ran> = Vec::new();
     let mut open = false;
     for (stmts, reply) in batches {
         if !open {
