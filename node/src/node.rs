@@ -74,21 +74,29 @@ pub struct RunningNode {
     shutdown_timeout: std::time::Duration,
 }
 
+/// Checks what the configuration points at beyond its own values, as start-up does and
+/// `--check-config` does too: the `--extensions` load and the `--interceptor` script compiles.
+/// Returns the loaded script.
+pub fn preflight(
+    config: &Config,
+    counters: crate::metrics::InterceptorCounters,
+) -> Result<Option<Interceptor>, NodeError> {
+    crate::db::extensions::check(&config.db.extensions)?;
+    Ok(match &config.interceptor {
+        Some(path) => Some(Interceptor::load(path, counters)?),
+        None => None,
+    })
+}
+
 /// Opens the database and starts every front end. Returns once the node serves.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
     let metrics = Arc::new(Metrics::new());
-    // 0. The interceptor script: a script that does not compile stops start-up before anything
-    //    else runs.
-    let interceptor = match &config.interceptor {
-        Some(path) => {
-            let i = Interceptor::load(path, metrics.interceptor.clone())?;
-            tracing::info!(script = %path.display(), hooks = %i.status_json()["hooks"], "interceptor loaded");
-            Some(Arc::new(i))
-        }
-        None => None,
-    };
-    // 0a. Extensions: a missing or broken one stops start-up, named, before anything runs.
-    crate::db::extensions::check(&config.db.extensions)?;
+    // 0. The files the configuration names: a script that does not compile or an extension
+    //    that does not load stops start-up before anything else runs.
+    let interceptor = preflight(&config, metrics.interceptor.clone())?.map(Arc::new);
+    if let Some(i) = &interceptor {
+        tracing::info!(script = i.script(), hooks = %i.status_json()["hooks"], "interceptor loaded");
+    }
     if !config.db.extensions.is_empty() {
         tracing::info!(extensions = ?config.db.extensions, "SQLite extensions load on every connection");
     }

@@ -404,3 +404,26 @@ fn a_script_that_does_not_compile_stops_start_up_with_file_line_and_column() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("after(cs, error)"), "{stderr}");
 }
+
+#[test]
+fn check_config_compiles_the_script_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hooks.rhai");
+    std::fs::write(&script, "fn before(cs) { true }\n").unwrap();
+    let args = |s: &str| -> Vec<String> {
+        vec!["--check-config".into(), "--interceptor".into(), s.into()]
+    };
+    let out = run_ha(&args(script.to_str().unwrap()), &[]).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hooks.rhai"));
+    std::fs::write(&script, "fn before(cs) { ( }\n").unwrap();
+    let out = run_ha(&args(script.to_str().unwrap()), &[]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 1, column"), "{stderr}");
+}
