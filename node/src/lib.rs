@@ -10,10 +10,13 @@
 //! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
 //!   statements, backups.
 //! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules); pure.
+//! - `interceptor` the user's Rhai script (`--interceptor`): hooks around applying and publishing
+//!   change sets, sandboxed; the writer calls it.
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
 //!
-//! Dependencies point down only: `http`, `pgwire` → `exec` → `db`. Front ends never import rusqlite.
+//! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`.
+//! Front ends never import rusqlite.
 //!
 //! ## Errors
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
@@ -24,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod exec;
 pub mod http;
+pub mod interceptor;
 pub mod metrics;
 pub mod node;
 pub mod pgwire;

@@ -13,6 +13,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Check(c)) => {
+            if let Err(e) = ha::node::preflight(&c, Default::default()) {
+                eprintln!("ha: {e}");
+                return ExitCode::from(2);
+            }
             print!("{}", c.effective_settings());
             return ExitCode::SUCCESS;
         }

@@ -39,6 +39,59 @@ pub struct Metrics {
     pub replication_gaps: IntCounter,
     /// Automatic restores of the latest snapshot after a gap.
     pub snapshot_recoveries: IntCounter,
+    /// What the interceptor script decided (`--interceptor`).
+    pub interceptor: InterceptorCounters,
+}
+
+/// The interceptor's counters, cheap clones of the registered ones handed to the script runner.
+#[derive(Clone)]
+pub struct InterceptorCounters {
+    /// Received change sets `before` skipped (acknowledged, nothing applied).
+    pub skipped: IntCounter,
+    /// Received change sets whose apply error `after` ignored.
+    pub rescued: IntCounter,
+    /// Hook runs that threw, ran past a limit or returned something unexpected.
+    pub failures: IntCounter,
+    /// Changes `publish` kept on this node.
+    pub unpublished_changes: IntCounter,
+    /// Commits `publish` kept on this node entirely (nothing published).
+    pub unpublished_sets: IntCounter,
+}
+
+impl InterceptorCounters {
+    fn new() -> InterceptorCounters {
+        let c =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        InterceptorCounters {
+            skipped: c(
+                "ha_interceptor_skipped_total",
+                "Received change sets the interceptor's before() skipped",
+            ),
+            rescued: c(
+                "ha_interceptor_rescued_total",
+                "Received change sets whose apply error the interceptor's after() ignored",
+            ),
+            failures: c(
+                "ha_interceptor_failures_total",
+                "Interceptor hook runs that failed (threw, exceeded a limit, bad return value)",
+            ),
+            unpublished_changes: c(
+                "ha_interceptor_unpublished_changes_total",
+                "Changes the interceptor's publish() kept on this node",
+            ),
+            unpublished_sets: c(
+                "ha_interceptor_unpublished_sets_total",
+                "Commits the interceptor's publish() kept on this node entirely",
+            ),
+        }
+    }
+}
+
+/// Unregistered counters, for an interceptor outside a node (tests).
+impl Default for InterceptorCounters {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
@@ -118,6 +171,7 @@ impl Metrics {
             "Automatic restores of the latest snapshot after a gap",
         )
         .expect("static metric definition");
+        let interceptor = InterceptorCounters::new();
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -133,6 +187,11 @@ impl Metrics {
             Box::new(key_collisions.clone()),
             Box::new(replication_gaps.clone()),
             Box::new(snapshot_recoveries.clone()),
+            Box::new(interceptor.skipped.clone()),
+            Box::new(interceptor.rescued.clone()),
+            Box::new(interceptor.failures.clone()),
+            Box::new(interceptor.unpublished_changes.clone()),
+            Box::new(interceptor.unpublished_sets.clone()),
         ] {
             registry
                 .register(c)
@@ -154,6 +213,7 @@ impl Metrics {
             key_collisions,
             replication_gaps,
             snapshot_recoveries,
+            interceptor,
         }
     }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, PgPort};
 use crate::exec::{ExecConfig, Executor};
 use crate::http;
+use crate::interceptor::Interceptor;
 use crate::metrics::Metrics;
 use crate::replication::nats_server::{NatsServer, NatsServerConfig};
 use crate::replication::{self, ReplicationHandle};
@@ -42,6 +43,10 @@ pub enum NodeError {
     NatsServer(#[from] crate::replication::nats_server::NatsServerError),
     #[error("cannot open the database: {0}")]
     Db(#[from] crate::exec::ExecError),
+    #[error(transparent)]
+    Interceptor(#[from] crate::interceptor::LoadError),
+    #[error(transparent)]
+    Extension(#[from] crate::db::extensions::ExtensionError),
     #[error("postgres front end: {0}")]
     Pg(#[from] crate::pgwire::PgError),
     #[error("cannot listen on {addr}: {source}")]
@@ -69,9 +74,32 @@ pub struct RunningNode {
     shutdown_timeout: std::time::Duration,
 }
 
+/// Checks what the configuration points at beyond its own values, as start-up does and
+/// `--check-config` does too: the `--extensions` load and the `--interceptor` script compiles.
+/// Returns the loaded script.
+pub fn preflight(
+    config: &Config,
+    counters: crate::metrics::InterceptorCounters,
+) -> Result<Option<Interceptor>, NodeError> {
+    crate::db::extensions::check(&config.db.extensions)?;
+    Ok(match &config.interceptor {
+        Some(path) => Some(Interceptor::load(path, counters)?),
+        None => None,
+    })
+}
+
 /// Opens the database and starts every front end. Returns once the node serves.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
     let metrics = Arc::new(Metrics::new());
+    // 0. The files the configuration names: a script that does not compile or an extension
+    //    that does not load stops start-up before anything else runs.
+    let interceptor = preflight(&config, metrics.interceptor.clone())?.map(Arc::new);
+    if let Some(i) = &interceptor {
+        tracing::info!(script = i.script(), hooks = %i.status_json()["hooks"], "interceptor loaded");
+    }
+    if !config.db.extensions.is_empty() {
+        tracing::info!(extensions = ?config.db.extensions, "SQLite extensions load on every connection");
+    }
     // 1. NATS: the embedded server (a supervised child) if configured, then the connection.
     //    The connection retries in the background: a node whose NATS is down still starts,
     //    serves reads, refuses writes and says it is not ready.
@@ -86,9 +114,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let replicated = nats_server.is_some() || !config.replication.urls.is_empty();
     let connected = if replicated {
-        Some(replication::connect(&config, nats_server.as_ref(), metrics.clone()).await?)
+        Some(
+            replication::connect(&config, nats_server.as_ref(), metrics.clone(), interceptor)
+                .await?,
+        )
     } else {
         tracing::info!("no NATS configured (--nats-port 0, no --replication-url): standalone node");
+        if interceptor.is_some() {
+            tracing::warn!(
+                "--interceptor has no effect on a standalone node: nothing is published or applied"
+            );
+        }
         None
     };
 

@@ -1,5 +1,5 @@
 //! Capture → publish → apply through the real executor and writer, with an in-memory log
-//! standing in for JetStream: convergence, own messages, DDL, failures.
+//! standing in for JetStream: convergence, own messages, DDL, failures, interceptor hooks.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,6 +7,8 @@ use ha::changeset::{self, ChangeSet, Seq};
 use ha::db::sink::{ChangeSink, Origin, PublishError, ReplicationHooks};
 use ha::db::{DbTarget, Stmt, StmtResult, Value};
 use ha::exec::{ExecConfig, Executor};
+use ha::interceptor::Interceptor;
+use ha::metrics::InterceptorCounters;
 
 /// A shared, ordered log: what JetStream is to the nodes.
 #[derive(Default)]
@@ -30,6 +32,16 @@ impl ChangeSink for Sink {
 }
 
 async fn node(log: &Arc<Log>, name: &str, dir: &std::path::Path) -> Executor {
+    node_with(log, name, dir, None).await
+}
+
+/// A node whose writer runs `script` (Rhai text) as its interceptor.
+async fn node_with(
+    log: &Arc<Log>,
+    name: &str,
+    dir: &std::path::Path,
+    script: Option<&Arc<Interceptor>>,
+) -> Executor {
     let dsn = format!("file:{}", dir.join(format!("{name}.db")).display());
     Executor::open(ExecConfig {
         target: DbTarget::parse(Some(&dsn), false).unwrap(),
@@ -43,6 +55,8 @@ async fn node(log: &Arc<Log>, name: &str, dir: &std::path::Path) -> Executor {
             },
             ddl_sync: true,
             dedupe_window: std::time::Duration::from_secs(3600),
+            subject: "ha_replication.ha_db".into(),
+            interceptor: script.cloned(),
         }),
     })
     .await
@@ -212,4 +226,232 @@ async fn an_old_message_published_again_does_not_undo_later_writes() {
     let q = "SELECT v FROM t";
     assert_eq!(dump(&a, q).await, vec![vec![Value::Text("second".into())]]);
     assert_eq!(dump(&b, q).await, dump(&a, q).await);
+}
+
+fn script(text: &str) -> Arc<Interceptor> {
+    Arc::new(Interceptor::compile("test.rhai", text, InterceptorCounters::default()).unwrap())
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+#[tokio::test]
+async fn before_edits_and_skips_and_after_ignores_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    let i = script(
+        r#"
+        fn before(cs) {
+            if cs.changes.some(|c| c.table == "skipme") { return false; }
+            cs.changes = cs.changes.map(|c| {
+                let at = c.columns.index_of("email");
+                if c.table == "users" && at >= 0 && c.new_values.len() > at { c.new_values[at] = "masked"; }
+                c
+            });
+            cs
+        }
+        fn after(cs, error) {
+            error == () || !error.contains("duplicate column name")
+        }
+        "#,
+    );
+    let b = node_with(&log, "b", dir.path(), Some(&i)).await;
+    exec(
+        &a,
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT, n INTEGER)",
+    )
+    .await;
+    exec(&a, "CREATE TABLE skipme(x)").await;
+    a.execute(vec![
+        Stmt::new("INSERT INTO users VALUES (1, 'a@example.com', 9007199254740993)"),
+        Stmt::new("INSERT INTO users VALUES (2, NULL, -1)"),
+    ])
+    .await
+    .unwrap();
+    exec(&a, "INSERT INTO skipme VALUES (1)").await;
+    catch_up(&log, &b).await;
+    assert_eq!(
+        dump(&b, "SELECT id, email, n FROM users ORDER BY id").await,
+        vec![
+            vec![
+                Value::Integer(1),
+                text("masked"),
+                Value::Integer(9007199254740993)
+            ],
+            vec![Value::Integer(2), text("masked"), Value::Integer(-1)],
+        ]
+    );
+    assert!(dump(&b, "SELECT * FROM skipme").await.is_empty());
+    assert_eq!(i.counters().skipped.get(), 1);
+    assert_eq!(
+        b.applied_seq().await.unwrap().0 as usize,
+        log.messages.lock().unwrap().len()
+    );
+    // b adds a column a does not know of yet; a adds the same: a's ALTER fails on b, and b's
+    // after() ignores it.
+    exec(&b, "ALTER TABLE users ADD COLUMN nick TEXT").await;
+    exec(&a, "ALTER TABLE users ADD COLUMN nick TEXT").await;
+    exec(&a, "UPDATE users SET nick = 'one' WHERE id = 1").await;
+    catch_up(&log, &b).await;
+    assert_eq!(i.counters().rescued.get(), 1);
+    assert_eq!(i.counters().failures.get(), 0);
+    assert_eq!(
+        dump(&b, "SELECT nick FROM users WHERE id = 1").await,
+        vec![vec![text("one")]]
+    );
+    assert_eq!(b.quarantine_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_failing_script_is_an_interceptor_error_and_nothing_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    let i = script(
+        r#"fn before(cs) { if cs.changes[0].table == "boom" { throw "no boom here"; } true }"#,
+    );
+    let b = node_with(&log, "b", dir.path(), Some(&i)).await;
+    exec(&a, "CREATE TABLE boom(x)").await;
+    exec(&a, "INSERT INTO boom VALUES (1)").await;
+    catch_up_until_error(&log, &b).await;
+    let msgs = log.messages.lock().unwrap().clone();
+    let cs = changeset::decode(&msgs[1]).unwrap();
+    let err = b.apply(Seq(2), Arc::new(cs)).await.unwrap_err();
+    assert!(err.is_interceptor(), "{err}");
+    assert_eq!(err.code().as_str(), "interceptor_failed");
+    assert!(err.to_string().contains("no boom here"), "{err}");
+    assert!(err.to_string().contains("test.rhai"), "{err}");
+    assert_eq!(b.applied_seq().await.unwrap(), Seq(1));
+    assert!(dump(&b, "SELECT * FROM boom").await.is_empty());
+    assert_eq!(i.counters().failures.get(), 2);
+}
+
+/// Applies the log in order until one message fails.
+async fn catch_up_until_error(log: &Log, node: &Executor) {
+    let msgs = log.messages.lock().unwrap().clone();
+    let from = node.applied_seq().await.unwrap().0 as usize;
+    for (k, bytes) in msgs.iter().enumerate().skip(from) {
+        let cs = changeset::decode(bytes).unwrap();
+        if node.apply(Seq(k as u64 + 1), Arc::new(cs)).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn publish_keeps_a_table_local_and_the_bookkeeping_follows_what_was_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let i = script(
+        r#"fn publish(cs) {
+            cs.changes = cs.changes.filter(|c| !c.table.starts_with("local_"));
+            cs
+        }"#,
+    );
+    let a = node_with(&log, "a", dir.path(), Some(&i)).await;
+    let b = node(&log, "b", dir.path()).await;
+    exec(&a, "CREATE TABLE local_cache(k TEXT PRIMARY KEY, v TEXT)").await;
+    exec(&a, "CREATE TABLE items(id INTEGER PRIMARY KEY, v TEXT)").await;
+    let before = log.messages.lock().unwrap().len();
+    a.execute(vec![
+        Stmt::new("INSERT INTO local_cache VALUES ('k1', 'cached')"),
+        Stmt::new("INSERT INTO items VALUES (1, 'shared')"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(log.messages.lock().unwrap().len(), before + 1);
+    let last = changeset::decode(log.messages.lock().unwrap().last().unwrap()).unwrap();
+    assert_eq!(last.changes.len(), 1);
+    assert_eq!(last.changes[0].table, "items");
+    // Only local rows: nothing is published, the commit still happens.
+    exec(&a, "INSERT INTO local_cache VALUES ('k2', 'cached too')").await;
+    assert_eq!(log.messages.lock().unwrap().len(), before + 1);
+    assert_eq!(
+        dump(&a, "SELECT k FROM local_cache ORDER BY k").await.len(),
+        2
+    );
+    assert_eq!(i.counters().unpublished_changes.get(), 2);
+    assert_eq!(i.counters().unpublished_sets.get(), 1);
+    catch_up(&log, &b).await;
+    catch_up(&log, &a).await;
+    assert!(dump(&b, "SELECT * FROM local_cache").await.is_empty());
+    assert_eq!(
+        dump(&b, "SELECT id, v FROM items").await,
+        vec![vec![Value::Integer(1), text("shared")]]
+    );
+    // The versions name exactly the published rows, so a later write from b wins on a.
+    assert_eq!(
+        dump(&a, "SELECT tbl, seq FROM _ha_versions ORDER BY tbl").await,
+        vec![vec![text("items"), Value::Integer(before as i64 + 1)]]
+    );
+    exec(&b, "UPDATE items SET v = 'from b' WHERE id = 1").await;
+    catch_up(&log, &a).await;
+    assert_eq!(
+        dump(&a, "SELECT v FROM items").await,
+        vec![vec![text("from b")]]
+    );
+    catch_up(&log, &b).await;
+    assert_eq!(a.applied_seq().await.unwrap(), Seq(4));
+    assert_eq!(b.applied_seq().await.unwrap(), Seq(4));
+}
+
+#[tokio::test]
+async fn a_failing_publish_hook_rolls_the_transaction_back_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let i = script(
+        r#"fn publish(cs) {
+            if cs.changes.some(|c| c.table == "t" && c.new_values[1] == "refuse") { throw "not this one"; }
+            cs
+        }"#,
+    );
+    let a = node_with(&log, "a", dir.path(), Some(&i)).await;
+    exec(&a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").await;
+    let n = log.messages.lock().unwrap().len();
+    let err = a
+        .execute(vec![
+            Stmt::new("INSERT INTO t VALUES (1, 'fine')"),
+            Stmt::new("INSERT INTO t VALUES (2, 'refuse')"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "interceptor_failed", "{err}");
+    assert!(err.to_string().contains("not this one"), "{err}");
+    assert_eq!(log.messages.lock().unwrap().len(), n, "nothing published");
+    assert!(
+        dump(&a, "SELECT * FROM t").await.is_empty(),
+        "nothing committed"
+    );
+    exec(&a, "INSERT INTO t VALUES (3, 'fine')").await;
+    assert_eq!(log.messages.lock().unwrap().len(), n + 1);
+    // Clients committed together (group commit) share one change set: only the one the script
+    // refuses fails.
+    let writes = (10..40).map(|id| {
+        let a = a.clone();
+        let v = if id == 25 { "refuse" } else { "fine" };
+        tokio::spawn(async move {
+            a.execute(vec![Stmt::new(format!(
+                "INSERT INTO t VALUES ({id}, '{v}')"
+            ))])
+            .await
+        })
+    });
+    let mut failed = Vec::new();
+    for (k, w) in futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(e) = w.unwrap() {
+            assert_eq!(e.code().as_str(), "interceptor_failed", "{e}");
+            failed.push(k + 10);
+        }
+    }
+    assert_eq!(failed, vec![25]);
+    assert_eq!(
+        dump(&a, "SELECT count(*) FROM t").await,
+        vec![vec![Value::Integer(30)]]
+    );
 }

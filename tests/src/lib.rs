@@ -4,6 +4,7 @@
 //! Invariant: every process a test starts is killed when its handle drops, and its log is
 //! printed if the test is failing, so a red test explains itself.
 
+pub mod apply_bench;
 pub mod bench;
 
 use std::io::{BufRead, BufReader};

@@ -121,6 +121,21 @@ struct Args {
     #[arg(long, env = "HA_PG_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pg_idle_in_transaction_timeout: Duration,
 
+    /// Interceptor script (Rhai) with optional hooks before(cs), after(cs, error) and
+    /// publish(cs) around applying and publishing change sets; see docs/interceptor.md
+    #[arg(short = 'i', long, env = "HA_INTERCEPTOR", value_name = "FILE")]
+    interceptor: Option<PathBuf>,
+
+    /// SQLite extensions loaded on every connection before the node serves, comma separated,
+    /// e.g. "/usr/lib/sqlite3/pcre.so,./vec0.so"
+    #[arg(
+        long,
+        env = "HA_EXTENSIONS",
+        value_delimiter = ',',
+        value_name = "FILES"
+    )]
+    extensions: Vec<String>,
+
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
@@ -280,6 +295,8 @@ pub struct Config {
     pub snapshots: SnapshotFlags,
     pub pg_port: PgPort,
     pub pg: crate::pgwire::PgConfig,
+    /// The `--interceptor` script.
+    pub interceptor: Option<PathBuf>,
 }
 
 /// Where the PostgreSQL front end listens.
@@ -444,7 +461,23 @@ fn file_args(
 
 impl Args {
     fn validate(self) -> Result<Config, ConfigError> {
-        let db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
+        let mut db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
+        db.extensions = self
+            .extensions
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if self
+            .interceptor
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "--interceptor must not be empty".into(),
+            ));
+        }
         let name = match self.name {
             Some(n) if n.trim().is_empty() => {
                 return Err(ConfigError::Invalid("--name must not be empty".into()));
@@ -562,6 +595,7 @@ impl Args {
                 idle_in_transaction_timeout: Some(self.pg_idle_in_transaction_timeout)
                     .filter(|d| !d.is_zero()),
             },
+            interceptor: self.interceptor,
         })
     }
 }
@@ -624,6 +658,7 @@ impl Config {
                 max_connections: 100,
                 idle_in_transaction_timeout: Some(Duration::from_secs(60)),
             },
+            interceptor: None,
         }
     }
 }
@@ -833,6 +868,31 @@ mod tests {
             "{text}"
         );
         assert!(Command::parse(["ha", "--check-config", "--port", "x"]).is_err());
+    }
+
+    #[test]
+    fn interceptor_and_extensions_come_from_flags_and_the_file() {
+        let c = run(&["-i", "hooks.rhai", "--extensions", "/a.so, /b.so"]).unwrap();
+        assert_eq!(c.interceptor.as_deref(), Some(Path::new("hooks.rhai")));
+        assert_eq!(
+            c.db.extensions,
+            vec![PathBuf::from("/a.so"), PathBuf::from("/b.so")]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(
+            &path,
+            "interceptor: x.rhai\nextensions:\n  - /c.so\n  - /d.so\n",
+        )
+        .unwrap();
+        let c = run(&["-c", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.interceptor.as_deref(), Some(Path::new("x.rhai")));
+        assert_eq!(
+            c.db.extensions,
+            vec![PathBuf::from("/c.so"), PathBuf::from("/d.so")]
+        );
+        assert!(run(&["--interceptor", ""]).is_err());
+        assert!(run(&[]).unwrap().db.extensions.is_empty());
     }
 
     #[test]

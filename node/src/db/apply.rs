@@ -23,6 +23,10 @@ pub struct ApplyStats {
     pub collisions: u64,
     /// Operations this node does not know (the original's `CUSTOM`), skipped with a warning.
     pub skipped: u64,
+    /// 1 when the interceptor's `before` skipped the whole change set.
+    pub script_skipped: u64,
+    /// 1 when the apply failed and the interceptor's `after` ignored the error.
+    pub script_rescued: u64,
 }
 
 /// Applies the changes of `cs` as the change set of stream sequence `seq`.

@@ -23,6 +23,8 @@ pub struct DbTarget {
     pub tx_lock: TxLock,
     /// The DSN as given, for `/status` and logs.
     pub dsn: String,
+    /// SQLite extensions loaded on every connection, in order (`--extensions`).
+    pub extensions: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +118,7 @@ impl DbTarget {
             busy_timeout_ms: 5000,
             tx_lock: TxLock::Immediate,
             dsn: raw.to_string(),
+            extensions: Vec::new(),
         };
         let mut journal: Option<String> = None;
         let mut in_memory = memory || path_part == ":memory:" || path_part.is_empty();

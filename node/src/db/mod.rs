@@ -8,7 +8,9 @@
 pub mod apply;
 pub mod capture;
 pub mod dsn;
+pub mod extensions;
 pub mod file;
+mod intercepted;
 pub mod meta;
 mod open;
 mod reader;
@@ -82,6 +84,11 @@ pub enum DbError {
         "the transaction was rolled back: idle in transaction for too long while holding the writer"
     )]
     SessionTimedOut,
+    /// The interceptor script failed on this change set (see `interceptor::ScriptError`).
+    #[error(transparent)]
+    Interceptor(#[from] crate::interceptor::ScriptError),
+    #[error(transparent)]
+    Extension(#[from] extensions::ExtensionError),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -93,6 +100,7 @@ impl DbError {
     pub fn clone_for_group(&self) -> DbError {
         match self.root() {
             DbError::Publish(m) => DbError::Publish(m.clone()),
+            DbError::Interceptor(e) => DbError::Interceptor(e.clone()),
             other => DbError::Aborted(format!("commit failed: {other}")),
         }
     }

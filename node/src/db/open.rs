@@ -1,7 +1,8 @@
 //! Owns opening SQLite connections for a `DbTarget`: the one write connection and the readers.
 //! Must not run user statements; the writer and the read pool do that.
 //! Invariant: the writer is opened (and the file created, WAL set) before any reader, and
-//! readers cannot write (read-only open for files, `query_only` for memory).
+//! readers cannot write (read-only open for files, `query_only` for memory). Every connection
+//! has the `--extensions` loaded before it is used.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -60,6 +61,9 @@ impl OpenSpec {
             target: self.target.to_string(),
             source: e,
         })?;
+        // Before anything else runs on it: PRAGMAs, the schema and replicated changes may all
+        // need what the extensions define (functions, collations, virtual-table modules).
+        super::extensions::load(&conn, &self.target.extensions)?;
         conn.busy_timeout(Duration::from_millis(u64::from(
             self.target.busy_timeout_ms,
         )))?;

@@ -38,6 +38,10 @@ pub struct ReplicationHooks {
     /// How long the identity of an applied transaction is remembered, so that the same change
     /// set published again is recognised (at least as long as the stream keeps messages).
     pub dedupe_window: std::time::Duration,
+    /// The subject this node publishes to and consumes (shown to interceptor scripts).
+    pub subject: String,
+    /// The user's script around publishing and applying (`--interceptor`).
+    pub interceptor: Option<std::sync::Arc<crate::interceptor::Interceptor>>,
 }
 
 impl std::fmt::Debug for ReplicationHooks {
@@ -46,6 +50,8 @@ impl std::fmt::Debug for ReplicationHooks {
             .field("origin", &self.origin)
             .field("ddl_sync", &self.ddl_sync)
             .field("dedupe_window", &self.dedupe_window)
+            .field("subject", &self.subject)
+            .field("interceptor", &self.interceptor)
             .finish()
     }
 }

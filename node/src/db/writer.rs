@@ -23,12 +23,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::apply::{self, ApplyStats};
 use super::capture::{Capture, Captured};
 use super::dsn::TxLock;
+use super::intercepted::{self, SAVEPOINT};
 use super::meta;
 use super::schema::TableCache;
 use super::sink::ReplicationHooks;
 use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 use crate::changeset::{Change, ChangeSet, Operation, Seq, ddl};
+use crate::interceptor::Publish;
 
 /// How many applied change sets between two prunings of `_ha_txids`.
 const PRUNE_EVERY: usize = 10_000;
@@ -51,6 +53,8 @@ type Reply<T> = oneshot::Sender<Result<T, DbError>>;
 type ApplyItem = (Seq, Arc<ChangeSet>, Reply<ApplyStats>);
 /// A batch waiting in a group, with where its answer goes.
 type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
+/// A batch of a group that ran in its savepoint, waiting for the group's commit.
+type Ran = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>);
 
 enum Job {
     Batch {
@@ -374,13 +378,13 @@ impl WriteConn {
     /// is published first and only an acknowledged one commits; the sequence it got becomes
     /// the version of every row it wrote.
     fn finish_transaction(&mut self) -> Result<Option<Seq>, DbError> {
-        let mut seq = None;
+        let mut published = Published::default();
         if let Some(r) = &mut self.repl {
             r.savepoints.clear();
             let changes = r.take_changes();
             if !changes.is_empty() {
                 match r.publish(&self.conn, changes) {
-                    Ok(s) => seq = Some(s),
+                    Ok(p) => published = p,
                     Err(e) => {
                         rollback(&self.conn);
                         return Err(e);
@@ -389,7 +393,21 @@ impl WriteConn {
             }
         }
         match self.conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(seq),
+            Ok(()) => {
+                if let Some(i) = self
+                    .repl
+                    .as_ref()
+                    .and_then(|r| r.hooks.interceptor.as_ref())
+                    && published.kept_local > 0
+                {
+                    let c = i.counters();
+                    c.unpublished_changes.inc_by(published.kept_local as u64);
+                    if published.seq.is_none() {
+                        c.unpublished_sets.inc();
+                    }
+                }
+                Ok(published.seq)
+            }
             Err(e) => {
                 // If it was published, the consumer applies it from the log later: the log
                 // stays the truth.
@@ -471,7 +489,11 @@ impl Replicating {
             .collect()
     }
 
-    fn publish(&mut self, conn: &Connection, changes: Vec<Change>) -> Result<Seq, DbError> {
+    /// Publishes the transaction's changes (what the interceptor's `publish` hook leaves of
+    /// them) and records the sequence as the version of every row the published set names, and
+    /// its identity. What the hook kept local gets no version and no message: it stays this
+    /// node's, and the bookkeeping follows exactly what the other nodes will apply.
+    fn publish(&mut self, conn: &Connection, changes: Vec<Change>) -> Result<Published, DbError> {
         let origin = &self.hooks.origin;
         let mut cs = ChangeSet::new(
             origin.node.clone(),
@@ -481,6 +503,22 @@ impl Replicating {
         cs.format = Some(crate::changeset::FORMAT_VERSION);
         cs.timestamp_ns = now_ns();
         cs.changes = changes;
+        let mut kept_local = 0;
+        if let Some(i) = &self.hooks.interceptor {
+            let captured = cs.changes.len();
+            match i.publish(&cs, &self.hooks.subject)? {
+                Publish::AsCaptured => {}
+                Publish::Send(edited) => cs = edited,
+                Publish::Nothing => cs.changes.clear(),
+            }
+            kept_local = captured.saturating_sub(cs.changes.len());
+            if cs.changes.is_empty() {
+                return Ok(Published {
+                    seq: None,
+                    kept_local: captured,
+                });
+            }
+        }
         let seq = self
             .hooks
             .sink
@@ -514,8 +552,20 @@ impl Replicating {
             }
         }
         meta::record_tx(conn, &cs.txid(), seq.0, cs.timestamp_ns)?;
-        Ok(seq)
+        Ok(Published {
+            seq: Some(seq),
+            kept_local,
+        })
     }
+}
+
+/// What publishing a transaction did.
+#[derive(Debug, Default)]
+struct Published {
+    /// The stream sequence of the message; `None` when nothing was published.
+    seq: Option<Seq>,
+    /// Captured changes the interceptor kept on this node.
+    kept_local: usize,
 }
 
 /// Every row of `table` as INSERT changes.
@@ -671,7 +721,7 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     for (stmts, reply) in solo {
         let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
     }
-    let mut pending: Vec<(Reply<Vec<StmtResult>>, Vec<StmtResult>)> = Vec::new();
+    let mut pending: Vec<Ran> = Vec::new();
     let mut open = false;
     for (stmts, reply) in batches {
         if !open {
@@ -682,14 +732,14 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             open = true;
         }
         match run_in_savepoint(w, &stmts) {
-            Ok(results) => pending.push((reply, results)),
+            Ok(results) => pending.push((stmts, reply, results)),
             Err(e) => {
                 if w.conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (disk full, I/O error, …): the
                     // jobs before this one are lost with it and must be told.
                     w.rollback();
                     let why = e.to_string();
-                    for (r, _) in pending.drain(..) {
+                    for (_, r, _) in pending.drain(..) {
                         let _ = r.send(Err(DbError::Aborted(why.clone())));
                     }
                     open = false;
@@ -703,12 +753,24 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     }
     match w.finish_transaction() {
         Ok(_) => {
-            for (r, results) in pending {
+            for (_, r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
+        // The interceptor's publish hook saw the change set of every job in the group and
+        // refused it: the refusal may be about one job only. Each job runs again in its own
+        // transaction (the group was rolled back), so none fails for another's changes.
+        Err(e) if matches!(e.root(), DbError::Interceptor(_)) && pending.len() > 1 => {
+            tracing::debug!(
+                jobs = pending.len(),
+                "publish hook refused a group; committing its jobs one by one"
+            );
+            for (stmts, r, _) in pending {
+                commit_group(w, vec![(stmts, r)]);
+            }
+        }
         Err(e) => {
-            for (r, _) in pending {
+            for (_, r, _) in pending {
                 let _ = r.send(Err(e.clone_for_group()));
             }
         }
@@ -774,14 +836,24 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     let mut failure: Option<String> = None;
     for (seq, cs, reply) in jobs.by_ref() {
         let result = (|| -> Result<ApplyStats, DbError> {
-            w.conn.execute_batch("SAVEPOINT apply")?;
+            w.conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
             let res = (|| {
                 // Our own commit coming back, or a message published again: already here.
                 let txid = cs.txid();
                 let stats = if meta::tx_seen(&w.conn, &txid)? {
                     ApplyStats::default()
                 } else {
-                    let stats = apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?;
+                    let stats = match &r.hooks.interceptor {
+                        Some(i) => intercepted::apply(
+                            &w.conn,
+                            &mut r.tables,
+                            i,
+                            seq,
+                            &cs,
+                            &r.hooks.subject,
+                        )?,
+                        None => apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?,
+                    };
                     meta::record_tx(&w.conn, &txid, seq.0, cs.timestamp_ns)?;
                     stats
                 };
@@ -789,10 +861,10 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
                 Ok(stats)
             })();
             if res.is_err() && !w.conn.is_autocommit() {
-                w.conn.execute_batch("ROLLBACK TO apply")?;
+                w.conn.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}"))?;
             }
             if !w.conn.is_autocommit() {
-                w.conn.execute_batch("RELEASE apply")?;
+                w.conn.execute_batch(&format!("RELEASE {SAVEPOINT}"))?;
             }
             res
         })();
@@ -830,6 +902,15 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     };
     r.capture.set_enabled(true);
     r.capture.take();
+    if committed.is_ok()
+        && let Some(i) = &r.hooks.interceptor
+    {
+        let c = i.counters();
+        for (_, stats) in &done {
+            c.skipped.inc_by(stats.script_skipped);
+            c.rescued.inc_by(stats.script_rescued);
+        }
+    }
     for (reply, stats) in done {
         let _ = reply.send(
             committed

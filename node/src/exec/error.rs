@@ -26,6 +26,8 @@ pub enum ErrorCode {
     /// An interactive transaction cannot go on: it failed earlier, or its state does not allow
     /// the command (no transaction open, unknown savepoint). The client must roll back.
     Transaction,
+    /// The interceptor script's `publish` hook failed on this transaction; nothing committed.
+    Interceptor,
 }
 
 impl ErrorCode {
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
             ErrorCode::Transaction => "transaction_state",
+            ErrorCode::Interceptor => "interceptor_failed",
         }
     }
 }
@@ -78,7 +81,8 @@ impl ExecError {
                 ErrorCode::Unavailable
             }
             DbError::SessionTimedOut => ErrorCode::Transaction,
-            DbError::Io(_) | DbError::Open { .. } => ErrorCode::Internal,
+            DbError::Interceptor(_) => ErrorCode::Interceptor,
+            DbError::Io(_) | DbError::Open { .. } | DbError::Extension(_) => ErrorCode::Internal,
             DbError::InStatement { .. } => ErrorCode::Internal,
             DbError::Run { .. } | DbError::Sqlite(_) => match db.sqlite_code() {
                 Some(Sqlite::ConstraintViolation) => ErrorCode::Constraint,
@@ -97,6 +101,11 @@ impl ExecError {
                 None => ErrorCode::Internal,
             },
         }
+    }
+
+    /// Whether the interceptor script failed (sending the same again gives the same failure).
+    pub fn is_interceptor(&self) -> bool {
+        self.code() == ErrorCode::Interceptor
     }
 
     /// Whether the same request may succeed if sent again unchanged.

@@ -44,7 +44,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Constraint => StatusCode::CONFLICT,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal | ErrorCode::Interceptor => StatusCode::INTERNAL_SERVER_ERROR,
         // Only pg sessions produce these; HTTP batches are whole transactions.
         ErrorCode::Transaction => StatusCode::CONFLICT,
     }

@@ -32,6 +32,8 @@ pub fn sqlstate(e: &ExecError) -> &'static str {
         DbError::Aborted(_) => "40001",
         DbError::WriterGone => "57P01",
         DbError::Publish(_) => "57P03",
+        // raise_exception: the user's script said no.
+        DbError::Interceptor(_) => "P0001",
         DbError::Prepare { message } => by_message(message),
         DbError::Run { .. } | DbError::Sqlite(_) => {
             if let Some(ext) = db.sqlite_extended_code() {
@@ -56,7 +58,10 @@ pub fn sqlstate(e: &ExecError) -> &'static str {
                 _ => "XX000",
             }
         }
-        DbError::InStatement { .. } | DbError::Open { .. } | DbError::Io(_) => "XX000",
+        DbError::InStatement { .. }
+        | DbError::Open { .. }
+        | DbError::Io(_)
+        | DbError::Extension(_) => "XX000",
     }
 }
 

@@ -509,6 +509,12 @@ impl Consumer {
                     tracing::trace!(%seq, applied = stats.applied, superseded = stats.superseded, "applied");
                     return Ok(());
                 }
+                // A script is deterministic: the same change set fails it the same way again.
+                Err(e) if e.is_interceptor() => {
+                    return self
+                        .quarantine(seq, e.to_string(), attempt, &self.payload_of(&cs, payload))
+                        .await;
+                }
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::debug!(%seq, attempt, error = %e, "apply failed, retrying");
                 }
@@ -516,18 +522,24 @@ impl Consumer {
                     tracing::warn!(%seq, attempt, error = %e, "cannot apply change set, retrying");
                 }
                 Err(e) => {
-                    let payload = if payload.is_empty() {
-                        changeset::encode(&cs).unwrap_or_default()
-                    } else {
-                        payload.to_vec()
-                    };
-                    return self.quarantine(seq, e.to_string(), attempt, &payload).await;
+                    return self
+                        .quarantine(seq, e.to_string(), attempt, &self.payload_of(&cs, payload))
+                        .await;
                 }
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 4).min(Duration::from_secs(5));
         }
         Ok(())
+    }
+
+    /// The message as received, or re-encoded when it was assembled from parts.
+    fn payload_of(&self, cs: &ChangeSet, payload: &[u8]) -> Vec<u8> {
+        if payload.is_empty() {
+            changeset::encode(cs).unwrap_or_default()
+        } else {
+            payload.to_vec()
+        }
     }
 
     async fn quarantine(

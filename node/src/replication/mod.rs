@@ -74,6 +74,8 @@ pub struct ReplicationHandle {
     /// The database file name (durable names are derived from it).
     db_file: String,
     nats_state: Option<tokio::sync::watch::Receiver<nats_server::NatsState>>,
+    /// The `--interceptor` script, for its counters in `/status`.
+    interceptor: Option<Arc<crate::interceptor::Interceptor>>,
 }
 
 /// A connected replication set-up, before the database is opened.
@@ -90,6 +92,7 @@ pub async fn connect(
     config: &Config,
     embedded: Option<&nats_server::NatsServer>,
     metrics: Arc<Metrics>,
+    interceptor: Option<Arc<crate::interceptor::Interceptor>>,
 ) -> Result<Connected, ReplError> {
     let r = &config.replication;
     let urls: Vec<String> = if !r.urls.is_empty() {
@@ -192,6 +195,8 @@ pub async fn connect(
         } else {
             r.max_age.max(Duration::from_secs(3600))
         },
+        subject: subject.clone(),
+        interceptor: interceptor.clone(),
     };
     let consumer_config = consumer::ConsumerConfig {
         stream: r.stream.clone(),
@@ -223,6 +228,7 @@ pub async fn connect(
             }),
             db_file: file.clone(),
             nats_state: embedded.map(|s| s.state()),
+            interceptor,
         },
         client,
         consumer_config,
@@ -287,6 +293,9 @@ impl ReplicationHandle {
         });
         if let Some(s) = &self.nats_state {
             j["embedded_nats"] = json!(s.borrow().as_str());
+        }
+        if let Some(i) = &self.interceptor {
+            j["interceptor"] = i.status_json();
         }
         j
     }

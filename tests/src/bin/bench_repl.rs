@@ -5,8 +5,11 @@
 //!    stream at the same concurrency.
 //! 2. Replication lag (commit acknowledged on node 1 → row visible on node 2) at a steady 500
 //!    and 2,000 writes/s: p50, p99, max.
+//! 3. Apply throughput of one node catching up a backlog, with no interceptor and with trivial
+//!    interceptor scripts (see `ha_tests::apply_bench`).
 //!
-//! Usage: `ha-bench-repl [--seconds N]` (release build). Prints Markdown; asserts nothing.
+//! Usage: `ha-bench-repl [--seconds N] [--apply-only] [--apply-count N]` (release build).
+//! Prints Markdown; asserts nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +24,18 @@ use tokio::sync::Mutex;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let apply_count = std::env::args()
+        .skip_while(|a| a != "--apply-count")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30_000u64);
+    if std::env::args().any(|a| a == "--apply-only") {
+        println!(
+            "{}",
+            ha_tests::apply_bench::run(apply_count, 2).await?.join("\n")
+        );
+        return Ok(());
+    }
     let dur = ha_tests::bench::seconds_arg(5);
     let dir = tempfile::tempdir()?;
     let nats: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -126,6 +141,10 @@ async fn main() -> Result<()> {
             lag.max()
         ));
     }
+    // The cluster stops before the apply benchmark starts its own processes.
+    drop(nodes);
+    out.push(String::new());
+    out.extend(ha_tests::apply_bench::run(apply_count, 2).await?);
     println!("{}", out.join("\n"));
     Ok(())
 }
