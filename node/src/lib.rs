@@ -9,7 +9,8 @@
 //!   `ExecError`, the only error they see.
 //! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
 //!   statements, backups.
-//! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules); pure.
+//! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules) and
+//!   applying it: the `ha-changeset` crate, re-exported here (shared with the `ha-sync` extension).
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
 //!
@@ -19,7 +20,7 @@
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
-pub mod changeset;
+pub use ha_changeset as changeset;
 pub mod config;
 pub mod db;
 pub mod exec;

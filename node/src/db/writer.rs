@@ -857,7 +857,7 @@ fn quarantine(
         }),
         Err(e) => {
             rollback(&w.conn);
-            Err(e)
+            Err(e.into())
         }
     }
 }
