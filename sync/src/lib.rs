@@ -79,6 +79,12 @@ pub unsafe extern "C" fn sqlite3_extension_init(
 /// finishing their last transaction when SQLite would otherwise unload it.
 fn init(db: Connection) -> rusqlite::Result<bool> {
     guard::catch(|| {
+        // SAFETY: a plain query of how the host library was compiled.
+        if unsafe { ffi::sqlite3_threadsafe() } == 0 {
+            return Err(rusqlite::Error::ModuleError(
+                "ha-sync needs a thread-safe SQLite (SQLITE_THREADSAFE=1 or 2): it applies changes on its own threads".into(),
+            ));
+        }
         vtab::register(&db)?;
         db.create_scalar_function(
             c"ha_info",

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ha_changeset::names::DeliverPolicy;
 use rusqlite::types::ValueRef;
 use rusqlite::vtab::{
-    Context, CreateVTab, Filters, IndexInfo, Inserts, Module, UpdateVTab, Updates, VTab,
-    VTabConnection, VTabCursor, VTabKind, sqlite3_vtab, sqlite3_vtab_cursor,
+    ConflictMode, Context, CreateVTab, Filters, IndexInfo, Inserts, Module, UpdateVTab, Updates,
+    VTab, VTabConnection, VTabCursor, VTabKind, sqlite3_vtab, sqlite3_vtab_cursor,
 };
 use rusqlite::{Connection, Error, ffi};
 
@@ -89,6 +89,8 @@ impl TableState {
 pub(crate) struct HaTable {
     /// SQLite's part; must come first.
     base: sqlite3_vtab,
+    /// The host connection this table belongs to (for `sqlite3_vtab_on_conflict`).
+    db: *mut ffi::sqlite3,
     name: Vec<u8>,
     tables: Arc<Tables>,
     state: Arc<TableState>,
@@ -163,6 +165,9 @@ impl HaTable {
                 Cow::Borrowed(SCHEMA),
                 HaTable {
                     base: sqlite3_vtab::default(),
+                    // SAFETY: only the handle's address is taken; SQLite keeps it alive as long
+                    // as this table.
+                    db: unsafe { db.handle() },
                     name: table.to_vec(),
                     tables,
                     state,
@@ -266,6 +271,12 @@ impl UpdateVTab<'_> for HaTable {
 
     fn insert(&mut self, args: &Inserts<'_>) -> rusqlite::Result<i64> {
         catch(|| {
+            // SAFETY: `self.db` is the connection running this INSERT.
+            if unsafe { args.on_conflict(self.db) } == ConflictMode::Replace {
+                return Err(err(
+                    "INSERT OR REPLACE is not supported; DELETE the subscription and INSERT it again",
+                ));
+            }
             // args: old rowid (NULL), new rowid, then the columns in table order.
             let text = |i: usize| -> rusqlite::Result<Option<String>> {
                 Ok(args

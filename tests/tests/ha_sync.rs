@@ -446,6 +446,13 @@ async fn rust_host_loads_it_and_follows_split_change_sets_past_garbage() {
         ))
         .unwrap_err();
     assert!(e.to_string().contains("invalid deliver policy"), "{e}");
+    let e = conn
+        .execute(
+            "INSERT OR REPLACE INTO temp.ha(subject) VALUES (?1)",
+            [SUBJECT],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
     // An ephemeral consumer (no durable) works too.
     conn.execute(
         "INSERT INTO temp.ha(subject, policy) VALUES (?1, 'all')",
