@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PORT ?= 8080
+# The ha-sync extension (sync/, a workspace of its own) builds into the same target directory,
+# so the tests find libha_sync.so beside the ha binary.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+SYNC := --manifest-path sync/Cargo.toml --target-dir $(TARGET_DIR)
 
-.PHONY: run cluster test deps build lint unit bench clean
+.PHONY: run cluster test deps build sync lint unit bench clean
 
 ## run: build ha and start one node on ./data: HTTP on :$(PORT), PostgreSQL on :5432,
 ## embedded NATS JetStream on :4222
@@ -21,14 +25,22 @@ cluster: deps
 ## test: install every test dependency, then lint and run every test
 test: deps lint
 	$(CARGO) build --workspace --bins
+	$(CARGO) build $(SYNC)
+	$(CARGO) test $(SYNC)
 	$(CARGO) test --workspace --no-fail-fast
+
+## sync: build the ha-sync SQLite extension, target/release/libha_sync.so (docs/read-replicas.md)
+sync:
+	$(CARGO) build --release $(SYNC)
 
 deps:
 	@scripts/install-deps.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path sync/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(SYNC) --all-targets -- -D warnings
 
 ## bench: the benchmarks of docs/benchmarks.md (release build)
 bench: deps
@@ -40,3 +52,4 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+	$(CARGO) clean $(SYNC)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh Debian 12 machine, and nothing
-# more: apt packages (libclang for SQLite's preupdate hook bindings, PostgreSQL clients and
-# pgbench, sqlite3, the sqlite3-pcre extension, network tools), and a Python venv in .tools/
-# with a pinned nats-server, the Python database drivers, sqlite-vec (whose vec0.so the
-# --extensions tests load) and the Kubernetes manifest validators. Safe to run again: it skips
-# what is already there.
+# more: apt packages (libclang for SQLite's preupdate hook bindings, libsqlite3-dev for the
+# ha-sync extension's bindings to the host SQLite, PostgreSQL clients and pgbench, sqlite3, the
+# sqlite3-pcre extension, Debian's python3 — whose sqlite3 module can load extensions — network
+# tools), and a Python venv in .tools/ with a pinned nats-server, the Python database drivers,
+# sqlite-vec (whose vec0.so the --extensions tests load) and the Kubernetes manifest validators.
+# Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ PY_PACKAGES=(
   # --extensions tests: sqlite-vec's loadable vec0.so.
   "sqlite-vec==0.1.9"
 )
-APT_PACKAGES=(libclang-dev sqlite3 sqlite3-pcre postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
+APT_PACKAGES=(libclang-dev libsqlite3-dev sqlite3 sqlite3-pcre python3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -9,7 +9,8 @@
 //!   `ExecError`, the only error they see.
 //! - `db`       SQLite only: DSN reading, connections, read pool, the single writer thread,
 //!   statements, backups.
-//! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules); pure.
+//! - `changeset` the replication message (model, JSON codec, splitting, DDL text rules) and
+//!   applying it: the `ha-changeset` crate, re-exported here (shared with the `ha-sync` extension).
 //! - `interceptor` the user's Rhai script (`--interceptor`): hooks around applying and publishing
 //!   change sets, sandboxed; the writer calls it.
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
@@ -22,7 +23,7 @@
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
-pub mod changeset;
+pub use ha_changeset as changeset;
 pub mod config;
 pub mod db;
 pub mod exec;

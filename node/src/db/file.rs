@@ -65,7 +65,7 @@ fn read_applied_seq(conn: &Connection) -> Result<u64, DbError> {
     if has_meta.is_none() {
         return Ok(0);
     }
-    meta::applied_seq(conn)
+    Ok(meta::applied_seq(conn)?)
 }
 
 /// Records `seq` as the applied sequence of the (private, temporary) copy at `path`: for a

@@ -46,7 +46,7 @@ pub(super) fn apply(
             &edited
         }
     };
-    let result = apply::apply(conn, tables, seq.0, target);
+    let result = apply::apply(conn, tables, seq.0, target).map_err(DbError::from);
     if !interceptor.has_after() {
         return result;
     }

@@ -5,21 +5,21 @@
 //! workers, and only the writer thread writes.
 //! See `writer` for the write path and `statement` for how one statement runs.
 
-pub mod apply;
 pub mod capture;
 pub mod dsn;
 pub mod extensions;
 pub mod file;
 mod intercepted;
-pub mod meta;
 mod open;
 mod reader;
-pub mod schema;
 pub mod sink;
 mod statement;
 pub mod value;
 mod writer;
 
+// Applying change sets, the `_ha_*` tables and table descriptions live in `ha-changeset`,
+// shared with the `ha-sync` extension; the old paths stay.
+pub use crate::changeset::{apply, meta, schema};
 pub use dsn::{DbTarget, DsnError, Location};
 pub use statement::{
     Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql, starts_with_write,
@@ -93,6 +93,17 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::changeset::ApplyError> for DbError {
+    fn from(e: crate::changeset::ApplyError) -> DbError {
+        use crate::changeset::ApplyError;
+        match e {
+            ApplyError::Prepare { message } => DbError::Prepare { message },
+            ApplyError::Run { source } => DbError::Run { source },
+            ApplyError::Sqlite(e) => DbError::Sqlite(e),
+        }
+    }
 }
 
 impl DbError {

@@ -938,7 +938,7 @@ fn quarantine(
         }),
         Err(e) => {
             rollback(&w.conn);
-            Err(e)
+            Err(e.into())
         }
     }
 }

@@ -131,7 +131,7 @@ impl Executor {
         let n = self
             .inner
             .reader
-            .with_conn(crate::db::meta::applied_seq)
+            .with_conn(|c| crate::db::meta::applied_seq(c).map_err(crate::db::DbError::from))
             .await??;
         Ok(Seq(n))
     }
@@ -141,7 +141,7 @@ impl Executor {
         Ok(self
             .inner
             .reader
-            .with_conn(crate::db::meta::quarantine_count)
+            .with_conn(|c| crate::db::meta::quarantine_count(c).map_err(crate::db::DbError::from))
             .await??)
     }
 

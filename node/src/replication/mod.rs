@@ -8,7 +8,7 @@
 
 pub mod consumer;
 pub mod gap;
-pub mod names;
+pub use crate::changeset::names;
 mod nats_conf;
 pub mod nats_server;
 pub mod peers;

@@ -2,7 +2,8 @@
 //! Must stay pure: no NATS client types here; the consumer maps `DeliverPolicy` onto async-nats.
 //! Invariant: every name is byte-for-byte what the Go original computes for the same input, so
 //! Go nodes and ha nodes share subjects and durables.
-//! See `replication::nats_server` for the server, and the reference §2.1/§2.5 for the source.
+//! See the node's `replication` module and the `ha-sync` extension for their users, and the
+//! reference §2.1/§2.5 for the source.
 
 use std::fmt;
 

@@ -256,7 +256,7 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changeset::{Change, Operation, Value, decode, encode};
+    use crate::{Change, Operation, Value, decode, encode};
 
     fn big(node: &str, rows: usize, ts: i64) -> ChangeSet {
         let mut cs = ChangeSet::new(node, 42, "ha.db");

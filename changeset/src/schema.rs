@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::DbError;
+use crate::ApplyError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnInfo {
@@ -56,7 +56,7 @@ impl TableInfo {
         conn: &Connection,
         schema: &str,
         table: &str,
-    ) -> Result<Option<TableInfo>, DbError> {
+    ) -> Result<Option<TableInfo>, ApplyError> {
         let mut stmt = conn.prepare_cached(
             "SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1, ?2) ORDER BY cid",
         )?;
@@ -101,7 +101,7 @@ impl TableCache {
         conn: &Connection,
         schema: &str,
         table: &str,
-    ) -> Result<Option<Arc<TableInfo>>, DbError> {
+    ) -> Result<Option<Arc<TableInfo>>, ApplyError> {
         let key = (schema.to_string(), table.to_string());
         if let Some(t) = self.tables.get(&key) {
             return Ok(Some(t.clone()));

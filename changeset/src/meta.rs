@@ -1,6 +1,7 @@
 //! Owns the node's bookkeeping tables inside the user's database (prefix `_ha_`, never captured,
 //! never replicated, included in backups and snapshots):
-//! - `_ha_meta`: key/value, e.g. `applied_seq`, the last stream sequence the apply loop processed;
+//! - `_ha_meta`: key/value, e.g. `applied_seq`, the last stream sequence the apply loop processed
+//!   (`applied_seq:<subject>` for each subject the `ha-sync` extension follows);
 //! - `_ha_versions`: per row key, the sequence of the last change to it (tombstone for deletes) —
 //!   the "last writer wins by stream sequence" rule;
 //! - `_ha_txids`: the transactions (change-set identities) already in this database — committed
@@ -13,7 +14,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DbError, Value};
+use crate::{ApplyError, Value};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _ha_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS _ha_quarantine(
 ";
 
 /// Creates the bookkeeping tables if they are missing.
-pub fn ensure(conn: &Connection) -> Result<(), DbError> {
+pub fn ensure(conn: &Connection) -> Result<(), ApplyError> {
     conn.execute_batch(SCHEMA)?;
     Ok(())
 }
@@ -72,12 +73,16 @@ pub fn row_key(pk_values: Option<&[&Value]>, rowid: i64) -> Vec<u8> {
 }
 
 /// The sequence of the last change applied to the row, 0 if none is known.
-pub fn version(conn: &Connection, table: &str, key: &[u8]) -> Result<u64, DbError> {
+pub fn version(conn: &Connection, table: &str, key: &[u8]) -> Result<u64, ApplyError> {
     Ok(version_state(conn, table, key)?.0)
 }
 
 /// The row's version and whether it is a tombstone; `(0, false)` when unknown.
-pub fn version_state(conn: &Connection, table: &str, key: &[u8]) -> Result<(u64, bool), DbError> {
+pub fn version_state(
+    conn: &Connection,
+    table: &str,
+    key: &[u8],
+) -> Result<(u64, bool), ApplyError> {
     let v: Option<(i64, bool)> = conn
         .prepare_cached("SELECT seq, deleted FROM _ha_versions WHERE tbl = ?1 AND pk = ?2")?
         .query_row(params![table, key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -91,7 +96,7 @@ pub fn set_version(
     key: &[u8],
     seq: u64,
     deleted: bool,
-) -> Result<(), DbError> {
+) -> Result<(), ApplyError> {
     conn.prepare_cached(
         "INSERT INTO _ha_versions(tbl, pk, seq, deleted) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(tbl, pk) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted",
@@ -100,33 +105,51 @@ pub fn set_version(
     Ok(())
 }
 
-pub fn applied_seq(conn: &Connection) -> Result<u64, DbError> {
+/// The `_ha_meta` key of the node's position in its stream.
+pub const APPLIED_SEQ: &str = "applied_seq";
+
+/// The `_ha_meta` key under which the `ha-sync` extension keeps its position for `subject`
+/// (`applied_seq:<subject>`): it may follow several subjects into one file.
+pub fn subject_seq_key(subject: &str) -> String {
+    format!("{APPLIED_SEQ}:{subject}")
+}
+
+pub fn applied_seq(conn: &Connection) -> Result<u64, ApplyError> {
+    seq_of(conn, APPLIED_SEQ)
+}
+
+pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), ApplyError> {
+    set_seq_of(conn, APPLIED_SEQ, seq)
+}
+
+/// The stream sequence stored under `key` in `_ha_meta` (0 when none).
+pub fn seq_of(conn: &Connection, key: &str) -> Result<u64, ApplyError> {
     let v: Option<i64> = conn
-        .prepare_cached("SELECT value FROM _ha_meta WHERE key = 'applied_seq'")?
-        .query_row([], |r| r.get(0))
+        .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?;
     Ok(v.unwrap_or(0).max(0) as u64)
 }
 
-pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), DbError> {
+pub fn set_seq_of(conn: &Connection, key: &str, seq: u64) -> Result<(), ApplyError> {
     conn.prepare_cached(
-        "INSERT INTO _ha_meta(key, value) VALUES ('applied_seq', ?1)
+        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )?
-    .execute([seq as i64])?;
+    .execute(params![key, seq as i64])?;
     Ok(())
 }
 
 /// Records that transaction `txid` (stream sequence `seq`, origin time `ts_ns`) is in this
 /// database.
-pub fn record_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<(), DbError> {
+pub fn record_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<(), ApplyError> {
     conn.prepare_cached("INSERT OR IGNORE INTO _ha_txids(txid, seq, ts_ns) VALUES (?1, ?2, ?3)")?
         .execute(params![txid, seq as i64, ts_ns])?;
     Ok(())
 }
 
 /// Whether transaction `txid` is already in this database.
-pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, DbError> {
+pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, ApplyError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM _ha_txids WHERE txid = ?1")?
         .query_row([txid], |_| Ok(()))
@@ -136,7 +159,7 @@ pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, DbError> {
 
 /// Forgets transactions whose origin time is before `before_ns` (older than anything the
 /// stream can still deliver).
-pub fn prune_txids(conn: &Connection, before_ns: i64) -> Result<usize, DbError> {
+pub fn prune_txids(conn: &Connection, before_ns: i64) -> Result<usize, ApplyError> {
     Ok(conn
         .prepare_cached("DELETE FROM _ha_txids WHERE ts_ns < ?1")?
         .execute([before_ns])?)
@@ -148,7 +171,7 @@ pub fn quarantine(
     error: &str,
     attempts: u32,
     payload: &[u8],
-) -> Result<(), DbError> {
+) -> Result<(), ApplyError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -161,7 +184,7 @@ pub fn quarantine(
     Ok(())
 }
 
-pub fn quarantine_count(conn: &Connection) -> Result<u64, DbError> {
+pub fn quarantine_count(conn: &Connection) -> Result<u64, ApplyError> {
     let n: i64 = conn.query_row("SELECT count(*) FROM _ha_quarantine", [], |r| r.get(0))?;
     Ok(n.max(0) as u64)
 }
@@ -183,6 +206,10 @@ mod tests {
         assert_eq!(applied_seq(&c).unwrap(), 0);
         set_applied_seq(&c, 42).unwrap();
         assert_eq!(applied_seq(&c).unwrap(), 42);
+        let k = subject_seq_key("ha_replication.ha_db");
+        assert_eq!(seq_of(&c, &k).unwrap(), 0);
+        set_seq_of(&c, &k, 7).unwrap();
+        assert_eq!((seq_of(&c, &k).unwrap(), applied_seq(&c).unwrap()), (7, 42));
         assert!(!tx_seen(&c, "n1/1/5").unwrap());
         record_tx(&c, "n1/1/5", 3, 5).unwrap();
         assert!(tx_seen(&c, "n1/1/5").unwrap());

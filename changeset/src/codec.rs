@@ -435,10 +435,7 @@ mod tests {
     }
 
     fn golden(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/src/changeset/testdata/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 

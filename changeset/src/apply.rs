@@ -1,16 +1,16 @@
 //! Owns applying one replicated transaction to the local database, with last-writer-wins per
 //! row by stream sequence (see `meta` for the version table).
-//! Must not begin or commit: the writer runs this inside its transaction (capture off,
-//! foreign keys deferred) and records `applied_seq` in the same transaction.
+//! Must not begin or commit: the caller (the node's writer, the `ha-sync` extension) runs this
+//! inside its transaction (capture off, foreign keys deferred) and records the applied sequence
+//! in the same transaction.
 //! Invariant: applying the same message twice, or an older change after a newer one, changes
 //! nothing — so every node converges whatever order it saw concurrent writers in.
 
 use rusqlite::Connection;
 
-use super::meta;
-use super::schema::{TableCache, TableInfo, quote_ident};
-use super::{DbError, Value};
-use crate::changeset::{Change, ChangeSet, Operation, codec};
+use crate::meta;
+use crate::schema::{TableCache, TableInfo, quote_ident};
+use crate::{ApplyError, Change, ChangeSet, Operation, Value, codec};
 
 /// What applying one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn apply(
     tables: &mut TableCache,
     seq: u64,
     cs: &ChangeSet,
-) -> Result<ApplyStats, DbError> {
+) -> Result<ApplyStats, ApplyError> {
     let mut stats = ApplyStats::default();
     // Rows this change set already wrote: a later change of the same row in the same set (a
     // transaction, or a group commit, that changed it twice) carries the same sequence and must
@@ -46,21 +46,21 @@ pub fn apply(
             Operation::Sql => {
                 let mut stmt = conn
                     .prepare(&change.command)
-                    .map_err(|e| DbError::Prepare {
+                    .map_err(|e| ApplyError::Prepare {
                         message: format!("replicated statement {:?}: {e}", change.command),
                     })?;
                 for (i, a) in change.args.iter().enumerate() {
                     stmt.raw_bind_parameter(i + 1, a)?;
                 }
                 stmt.raw_execute()
-                    .map_err(|source| DbError::Run { source })?;
+                    .map_err(|source| ApplyError::Run { source })?;
                 drop(stmt);
                 tables.invalidate();
                 stats.applied += 1;
             }
             Operation::Insert | Operation::Update | Operation::Delete => {
                 let Some(info) = tables.get(conn, "main", &change.table)? else {
-                    return Err(DbError::Prepare {
+                    return Err(ApplyError::Prepare {
                         message: format!("replicated change for missing table {:?}", change.table),
                     });
                 };
@@ -92,6 +92,24 @@ pub fn apply(
     Ok(stats)
 }
 
+/// Applies `cs` (stream sequence `seq`) once: a change set whose transaction is already in this
+/// database (our own commit coming back, or a message published again, by `_ha_txids`) changes
+/// nothing; otherwise it is applied and its identity recorded. The caller records its position.
+pub fn apply_once(
+    conn: &Connection,
+    tables: &mut TableCache,
+    seq: u64,
+    cs: &ChangeSet,
+) -> Result<ApplyStats, ApplyError> {
+    let txid = cs.txid();
+    if meta::tx_seen(conn, &txid)? {
+        return Ok(ApplyStats::default());
+    }
+    let stats = apply(conn, tables, seq, cs)?;
+    meta::record_tx(conn, &txid, seq, cs.timestamp_ns)?;
+    Ok(stats)
+}
+
 /// The Go original sends BLOBs of columns declared exactly `BLOB` as base64 text.
 fn legacy_blobs(info: &TableInfo, change: &Change) -> Change {
     let mut c = change.clone();
@@ -120,7 +138,7 @@ fn pk_values<'c>(
     info: &'c TableInfo,
     change: &'c Change,
     new: bool,
-) -> Result<Option<Vec<(&'c str, &'c Value)>>, DbError> {
+) -> Result<Option<Vec<(&'c str, &'c Value)>>, ApplyError> {
     let pk = info.pk_columns();
     if pk.is_empty() {
         return Ok(None);
@@ -137,7 +155,7 @@ fn pk_values<'c>(
             .iter()
             .position(|c| c == name)
             .and_then(|i| values.get(i))
-            .ok_or_else(|| DbError::Prepare {
+            .ok_or_else(|| ApplyError::Prepare {
                 message: format!(
                     "change for {:?} lacks a value for primary-key column {name:?}",
                     change.table
@@ -150,7 +168,7 @@ fn pk_values<'c>(
 
 /// The row key of a change's old or new image, by the local table's primary key (rowid when
 /// it has none).
-pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, DbError> {
+pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, ApplyError> {
     let rowid = if new {
         change.new_rowid
     } else {
@@ -187,7 +205,7 @@ fn apply_row(
     seq: u64,
     row: &Change,
     written: &mut Written,
-) -> Result<RowOutcome, DbError> {
+) -> Result<RowOutcome, ApplyError> {
     let table = &row.table;
     let mut out = RowOutcome {
         applied: false,
@@ -238,7 +256,7 @@ fn apply_row(
     Ok(out)
 }
 
-fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), DbError> {
+fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), ApplyError> {
     let pk = info.pk_columns();
     let cols: Vec<String> = row.columns.iter().map(|c| quote_ident(c)).collect();
     let mut names = cols.clone();
@@ -273,7 +291,7 @@ fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), D
         i += 1;
     }
     if row.new_values.len() != row.columns.len() {
-        return Err(DbError::Prepare {
+        return Err(ApplyError::Prepare {
             message: format!(
                 "change for {:?}: {} values for {} columns",
                 row.table,
@@ -287,17 +305,22 @@ fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), D
         i += 1;
     }
     stmt.raw_execute()
-        .map_err(|source| DbError::Run { source })?;
+        .map_err(|source| ApplyError::Run { source })?;
     Ok(())
 }
 
-fn delete_row(conn: &Connection, info: &TableInfo, row: &Change, new: bool) -> Result<(), DbError> {
+fn delete_row(
+    conn: &Connection,
+    info: &TableInfo,
+    row: &Change,
+    new: bool,
+) -> Result<(), ApplyError> {
     let table = quote_ident(&row.table);
     let Some(pk) = pk_values(info, row, new)? else {
         let rowid = if new { row.new_rowid } else { row.old_rowid };
         conn.prepare_cached(&format!("DELETE FROM main.{table} WHERE rowid = ?1"))?
             .execute([rowid])
-            .map_err(|source| DbError::Run { source })?;
+            .map_err(|source| ApplyError::Run { source })?;
         return Ok(());
     };
     let conds: Vec<String> = pk
@@ -311,7 +334,7 @@ fn delete_row(conn: &Connection, info: &TableInfo, row: &Change, new: bool) -> R
         stmt.raw_bind_parameter(i + 1, *v)?;
     }
     stmt.raw_execute()
-        .map_err(|source| DbError::Run { source })?;
+        .map_err(|source| ApplyError::Run { source })?;
     Ok(())
 }
 
@@ -333,7 +356,7 @@ mod tests {
 
     fn set(changes: Vec<Change>) -> ChangeSet {
         let mut cs = ChangeSet::new("n1", 1, "ha.db");
-        cs.format = Some(crate::changeset::FORMAT_VERSION);
+        cs.format = Some(crate::FORMAT_VERSION);
         cs.changes = changes;
         cs
     }
@@ -475,6 +498,29 @@ mod tests {
         assert_eq!(get(&c, "SELECT CAST(id AS TEXT) FROM z"), vec!["3"]);
         let bad = set(vec![ins("nope", &["id"], vec![Value::Integer(1)], 1)]);
         assert!(apply(&c, &mut cache, 2, &bad).is_err());
+    }
+
+    #[test]
+    fn apply_once_skips_a_transaction_already_here() {
+        let (c, mut cache) = db();
+        let row = |v: &str| {
+            ins(
+                "t",
+                &["id", "v"],
+                vec![Value::Integer(1), Value::Text(v.into())],
+                1,
+            )
+        };
+        let first = set(vec![row("a")]);
+        assert_eq!(apply_once(&c, &mut cache, 1, &first).unwrap().applied, 1);
+        // The same transaction published again later (a new sequence) is not applied again.
+        let mut again = set(vec![row("a")]);
+        again.changes.push(row("b"));
+        assert_eq!(
+            apply_once(&c, &mut cache, 9, &again).unwrap(),
+            ApplyStats::default()
+        );
+        assert_eq!(get(&c, "SELECT v FROM t"), vec!["a"]);
     }
 
     #[test]

@@ -1,15 +1,39 @@
+//! # ha-changeset — the replication message and how a replica applies it
+//!
 //! Owns the change-set message: the model (`ChangeSet`, `Change`, `Value`), its JSON codec
-//! (wire-compatible with the Go original), splitting of oversized change sets, and DDL text rules.
-//! Must stay pure: no I/O, no SQLite, no NATS; `db` and `replication` build on it.
+//! (wire-compatible with the Go original), splitting of oversized change sets, DDL text rules and
+//! the NATS names and deliver policies; and applying a change set to a SQLite database with
+//! last-writer-wins per row (`apply`, over the bookkeeping tables of `meta` and the table
+//! descriptions of `schema`).
+//! Must not do I/O beyond the `rusqlite::Connection` it is handed: no NATS, no threads, no hooks.
+//! Its rusqlite dependency enables no `bundled` and no hooks, so that both the node (bundled
+//! SQLite with the preupdate hook) and the `ha-sync` loadable extension (the host's SQLite) build
+//! on this one implementation.
 //! Invariant: what `encode` writes, the Go original can read, and `decode(encode(x)) == x`
 //! (integers exact, blobs as blobs, reals as reals).
-//! See `codec` for the wire format and its additive fields, `split` for parts, `ddl` for DDL.
+//!
+//! ## Layout
+//! - pure: `codec` (wire format and its additive fields), `split` (parts), `ddl` (DDL text),
+//!   `names` (subjects, durables, `--replication-policy`);
+//! - SQLite: `value` (how `Value` moves in and out of rusqlite), `schema` (what a table looks
+//!   like), `meta` (the `_ha_*` tables), `apply` (one change set, last writer wins).
+//!
+//! ## Errors
+//! `CodecError`, `SplitError`, `DdlError` for the message; `ApplyError` for everything that
+//! touches SQLite (the node turns it into its `DbError` with `From`).
 
+pub mod apply;
 pub mod codec;
 pub mod ddl;
+mod error;
+pub mod meta;
+pub mod names;
+pub mod schema;
 pub mod split;
+mod value;
 
 pub use codec::{CodecError, FORMAT_VERSION, decode, encode};
+pub use error::ApplyError;
 pub use split::{Assembled, Reassembler, SplitError, split};
 
 /// A JetStream stream sequence: the position of a message in the replication log.
@@ -24,7 +48,7 @@ impl std::fmt::Display for Seq {
 
 /// One SQLite value as carried in a change set (SQLite's five storage classes).
 ///
-/// Mirrors `db::Value` on purpose: this module must not depend on `db`, which depends on it.
+/// The database and the message share this one type (`value` adds the rusqlite conversions).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
