@@ -51,16 +51,23 @@ fn items_on(sim: &SimCluster, i: usize) -> Result<Vec<Json>> {
     Ok(j["rows"].as_array().cloned().unwrap_or_default())
 }
 
+/// Inserts rows `from..to` through `host`, each retried until acknowledged: right after a pod dies
+/// JetStream may be electing a stream leader and the node answers 503 (nothing committed). The
+/// upsert keeps a retry after an ambiguous failure (a timeout) from failing on its own row.
 fn insert(sim: &SimCluster, host: &str, from: i64, to: i64, tag: &str) -> Result<()> {
     for id in from..to {
-        let j = http(
-            sim,
-            host,
-            &format!("INSERT INTO items(id, v) VALUES ({id}, '{tag}-{id}')"),
+        let sql = format!("INSERT OR REPLACE INTO items(id, v) VALUES ({id}, '{tag}-{id}')");
+        wait::until(
+            CONVERGE,
+            &format!("insert {id} via {host} acknowledged"),
+            || {
+                let j = http(sim, host, &sql)?;
+                if j.get("error").is_some() {
+                    bail!("insert {id} via {host}: {j}");
+                }
+                Ok(Some(()))
+            },
         )?;
-        if j.get("error").is_some() {
-            bail!("insert {id} via {host}: {j}");
-        }
     }
     Ok(())
 }
