@@ -31,7 +31,7 @@ HA_BIN=${CARGO_TARGET_DIR:-target}/release/ha
 HA_PG=$(free_port)
 "$HA_BIN" --port 0 --nats-port 0 --pg-port "$HA_PG" "file:$WORK/ha.db" >"$WORK/ha.log" 2>&1 &
 HA_PID=$!
-for _ in $(seq 100); do grep -q "pg listening" "$WORK/ha.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "pg listening" "$WORK/ha.log" && break; sleep 0.1; done
 grep -q "pg listening" "$WORK/ha.log" || { cat "$WORK/ha.log"; exit 1; }
 
 # ha, replicated (embedded nats-server)
@@ -40,7 +40,7 @@ mkdir -p "$WORK/r"
 HA_NATS_SERVER_BIN=${HA_NATS_SERVER_BIN:-$PWD/.tools/bin/nats-server} "$HA_BIN" --port 0 \
   --nats-port "$(free_port)" --pg-port "$HAR_PG" "file:$WORK/r/ha.db" >"$WORK/har.log" 2>&1 &
 HAR_PID=$!
-for _ in $(seq 100); do grep -q "ha is ready" "$WORK/har.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "ha is ready" "$WORK/har.log" && break; sleep 0.1; done
 grep -q "ha is ready" "$WORK/har.log" || { cat "$WORK/har.log"; exit 1; }
 
 # PostgreSQL 15

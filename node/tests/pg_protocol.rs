@@ -419,6 +419,55 @@ async fn connections_beyond_the_limit_get_53300() {
     .await;
 }
 
+/// Threads of this process whose name is `name` (each admitted pg connection has one).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[tokio::test]
+async fn each_admitted_connection_has_one_thread_and_silent_floods_get_none() {
+    let node = TestNode::start_with(|c| c.pg.max_connections = 3).await;
+    let name = format!("ha-pg-{}", node.pg.port());
+    let a = node.client().await;
+    let b = node.client().await;
+    eventually(Duration::from_secs(10), || async {
+        (threads_named(&name) == 2).then_some(())
+    })
+    .await;
+    // 200 sockets that never send a startup message: one takes the last slot, the rest are
+    // over the limit and must not get a thread each.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(node.pg).await.unwrap());
+    }
+    eventually(Duration::from_secs(10), || async {
+        (threads_named(&name) == 3).then_some(())
+    })
+    .await;
+    assert_eq!(threads_named(&name), 3, "over-limit sockets got threads");
+    // The admitted clients still answer, reads and writes.
+    a.batch_execute("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let n: i64 = b
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Every thread ends with its connection.
+    drop(silent);
+    drop((a, b));
+    eventually(Duration::from_secs(10), || async {
+        (threads_named(&name) == 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn shutdown_tells_clients_57p01() {
     let node = TestNode::start().await;

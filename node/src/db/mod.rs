@@ -27,7 +27,7 @@ pub use statement::{
 pub use value::Value;
 
 pub(crate) use open::OpenSpec;
-pub(crate) use reader::{ReadOutcome, ReadPool};
+pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_inline};
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
 /// The SQLite library version, e.g. "3.46.0".

@@ -1,9 +1,11 @@
 //! Owns the pool of read connections (`--concurrent-queries` of them) and running read-only
-//! batches on it, off the async threads.
+//! batches on it, off the shared async threads: on the blocking pool, or right on the calling
+//! thread when that thread is a client's own (see `run_reads_inline`).
 //! Must not write: a batch that is not entirely read-only is handed back for the writer.
 //! Invariant: at most `size` connections exist; a batch of several statements reads one
 //! consistent snapshot (one read transaction).
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -17,6 +19,17 @@ pub(crate) enum ReadOutcome {
     Done(Result<Vec<StmtResult>, DbError>),
     /// The batch writes (or could not be judged here): send it to the writer.
     NeedsWriter,
+}
+
+thread_local! {
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as one that serves a single client and may block on SQLite (a pg
+/// connection's own thread, as a PostgreSQL backend process): reads started from it run on it,
+/// saving the two thread hand-offs of the blocking pool per statement.
+pub(crate) fn run_reads_inline() {
+    INLINE.set(true);
 }
 
 pub(crate) struct ReadPool {
@@ -35,7 +48,7 @@ impl ReadPool {
         }
     }
 
-    /// Runs `f` with a read connection on a blocking thread.
+    /// Runs `f` with a read connection: on a blocking thread, or here on a client's own thread.
     pub(crate) async fn with_conn<R, F>(&self, f: F) -> Result<R, DbError>
     where
         F: FnOnce(&Connection) -> R + Send + 'static,
@@ -47,21 +60,15 @@ impl ReadPool {
             .acquire_owned()
             .await
             .map_err(|_| DbError::WriterGone)?;
+        if INLINE.get() {
+            let _permit = permit;
+            return with_idle(&self.idle, &self.spec, f);
+        }
         let idle = self.idle.clone();
         let spec = self.spec.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = match idle.lock().ok().and_then(|mut v| v.pop()) {
-                Some(c) => c,
-                None => spec.open_reader()?,
-            };
-            let out = f(&conn);
-            if conn.is_autocommit()
-                && let Ok(mut v) = idle.lock()
-            {
-                v.push(conn);
-            }
-            Ok(out)
+            with_idle(&idle, &spec, f)
         })
         .await
         .map_err(|e| DbError::Io(std::io::Error::other(e)))?
@@ -97,6 +104,26 @@ impl ReadPool {
             v.clear();
         }
     }
+}
+
+/// Runs `f` on an idle connection (opening one if none is idle) and puts it back unless `f`
+/// left a transaction open.
+fn with_idle<R>(
+    idle: &Mutex<Vec<Connection>>,
+    spec: &OpenSpec,
+    f: impl FnOnce(&Connection) -> R,
+) -> Result<R, DbError> {
+    let conn = match idle.lock().ok().and_then(|mut v| v.pop()) {
+        Some(c) => c,
+        None => spec.open_reader()?,
+    };
+    let out = f(&conn);
+    if conn.is_autocommit()
+        && let Ok(mut v) = idle.lock()
+    {
+        v.push(conn);
+    }
+    Ok(out)
 }
 
 fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {

@@ -112,6 +112,8 @@ struct ServerState {
     scram: (Vec<u8>, Vec<u8>),
     params: Arc<DefaultServerParameterProvider>,
     limit: Arc<Semaphore>,
+    /// Name of each connection's thread: `ha-pg-<port>` (what `top -H` shows).
+    thread_name: String,
 }
 
 /// Binds nothing itself: serves `listener` until `shutdown`.
@@ -154,6 +156,7 @@ pub fn start(
             ),
         }),
         limit: Arc::new(Semaphore::new(config.max_connections)),
+        thread_name: format!("ha-pg-{}", local_addr.port()),
         config,
         tls,
         cert_pem,
@@ -184,19 +187,81 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
             },
         };
         let permit = state.limit.clone().try_acquire_owned().ok();
+        // Only admitted clients get a thread (at most `--pg-max-connections` of them); one
+        // over the limit is refused from a task.
+        let dedicated = permit.is_some().then(|| state.thread_name.clone());
         let state = state.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
+        let serve = move |socket| async move {
             let over_limit = permit.is_none();
             if let Err(e) = serve_connection(socket, &state, over_limit, shutdown).await {
                 tracing::debug!(%peer, error = %e, "pg connection ended with an error");
             }
             drop(permit);
-        });
+        };
+        match socket.into_std() {
+            Ok(socket) => spawn_connection(&tracker, socket, dedicated, serve),
+            Err(e) => tracing::debug!(%peer, error = %e, "pg connection dropped"),
+        }
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Runs one connection on a thread of its own, as a PostgreSQL backend: the socket is
+/// registered with that thread's own runtime and its reads run right there
+/// (`db::run_reads_inline`), instead of two thread hand-offs per statement to the blocking pool
+/// and back, which cost more than a point read itself. Runs it as a task on the shared runtime
+/// when `dedicated` (the thread's name) is None or no thread can be started (thread limits).
+fn spawn_connection<S, F>(
+    tracker: &TaskTracker,
+    socket: std::net::TcpStream,
+    dedicated: Option<String>,
+    serve: S,
+) where
+    S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // Shared with the thread so that the fallback can take it back if the thread never starts.
+    let job = Arc::new(std::sync::Mutex::new(Some((socket, serve))));
+    let take = |job: &std::sync::Mutex<Option<_>>| job.lock().ok().and_then(|mut j| j.take());
+    if let Some(name) = dedicated {
+        let (token, theirs) = (tracker.token(), job.clone());
+        let started = std::thread::Builder::new().name(name).spawn(move || {
+            let _token = token;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match (rt, take(&theirs)) {
+                (Ok(rt), Some((socket, serve))) => {
+                    crate::db::run_reads_inline();
+                    rt.block_on(serve_socket(socket, serve));
+                }
+                (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),
+                (Ok(_), None) => {}
+            }
+        });
+        match started {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "no thread for a pg connection; using a task"),
+        }
+    }
+    if let Some((socket, serve)) = take(&job) {
+        tracker.spawn(serve_socket(socket, serve));
+    }
+}
+
+/// Registers `socket` with the runtime this runs on and serves it.
+async fn serve_socket<S, F>(socket: std::net::TcpStream, serve: S)
+where
+    S: FnOnce(tokio::net::TcpStream) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    match tokio::net::TcpStream::from_std(socket) {
+        Ok(socket) => serve(socket).await,
+        Err(e) => tracing::debug!(error = %e, "pg connection dropped"),
+    }
 }
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
