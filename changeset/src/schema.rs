@@ -93,6 +93,8 @@ impl TableInfo {
 #[derive(Debug, Default)]
 pub struct TableCache {
     tables: HashMap<(String, String), Arc<TableInfo>>,
+    /// Whether `main` has a virtual table (read once per schema).
+    has_virtual: Option<bool>,
 }
 
 impl TableCache {
@@ -116,6 +118,22 @@ impl TableCache {
 
     pub fn invalidate(&mut self) {
         self.tables.clear();
+        self.has_virtual = None;
+    }
+
+    /// Whether the `main` schema holds a virtual table (FTS5, R*Tree, vec0, …).
+    pub fn has_virtual_tables(&mut self, conn: &Connection) -> Result<bool, ApplyError> {
+        if let Some(v) = self.has_virtual {
+            return Ok(v);
+        }
+        let v = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM main.sqlite_schema \
+                 WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%')",
+            )?
+            .query_row([], |r| r.get::<_, bool>(0))?;
+        self.has_virtual = Some(v);
+        Ok(v)
     }
 }
 

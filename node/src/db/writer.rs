@@ -318,6 +318,7 @@ impl WriteConn {
         };
         let mark = r.capture.mark();
         let result = statement::run(&self.conn, stmt).and_then(|res| {
+            flush_virtual_tables(&self.conn, &mut r.tables)?;
             r.capture.resolve_pending(&self.conn, &mut r.tables)?;
             Ok(res)
         });
@@ -426,6 +427,25 @@ impl WriteConn {
     }
 }
 
+/// Makes virtual tables write what they hold in memory to their shadow tables now, inside the
+/// statement, so that the hook captures it. FTS5 keeps new terms in memory until the commit
+/// (xSync), which would be after the change set is published; opening a savepoint makes it
+/// flush (xSavepoint). Costs nothing on a schema without virtual tables.
+fn flush_virtual_tables(conn: &Connection, tables: &mut TableCache) -> Result<(), DbError> {
+    if conn.is_autocommit() || !tables.has_virtual_tables(conn)? {
+        return Ok(());
+    }
+    conn.execute_batch("SAVEPOINT _ha_flush; RELEASE _ha_flush")?;
+    Ok(())
+}
+
+fn is_create_virtual_table(sql: &str) -> bool {
+    matches!(
+        ddl::classify(sql),
+        Ok(Some(d)) if d.verb == ddl::Verb::Create && d.object == ddl::ObjectKind::VirtualTable
+    )
+}
+
 impl Replicating {
     /// After a successful statement: record its DDL text at the right place.
     fn after_statement(
@@ -443,7 +463,14 @@ impl Replicating {
             return Ok(());
         }
         match ddl::plan(sql) {
-            Ok(ddl::Plan::Replicate(text)) => self.capture.push_ddl(text.into_owned()),
+            Ok(ddl::Plan::Replicate(text)) => {
+                if is_create_virtual_table(sql) {
+                    // The module's xCreate wrote its shadow tables' first rows: every node's own
+                    // CREATE writes them again, so only the statement travels (before any row).
+                    self.capture.truncate(mark);
+                }
+                self.capture.push_ddl(text.into_owned())
+            }
             Ok(ddl::Plan::CreateTableAsSelect { name, .. }) => {
                 let created: Option<String> = conn
                     .query_row(
