@@ -230,9 +230,10 @@ impl Consumer {
         tracing::info!(stream = %cfg.stream, subject = %cfg.subject, durable = %cfg.durable, from = applied + 1, "replication consumer started");
 
         let mut parts = Reassembler::default();
-        // Complete change sets that arrived while a split one was incomplete: applying them
-        // would move `applied_seq` past the split one's first part.
-        let mut held: Vec<(Seq, ChangeSet, Vec<u8>)> = Vec::new();
+        // What was received, in stream order, until it may be applied: nothing at or after the
+        // first part of a split change set that is still incomplete, or `applied_seq` would
+        // move past that part and a restart would never see it again.
+        let mut held = Held::default();
         let mut pending_since: Option<Instant> = None;
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -252,7 +253,7 @@ impl Consumer {
                         tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
                         parts.clear();
                         pending_since = None;
-                        self.apply_in_order(std::mem::take(&mut held)).await?;
+                        self.release(held.take_before(None)).await?;
                     }
                     continue;
                 }
@@ -269,7 +270,6 @@ impl Consumer {
                     _ => break,
                 }
             }
-            let mut ready: Vec<(Seq, ChangeSet, Vec<u8>)> = Vec::new();
             // The highest sequence of this batch taken so far (applied or about to be).
             let mut taken = self.status.applied();
             for msg in &batch {
@@ -292,7 +292,8 @@ impl Consumer {
                     self.status.stream_first_seq.store(first, Ordering::Release);
                     if self.gaps.jump_is_gap(taken, seq.0, first) {
                         // What came before the hole is whole: keep it, then recover.
-                        self.apply_in_order(std::mem::take(&mut ready)).await?;
+                        self.release(held.take_before(parts.oldest_pending_seq()))
+                            .await?;
                         return Err(ConsumeError::Gap {
                             applied: self.status.applied(),
                             first,
@@ -302,29 +303,27 @@ impl Consumer {
                 taken = taken.max(seq.0);
                 let payload = msg.payload.to_vec();
                 match changeset::decode(&payload) {
-                    Err(e) => {
-                        // Not a change set at all: nothing to retry. Apply what came before it.
-                        self.apply_in_order(std::mem::take(&mut ready)).await?;
-                        self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
-                            .await?;
-                    }
+                    // Not a change set at all: nothing to retry; quarantined in its turn.
+                    Err(e) => held.push(seq, Item::Undecodable(e.to_string(), payload)),
+                    // A whole split change set takes the place of its last part.
                     Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
-                        Ok(Some(done)) => {
-                            pending_since = None;
-                            ready.append(&mut held);
-                            ready.push((done.last_seq, done.changeset, Vec::new()));
-                            ready.sort_by_key(|(s, _, _)| *s);
-                        }
-                        Ok(None) => {
-                            pending_since.get_or_insert_with(Instant::now);
-                        }
+                        Ok(Some(done)) => held.push(
+                            done.last_seq,
+                            Item::Apply(Box::new(done.changeset), Vec::new()),
+                        ),
+                        Ok(None) => {}
                         Err(e) => tracing::warn!(%seq, error = %e, "ignoring a change-set part"),
                     },
-                    Ok(cs) if parts.pending() > 0 => held.push((seq, cs, payload)),
-                    Ok(cs) => ready.push((seq, cs, payload)),
+                    Ok(cs) => held.push(seq, Item::Apply(Box::new(cs), payload)),
                 }
             }
-            self.apply_in_order(ready).await?;
+            if parts.pending() == 0 {
+                pending_since = None;
+            } else {
+                pending_since.get_or_insert_with(Instant::now);
+            }
+            self.release(held.take_before(parts.oldest_pending_seq()))
+                .await?;
             for msg in batch {
                 msg.ack().await.map_err(nats("ack"))?;
             }
@@ -443,6 +442,22 @@ impl Consumer {
 
     /// Applies change sets in stream order, together in one transaction when they all apply;
     /// from the first that fails on, one by one with retries (and quarantine).
+    /// Applies (or quarantines) `items`, in order.
+    async fn release(&self, items: Vec<(Seq, Item)>) -> Result<(), ConsumeError> {
+        let mut run = Vec::new();
+        for (seq, item) in items {
+            match item {
+                Item::Apply(cs, payload) => run.push((seq, *cs, payload)),
+                Item::Undecodable(e, payload) => {
+                    self.apply_in_order(std::mem::take(&mut run)).await?;
+                    self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
+                        .await?;
+                }
+            }
+        }
+        self.apply_in_order(run).await
+    }
+
     async fn apply_in_order(
         &self,
         items: Vec<(Seq, ChangeSet, Vec<u8>)>,
@@ -557,5 +572,131 @@ impl Consumer {
         self.status.quarantined.fetch_add(1, Ordering::Relaxed);
         self.metrics.quarantined.inc();
         Ok(())
+    }
+}
+
+/// A received message waiting for its turn.
+enum Item {
+    /// A whole change set and the payload it came in (empty when assembled from parts).
+    Apply(Box<ChangeSet>, Vec<u8>),
+    /// A message that is not a change set, and why.
+    Undecodable(String, Vec<u8>),
+}
+
+/// Received messages by stream sequence, until no incomplete split change set comes before them.
+#[derive(Default)]
+struct Held(std::collections::BTreeMap<Seq, Item>);
+
+impl Held {
+    fn push(&mut self, seq: Seq, item: Item) {
+        self.0.insert(seq, item);
+    }
+
+    /// Takes, in order, everything before `limit` (everything when None): the first sequence of
+    /// the oldest incomplete split change set.
+    fn take_before(&mut self, limit: Option<Seq>) -> Vec<(Seq, Item)> {
+        let later = match limit {
+            Some(limit) => self.0.split_off(&limit),
+            None => Default::default(),
+        };
+        std::mem::replace(&mut self.0, later).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changeset::{Change, Operation, Value, decode, split};
+
+    fn set(node: &str, rows: usize, ts: i64) -> ChangeSet {
+        let mut cs = ChangeSet::new(node, 1, "t.db");
+        cs.timestamp_ns = ts;
+        for i in 0..rows {
+            let mut c = Change::new(Operation::Insert, "t");
+            c.columns = vec!["id".into(), "v".into()];
+            c.new_rowid = i as i64 + 1;
+            c.old_rowid = c.new_rowid;
+            c.new_values = vec![Value::Integer(i as i64 + 1), Value::Text("x".repeat(60))];
+            cs.changes.push(c);
+        }
+        cs
+    }
+
+    /// Feeds messages as the consumer does and returns, after each, what it would apply.
+    fn run(messages: Vec<(u64, Vec<u8>)>) -> Vec<Vec<u64>> {
+        let (mut parts, mut held) = (Reassembler::default(), Held::default());
+        let mut out = Vec::new();
+        for (seq, payload) in messages {
+            let cs = decode(&payload).unwrap();
+            if let Some(done) = parts.push(Seq(seq), cs).unwrap() {
+                held.push(
+                    done.last_seq,
+                    Item::Apply(Box::new(done.changeset), Vec::new()),
+                );
+            }
+            let released = held.take_before(parts.oldest_pending_seq());
+            out.push(released.into_iter().map(|(s, _)| s.0).collect());
+        }
+        out
+    }
+
+    #[test]
+    fn nothing_after_an_incomplete_split_set_is_applied_before_it_completes() {
+        let a = split(&set("a", 300, 1), 24 * 1024).unwrap();
+        let b = split(&set("b", 300, 2), 24 * 1024).unwrap();
+        assert_eq!((a.len(), b.len()), (3, 3), "the test wants 3 parts each");
+        let plain = crate::changeset::encode(&set("c", 1, 3)).unwrap();
+        // 1 plain, then A and B interleaved with a plain message between, A completing first.
+        let msgs = vec![
+            (1, plain.clone()),
+            (2, a[0].clone()),
+            (3, b[0].clone()),
+            (4, a[1].clone()),
+            (5, plain.clone()),
+            (6, a[2].clone()),
+            (7, b[1].clone()),
+            (8, b[2].clone()),
+            (9, plain),
+        ];
+        let applied = run(msgs);
+        // A is whole at 6, but B began at 3: applying A (or 5) then would put `applied_seq`
+        // past B's first part, which a restart would never read again.
+        assert_eq!(
+            applied,
+            vec![
+                vec![1],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![5, 6, 8],
+                vec![9]
+            ]
+        );
+    }
+
+    #[test]
+    fn an_abandoned_split_set_releases_what_waited_behind_it() {
+        let a = split(&set("a", 300, 1), 24 * 1024).unwrap();
+        let mut held = Held::default();
+        let mut parts = Reassembler::default();
+        assert!(
+            parts
+                .push(Seq(1), decode(&a[0]).unwrap())
+                .unwrap()
+                .is_none()
+        );
+        held.push(Seq(2), Item::Undecodable("garbage".into(), vec![1]));
+        held.push(Seq(3), Item::Apply(Box::new(set("c", 1, 3)), Vec::new()));
+        assert!(held.take_before(parts.oldest_pending_seq()).is_empty());
+        parts.clear();
+        let released: Vec<u64> = held
+            .take_before(parts.oldest_pending_seq())
+            .into_iter()
+            .map(|(s, _)| s.0)
+            .collect();
+        assert_eq!(released, vec![2, 3]);
     }
 }
