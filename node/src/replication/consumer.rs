@@ -130,12 +130,15 @@ impl Consumer {
                 .await
                 .map_err(nats("get stream"))?,
             Err(e) => {
-                // Another node may own a slightly different config; use what is there.
+                // Another node may own a slightly different config; use what is there. If there
+                // is nothing, the creation's own error is the one that explains.
                 tracing::debug!(error = %e, "create_or_update_stream failed; opening the stream");
-                self.js
-                    .get_stream(&cfg.stream)
-                    .await
-                    .map_err(nats("open stream"))?
+                self.js.get_stream(&cfg.stream).await.map_err(|_| {
+                    ConsumeError::Nats(format!(
+                        "cannot create stream {} with {} replica(s) (--replicas): {e}",
+                        cfg.stream, cfg.replicas
+                    ))
+                })?
             }
         };
         let info = stream.info().await.map_err(nats("stream info"))?.clone();
