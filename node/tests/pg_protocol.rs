@@ -469,6 +469,48 @@ async fn each_admitted_connection_has_one_thread_and_silent_floods_get_none() {
 }
 
 #[tokio::test]
+async fn a_cancel_request_stops_a_running_read_with_57014_and_the_session_goes_on() {
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    // A read that would run for minutes.
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n WHERE i < 0";
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let r = client.simple_query(endless).await;
+        (client, r)
+    });
+    // Cancel until the query ends: the first request may come before it starts running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !query.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query was never cancelled"
+        );
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (client, r) = query.await.unwrap();
+    let e = r.expect_err("a cancelled query fails");
+    assert_eq!(code(&e), "57014", "{e}");
+    // The same session answers the next query.
+    let n: i64 = client.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    // A request with a wrong secret cancels nothing (and does not disturb the server).
+    let mut raw = tokio::net::TcpStream::connect(node.pg).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&16i32.to_be_bytes());
+    msg.extend_from_slice(&80877102i32.to_be_bytes());
+    msg.extend_from_slice(&1i32.to_be_bytes());
+    msg.extend_from_slice(&2i32.to_be_bytes());
+    raw.write_all(&msg).await.unwrap();
+    drop(raw);
+    let n: i64 = client.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(n, 7);
+}
+
+#[tokio::test]
 async fn shutdown_tells_clients_57p01() {
     let node = TestNode::start().await;
     let (client, conn) = tokio_postgres::connect(&node.conn_str(), tokio_postgres::NoTls)

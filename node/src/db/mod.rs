@@ -27,7 +27,8 @@ pub use statement::{
 pub use value::Value;
 
 pub(crate) use open::OpenSpec;
-pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_inline};
+pub use reader::CancelSlot;
+pub(crate) use reader::{ReadOutcome, ReadPool, cancel_reads_through, run_reads_inline};
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
 /// The SQLite library version, e.g. "3.46.0".

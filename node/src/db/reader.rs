@@ -23,6 +23,39 @@ pub(crate) enum ReadOutcome {
 
 thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
+    static CANCEL: std::cell::RefCell<Option<Arc<CancelSlot>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Where a client's running read can be interrupted from another thread (a pg CancelRequest):
+/// holds the read connection's interrupt handle while a read started from the client's own
+/// thread runs on it.
+#[derive(Default)]
+pub struct CancelSlot(Mutex<Option<rusqlite::InterruptHandle>>);
+
+impl CancelSlot {
+    /// Interrupts the read running now, if any: it fails with SQLITE_INTERRUPT (57014).
+    pub fn interrupt(&self) -> bool {
+        match self
+            .0
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|h| h.interrupt()))
+        {
+            Some(()) => true,
+            None => false,
+        }
+    }
+
+    fn set(&self, handle: Option<rusqlite::InterruptHandle>) {
+        if let Ok(mut h) = self.0.lock() {
+            *h = handle;
+        }
+    }
+}
+
+/// Makes reads run inline on this thread (`run_reads_inline`) interruptible through `slot`.
+pub(crate) fn cancel_reads_through(slot: Arc<CancelSlot>) {
+    CANCEL.set(Some(slot));
 }
 
 /// Marks the calling thread as one that serves a single client and may block on SQLite (a pg
@@ -62,7 +95,16 @@ impl ReadPool {
             .map_err(|_| DbError::WriterGone)?;
         if INLINE.get() {
             let _permit = permit;
-            return with_idle(&self.idle, &self.spec, f);
+            let slot = CANCEL.with_borrow(|s| s.clone());
+            return with_idle(&self.idle, &self.spec, |conn| match slot {
+                None => f(conn),
+                Some(slot) => {
+                    slot.set(Some(conn.get_interrupt_handle()));
+                    let out = f(conn);
+                    slot.set(None);
+                    out
+                }
+            });
         }
         let idle = self.idle.clone();
         let spec = self.spec.clone();

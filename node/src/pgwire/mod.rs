@@ -6,6 +6,7 @@
 //! client gets FATAL 57P01 and every open transaction is rolled back.
 //! See `handler` for queries, `types` for values, `error` for SQLSTATEs, `catalog` for psql.
 
+mod cancel;
 mod catalog;
 mod cork;
 mod error;
@@ -114,6 +115,8 @@ struct ServerState {
     limit: Arc<Semaphore>,
     /// Name of each connection's thread: `ha-pg-<port>` (what `top -H` shows).
     thread_name: String,
+    /// Sessions a CancelRequest can reach.
+    cancels: Arc<cancel::Registry>,
 }
 
 /// Binds nothing itself: serves `listener` until `shutdown`.
@@ -157,6 +160,7 @@ pub fn start(
         }),
         limit: Arc::new(Semaphore::new(config.max_connections)),
         thread_name: format!("ha-pg-{}", local_addr.port()),
+        cancels: Arc::default(),
         config,
         tls,
         cert_pem,
@@ -192,15 +196,17 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
         let dedicated = permit.is_some().then(|| state.thread_name.clone());
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let slot = Arc::new(crate::db::CancelSlot::default());
+        let reads = slot.clone();
         let serve = move |socket| async move {
             let over_limit = permit.is_none();
-            if let Err(e) = serve_connection(socket, &state, over_limit, shutdown).await {
+            if let Err(e) = serve_connection(socket, &state, over_limit, slot, shutdown).await {
                 tracing::debug!(%peer, error = %e, "pg connection ended with an error");
             }
             drop(permit);
         };
         match socket.into_std() {
-            Ok(socket) => spawn_connection(&tracker, socket, dedicated, serve),
+            Ok(socket) => spawn_connection(&tracker, socket, dedicated, reads, serve),
             Err(e) => tracing::debug!(%peer, error = %e, "pg connection dropped"),
         }
     }
@@ -218,6 +224,7 @@ fn spawn_connection<S, F>(
     tracker: &TaskTracker,
     socket: std::net::TcpStream,
     dedicated: Option<String>,
+    reads: Arc<crate::db::CancelSlot>,
     serve: S,
 ) where
     S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
@@ -236,6 +243,7 @@ fn spawn_connection<S, F>(
             match (rt, take(&theirs)) {
                 (Ok(rt), Some((socket, serve))) => {
                     crate::db::run_reads_inline();
+                    crate::db::cancel_reads_through(reads);
                     rt.block_on(serve_socket(socket, serve));
                 }
                 (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),
@@ -272,6 +280,7 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     state: &ServerState,
     over_limit: bool,
+    cancel_slot: Arc<crate::db::CancelSlot>,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
     let negotiated = tokio::select! {
@@ -293,7 +302,8 @@ async fn serve_connection(
     let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
     let (simple, extended) = (query.clone(), query);
     let copy = Arc::new(NoopHandler);
-    let cancel = Arc::new(NoopHandler);
+    let cancel = Arc::new(cancel::Canceller(state.cancels.clone()));
+    let mut registered = None;
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
     loop {
@@ -363,6 +373,11 @@ async fn serve_connection(
             if fatal {
                 break;
             }
+        }
+        if registered.is_none() && matches!(socket.state(), PgWireConnectionState::ReadyForQuery) {
+            // Authenticated: the key pgwire sent in BackendKeyData now reaches this session.
+            let (pid, secret) = socket.pid_and_secret_key();
+            registered = Some(state.cancels.register(pid, &secret, cancel_slot.clone()));
         }
         if !hold {
             socket.get_mut().corked = false;
