@@ -49,7 +49,9 @@ CASES = {
     },
     "external-memory-no-pg": {
         "replicas": 1,
-        "database": {"memory": True, "name": "cache.db", "fromLatestSnapshot": False},
+        "database": {"memory": True, "name": "cache.db", "fromLatestSnapshot": False,
+                     "extensions": ["/usr/lib/sqlite3/pcre.so", "/opt/vec0.so"],
+                     "interceptor": {"configMap": "hooks", "key": "audit.rhai"}},
         "nats": {"external": {"url": "nats://n1:4222, tls://u:p@n2:4222",
                               "credentialsSecret": "nats-creds"}},
         "postgres": {"enabled": False},

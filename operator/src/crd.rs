@@ -16,10 +16,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Why `database.extensions` is refused (until the node can load extensions).
-pub const EXTENSIONS_UNSUPPORTED: &str =
-    "database.extensions is not supported yet: the ha node has no --extensions flag";
-
 /// API group of the resource.
 pub const GROUP: &str = "ha.sqlite.dev";
 /// Image used when `spec.image` is omitted.
@@ -119,7 +115,6 @@ pub struct HaClusterSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.extensions) || size(self.extensions) == 0").message(EXTENSIONS_UNSUPPORTED))]
 pub struct DatabaseSpec {
     /// File name of the database inside the data volume (also the snapshot key).
     #[serde(default = "default_db_name")]
@@ -131,14 +126,39 @@ pub struct DatabaseSpec {
     #[serde(default)]
     pub memory: bool,
 
-    /// SQLite extensions (paths inside the image) loaded on every connection. Reserved: the node
-    /// has no `--extensions` flag yet, so a non-empty list is rejected rather than ignored.
+    /// SQLite extensions loaded on every connection (`--extensions`): absolute paths of shared
+    /// libraries inside the image (build an image `FROM` the ha image that adds them). A node
+    /// that cannot load one refuses to start and says which.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^/[^,]+$")))]
     pub extensions: Vec<String>,
+
+    /// An interceptor script (Rhai, `--interceptor`) from a ConfigMap, mounted read-only. The
+    /// node reads it at start: restart the pods after changing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interceptor: Option<InterceptorSource>,
 
     /// Restore the latest snapshot before serving when it is newer than the local data.
     #[serde(default = "default_true")]
     pub from_latest_snapshot: bool,
+}
+
+/// Where the interceptor script comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InterceptorSource {
+    /// ConfigMap in the cluster's namespace that holds the script.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub config_map: String,
+
+    /// Key of the script in the ConfigMap (default `interceptor.rhai`).
+    #[serde(default = "default_interceptor_key")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_interceptor_key() -> String {
+    "interceptor.rhai".into()
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -512,6 +532,7 @@ impl Default for DatabaseSpec {
             name: default_db_name(),
             memory: false,
             extensions: Vec::new(),
+            interceptor: None,
             from_latest_snapshot: true,
         }
     }
@@ -665,8 +686,15 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
     if spec.postgres.require_tls && spec.postgres.tls_secret.is_none() {
         return Err("postgres.requireTls needs postgres.tlsSecret".into());
     }
-    if !spec.database.extensions.is_empty() {
-        return Err(EXTENSIONS_UNSUPPORTED.into());
+    if let Some(e) = spec
+        .database
+        .extensions
+        .iter()
+        .find(|e| !e.starts_with('/') || e.contains(','))
+    {
+        return Err(format!(
+            "database.extensions: {e:?} must be an absolute path without commas"
+        ));
     }
     if let Some(t) = &spec.replication.timeout {
         check_duration(t).map_err(|e| format!("replication.timeout: {e}"))?;

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use ha_operator::crd::HaCluster;
@@ -77,6 +78,17 @@ fn resolve_env(container: &Container, rendered: &Rendered, pod: &str) -> BTreeMa
 
 /// `ha --check-config` with the container's args and resolved env; (success, output).
 fn check(cluster: &HaCluster, rendered: &Rendered, ordinal: i32) -> (bool, String) {
+    check_mounted(cluster, rendered, ordinal, None)
+}
+
+/// `check`, with the files of one mounted volume: env values under `mount.0` (a path in the
+/// container) are pointed at `mount.1` (a directory here holding the volume's files).
+fn check_mounted(
+    cluster: &HaCluster,
+    rendered: &Rendered,
+    ordinal: i32,
+    mount: Option<(&str, &Path)>,
+) -> (bool, String) {
     let pod = rendered
         .stateful_set
         .spec
@@ -87,7 +99,14 @@ fn check(cluster: &HaCluster, rendered: &Rendered, ordinal: i32) -> (bool, Strin
     let container = &pod.containers[0];
     assert_eq!(container.command, Some(vec!["ha".to_string()]));
     let name = cluster.metadata.name.clone().unwrap_or_default();
-    let env = resolve_env(container, rendered, &format!("{name}-{ordinal}"));
+    let mut env = resolve_env(container, rendered, &format!("{name}-{ordinal}"));
+    if let Some((inside, here)) = mount {
+        for v in env.values_mut() {
+            if let Some(rest) = v.strip_prefix(inside) {
+                *v = format!("{}{rest}", here.display());
+            }
+        }
+    }
     let out = common::run(
         Command::new(common::ha_bin())
             .args(container.args.clone().unwrap_or_default())
@@ -202,6 +221,61 @@ fn rendered_settings_mean_what_the_spec_says() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+}
+
+#[test]
+fn extensions_and_the_interceptor_reach_the_node() {
+    let (c, r) = render_yaml(
+        "db",
+        "database:\n  extensions: [/usr/lib/sqlite3/pcre.so]\n  \
+         interceptor:\n    configMap: hooks\n    key: audit.rhai",
+    );
+    // The ConfigMap's key, as the kubelet would mount it (check-config compiles the script).
+    let volume = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(volume.path().join("audit.rhai"), "fn before(cs) { cs }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = check_mounted(&c, &r, 0, Some(("/etc/ha/interceptor", volume.path())));
+    assert!(
+        ok,
+        "ha --check-config refused the rendered container:\n{out}"
+    );
+    let script = format!("\"{}/audit.rhai\"", volume.path().display());
+    for want in ["\"/usr/lib/sqlite3/pcre.so\"", script.as_str()] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    // The script's path is where the pod mounts the ConfigMap's key.
+    let pod = r
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_else(|| panic!("pod template"));
+    let volume = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "interceptor")
+        .unwrap_or_else(|| panic!("interceptor volume"));
+    let cm = volume
+        .config_map
+        .unwrap_or_else(|| panic!("a ConfigMap volume"));
+    assert_eq!(cm.name, "hooks");
+    let items = cm.items.unwrap_or_default();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("audit.rhai", "audit.rhai")
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.name == "interceptor")
+        .unwrap_or_else(|| panic!("interceptor mount"));
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/ha/interceptor", Some(true))
+    );
 }
 
 #[test]

@@ -31,6 +31,13 @@ pub fn build(cluster: &HaCluster) -> Container {
     if spec.postgres.enabled && spec.postgres.tls_secret.is_some() {
         mounts.push(mount(names::VOLUME_PG_TLS, names::PG_TLS_DIR, true));
     }
+    if spec.database.interceptor.is_some() {
+        mounts.push(mount(
+            names::VOLUME_INTERCEPTOR,
+            names::INTERCEPTOR_DIR,
+            true,
+        ));
+    }
     Container {
         name: names::CONTAINER.into(),
         image: Some(spec.effective_image().to_string()),
@@ -172,6 +179,15 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
     ];
     if spec.database.memory {
         env.push(value("HA_MEMORY", "true"));
+    }
+    if !spec.database.extensions.is_empty() {
+        env.push(value("HA_EXTENSIONS", spec.database.extensions.join(",")));
+    }
+    if let Some(i) = &spec.database.interceptor {
+        env.push(value(
+            "HA_INTERCEPTOR",
+            format!("{}/{}", names::INTERCEPTOR_DIR, i.key),
+        ));
     }
     env.push(value("HA_PORT", spec.http.port.to_string()));
     env.push(value("HA_LOG_LEVEL", spec.log_level.clone()));

@@ -165,7 +165,7 @@ pub(crate) mod tests {
                 "replicas: 2\nreplication:\n  streamReplicas: 3",
                 "cannot exceed",
             ),
-            ("db", "database:\n  extensions: [x.so]", "extensions"),
+            ("db", "database:\n  extensions: [x.so]", "absolute path"),
             ("db", "http:\n  port: 4222", "port 4222"),
             ("Db", "", "metadata.name"),
             (

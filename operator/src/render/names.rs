@@ -91,6 +91,8 @@ pub const VOLUME_TMP: &str = "tmp";
 pub const TMP_DIR: &str = "/tmp";
 pub const VOLUME_PG_TLS: &str = "pg-tls";
 pub const PG_TLS_DIR: &str = "/etc/ha/pg-tls";
+pub const VOLUME_INTERCEPTOR: &str = "interceptor";
+pub const INTERCEPTOR_DIR: &str = "/etc/ha/interceptor";
 
 /// Keys of the ConfigMap (node environment variables).
 pub const ENV_NATS_ROUTES: &str = "HA_NATS_ROUTES";

@@ -9,9 +9,10 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, EmptyDirVolumeSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecretVolumeSource, Volume, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretVolumeSource, Volume, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
@@ -152,6 +153,24 @@ fn volumes(cluster: &HaCluster) -> Vec<Volume> {
                 // Owner root, group = fsGroup: readable by the node, by nobody else.
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(i) = &cluster.spec.database.interceptor {
+        v.push(Volume {
+            name: names::VOLUME_INTERCEPTOR.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: i.config_map.clone(),
+                // Only the script, under its key's name; a missing ConfigMap or key keeps the
+                // pod from starting (and `kubectl describe` says why).
+                items: Some(vec![KeyToPath {
+                    key: i.key.clone(),
+                    path: i.key.clone(),
+                    mode: None,
+                }]),
+                optional: Some(false),
+                default_mode: Some(0o444),
             }),
             ..Volume::default()
         });
