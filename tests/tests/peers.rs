@@ -154,6 +154,32 @@ async fn a_departed_server_is_removed_from_the_jetstream_cluster_and_writes_go_o
     }
     let st = status(c.node(1)).await.unwrap();
     assert_eq!(st["replication"]["gap"], Json::Null, "{st}");
+
+    // A scale back up: the removed server returns under its name with its old store (a
+    // StatefulSet keeps the volume). nats-server lets a removed peer back into the meta group
+    // only 5 minutes after its removal, but the node must work at once: its consumer (one
+    // replica, a cursor) is created, it catches up, and its writes reach the others.
+    c.restart(2, &[]).await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "a write on the returned n3",
+        || async {
+            c.node(2)
+                .sql("INSERT OR REPLACE INTO t VALUES (4, 'd')")
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap();
+    c.assert_converged(&[
+        ("t", "id", json!(1)),
+        ("t", "id", json!(2)),
+        ("t", "id", json!(3)),
+        ("t", "id", json!(4)),
+    ])
+    .await
+    .unwrap();
 }
 
 /// A node that replicates through an external NATS has no system account to remove peers

@@ -216,6 +216,11 @@ impl Consumer {
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 1024,
+                // One replica: the durable is only a cursor, which the node recreates from its
+                // database whenever it is lost. A replicated consumer would need as many live
+                // servers in the stream's peer set as the stream has replicas, which is not the
+                // case after a scale-down removed a server, so no consumer could be created.
+                num_replicas: 1,
                 ..Default::default()
             })
             .await
