@@ -225,6 +225,8 @@ async fn consume(
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1024,
+            // One replica, as the node's: a cursor needs no quorum of the stream's peers.
+            num_replicas: 1,
             ..Default::default()
         })
         .await
