@@ -260,7 +260,9 @@ impl Pod {
     /// (host source, container path) pairs to bind-mount, image binaries first.
     fn mounts(&self, c: &Container) -> Result<Vec<(PathBuf, String)>> {
         let mut out = Vec::new();
-        // The image's /usr/local/bin: a directory of links to the locally built binaries.
+        // The image's /usr/local/bin: a directory of hard links to (or copies of) the locally
+        // built binaries. Not symlinks: their targets may lie under a path the pod's own mounts
+        // hide (a checkout under /tmp, which the pod's emptyDir covers).
         let bin = self.scratch.path().join("image-bin");
         std::fs::create_dir_all(&bin)?;
         // Readable by the pod's non-root user, as image files and Secret volumes (0644) are.
@@ -269,7 +271,8 @@ impl Pod {
             let name = Path::new(image_path).file_name().context("binary name")?;
             let link = bin.join(name);
             if !link.exists() {
-                std::os::unix::fs::symlink(local, &link)?;
+                std::fs::hard_link(local, &link)
+                    .or_else(|_| std::fs::copy(local, &link).map(|_| ()))?;
             }
         }
         if !self.input.binaries.is_empty() {

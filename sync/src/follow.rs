@@ -217,20 +217,36 @@ async fn consume(
     if let Some(d) = &spec.durable {
         let _ = stream.delete_consumer(d).await;
     }
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: spec.durable.clone(),
-            filter_subject: spec.subject.clone(),
-            deliver_policy,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1024,
-            // One replica, as the node's: a cursor needs no quorum of the stream's peers.
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await
-        .map_err(nats("create consumer"))?;
+    let config = consumer::pull::Config {
+        durable_name: spec.durable.clone(),
+        filter_subject: spec.subject.clone(),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1024,
+        ..Default::default()
+    };
+    let consumer: consumer::PullConsumer = match stream.create_consumer(config.clone()).await {
+        Ok(c) => c,
+        // The stream's peer set is short of its replica count (a removed server): as the node
+        // does, fall back to a one-replica cursor rather than not following at all.
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+            ) =>
+        {
+            stream
+                .create_consumer(consumer::pull::Config {
+                    num_replicas: 1,
+                    ..config
+                })
+                .await
+                .map_err(nats("create consumer"))?
+        }
+        Err(e) => return Err(nats("create consumer")(e)),
+    };
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(256)

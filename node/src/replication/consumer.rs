@@ -64,6 +64,15 @@ pub enum ConsumeError {
     Gap { applied: u64, first: u64 },
 }
 
+/// JetStream's "insufficient resources": not enough servers to place what was asked.
+fn is_insufficient_resources(e: &stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        stream::ConsumerErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+    )
+}
+
 fn nats<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ConsumeError + '_ {
     move |e| ConsumeError::Nats(format!("{what}: {e}"))
 }
@@ -208,23 +217,33 @@ impl Consumer {
 
         // The durable is only a cursor: recreate it where the database says we are.
         let _ = stream.delete_consumer(&cfg.durable).await;
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(cfg.durable.clone()),
-                filter_subject: cfg.subject.clone(),
-                deliver_policy: deliver,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1024,
-                // One replica: the durable is only a cursor, which the node recreates from its
-                // database whenever it is lost. A replicated consumer would need as many live
-                // servers in the stream's peer set as the stream has replicas, which is not the
-                // case after a scale-down removed a server, so no consumer could be created.
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats("create consumer"))?;
+        let config = consumer::pull::Config {
+            durable_name: Some(cfg.durable.clone()),
+            filter_subject: cfg.subject.clone(),
+            deliver_policy: deliver,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1024,
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = match stream.create_consumer(config.clone()).await {
+            Ok(c) => c,
+            Err(e) if is_insufficient_resources(&e) => {
+                // The stream's peer set is short of its replica count (a removed server, e.g.
+                // after a scale-down), so a consumer with as many replicas cannot be placed. The
+                // durable is only a cursor the node recreates from its database: one replica
+                // will do until the stream is whole again.
+                tracing::warn!(error = %e, "the stream has fewer servers than replicas; creating a one-replica consumer");
+                stream
+                    .create_consumer(consumer::pull::Config {
+                        num_replicas: 1,
+                        ..config
+                    })
+                    .await
+                    .map_err(nats("create consumer"))?
+            }
+            Err(e) => return Err(nats("create consumer")(e)),
+        };
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(256)
