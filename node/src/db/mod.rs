@@ -28,7 +28,7 @@ pub use value::Value;
 
 pub(crate) use open::OpenSpec;
 pub use reader::CancelSlot;
-pub(crate) use reader::{ReadOutcome, ReadPool, cancel_reads_through, run_reads_inline};
+pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_here};
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
 /// The SQLite library version, e.g. "3.46.0".

@@ -1,11 +1,11 @@
 //! Owns the pool of read connections (`--concurrent-queries` of them) and running read-only
 //! batches on it, off the shared async threads: on the blocking pool, or right on the calling
-//! thread when that thread is a client's own (see `run_reads_inline`).
+//! thread when that thread is a client's own (see `run_reads_here`).
 //! Must not write: a batch that is not entirely read-only is handed back for the writer.
 //! Invariant: at most `size` connections exist; a batch of several statements reads one
 //! consistent snapshot (one read transaction).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -22,8 +22,8 @@ pub(crate) enum ReadOutcome {
 }
 
 thread_local! {
-    static INLINE: Cell<bool> = const { Cell::new(false) };
-    static CANCEL: std::cell::RefCell<Option<Arc<CancelSlot>>> = const { std::cell::RefCell::new(None) };
+    /// Set on a client's own thread: its reads run here, interruptible through the slot.
+    static HERE: RefCell<Option<Arc<CancelSlot>>> = const { RefCell::new(None) };
 }
 
 /// Where a client's running read can be interrupted from another thread (a pg CancelRequest):
@@ -35,15 +35,12 @@ pub struct CancelSlot(Mutex<Option<rusqlite::InterruptHandle>>);
 impl CancelSlot {
     /// Interrupts the read running now, if any: it fails with SQLITE_INTERRUPT (57014).
     pub fn interrupt(&self) -> bool {
-        match self
+        let running = self
             .0
             .lock()
             .ok()
-            .and_then(|h| h.as_ref().map(|h| h.interrupt()))
-        {
-            Some(()) => true,
-            None => false,
-        }
+            .and_then(|h| h.as_ref().map(|h| h.interrupt()));
+        running.is_some()
     }
 
     fn set(&self, handle: Option<rusqlite::InterruptHandle>) {
@@ -53,16 +50,12 @@ impl CancelSlot {
     }
 }
 
-/// Makes reads run inline on this thread (`run_reads_inline`) interruptible through `slot`.
-pub(crate) fn cancel_reads_through(slot: Arc<CancelSlot>) {
-    CANCEL.set(Some(slot));
-}
-
 /// Marks the calling thread as one that serves a single client and may block on SQLite (a pg
 /// connection's own thread, as a PostgreSQL backend process): reads started from it run on it,
-/// saving the two thread hand-offs of the blocking pool per statement.
-pub(crate) fn run_reads_inline() {
-    INLINE.set(true);
+/// saving the two thread hand-offs of the blocking pool per statement, and `slot` can
+/// interrupt them.
+pub(crate) fn run_reads_here(slot: Arc<CancelSlot>) {
+    HERE.set(Some(slot));
 }
 
 pub(crate) struct ReadPool {
@@ -93,17 +86,13 @@ impl ReadPool {
             .acquire_owned()
             .await
             .map_err(|_| DbError::WriterGone)?;
-        if INLINE.get() {
+        if let Some(slot) = HERE.with_borrow(|s| s.clone()) {
             let _permit = permit;
-            let slot = CANCEL.with_borrow(|s| s.clone());
-            return with_idle(&self.idle, &self.spec, |conn| match slot {
-                None => f(conn),
-                Some(slot) => {
-                    slot.set(Some(conn.get_interrupt_handle()));
-                    let out = f(conn);
-                    slot.set(None);
-                    out
-                }
+            return with_idle(&self.idle, &self.spec, |conn| {
+                slot.set(Some(conn.get_interrupt_handle()));
+                let out = f(conn);
+                slot.set(None);
+                out
             });
         }
         let idle = self.idle.clone();

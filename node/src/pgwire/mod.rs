@@ -217,7 +217,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
 
 /// Runs one connection on a thread of its own, as a PostgreSQL backend: the socket is
 /// registered with that thread's own runtime and its reads run right there
-/// (`db::run_reads_inline`), instead of two thread hand-offs per statement to the blocking pool
+/// (`db::run_reads_here`), instead of two thread hand-offs per statement to the blocking pool
 /// and back, which cost more than a point read itself. Runs it as a task on the shared runtime
 /// when `dedicated` (the thread's name) is None or no thread can be started (thread limits).
 fn spawn_connection<S, F>(
@@ -242,8 +242,7 @@ fn spawn_connection<S, F>(
                 .build();
             match (rt, take(&theirs)) {
                 (Ok(rt), Some((socket, serve))) => {
-                    crate::db::run_reads_inline();
-                    crate::db::cancel_reads_through(reads);
+                    crate::db::run_reads_here(reads);
                     rt.block_on(serve_socket(socket, serve));
                 }
                 (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),

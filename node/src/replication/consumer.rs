@@ -297,6 +297,8 @@ impl Consumer {
                     _ => break,
                 }
             }
+            // Whether a split change set became whole in this batch.
+            let mut completed = false;
             // The highest sequence of this batch taken so far (applied or about to be).
             let mut taken = self.status.applied();
             for msg in &batch {
@@ -334,18 +336,25 @@ impl Consumer {
                     Err(e) => held.push(seq, Item::Undecodable(e.to_string(), payload)),
                     // A whole split change set takes the place of its last part.
                     Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
-                        Ok(Some(done)) => held.push(
-                            done.last_seq,
-                            Item::Apply(Box::new(done.changeset), Vec::new()),
-                        ),
+                        Ok(Some(done)) => {
+                            completed = true;
+                            held.push(
+                                done.last_seq,
+                                Item::Apply(Box::new(done.changeset), Vec::new()),
+                            );
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::warn!(%seq, error = %e, "ignoring a change-set part"),
                     },
                     Ok(cs) => held.push(seq, Item::Apply(Box::new(cs), payload)),
                 }
             }
+            // The part timeout counts from the oldest wait without progress: a completed set
+            // restarts it for the ones still incomplete.
             if parts.pending() == 0 {
                 pending_since = None;
+            } else if completed {
+                pending_since = Some(Instant::now());
             } else {
                 pending_since.get_or_insert_with(Instant::now);
             }
