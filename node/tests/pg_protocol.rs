@@ -528,6 +528,32 @@ async fn shutdown_tells_clients_57p01() {
 }
 
 #[tokio::test]
+async fn shutdown_interrupts_a_running_read() {
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n WHERE i < 0";
+    let query = tokio::spawn(async move { client.simple_query(endless).await });
+    // Once the read runs (its session is registered and busy), stop the node.
+    tokio::task::yield_now().await;
+    eventually(Duration::from_secs(10), || async {
+        let c = node.client().await;
+        c.simple_query("SELECT 1").await.ok().map(|_| ())
+    })
+    .await;
+    node.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), query)
+        .await
+        .expect("the read ended with the shutdown, not minutes later")
+        .unwrap();
+    assert!(r.is_err(), "an interrupted read fails");
+    tokio::time::timeout(Duration::from_secs(20), node.task)
+        .await
+        .expect("the node stopped")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn http_and_pg_give_the_same_values() {
     let node = TestNode::start().await;
     let c = node.client().await;

@@ -39,6 +39,15 @@ impl Registry {
         }
     }
 
+    /// Interrupts every session's running read (on shutdown).
+    pub fn interrupt_all(&self) {
+        if let Ok(m) = self.0.lock() {
+            for slot in m.values() {
+                slot.interrupt();
+            }
+        }
+    }
+
     fn find(&self, pid: i32, secret: &SecretKey) -> Option<Arc<CancelSlot>> {
         let m = self.0.lock().ok()?;
         m.get(&(pid, secret.to_bytes())).cloned()

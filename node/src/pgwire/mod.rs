@@ -211,6 +211,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
         }
     }
     drop(listener);
+    // Reads in progress end now (57014), so that their sessions see the shutdown promptly.
+    state.cancels.interrupt_all();
     tracker.close();
     tracker.wait().await;
 }
