@@ -126,21 +126,41 @@ pub const DB_FILE: &str = "t.db";
 impl TestCluster {
     /// 3 nodes, 3 embedded nats-servers clustered by routes, R3 stream.
     pub async fn embedded_routes(extra: &[&str]) -> Result<TestCluster> {
-        Self::start(Topology::EmbeddedRoutes, 3, extra, None).await
+        Self::start(Topology::EmbeddedRoutes, 3, extra).await
     }
 
     /// 1 node with an embedded nats-server and 2 on its URL.
     pub async fn one_embedded(extra: &[&str]) -> Result<TestCluster> {
-        Self::start(Topology::OneEmbedded, 3, extra, None).await
+        Self::start(Topology::OneEmbedded, 3, extra).await
     }
 
     /// `n` nodes on an external nats-server started here.
     pub async fn external(n: usize, extra: &[&str]) -> Result<TestCluster> {
-        let nats = NatsProcess::start().await?;
-        Self::start(Topology::External, n, extra, Some(nats)).await
+        Self::start(Topology::External, n, extra).await
     }
 
-    async fn start(
+    /// Starts the cluster, again on new ports when one chosen by `free_port` was taken in the
+    /// meantime (by another test's process or an outgoing connection's ephemeral port).
+    async fn start(topology: Topology, n: usize, extra: &[&str]) -> Result<TestCluster> {
+        let mut attempt = 1;
+        loop {
+            let nats = match topology {
+                Topology::External => Some(NatsProcess::start().await?),
+                _ => None,
+            };
+            match Self::start_once(topology, n, extra, nats).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!(
+                        "a port was taken while the cluster started; again (attempt {attempt}): {e:#}"
+                    );
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_once(
         topology: Topology,
         n: usize,
         extra: &[&str],
