@@ -146,6 +146,9 @@ with psycopg.connect(sys.argv[1]) as conn:
         raise SystemExit("no error")
     except psycopg.errors.UniqueViolation:
         conn.rollback()
+    # The pid psycopg got in BackendKeyData is the one the session reports.
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert pid == conn.info.backend_pid and pid != 0, (pid, conn.info.backend_pid)
     print("ok", n)
 "#;
     let mut c = Command::new(python());

@@ -51,6 +51,8 @@ pub(crate) struct ConnState {
     // A tokio mutex: held across awaits while one statement runs; one client talks at a time.
     session: tokio::sync::Mutex<Session>,
     settings: std::sync::Mutex<HashMap<String, String>>,
+    /// The process id sent in BackendKeyData, once authenticated (0 before).
+    backend_pid: std::sync::atomic::AtomicI32,
 }
 
 fn default_settings(shared: &Shared) -> HashMap<String, String> {
@@ -104,7 +106,14 @@ impl ConnState {
             shared,
             session: tokio::sync::Mutex::new(session),
             settings: std::sync::Mutex::new(settings),
+            backend_pid: std::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    /// Records the process id the client was given in BackendKeyData.
+    pub(crate) fn set_backend_pid(&self, pid: i32) {
+        self.backend_pid
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn plan(&self, sql: &str) -> Plan {
@@ -125,6 +134,7 @@ impl ConnState {
                     database: &self.shared.database,
                     user: &self.shared.user,
                     settings: &settings,
+                    backend_pid: self.backend_pid.load(std::sync::atomic::Ordering::Relaxed),
                 };
                 sql::rewrite(sql, &ctx)
             }

@@ -299,7 +299,7 @@ async fn serve_connection(
     corked.write_buf = parts.write_buf;
     let mut socket = tokio_util::codec::Framed::from_parts(corked);
     let conn = Arc::new(handler::ConnState::new(state.shared.clone()));
-    let query = Arc::new(handler::Handler::new(conn));
+    let query = Arc::new(handler::Handler::new(conn.clone()));
     let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
     let (simple, extended) = (query.clone(), query);
     let copy = Arc::new(NoopHandler);
@@ -378,6 +378,7 @@ async fn serve_connection(
         if registered.is_none() && matches!(socket.state(), PgWireConnectionState::ReadyForQuery) {
             // Authenticated: the key pgwire sent in BackendKeyData now reaches this session.
             let (pid, secret) = socket.pid_and_secret_key();
+            conn.set_backend_pid(pid);
             registered = Some(state.cancels.register(pid, &secret, cancel_slot.clone()));
         }
         if !hold {

@@ -126,6 +126,8 @@ pub struct RewriteContext<'a> {
     pub database: &'a str,
     pub user: &'a str,
     pub settings: &'a HashMap<String, String>,
+    /// The session's process id as sent in BackendKeyData (what `pg_backend_pid()` answers).
+    pub backend_pid: i32,
 }
 
 fn quote_literal(s: &str) -> String {
@@ -194,7 +196,7 @@ pub fn rewrite(sql: &str, ctx: &RewriteContext<'_>) -> Option<String> {
                 "current_database" if empty_call => Some(quote_literal(ctx.database)),
                 "current_schema" if empty_call => Some(quote_literal("public")),
                 "current_schema" if !called => Some(quote_literal("public")),
-                "pg_backend_pid" if empty_call => Some(std::process::id().to_string()),
+                "pg_backend_pid" if empty_call => Some(ctx.backend_pid.to_string()),
                 "current_user" | "session_user" | "current_role" if !called => {
                     Some(quote_literal(ctx.user))
                 }
@@ -513,6 +515,7 @@ mod tests {
             database: "ha",
             user: "ha",
             settings: &s,
+            backend_pid: 4242,
         };
         assert_eq!(
             rewrite("select $1::int8, 'a::b', version()", &ctx).unwrap(),
@@ -525,6 +528,10 @@ mod tests {
         assert_eq!(
             rewrite("select x::character varying(10)[] from t", &ctx).unwrap(),
             "select x from t"
+        );
+        assert_eq!(
+            rewrite("SELECT pg_backend_pid()", &ctx).unwrap(),
+            "SELECT 4242"
         );
         assert!(rewrite("select 1", &ctx).is_none());
     }
