@@ -12,30 +12,7 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 /// The default stream name (`--replication-stream`).
 pub const DEFAULT_STREAM: &str = "ha_replication";
 
-/// Longest identifier the original keeps (it keeps the *last* 32 bytes).
-const MAX_IDENTIFIER: usize = 32;
-
-/// The original's `normalizeNatsIdentifier`: every `.`, `/`, ASCII whitespace, `*` and `>`
-/// becomes `_`, leading and trailing `_` are trimmed, and of a longer result only the last 32
-/// bytes are kept (moved forward to a character boundary where Go would cut a character).
-pub fn normalize_identifier(name: &str) -> String {
-    let replaced: String = name
-        .chars()
-        .map(|c| match c {
-            '.' | '/' | '*' | '>' | ' ' | '\t' | '\n' | '\r' | '\x0c' => '_',
-            c => c,
-        })
-        .collect();
-    let trimmed = replaced.trim_matches('_');
-    if trimmed.len() <= MAX_IDENTIFIER {
-        return trimmed.to_string();
-    }
-    let mut start = trimmed.len() - MAX_IDENTIFIER;
-    while !trimmed.is_char_boundary(start) {
-        start += 1;
-    }
-    trimmed[start..].to_string()
-}
+pub use ha_names::{durable_name, normalize_identifier};
 
 /// The subject a database's change sets are published on: `<stream>.<normalize(file name)>`,
 /// or just `<stream>` when the normalised name is empty.
@@ -51,11 +28,6 @@ pub fn subject(stream: &str, db_file_name: &str) -> String {
 /// The subjects the stream is created with (§2.4): `<stream>` and `<stream>.>`.
 pub fn stream_subjects(stream: &str) -> Vec<String> {
     vec![stream.to_string(), format!("{stream}.>")]
-}
-
-/// The durable consumer name of one node for one database: `normalize("<db>_<node>")`.
-pub fn durable_name(db_file_name: &str, node: &str) -> String {
-    normalize_identifier(&format!("{db_file_name}_{node}"))
 }
 
 /// The object-store bucket holding snapshots: `<stream>_SNAPSHOTS`.

@@ -63,29 +63,8 @@ pub struct Cleaned {
 }
 
 /// The durable consumer of node `node` for database file `db_file`, as the node names it (and
-/// the Go original before it): `<db file>_<node>` with `.`, `/`, whitespace, `*` and `>` made `_`,
-/// `_` trimmed from both ends, and only the last 32 bytes kept.
-/// Must match the node's `replication::names::durable_name`; `tests/tests/operator_nodes.rs`
-/// checks it against the real binary.
-pub fn durable_name(db_file: &str, node: &str) -> String {
-    const MAX: usize = 32;
-    let replaced: String = format!("{db_file}_{node}")
-        .chars()
-        .map(|c| match c {
-            '.' | '/' | '*' | '>' | ' ' | '\t' | '\n' | '\r' | '\x0c' => '_',
-            c => c,
-        })
-        .collect();
-    let trimmed = replaced.trim_matches('_');
-    if trimmed.len() <= MAX {
-        return trimmed.to_string();
-    }
-    let mut start = trimmed.len() - MAX;
-    while !trimmed.is_char_boundary(start) {
-        start += 1;
-    }
-    trimmed[start..].to_string()
-}
+/// the Go original before it): one rule, in the `ha-names` crate the node uses too.
+pub use ha_names::durable_name;
 
 /// What the cleanup removes of each departed node.
 #[derive(Clone, Copy, Debug)]
