@@ -1,0 +1,23 @@
+//! Owns `GET /checksum`: the node's consistency checksum (per-table SHA-256 at its applied
+//! stream sequence), which `ha check` compares across nodes.
+//! Must not block writes: the executor computes it on a read connection.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+pub async fn checksum(State(state): State<AppState>) -> Response {
+    match state.exec.checksum().await {
+        Ok(c) => Json(json!({
+            "node": &*state.node_name,
+            "applied_seq": c.applied_seq,
+            "schema_sha256": c.schema_sha256,
+            "tables": c.tables,
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
