@@ -71,14 +71,21 @@ pub enum Verdict {
     Diverged(String),
 }
 
-/// Fetches the checksums until every node is at one applied sequence (or the deadline passes),
-/// then compares them.
+/// How many polls in a row must see the nodes at the stream's head and still differing before
+/// the answer is "diverged" without waiting for the deadline.
+const SETTLED_POLLS: u32 = 3;
+
+/// Fetches the checksums until every node is at one applied sequence and they agree, or the
+/// deadline passes. A node's own commits are in its data before its applied sequence reaches
+/// them, so a difference only counts once it stays while every node is at the stream's head.
 pub async fn run(args: &CheckArgs) -> Result<Verdict, String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + args.timeout;
+    let mut settled_differences = 0;
+    let mut last = None;
     loop {
         let mut sums = Vec::new();
         let mut failure = None;
@@ -92,10 +99,32 @@ pub async fn run(args: &CheckArgs) -> Result<Verdict, String> {
             .iter()
             .filter_map(|(_, j)| j["applied_seq"].as_u64())
             .collect();
+        let head = sums
+            .iter()
+            .filter_map(|(_, j)| j["stream_last_seq"].as_u64())
+            .max()
+            .unwrap_or(0);
         if failure.is_none() && seqs.len() == 1 {
-            return Ok(compare(&sums));
+            match compare(&sums) {
+                agree @ Verdict::Agree { .. } => return Ok(agree),
+                diverged => {
+                    let seq = seqs.first().copied().unwrap_or(0);
+                    settled_differences = if seq >= head {
+                        settled_differences + 1
+                    } else {
+                        0
+                    };
+                    if settled_differences >= SETTLED_POLLS {
+                        return Ok(diverged);
+                    }
+                    last = Some(diverged);
+                }
+            }
         }
         if Instant::now() >= deadline {
+            if let Some(d) = last {
+                return Ok(d);
+            }
             return Err(failure.unwrap_or_else(|| {
                 let at: Vec<String> = sums
                     .iter()
@@ -108,7 +137,7 @@ pub async fn run(args: &CheckArgs) -> Result<Verdict, String> {
                 )
             }));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -14,6 +14,11 @@ pub async fn checksum(State(state): State<AppState>) -> Response {
         Ok(c) => Json(json!({
             "node": &*state.node_name,
             "applied_seq": c.applied_seq,
+            // The stream's head as this node last saw it (refreshed every second): at that
+            // sequence, with nothing in flight, every node must give the same checksums.
+            "stream_last_seq": state.replication.as_ref().map(|r| {
+                r.status.stream_last_seq.load(std::sync::atomic::Ordering::Acquire)
+            }),
             "schema_sha256": c.schema_sha256,
             "tables": c.tables,
         }))

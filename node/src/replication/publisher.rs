@@ -106,7 +106,7 @@ impl ChangeSink for JetStreamSink {
                         if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
                     {
                         return Err(PublishAfterError::Race(format!(
-                            "the log moved past sequence {last}: {e}"
+                            "the subject's last sequence is no longer {last}: {e}"
                         )));
                     }
                     Err(e) => return Err(other(format!("publish failed: {e}"))),
