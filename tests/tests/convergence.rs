@@ -4,6 +4,8 @@
 //! Races are made deterministic with a pg transaction that holds one node's writer: that node
 //! commits without having applied what another node committed meanwhile.
 
+use std::time::Duration;
+
 use ha_tests::cluster::{TestCluster, user_tables};
 use ha_tests::converge::{
     cluster_counter, converged, hold_writer, rows_everywhere, wait_write_queue,
@@ -476,4 +478,137 @@ async fn randomized_concurrent_writes_on_every_node_converge() {
     );
     result.unwrap();
     assert!(total.ok > 0, "the clients committed nothing");
+}
+
+/// SQLite's write lock on node 1's file, taken by another process's connection for longer than
+/// the old retry budget: the node keeps retrying (busy is transient), quarantines nothing, and
+/// applies the change once the lock is gone.
+#[tokio::test]
+async fn a_change_that_meets_a_locked_database_is_retried_until_it_applies() {
+    let c = TestCluster::external_dsn(2, "_busy_timeout=100", &[])
+        .await
+        .unwrap();
+    c.node(0)
+        .sql("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    converged(&c).await.unwrap();
+    let file = ha_tests::cluster::member_dir(&c.members[1]).join(ha_tests::cluster::DB_FILE);
+    let lock = rusqlite::Connection::open(&file).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    c.node(0).sql("INSERT INTO t VALUES (1)").await.unwrap();
+    // The fault: the lock stays longer than 5 attempts with back-off used to take (~5 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    converged(&c).await.unwrap();
+    let retries = ha_tests::converge::repl_counter(c.node(1), "apply_retries")
+        .await
+        .unwrap();
+    eprintln!("apply retries while locked: {retries}");
+    assert!(retries > 0, "the lock did not hold the apply back");
+    for rows in rows_everywhere(&c, "SELECT id FROM t").await.unwrap() {
+        assert_eq!(rows, vec![json!([1])]);
+    }
+}
+
+/// A split change set whose first part arrived together with a message the busy writer could
+/// not apply yet (a pg transaction held it longer than the part timeout): its other parts come
+/// later and it is applied, not dropped.
+#[tokio::test]
+async fn a_split_change_set_is_not_dropped_while_the_writer_is_busy() {
+    use ha_changeset::{Change, ChangeSet, FORMAT_VERSION, Operation, Value, split};
+    // Part timeout: twice the replication timeout, 4 s.
+    let c = TestCluster::external(2, &["--replication-timeout", "2s"])
+        .await
+        .unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE big(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    a.sql("CREATE TABLE small(id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    converged(&c).await.unwrap();
+    let b = c.node(1);
+    // Session 1 holds node 1's writer: node 0's next change (Y) waits for it.
+    let s1 = hold_writer(b, "INSERT INTO small VALUES (100)")
+        .await
+        .unwrap();
+    a.sql("INSERT INTO small VALUES (1)").await.unwrap();
+    wait_write_queue(b, 1).await.unwrap();
+    // Session 2 queues for the writer behind Y's apply.
+    let s2 = ha_tests::converge::pg(b).await.unwrap();
+    s2.batch_execute("BEGIN").await.unwrap();
+    let (holding_tx, holding) = tokio::sync::oneshot::channel();
+    let s2 = tokio::spawn(async move {
+        s2.batch_execute("INSERT INTO small VALUES (101)")
+            .await
+            .unwrap();
+        let _ = holding_tx.send(());
+        s2
+    });
+    wait_write_queue(b, 2).await.unwrap();
+    // X, then the first part of a split change set, both delivered to node 1 meanwhile.
+    a.sql("INSERT INTO small VALUES (2)").await.unwrap();
+    let mut cs = ChangeSet::new("zz", 7, "t.db");
+    cs.format = Some(FORMAT_VERSION);
+    cs.timestamp_ns = 1;
+    for i in 1..=300i64 {
+        let mut ch = Change::new(Operation::Insert, "big");
+        ch.columns = vec!["id".into(), "v".into()];
+        ch.new_values = vec![Value::Integer(i), Value::Text("x".repeat(60))];
+        ch.old_rowid = i;
+        ch.new_rowid = i;
+        cs.changes.push(ch);
+    }
+    let parts = split(&cs, 24 * 1024).unwrap();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let js = c.jetstream().await.unwrap();
+    let subject = "ha_replication.t_db";
+    let first = js
+        .publish(subject, parts[0].clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let stream = js.get_stream("ha_replication").await.unwrap();
+    ha_tests::eventually(
+        Duration::from_secs(20),
+        "node 1 to receive the first part",
+        || {
+            let stream = stream.clone();
+            async move {
+                let info = stream.consumer_info("t_db_n2").await.ok()?;
+                (info.delivered.stream_sequence >= first).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Y applies, session 2 takes the writer; X and the first part wait behind it.
+    s1.batch_execute("COMMIT").await.unwrap();
+    holding.await.unwrap();
+    // The origin sends the other parts soon (node 0, whose writer is free, completes the set
+    // well within the part timeout)...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in &parts[1..] {
+        js.publish(subject, p.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // ...while node 1's writer stays busy longer than the part timeout (the fault).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s2 = s2.await.unwrap();
+    s2.batch_execute("COMMIT").await.unwrap();
+    converged(&c).await.unwrap();
+    for rows in rows_everywhere(&c, "SELECT count(*) FROM big")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([300])]);
+    }
 }
