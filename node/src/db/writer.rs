@@ -37,6 +37,8 @@ use crate::interceptor::Publish;
 const PRUNE_EVERY: usize = 10_000;
 /// How many jobs one SQLite transaction may carry at most.
 const MAX_GROUP: usize = 256;
+/// How long a batch with DDL that lost the race to the log is tried again (see `write`).
+const DDL_RETRY_FOR: Duration = Duration::from_secs(2);
 /// How many jobs may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -182,13 +184,32 @@ impl WriterHandle {
         })
     }
 
+    /// Runs a batch as one transaction. A batch with DDL that lost the race to the log (this
+    /// node had not applied everything yet, typically its own previous commit) committed
+    /// nothing: it runs again once the node has caught up, for up to `DDL_RETRY_FOR`.
     pub(crate) async fn write(&self, stmts: Arc<Vec<Stmt>>) -> Result<Vec<StmtResult>, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Batch { stmts, reply })
-            .await
-            .map_err(|_| DbError::WriterGone)?;
-        rx.await.map_err(|_| DbError::WriterGone)?
+        let deadline = std::time::Instant::now() + DDL_RETRY_FOR;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Job::Batch {
+                    stmts: stmts.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| DbError::WriterGone)?;
+            match rx.await.map_err(|_| DbError::WriterGone)? {
+                Err(e)
+                    if matches!(e.root(), DbError::Conflict(_))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits for the writer, then opens a transaction that only the returned session uses.
