@@ -1,16 +1,18 @@
 //! Owns applying one replicated transaction to the local database, with last-writer-wins per
 //! row by stream sequence (see `meta` for the version table).
 //! Must not begin or commit: the caller (the node's writer, the `ha-sync` extension) runs this
-//! inside its transaction (capture off, foreign keys deferred) and records the applied sequence
-//! in the same transaction.
+//! inside its transaction (capture off, triggers off, foreign keys not enforced) and records the
+//! applied sequence in the same transaction.
 //! Invariant: applying the same message twice, or an older change after a newer one, changes
 //! nothing — so every node converges whatever order it saw concurrent writers in.
 
 use rusqlite::Connection;
 
+use crate::conflict::KeyVals;
 use crate::meta;
-use crate::schema::{TableCache, TableInfo, quote_ident};
-use crate::{ApplyError, Change, ChangeSet, Operation, Value, codec};
+use crate::rows::{Written, delete_key, fill_lacking, lacking, newer, write_row};
+use crate::schema::{TableCache, TableInfo};
+use crate::{ApplyError, Change, ChangeSet, Operation, Value, codec, ddl};
 
 /// What applying one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,11 @@ pub struct ApplyStats {
     /// Inserts that met a live row of another transaction with the same key (typically an
     /// auto-assigned rowid picked on two nodes at once): the later insert wins.
     pub collisions: u64,
+    /// Rows of different keys that collided on a UNIQUE constraint: the newer stayed, the older
+    /// was deleted (with a tombstone), the same way on every node.
+    pub constraint_conflicts: u64,
+    /// Changes for a table that replicated DDL ordered before them dropped: skipped.
+    pub dropped_table: u64,
     /// Operations this node does not know (the original's `CUSTOM`), skipped with a warning.
     pub skipped: u64,
     /// 1 when the interceptor's `before` skipped the whole change set.
@@ -30,6 +37,11 @@ pub struct ApplyStats {
 }
 
 /// Applies the changes of `cs` as the change set of stream sequence `seq`.
+///
+/// The changes are the *effects* of the origin's statements: the caller turns triggers off and
+/// foreign keys unenforced while it applies (the origin already captured what its triggers and
+/// cascades wrote), and each row image is written as what it is — an INSERT replaces the row
+/// of its key, an UPDATE sets the columns it carries.
 pub fn apply(
     conn: &Connection,
     tables: &mut TableCache,
@@ -44,34 +56,29 @@ pub fn apply(
     for change in &cs.changes {
         match &change.operation {
             Operation::Sql => {
-                let mut stmt = conn
-                    .prepare(&change.command)
-                    .map_err(|e| ApplyError::Prepare {
-                        message: format!("replicated statement {:?}: {e}", change.command),
-                    })?;
-                for (i, a) in change.args.iter().enumerate() {
-                    stmt.raw_bind_parameter(i + 1, a)?;
-                }
-                stmt.raw_execute()
-                    .map_err(|source| ApplyError::Run { source })?;
-                drop(stmt);
-                tables.invalidate();
+                run_ddl(conn, tables, seq, change)?;
                 stats.applied += 1;
             }
             Operation::Insert | Operation::Update | Operation::Delete => {
                 let Some(info) = tables.get(conn, "main", &change.table)? else {
+                    if meta::was_dropped(conn, &change.table)? {
+                        // Written concurrently with a DROP TABLE that the stream put first.
+                        stats.dropped_table += 1;
+                        continue;
+                    }
                     return Err(ApplyError::Prepare {
                         message: format!("replicated change for missing table {:?}", change.table),
                     });
                 };
                 let fixed;
-                let change = if cs.is_legacy() {
-                    fixed = legacy_blobs(&info, change);
-                    &fixed
-                } else {
-                    change
+                let change = match known_columns(&info, change, cs.is_legacy()) {
+                    Some(c) => {
+                        fixed = c;
+                        &fixed
+                    }
+                    None => change,
                 };
-                let o = apply_row(conn, &info, seq, change, &mut written)?;
+                let o = apply_row(conn, &info, seq, change, &mut written, &mut stats)?;
                 if o.applied {
                     stats.applied += 1;
                 } else {
@@ -90,6 +97,118 @@ pub fn apply(
         }
     }
     Ok(stats)
+}
+
+/// Runs a replicated DDL statement and keeps the bookkeeping it implies: the columns an
+/// `ALTER TABLE … ADD COLUMN` adds are marked missing from the rows written after it (by nodes
+/// that had not seen it yet), a dropped table's versions go and its later changes are skipped.
+fn run_ddl(
+    conn: &Connection,
+    tables: &mut TableCache,
+    seq: u64,
+    change: &Change,
+) -> Result<(), ApplyError> {
+    let head = ddl::classify(&change.command)
+        .ok()
+        .flatten()
+        .filter(|d| !d.is_local_only());
+    let before = match &head {
+        Some(d) if d.verb == ddl::Verb::Alter => Some(written_columns(conn, &d.name)?),
+        _ => None,
+    };
+    let mut stmt = conn
+        .prepare(&change.command)
+        .map_err(|e| ApplyError::Prepare {
+            message: format!("replicated statement {:?}: {e}", change.command),
+        })?;
+    for (i, a) in change.args.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, a)?;
+    }
+    stmt.raw_execute()
+        .map_err(|source| ApplyError::Run { source })?;
+    drop(stmt);
+    tables.invalidate();
+    if let Some(d) = head {
+        ddl_done(conn, &d, seq)?;
+        if let Some(before) = before {
+            for c in written_columns(conn, &d.name)? {
+                if !before.contains(&c) {
+                    meta::column_added(conn, &d.name, &c, seq)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bookkeeping of a DDL statement that ran at `seq` (applied, or committed by this node):
+/// tables dropped and created.
+pub fn ddl_done(conn: &Connection, d: &ddl::Ddl, seq: u64) -> Result<(), ApplyError> {
+    if !matches!(
+        d.object,
+        ddl::ObjectKind::Table | ddl::ObjectKind::VirtualTable
+    ) {
+        return Ok(());
+    }
+    match d.verb {
+        ddl::Verb::Drop => meta::table_dropped(conn, &d.name, seq),
+        ddl::Verb::Create => meta::table_created(conn, &d.name),
+        ddl::Verb::Alter => Ok(()),
+    }
+}
+
+/// The written (not generated, not hidden) columns of `table`, empty when it does not exist.
+fn written_columns(conn: &Connection, table: &str) -> Result<Vec<String>, ApplyError> {
+    Ok(TableInfo::read(conn, "main", table)?
+        .map(|i| {
+            i.columns
+                .iter()
+                .filter(|c| c.is_written())
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The change without the columns the local table no longer has (dropped by DDL the stream put
+/// before it), with the original's base64 BLOBs decoded; `None` when it needs neither.
+fn known_columns(info: &TableInfo, change: &Change, legacy: bool) -> Option<Change> {
+    let known = |name: &String| {
+        info.columns
+            .iter()
+            .any(|c| &c.name == name && c.is_written())
+    };
+    let all_known = change.columns.iter().all(known);
+    if all_known && !legacy {
+        return None;
+    }
+    let mut c = if legacy {
+        legacy_blobs(info, change)
+    } else {
+        change.clone()
+    };
+    if !all_known {
+        let keep: Vec<bool> = change.columns.iter().map(known).collect();
+        let pick = |v: &[Value]| -> Vec<Value> {
+            if v.is_empty() {
+                return Vec::new();
+            }
+            v.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(v, _)| v.clone())
+                .collect()
+        };
+        c.old_values = pick(&c.old_values);
+        c.new_values = pick(&c.new_values);
+        c.columns = change
+            .columns
+            .iter()
+            .filter(|n| known(n))
+            .cloned()
+            .collect();
+    }
+    Some(c)
 }
 
 /// Applies `cs` (stream sequence `seq`) once: a change set whose transaction is already in this
@@ -132,16 +251,16 @@ fn legacy_blobs(info: &TableInfo, change: &Change) -> Change {
     c
 }
 
-/// The primary-key columns of the local table and the change's values for them (old or new
-/// image); `None` when the table has no declared key (rows are then known by rowid).
-fn pk_values<'c>(
-    info: &'c TableInfo,
-    change: &'c Change,
-    new: bool,
-) -> Result<Option<Vec<(&'c str, &'c Value)>>, ApplyError> {
+/// How the row of a change's old or new image is found: the local table's primary-key values
+/// (from the image), or its rowid when the table has no declared key.
+fn key_of(info: &TableInfo, change: &Change, new: bool) -> Result<KeyVals, ApplyError> {
     let pk = info.pk_columns();
     if pk.is_empty() {
-        return Ok(None);
+        return Ok(KeyVals::Rowid(if new {
+            change.new_rowid
+        } else {
+            change.old_rowid
+        }));
     }
     let values = if new {
         &change.new_values
@@ -161,35 +280,15 @@ fn pk_values<'c>(
                     change.table
                 ),
             })?;
-        out.push((name, value));
+        out.push((name.to_string(), value.clone()));
     }
-    Ok(Some(out))
+    Ok(KeyVals::Pk(out))
 }
 
 /// The row key of a change's old or new image, by the local table's primary key (rowid when
 /// it has none).
 pub fn row_key(info: &TableInfo, change: &Change, new: bool) -> Result<Vec<u8>, ApplyError> {
-    let rowid = if new {
-        change.new_rowid
-    } else {
-        change.old_rowid
-    };
-    Ok(match pk_values(info, change, new)? {
-        None => meta::row_key(None, rowid),
-        Some(pk) => {
-            let vals: Vec<&Value> = pk.iter().map(|(_, v)| *v).collect();
-            meta::row_key(Some(&vals), rowid)
-        }
-    })
-}
-
-/// `(table, row key)` of the rows the change set being applied has written.
-type Written = std::collections::HashSet<(String, Vec<u8>)>;
-
-/// Whether a change at `seq` may overwrite a row whose version is `version`: it is older, or
-/// it is this very change set that wrote it (a row changed twice in one transaction).
-fn newer(table: &str, key: &[u8], version: u64, seq: u64, written: &Written) -> bool {
-    version < seq || (version == seq && written.contains(&(table.to_string(), key.to_vec())))
+    Ok(key_of(info, change, new)?.version_key())
 }
 
 /// What one row change did.
@@ -205,6 +304,7 @@ fn apply_row(
     seq: u64,
     row: &Change,
     written: &mut Written,
+    stats: &mut ApplyStats,
 ) -> Result<RowOutcome, ApplyError> {
     let table = &row.table;
     let mut out = RowOutcome {
@@ -213,12 +313,14 @@ fn apply_row(
     };
     match row.operation {
         Operation::Insert | Operation::Update => {
-            let new_key = row_key(info, row, true)?;
+            let new = key_of(info, row, true)?;
+            let new_key = new.version_key();
             if row.operation == Operation::Update {
-                let old_key = row_key(info, row, false)?;
+                let old = key_of(info, row, false)?;
+                let old_key = old.version_key();
                 let v = meta::version(conn, table, &old_key)?;
                 if old_key != new_key && newer(table, &old_key, v, seq, written) {
-                    delete_row(conn, info, row, false)?;
+                    delete_key(conn, table, &old)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
                     written.insert((table.clone(), old_key));
                     out.applied = true;
@@ -237,16 +339,28 @@ fn apply_row(
                 out.collision = true;
             }
             if newer(table, &new_key, version, seq, written) {
-                upsert_row(conn, info, row)?;
-                meta::set_version(conn, table, &new_key, seq, false)?;
+                let live = write_row(
+                    conn,
+                    info,
+                    seq,
+                    row,
+                    &new,
+                    written,
+                    &mut stats.constraint_conflicts,
+                )?;
+                let lacks = if live { lacking(info, row) } else { None };
+                meta::set_version_lacking(conn, table, &new_key, seq, !live, lacks.as_deref())?;
                 written.insert((table.clone(), new_key));
                 out.applied = true;
+            } else if !deleted {
+                fill_lacking(conn, info, row, &new, &new_key)?;
             }
         }
         _ => {
-            let key = row_key(info, row, false)?;
+            let old = key_of(info, row, false)?;
+            let key = old.version_key();
             if newer(table, &key, meta::version(conn, table, &key)?, seq, written) {
-                delete_row(conn, info, row, false)?;
+                delete_key(conn, table, &old)?;
                 meta::set_version(conn, table, &key, seq, true)?;
                 written.insert((table.clone(), key));
                 out.applied = true;
@@ -254,88 +368,6 @@ fn apply_row(
         }
     }
     Ok(out)
-}
-
-fn upsert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), ApplyError> {
-    let pk = info.pk_columns();
-    let cols: Vec<String> = row.columns.iter().map(|c| quote_ident(c)).collect();
-    let mut names = cols.clone();
-    let mut conflict = pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>();
-    let use_rowid = pk.is_empty();
-    if use_rowid {
-        names.insert(0, "rowid".into());
-        conflict = vec!["rowid".into()];
-    }
-    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let updates: Vec<String> = cols
-        .iter()
-        .filter(|c| !conflict.contains(c))
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let action = if updates.is_empty() {
-        "NOTHING".to_string()
-    } else {
-        format!("UPDATE SET {}", updates.join(", "))
-    };
-    let sql = format!(
-        "INSERT INTO main.{}({}) VALUES ({}) ON CONFLICT({}) DO {action}",
-        quote_ident(&row.table),
-        names.join(", "),
-        placeholders.join(", "),
-        conflict.join(", ")
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut i = 1;
-    if use_rowid {
-        stmt.raw_bind_parameter(i, row.new_rowid)?;
-        i += 1;
-    }
-    if row.new_values.len() != row.columns.len() {
-        return Err(ApplyError::Prepare {
-            message: format!(
-                "change for {:?}: {} values for {} columns",
-                row.table,
-                row.new_values.len(),
-                row.columns.len()
-            ),
-        });
-    }
-    for v in &row.new_values {
-        stmt.raw_bind_parameter(i, v)?;
-        i += 1;
-    }
-    stmt.raw_execute()
-        .map_err(|source| ApplyError::Run { source })?;
-    Ok(())
-}
-
-fn delete_row(
-    conn: &Connection,
-    info: &TableInfo,
-    row: &Change,
-    new: bool,
-) -> Result<(), ApplyError> {
-    let table = quote_ident(&row.table);
-    let Some(pk) = pk_values(info, row, new)? else {
-        let rowid = if new { row.new_rowid } else { row.old_rowid };
-        conn.prepare_cached(&format!("DELETE FROM main.{table} WHERE rowid = ?1"))?
-            .execute([rowid])
-            .map_err(|source| ApplyError::Run { source })?;
-        return Ok(());
-    };
-    let conds: Vec<String> = pk
-        .iter()
-        .enumerate()
-        .map(|(n, (name, _))| format!("{} IS ?{}", quote_ident(name), n + 1))
-        .collect();
-    let sql = format!("DELETE FROM main.{table} WHERE {}", conds.join(" AND "));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    for (i, (_, v)) in pk.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, *v)?;
-    }
-    stmt.raw_execute()
-        .map_err(|source| ApplyError::Run { source })?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -544,5 +576,129 @@ mod tests {
             get(&c, "SELECT typeof(data) || hex(data) || txt FROM b"),
             vec!["blob0001FFAAH/"]
         );
+    }
+
+    fn user(id: i64, email: &str) -> Change {
+        ins(
+            "u",
+            &["id", "email"],
+            vec![Value::Integer(id), Value::Text(email.into())],
+            id,
+        )
+    }
+
+    #[test]
+    fn a_unique_conflict_keeps_the_newer_row_whatever_the_order() {
+        for replace in [false, true] {
+            for order in [[10u64, 11], [11, 10]] {
+                let (c, mut cache) = db();
+                let clause = if replace { " ON CONFLICT REPLACE" } else { "" };
+                c.execute_batch(&format!(
+                    "CREATE TABLE u(id INTEGER PRIMARY KEY, email TEXT UNIQUE{clause})"
+                ))
+                .unwrap();
+                let mut total = 0;
+                for seq in order {
+                    let row = if seq == 10 {
+                        user(1, "e")
+                    } else {
+                        user(2, "e")
+                    };
+                    total += apply(&c, &mut cache, seq, &set(vec![row]))
+                        .unwrap()
+                        .constraint_conflicts;
+                }
+                assert_eq!(
+                    get(&c, "SELECT id || email FROM u"),
+                    vec!["2e"],
+                    "order {order:?}, replace {replace}"
+                );
+                assert_eq!(total, 1);
+                // The loser's key is a tombstone: its older insert does not come back.
+                apply(&c, &mut cache, 10, &set(vec![user(1, "e")])).unwrap();
+                assert_eq!(get(&c, "SELECT id || email FROM u"), vec!["2e"]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_sets_only_its_columns_and_a_column_added_later_converges() {
+        // A: ALTER ADD c at 10 with c = 5, then B's update of v (written without c) at 11.
+        // B: its own update (version 11) first, then A's ALTER and update at 10.
+        let upd_v = |v: &str| {
+            let mut u = upd(1, "x", v);
+            u.columns = vec!["id".into(), "v".into()];
+            u
+        };
+        let alter = || {
+            let mut u = Change::new(Operation::Update, "t");
+            u.columns = vec!["id".into(), "v".into(), "c".into()];
+            u.old_values = vec![Value::Integer(1), Value::Text("x".into()), Value::Null];
+            u.new_values = vec![
+                Value::Integer(1),
+                Value::Text("x".into()),
+                Value::Integer(5),
+            ];
+            u.old_rowid = 1;
+            u.new_rowid = 1;
+            set(vec![Change::sql("ALTER TABLE t ADD COLUMN c"), u])
+        };
+        let start = |c: &Connection, cache: &mut TableCache| {
+            let first = ins(
+                "t",
+                &["id", "v"],
+                vec![Value::Integer(1), Value::Text("x".into())],
+                1,
+            );
+            apply(c, cache, 1, &set(vec![first])).unwrap();
+        };
+        let (a, mut ca) = db();
+        start(&a, &mut ca);
+        apply(&a, &mut ca, 10, &alter()).unwrap();
+        apply(&a, &mut ca, 11, &set(vec![upd_v("b")])).unwrap();
+        let (b, mut cb) = db();
+        start(&b, &mut cb);
+        apply(&b, &mut cb, 11, &set(vec![upd_v("b")])).unwrap();
+        apply(&b, &mut cb, 10, &alter()).unwrap();
+        let q = "SELECT v || '/' || c FROM t";
+        assert_eq!(get(&a, q), vec!["b/5"]);
+        assert_eq!(get(&b, q), get(&a, q));
+    }
+
+    #[test]
+    fn changes_for_a_table_dropped_before_them_are_skipped() {
+        let (c, mut cache) = db();
+        let drop = set(vec![Change::sql("DROP TABLE IF EXISTS t")]);
+        apply(&c, &mut cache, 5, &drop).unwrap();
+        let late = set(vec![ins(
+            "t",
+            &["id", "v"],
+            vec![Value::Integer(1), Value::Text("x".into())],
+            1,
+        )]);
+        assert_eq!(apply(&c, &mut cache, 6, &late).unwrap().dropped_table, 1);
+        // Created again: its changes apply again.
+        let create = set(vec![Change::sql(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v)",
+        )]);
+        apply(&c, &mut cache, 7, &create).unwrap();
+        assert_eq!(apply(&c, &mut cache, 8, &late).unwrap().applied, 1);
+    }
+
+    #[test]
+    fn columns_the_table_no_longer_has_are_ignored() {
+        let (c, mut cache) = db();
+        let row = ins(
+            "t",
+            &["id", "v", "gone"],
+            vec![
+                Value::Integer(1),
+                Value::Text("x".into()),
+                Value::Integer(3),
+            ],
+            1,
+        );
+        apply(&c, &mut cache, 1, &set(vec![row])).unwrap();
+        assert_eq!(get(&c, "SELECT v FROM t"), vec!["x"]);
     }
 }

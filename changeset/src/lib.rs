@@ -16,7 +16,8 @@
 //! - pure: `codec` (wire format and its additive fields), `split` (parts), `ddl` (DDL text),
 //!   `names` (subjects, durables, `--replication-policy`);
 //! - SQLite: `value` (how `Value` moves in and out of rusqlite), `schema` (what a table looks
-//!   like), `meta` (the `_ha_*` tables), `apply` (one change set, last writer wins).
+//!   like), `meta` (the `_ha_*` tables), `apply` (one change set, last writer wins), `rows` (one row
+//!   image written as an effect), `conflict` (rows in the way of a UNIQUE constraint).
 //!
 //! ## Errors
 //! `CodecError`, `SplitError`, `DdlError` for the message; `ApplyError` for everything that
@@ -24,10 +25,12 @@
 
 pub mod apply;
 pub mod codec;
+pub mod conflict;
 pub mod ddl;
 mod error;
 pub mod meta;
 pub mod names;
+mod rows;
 pub mod schema;
 pub mod split;
 mod value;

@@ -3,7 +3,8 @@
 //! - `_ha_meta`: key/value, e.g. `applied_seq`, the last stream sequence the apply loop processed
 //!   (`applied_seq:<subject>` for each subject the `ha-sync` extension follows);
 //! - `_ha_versions`: per row key, the sequence of the last change to it (tombstone for deletes) —
-//!   the "last writer wins by stream sequence" rule;
+//!   the "last writer wins by stream sequence" rule — and the columns the winning image lacked
+//!   (`lacks`: written under an older schema, see `apply`);
 //! - `_ha_txids`: the transactions (change-set identities) already in this database — committed
 //!   here or applied — so a message that comes back (our own, or one published again) is not
 //!   applied a second time;
@@ -28,11 +29,22 @@ CREATE TABLE IF NOT EXISTS _ha_quarantine(
     payload BLOB, quarantined_at_ns INTEGER NOT NULL);
 ";
 
-/// Creates the bookkeeping tables if they are missing.
+/// Creates the bookkeeping tables if they are missing (and adds columns newer versions need).
 pub fn ensure(conn: &Connection) -> Result<(), ApplyError> {
     conn.execute_batch(SCHEMA)?;
+    let has_lacks: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('_ha_versions') WHERE name = 'lacks')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_lacks {
+        conn.execute_batch("ALTER TABLE _ha_versions ADD COLUMN lacks TEXT")?;
+    }
     Ok(())
 }
+
+/// Separates column names in `_ha_versions.lacks` (a character no sane column name holds).
+pub const LACKS_SEP: char = '\u{1f}';
 
 /// The identity of a row for versioning: its primary-key values, or its rowid when the table has
 /// no declared primary key. Encoded so equal keys give equal bytes on every node.
@@ -97,12 +109,89 @@ pub fn set_version(
     seq: u64,
     deleted: bool,
 ) -> Result<(), ApplyError> {
+    set_version_lacking(conn, table, key, seq, deleted, None)
+}
+
+/// Records the row's version and the columns its winning image lacked (`None`: it carried
+/// every column of the table).
+pub fn set_version_lacking(
+    conn: &Connection,
+    table: &str,
+    key: &[u8],
+    seq: u64,
+    deleted: bool,
+    lacks: Option<&str>,
+) -> Result<(), ApplyError> {
     conn.prepare_cached(
-        "INSERT INTO _ha_versions(tbl, pk, seq, deleted) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(tbl, pk) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted",
+        "INSERT INTO _ha_versions(tbl, pk, seq, deleted, lacks) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(tbl, pk) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
+         lacks = excluded.lacks",
     )?
-    .execute(params![table, key, seq as i64, deleted])?;
+    .execute(params![table, key, seq as i64, deleted, lacks])?;
     Ok(())
+}
+
+/// The columns the winning image of a live row lacked (empty when it carried them all).
+pub fn lacks(conn: &Connection, table: &str, key: &[u8]) -> Result<Vec<String>, ApplyError> {
+    let v: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT lacks FROM _ha_versions WHERE tbl = ?1 AND pk = ?2 AND deleted = 0",
+        )?
+        .query_row(params![table, key], |r| r.get(0))
+        .optional()?;
+    Ok(v.flatten()
+        .map(|l| {
+            l.split(LACKS_SEP)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A column `column` was added to `table` by DDL at stream sequence `seq`: the live rows whose
+/// version is later were written without it (by nodes that had not seen the DDL yet).
+pub fn column_added(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    seq: u64,
+) -> Result<(), ApplyError> {
+    conn.prepare_cached(
+        "UPDATE _ha_versions SET lacks = coalesce(lacks || ?4, '') || ?3
+         WHERE tbl = ?1 AND seq > ?2 AND deleted = 0",
+    )?
+    .execute(params![table, seq as i64, column, LACKS_SEP.to_string()])?;
+    Ok(())
+}
+
+/// The `_ha_meta` key that says table `name` was dropped (value: the stream sequence).
+fn dropped_key(name: &str) -> String {
+    format!("dropped_table:{name}")
+}
+
+/// Table `name` was dropped at `seq` (0 when the sequence is not known yet): its row versions
+/// go, and changes for it that were written concurrently are skipped rather than failed.
+pub fn table_dropped(conn: &Connection, name: &str, seq: u64) -> Result<(), ApplyError> {
+    conn.prepare_cached("DELETE FROM _ha_versions WHERE tbl = ?1")?
+        .execute([name])?;
+    set_seq_of(conn, &dropped_key(name), seq)
+}
+
+/// Table `name` exists (again): forget that it was dropped.
+pub fn table_created(conn: &Connection, name: &str) -> Result<(), ApplyError> {
+    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
+        .execute([dropped_key(name)])?;
+    Ok(())
+}
+
+/// Whether table `name` was dropped by replicated DDL (and not created again since).
+pub fn was_dropped(conn: &Connection, name: &str) -> Result<bool, ApplyError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM _ha_meta WHERE key = ?1")?
+        .query_row([dropped_key(name)], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// The `_ha_meta` key of the node's position in its stream.

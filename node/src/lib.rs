@@ -15,6 +15,7 @@
 //!   change sets, sandboxed; the writer calls it.
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
+//! - `check`    `ha check --nodes …`: compares the nodes' `/checksum` (a client, not the node).
 //!
 //! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`.
 //! Front ends never import rusqlite.
@@ -24,6 +25,7 @@
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
 pub use ha_changeset as changeset;
+pub mod check;
 pub mod config;
 pub mod db;
 pub mod exec;

@@ -6,7 +6,11 @@ use ha::config::{Command, ConfigError};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let config = match Command::parse(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if ha::check::wanted(&argv) {
+        return ha::check::main(argv);
+    }
+    let config = match Command::parse(argv) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Version) => {
             print!("{}", ha::version_text());

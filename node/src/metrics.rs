@@ -35,6 +35,8 @@ pub struct Metrics {
     pub nats_reconnects: IntCounter,
     /// Replicated inserts that met another transaction's row with the same key.
     pub key_collisions: IntCounter,
+    /// Rows of different keys that met on a UNIQUE constraint while applying (LWW settled it).
+    pub constraint_conflicts: IntCounter,
     /// Gaps in the stream found (history purged before this node applied it).
     pub replication_gaps: IntCounter,
     /// Automatic restores of the latest snapshot after a gap.
@@ -161,6 +163,11 @@ impl Metrics {
             "Replicated inserts that met another transaction's row with the same key",
         )
         .expect("static metric definition");
+        let constraint_conflicts = IntCounter::new(
+            "ha_constraint_conflicts_total",
+            "Replicated rows that met a row of another key on a UNIQUE constraint (the older was deleted)",
+        )
+        .expect("static metric definition");
         let replication_gaps = IntCounter::new(
             "ha_replication_gaps_total",
             "Gaps found in the replication stream (history purged before it was applied)",
@@ -185,6 +192,7 @@ impl Metrics {
             Box::new(quarantined.clone()),
             Box::new(nats_reconnects.clone()),
             Box::new(key_collisions.clone()),
+            Box::new(constraint_conflicts.clone()),
             Box::new(replication_gaps.clone()),
             Box::new(snapshot_recoveries.clone()),
             Box::new(interceptor.skipped.clone()),
@@ -211,6 +219,7 @@ impl Metrics {
             quarantined,
             nats_reconnects,
             key_collisions,
+            constraint_conflicts,
             replication_gaps,
             snapshot_recoveries,
             interceptor,

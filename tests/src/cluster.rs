@@ -139,6 +139,14 @@ impl TestCluster {
         Self::start(Topology::External, n, extra).await
     }
 
+    /// `n` nodes on an external nats-server, their database opened as `file:t.db?<query>`
+    /// (DSN parameters such as `_fk=true` or `_busy_timeout=100`).
+    pub async fn external_dsn(n: usize, query: &str, extra: &[&str]) -> Result<TestCluster> {
+        let mut all = vec!["--dsn-query", query];
+        all.extend_from_slice(extra);
+        Self::start(Topology::External, n, &all).await
+    }
+
     /// Starts the cluster, again on new ports when one chosen by `free_port` was taken in the
     /// meantime (by another test's process or an outgoing connection's ephemeral port).
     async fn start(topology: Topology, n: usize, extra: &[&str]) -> Result<TestCluster> {
@@ -177,8 +185,12 @@ impl TestCluster {
         for i in 0..n {
             let dir = tempfile::tempdir()?;
             let name = format!("n{}", i + 1);
-            let mut args: Vec<String> =
-                vec![format!("file:{DB_FILE}"), "--name".into(), name.clone()];
+            // `--dsn-query Q` (first in `extra`, from `external_dsn`) opens `file:t.db?Q`.
+            let (dsn, extra) = match extra {
+                ["--dsn-query", q, rest @ ..] => (format!("file:{DB_FILE}?{q}"), rest),
+                _ => (format!("file:{DB_FILE}"), extra),
+            };
+            let mut args: Vec<String> = vec![dsn, "--name".into(), name.clone()];
             let store = dir.path().join("nats").display().to_string();
             let mut nats_port = None;
             match topology {

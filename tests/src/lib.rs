@@ -18,6 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value as Json;
 
 pub mod cluster;
+pub mod converge;
 pub mod replica;
 
 /// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.

@@ -5,7 +5,9 @@
 //! workers, and only the writer thread writes.
 //! See `writer` for the write path and `statement` for how one statement runs.
 
+mod apply_mode;
 pub mod capture;
+pub mod checksum;
 pub mod dsn;
 pub mod extensions;
 pub mod file;
@@ -78,6 +80,10 @@ pub enum DbError {
     /// The change set could not be published to the replication log; nothing was committed.
     #[error("replication log unavailable, nothing was committed: {0}")]
     Publish(String),
+    /// A schema change lost the race to the replication log (another node's change came first
+    /// and this node had not applied it yet); nothing was committed, retrying may succeed.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the database writer has stopped")]
     WriterGone,
     /// An interactive transaction held the writer idle longer than allowed and was rolled back.
@@ -113,6 +119,7 @@ impl DbError {
         match self.root() {
             DbError::Publish(m) => DbError::Publish(m.clone()),
             DbError::Interceptor(e) => DbError::Interceptor(e.clone()),
+            DbError::Conflict(m) => DbError::Conflict(m.clone()),
             other => DbError::Aborted(format!("commit failed: {other}")),
         }
     }

@@ -11,11 +11,27 @@ use crate::changeset::{ChangeSet, Seq};
 #[error("{0}")]
 pub struct PublishError(pub String);
 
+/// Why `publish_after` did not publish.
+#[derive(Debug, Clone)]
+pub enum PublishAfterError {
+    /// The log holds messages after `after`: someone else's change came first.
+    Race(String),
+    Other(PublishError),
+}
+
 /// Where committed change sets go.
 pub trait ChangeSink: Send + Sync + 'static {
     /// Publishes one transaction's change set and returns the stream sequence it got (the last
     /// part's, when it had to be split). Called on the writer thread; may block.
     fn publish(&self, changeset: &ChangeSet) -> Result<Seq, PublishError>;
+
+    /// Publishes only if the last message of this node's subject is `after` (the node has
+    /// applied everything before): how schema changes are ordered with the data. A log with a
+    /// single writer is always in order, hence the default.
+    fn publish_after(&self, changeset: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
+        let _ = after;
+        self.publish(changeset).map_err(PublishAfterError::Other)
+    }
 }
 
 /// Who writes the change sets of this node.

@@ -21,12 +21,13 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, ApplyStats};
+use super::apply_mode::ApplyMode;
 use super::capture::{Capture, Captured};
 use super::dsn::TxLock;
 use super::intercepted::{self, SAVEPOINT};
 use super::meta;
 use super::schema::TableCache;
-use super::sink::ReplicationHooks;
+use super::sink::{PublishAfterError, ReplicationHooks};
 use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 use crate::changeset::{Change, ChangeSet, Operation, Seq, ddl};
@@ -36,6 +37,8 @@ use crate::interceptor::Publish;
 const PRUNE_EVERY: usize = 10_000;
 /// How many jobs one SQLite transaction may carry at most.
 const MAX_GROUP: usize = 256;
+/// How long a batch with DDL that lost the race to the log is tried again (see `write`).
+const DDL_RETRY_FOR: Duration = Duration::from_secs(2);
 /// How many jobs may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -181,13 +184,32 @@ impl WriterHandle {
         })
     }
 
+    /// Runs a batch as one transaction. A batch with DDL that lost the race to the log (this
+    /// node had not applied everything yet, typically its own previous commit) committed
+    /// nothing: it runs again once the node has caught up, for up to `DDL_RETRY_FOR`.
     pub(crate) async fn write(&self, stmts: Arc<Vec<Stmt>>) -> Result<Vec<StmtResult>, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Batch { stmts, reply })
-            .await
-            .map_err(|_| DbError::WriterGone)?;
-        rx.await.map_err(|_| DbError::WriterGone)?
+        let deadline = std::time::Instant::now() + DDL_RETRY_FOR;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Job::Batch {
+                    stmts: stmts.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| DbError::WriterGone)?;
+            match rx.await.map_err(|_| DbError::WriterGone)? {
+                Err(e)
+                    if matches!(e.root(), DbError::Conflict(_))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits for the writer, then opens a transaction that only the returned session uses.
@@ -546,14 +568,16 @@ impl Replicating {
                 });
             }
         }
-        let seq = self
-            .hooks
-            .sink
-            .publish(&cs)
-            .map_err(|e| DbError::Publish(e.0))?;
+        let seq = publish_ordered(conn, self.hooks.sink.as_ref(), &cs)?;
         // The rows now carry this sequence as their version, and the message is marked ours so
         // that its return from the stream is not applied again (its DDL in particular).
         for c in &cs.changes {
+            if c.operation == Operation::Sql {
+                if let Ok(Some(d)) = ddl::classify(&c.command) {
+                    apply::ddl_done(conn, &d, seq.0)?;
+                }
+                continue;
+            }
             if !matches!(
                 c.operation,
                 Operation::Insert | Operation::Update | Operation::Delete
@@ -584,6 +608,27 @@ impl Replicating {
             kept_local,
         })
     }
+}
+
+/// Publishes `cs`; a change set with DDL only if this node has applied everything the stream
+/// holds before it (JetStream's expected last subject sequence), so that schema changes are
+/// totally ordered with the data. A lost race is `DbError::Conflict`: nothing is committed,
+/// and the client may retry once the node has applied what came first.
+fn publish_ordered(
+    conn: &Connection,
+    sink: &dyn super::sink::ChangeSink,
+    cs: &ChangeSet,
+) -> Result<Seq, DbError> {
+    if !cs.changes.iter().any(|c| c.operation == Operation::Sql) {
+        return sink.publish(cs).map_err(|e| DbError::Publish(e.0));
+    }
+    let after = Seq(meta::applied_seq(conn)?);
+    sink.publish_after(cs, after).map_err(|e| match e {
+        PublishAfterError::Race(m) => DbError::Conflict(format!(
+            "a schema change must follow everything before it in the replication log, and this node had not applied it all yet ({m}); nothing was committed — retry"
+        )),
+        PublishAfterError::Other(e) => DbError::Publish(e.0),
+    })
 }
 
 /// What publishing a transaction did.
@@ -746,7 +791,12 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
         .into_iter()
         .partition(|(s, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
     for (stmts, reply) in solo {
-        let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
+        let refused = match w.repl {
+            Some(_) => vacuum_refusal(&w.conn, &stmts[0].sql),
+            None => Ok(()),
+        };
+        let _ =
+            reply.send(refused.and_then(|_| statement::run(&w.conn, &stmts[0]).map(|r| vec![r])));
     }
     let mut pending: Vec<Ran> = Vec::new();
     let mut open = false;
@@ -787,7 +837,10 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
         // The interceptor's publish hook saw the change set of every job in the group and
         // refused it: the refusal may be about one job only. Each job runs again in its own
         // transaction (the group was rolled back), so none fails for another's changes.
-        Err(e) if matches!(e.root(), DbError::Interceptor(_)) && pending.len() > 1 => {
+        Err(e)
+            if matches!(e.root(), DbError::Interceptor(_) | DbError::Conflict(_))
+                && pending.len() > 1 =>
+        {
             tracing::debug!(
                 jobs = pending.len(),
                 "publish hook refused a group; committing its jobs one by one"
@@ -802,6 +855,38 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             }
         }
     }
+}
+
+/// VACUUM renumbers the rowids of tables without a declared primary key, and rowids are how
+/// replication knows those rows on every node: refused while such a table exists (VACUUM INTO
+/// writes a copy and changes nothing here).
+fn vacuum_refusal(conn: &Connection, sql: &str) -> Result<(), DbError> {
+    let into = sql
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|w| w.eq_ignore_ascii_case("INTO"));
+    if into {
+        return Ok(());
+    }
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM main.sqlite_schema s WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_ha\\_%' ESCAPE '\\' \
+             AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' \
+             AND NOT EXISTS (SELECT 1 FROM pragma_table_info(s.name) WHERE pk > 0) \
+             ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    Err(DbError::Unsupported(format!(
+        "VACUUM is refused on a replicated node: it renumbers the rowids of tables without a PRIMARY KEY ({}), \
+         and replication identifies their rows by rowid, so later changes would hit other rows on other nodes; \
+         give those tables a PRIMARY KEY, or use VACUUM INTO to write a compacted copy",
+        tables.join(", ")
+    )))
 }
 
 fn run_in_savepoint(w: &mut WriteConn, stmts: &[Stmt]) -> Result<Vec<StmtResult>, DbError> {
@@ -850,7 +935,18 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         }
         return;
     };
+    // Replicated rows are the effects of the origin's statements: no triggers, no FK actions.
+    let mode = match ApplyMode::enter(&w.conn) {
+        Ok(m) => m,
+        Err(e) => {
+            for (_, _, reply) in jobs {
+                let _ = reply.send(Err(DbError::Aborted(e.to_string())));
+            }
+            return;
+        }
+    };
     if let Err(e) = w.conn.execute_batch(w.tx_lock.begin_sql()) {
+        mode.leave(&w.conn);
         for (_, _, reply) in jobs {
             let _ = reply.send(Err(DbError::Aborted(e.to_string())));
         }
@@ -927,6 +1023,7 @@ fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             DbError::from(e)
         })
     };
+    mode.leave(&w.conn);
     r.capture.set_enabled(true);
     r.capture.take();
     if committed.is_ok()

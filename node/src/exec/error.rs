@@ -28,6 +28,8 @@ pub enum ErrorCode {
     Transaction,
     /// The interceptor script's `publish` hook failed on this transaction; nothing committed.
     Interceptor,
+    /// A schema change lost the race to the replication log; nothing committed; retry.
+    Conflict,
 }
 
 impl ErrorCode {
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Transaction => "transaction_state",
             ErrorCode::Interceptor => "interceptor_failed",
+            ErrorCode::Conflict => "serialization_failure",
         }
     }
 }
@@ -82,6 +85,7 @@ impl ExecError {
             }
             DbError::SessionTimedOut => ErrorCode::Transaction,
             DbError::Interceptor(_) => ErrorCode::Interceptor,
+            DbError::Conflict(_) => ErrorCode::Conflict,
             DbError::Io(_) | DbError::Open { .. } | DbError::Extension(_) => ErrorCode::Internal,
             DbError::InStatement { .. } => ErrorCode::Internal,
             DbError::Run { .. } | DbError::Sqlite(_) => match db.sqlite_code() {
@@ -110,7 +114,7 @@ impl ExecError {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(&self) -> bool {
-        self.code() == ErrorCode::Unavailable
+        matches!(self.code(), ErrorCode::Unavailable | ErrorCode::Conflict)
     }
 
     /// Whether the database itself is in trouble (the node should stop saying it is ready).

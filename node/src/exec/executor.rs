@@ -136,6 +136,15 @@ impl Executor {
         Ok(Seq(n))
     }
 
+    /// The per-table checksum at the applied sequence, on a read connection (writes go on).
+    pub async fn checksum(&self) -> Result<crate::db::checksum::Checksum, ExecError> {
+        Ok(self
+            .inner
+            .reader
+            .with_conn(crate::db::checksum::compute)
+            .await??)
+    }
+
     /// Messages parked in the quarantine table.
     pub async fn quarantine_count(&self) -> Result<u64, ExecError> {
         Ok(self

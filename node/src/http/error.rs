@@ -47,6 +47,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Internal | ErrorCode::Interceptor => StatusCode::INTERNAL_SERVER_ERROR,
         // Only pg sessions produce these; HTTP batches are whole transactions.
         ErrorCode::Transaction => StatusCode::CONFLICT,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
     }
 }
 

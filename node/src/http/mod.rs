@@ -6,6 +6,7 @@
 //! See `json` for the body shapes and `error` for statuses.
 
 mod backup;
+mod checksum;
 mod error;
 mod json;
 mod peers;
@@ -74,6 +75,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/", post(query).get(backup::download))
         .route("/snapshot", post(snapshot::take).get(snapshot::latest))
         .route("/status", get(status::status))
+        .route("/checksum", get(checksum::checksum))
         .route("/metrics", get(status::metrics))
         .route("/replications", get(replications::list))
         .route(

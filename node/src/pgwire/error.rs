@@ -29,7 +29,7 @@ pub fn sqlstate(e: &ExecError) -> &'static str {
         DbError::MultipleStatements | DbError::EmptyStatement => "42601",
         DbError::Params(_) => "08P01",
         DbError::Unsupported(_) => "0A000",
-        DbError::Aborted(_) => "40001",
+        DbError::Aborted(_) | DbError::Conflict(_) => "40001",
         DbError::WriterGone => "57P01",
         DbError::Publish(_) => "57P03",
         // raise_exception: the user's script said no.

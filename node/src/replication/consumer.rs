@@ -23,8 +23,15 @@ use crate::changeset::{self, ChangeSet, Reassembler, Seq};
 use crate::exec::Executor;
 use crate::metrics::Metrics;
 
-/// How often a failing message is tried before it is quarantined.
-const MAX_ATTEMPTS: u32 = 5;
+/// Whether an apply error is one every node meets the same way with this change set (then it
+/// is quarantined at once); anything else is transient and retried.
+fn is_deterministic(e: &crate::exec::ExecError) -> bool {
+    use crate::exec::ErrorCode as C;
+    matches!(
+        e.code(),
+        C::InvalidSql | C::Constraint | C::Interceptor | C::BadRequest | C::Unsupported
+    )
+}
 
 pub struct ConsumerConfig {
     pub stream: String,
@@ -280,7 +287,7 @@ impl Consumer {
                         tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
                         parts.clear();
                         pending_since = None;
-                        self.release(held.take_before(None)).await?;
+                        self.release(held.take_before(None), shutdown).await?;
                     }
                     continue;
                 }
@@ -321,7 +328,7 @@ impl Consumer {
                     self.status.stream_first_seq.store(first, Ordering::Release);
                     if self.gaps.jump_is_gap(taken, seq.0, first) {
                         // What came before the hole is whole: keep it, then recover.
-                        self.release(held.take_before(parts.oldest_pending_seq()))
+                        self.release(held.take_before(parts.oldest_pending_seq()), shutdown)
                             .await?;
                         return Err(ConsumeError::Gap {
                             applied: self.status.applied(),
@@ -358,8 +365,14 @@ impl Consumer {
             } else {
                 pending_since.get_or_insert_with(Instant::now);
             }
-            self.release(held.take_before(parts.oldest_pending_seq()))
+            let writing = Instant::now();
+            self.release(held.take_before(parts.oldest_pending_seq()), shutdown)
                 .await?;
+            // Parts keep coming while the writer is busy (a long pg transaction holds it):
+            // that wait is not the origin giving up, so it does not count.
+            if let Some(t) = &mut pending_since {
+                *t += writing.elapsed();
+            }
             for msg in batch {
                 msg.ack().await.map_err(nats("ack"))?;
             }
@@ -479,24 +492,30 @@ impl Consumer {
     /// Applies change sets in stream order, together in one transaction when they all apply;
     /// from the first that fails on, one by one with retries (and quarantine).
     /// Applies (or quarantines) `items`, in order.
-    async fn release(&self, items: Vec<(Seq, Item)>) -> Result<(), ConsumeError> {
+    async fn release(
+        &self,
+        items: Vec<(Seq, Item)>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConsumeError> {
         let mut run = Vec::new();
         for (seq, item) in items {
             match item {
                 Item::Apply(cs, payload) => run.push((seq, *cs, payload)),
                 Item::Undecodable(e, payload) => {
-                    self.apply_in_order(std::mem::take(&mut run)).await?;
+                    self.apply_in_order(std::mem::take(&mut run), shutdown)
+                        .await?;
                     self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
                         .await?;
                 }
             }
         }
-        self.apply_in_order(run).await
+        self.apply_in_order(run, shutdown).await
     }
 
     async fn apply_in_order(
         &self,
         items: Vec<(Seq, ChangeSet, Vec<u8>)>,
+        shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         if items.is_empty() {
             return Ok(());
@@ -518,7 +537,8 @@ impl Consumer {
                 }
                 Err(e) => {
                     tracing::debug!(%seq, index = i, error = %e, "batched apply stopped; going one by one");
-                    self.apply_or_quarantine(seq, cs, &payload).await?;
+                    self.apply_or_quarantine(seq, cs, &payload, shutdown)
+                        .await?;
                 }
             }
         }
@@ -532,54 +552,71 @@ impl Consumer {
                 .fetch_add(stats.collisions, Ordering::Relaxed);
             self.metrics.key_collisions.inc_by(stats.collisions);
         }
+        if stats.constraint_conflicts > 0 {
+            self.status
+                .constraint_conflicts
+                .fetch_add(stats.constraint_conflicts, Ordering::Relaxed);
+            self.metrics
+                .constraint_conflicts
+                .inc_by(stats.constraint_conflicts);
+        }
+        self.status
+            .dropped_table_changes
+            .fetch_add(stats.dropped_table, Ordering::Relaxed);
         self.status.applied_seq.store(seq.0, Ordering::Release);
         self.status.applied_ts_ns.store(ts, Ordering::Release);
         self.status.applied_total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Applies one change set, retrying with back-off; quarantines it after `MAX_ATTEMPTS`.
+    /// Applies one change set. A transient failure (busy, locked, interrupted, the writer or
+    /// the disk in trouble) is retried without bound, with back-off up to a second; a failure
+    /// that every node meets the same way (the SQL does not compile, a constraint the
+    /// conflict rule does not settle, the interceptor script) is quarantined at once, so that
+    /// later messages never wait behind it.
     async fn apply_or_quarantine(
         &self,
         seq: Seq,
         cs: ChangeSet,
         payload: &[u8],
+        shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
-        let ts = cs.timestamp_ns;
         let cs = Arc::new(cs);
-        let mut wait = Duration::from_millis(50);
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut wait = Duration::from_millis(20);
+        for attempt in 1u32.. {
             let start = Instant::now();
             match self.exec.apply(seq, cs.clone()).await {
                 Ok(stats) => {
                     self.metrics
                         .apply_duration
                         .observe(start.elapsed().as_secs_f64());
-                    self.status.applied_seq.store(seq.0, Ordering::Release);
-                    self.status.applied_ts_ns.store(ts, Ordering::Release);
-                    self.status.applied_total.fetch_add(1, Ordering::Relaxed);
+                    self.applied(seq, cs.timestamp_ns, &stats);
                     tracing::trace!(%seq, applied = stats.applied, superseded = stats.superseded, "applied");
                     return Ok(());
                 }
-                // A script is deterministic: the same change set fails it the same way again.
-                Err(e) if e.is_interceptor() => {
+                Err(e) if is_deterministic(&e) => {
                     return self
                         .quarantine(seq, e.to_string(), attempt, &self.payload_of(&cs, payload))
                         .await;
-                }
-                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(%seq, attempt, error = %e, "apply failed, retrying");
-                }
-                Err(e) if attempt < MAX_ATTEMPTS => {
-                    tracing::warn!(%seq, attempt, error = %e, "cannot apply change set, retrying");
                 }
                 Err(e) => {
-                    return self
-                        .quarantine(seq, e.to_string(), attempt, &self.payload_of(&cs, payload))
-                        .await;
+                    self.status.apply_retries.fetch_add(1, Ordering::Relaxed);
+                    if attempt % 50 == 1 {
+                        tracing::warn!(%seq, attempt, error = %e, "cannot apply change set yet (transient), retrying");
+                    }
+                    self.status.set_error(Some(format!(
+                        "applying message {seq} (attempt {attempt}): {e}"
+                    )));
                 }
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 4).min(Duration::from_secs(5));
+            tokio::select! {
+                // Not applied, not acknowledged: nothing after it may apply; the next start
+                // takes it up again.
+                _ = shutdown.cancelled() => {
+                    return Err(ConsumeError::Nats(format!("stopped while retrying message {seq}")));
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(1));
         }
         Ok(())
     }

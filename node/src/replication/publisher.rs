@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use tokio::runtime::Handle;
 
 use crate::changeset::{self, ChangeSet, Seq};
-use crate::db::sink::{ChangeSink, PublishError};
+use crate::db::sink::{ChangeSink, PublishAfterError, PublishError};
 use crate::metrics::Metrics;
 
 pub struct JetStreamSink {
@@ -65,6 +65,59 @@ impl ChangeSink for JetStreamSink {
             .publish_duration
             .observe(start.elapsed().as_secs_f64());
         if result.is_err() {
+            self.metrics.publish_failures.inc();
+        }
+        result
+    }
+
+    /// Each part is published only after the previous one was acknowledged, with JetStream's
+    /// `Nats-Expected-Last-Subject-Sequence` set to it (the first to `after`): any other
+    /// message in between refuses the publish.
+    fn publish_after(&self, cs: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
+        let other = |m: String| PublishAfterError::Other(PublishError(m));
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(other("not connected to NATS".into()));
+        }
+        let max = (self.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
+        let parts = changeset::split(cs, max).map_err(|e| other(e.to_string()))?;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let result = self.runtime.block_on(async {
+            let mut last = after.0;
+            for part in parts {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    last.to_string().as_str(),
+                );
+                let left = deadline.saturating_duration_since(Instant::now());
+                let sent = async {
+                    self.js
+                        .publish_with_headers(self.subject.clone(), headers, part.into())
+                        .await?
+                        .await
+                };
+                let ack = tokio::time::timeout(left, sent)
+                    .await
+                    .map_err(|_| other(format!("publish timed out after {:?}", self.timeout)))?;
+                match ack {
+                    Ok(a) => last = a.sequence,
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        return Err(PublishAfterError::Race(format!(
+                            "the subject's last sequence is no longer {last}: {e}"
+                        )));
+                    }
+                    Err(e) => return Err(other(format!("publish failed: {e}"))),
+                }
+            }
+            Ok(Seq(last))
+        });
+        self.metrics
+            .publish_duration
+            .observe(start.elapsed().as_secs_f64());
+        if matches!(result, Err(PublishAfterError::Other(_))) {
             self.metrics.publish_failures.inc();
         }
         result

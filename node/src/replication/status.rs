@@ -25,6 +25,12 @@ pub struct ReplStatus {
     pub quarantined: AtomicU64,
     /// Inserts of the same key by two transactions (one row lost by last-writer-wins).
     pub key_collisions: AtomicU64,
+    /// Rows of different keys that met on a UNIQUE constraint (the older one was deleted).
+    pub constraint_conflicts: AtomicU64,
+    /// Changes skipped because DDL the stream put before them dropped their table.
+    pub dropped_table_changes: AtomicU64,
+    /// Apply attempts that failed for a transient reason (busy, locked, …) and were retried.
+    pub apply_retries: AtomicU64,
     pub applied_total: AtomicU64,
     /// Gaps found (at consumer start or while consuming), and recoveries from a snapshot.
     pub gaps_detected: AtomicU64,
@@ -103,6 +109,9 @@ impl ReplStatus {
             "applied_total": self.applied_total.load(Ordering::Acquire),
             "quarantined": self.quarantined.load(Ordering::Acquire),
             "key_collisions": self.key_collisions.load(Ordering::Acquire),
+            "constraint_conflicts": self.constraint_conflicts.load(Ordering::Acquire),
+            "dropped_table_changes": self.dropped_table_changes.load(Ordering::Acquire),
+            "apply_retries": self.apply_retries.load(Ordering::Acquire),
             "gaps_detected": self.gaps_detected.load(Ordering::Acquire),
             "recoveries": self.recoveries.load(Ordering::Acquire),
             "gap": self.gap(),

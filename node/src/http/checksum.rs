@@ -1,0 +1,28 @@
+//! Owns `GET /checksum`: the node's consistency checksum (per-table SHA-256 at its applied
+//! stream sequence), which `ha check` compares across nodes.
+//! Must not block writes: the executor computes it on a read connection.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+pub async fn checksum(State(state): State<AppState>) -> Response {
+    match state.exec.checksum().await {
+        Ok(c) => Json(json!({
+            "node": &*state.node_name,
+            "applied_seq": c.applied_seq,
+            // The stream's head as this node last saw it (refreshed every second): at that
+            // sequence, with nothing in flight, every node must give the same checksums.
+            "stream_last_seq": state.replication.as_ref().map(|r| {
+                r.status.stream_last_seq.load(std::sync::atomic::Ordering::Acquire)
+            }),
+            "schema_sha256": c.schema_sha256,
+            "tables": c.tables,
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
