@@ -251,6 +251,8 @@ async fn three_servers_with_routes_form_one_jetstream_cluster() {
             host: "127.0.0.1".into(),
             port: *port,
             routes: routes.clone(),
+            auth: None,
+            tls: None,
         });
         servers.push(NatsServer::start(cfg).await.unwrap());
     }
