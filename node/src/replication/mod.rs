@@ -9,6 +9,7 @@
 pub mod client_auth;
 pub mod consumer;
 pub mod gap;
+pub mod identity;
 pub use crate::changeset::names;
 mod nats_conf;
 pub mod nats_server;
