@@ -308,3 +308,88 @@ async fn routes_can_use_tls() {
     .unwrap_or_else(|e| panic!("{e}: {}", plain.log_text()));
     assert_eq!(plain.num_routes().await, Some(0), "{}", plain.log_text());
 }
+
+/// The client side against an external NATS that requires a token and mutual TLS: with
+/// `--nats-token` and `--nats-tls-ca/-cert/-key` the node connects and replicates; without the
+/// client certificate it does not get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_connects_with_a_token_and_client_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = route_pki(dir.path());
+    let (port, monitor) = (free_port(), free_port());
+    let conf = dir.path().join("nats.conf");
+    let server_log = dir.path().join("nats.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             authorization {{ token: \"s3cr3t-token\" }}\n\
+             tls {{ cert_file: \"{cert}\"\n key_file: \"{key}\"\n ca_file: \"{ca}\"\n verify: true }}\n\
+             log_file: \"{}\"\n",
+            dir.path().join("js").display(),
+            server_log.display()
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://localhost:{port}");
+    let tls = [
+        "--nats-tls-ca",
+        ca.as_str(),
+        "--nats-tls-cert",
+        cert.as_str(),
+        "--nats-tls-key",
+        key.as_str(),
+    ];
+    let start = |name: &'static str, extra: Vec<&str>| {
+        let mut args = vec![
+            "file:t.db",
+            "--name",
+            name,
+            "--replication-url",
+            url.as_str(),
+        ];
+        args.extend(extra);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move { TestNode::start(&args).await.unwrap() }
+    };
+    let mut both = tls.to_vec();
+    both.extend(["--nats-token", "s3cr3t-token"]);
+    let a = start("a", both.clone()).await;
+    let b = start("b", both).await;
+    for n in [&a, &b] {
+        wait_ready(n, Duration::from_secs(30)).await.unwrap();
+    }
+    a.sql("CREATE TABLE t(v TEXT PRIMARY KEY)").await.unwrap();
+    a.sql("INSERT INTO t VALUES ('tls')").await.unwrap();
+    wait_rows(&b, json!([["tls"]])).await;
+
+    // The token without a client certificate: the server does not let it in.
+    let no_cert = start(
+        "c",
+        vec!["--nats-tls-ca", ca.as_str(), "--nats-token", "s3cr3t-token"],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the server to refuse it",
+        || async {
+            let log = std::fs::read_to_string(&server_log).unwrap_or_default();
+            log.contains("TLS handshake error").then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", no_cert.log_text()));
+    let st = status(&no_cert).await.unwrap();
+    assert_eq!(st["replication"]["nats_connected"], json!(false), "{st}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
