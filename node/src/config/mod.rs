@@ -509,7 +509,7 @@ impl Command {
         T: Into<OsString> + Clone,
     {
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-        let cmd = Args::command();
+        let cmd = env_as_the_original(Args::command());
         let matches = cmd.clone().try_get_matches_from(&argv)?;
         if let Some(path) = matches.get_one::<PathBuf>("config") {
             let settings = file::read(path)?;
@@ -525,6 +525,22 @@ impl Command {
         }
         Ok(Command::Run(Box::new(args.validate()?)))
     }
+}
+
+/// `HA_*` variables read as the original read them: an empty value means "not set" (the
+/// default applies), and a switch accepts 1/0, t/f, true/false, yes/no, on/off in any case.
+fn env_as_the_original(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let empty = a
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+        let a = if empty { a.env(None::<&str>) } else { a };
+        if matches!(a.get_action(), ArgAction::SetTrue) {
+            a.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            a
+        }
+    })
 }
 
 /// Turns file settings into extra command-line arguments for the settings that neither a flag
