@@ -4,7 +4,10 @@
 //! inject configuration or be read as a `$variable`. Clients stay in the global account (`$G`,
 //! where the streams have always lived); a system-account user, when given, lives in `$SYS`,
 //! and a server without a client password then lets password-less clients in as an
-//! `no_auth_user` of `$G` (a users list is needed beside `$SYS`, and it must not lock them out).
+//! `no_auth_user` of `$G` (a users list is needed beside `$SYS`, and it must not lock them out)
+//! — `config` only allows that for a lone server on loopback. With client credentials no
+//! anonymous user exists. Routes authenticate (`cluster.authorization`) and may use TLS, and
+//! JetStream syncs before acknowledging unless a lazy `sync_interval` is asked for.
 //! See `nats_server` for how the file is used.
 
 use std::fmt::Write as _;
