@@ -393,3 +393,41 @@ async fn a_node_connects_with_a_token_and_client_tls() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A lone node without NATS credentials: its embedded server listens on loopback only (the
+/// node's own client and local nodes get in, the network does not), and asking for more
+/// (`--nats-host 0.0.0.0`, or clustering) stops start-up with the flags to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_nats_without_credentials_stays_on_loopback() {
+    let Some(ip) = non_loopback_ip() else {
+        panic!("this test needs a non-loopback IPv4 address (hostname -I)");
+    };
+    let port = free_port();
+    let n = TestNode::start(&["file:t.db", "--nats-port", &port.to_string()])
+        .await
+        .unwrap();
+    wait_ready(&n, Duration::from_secs(30)).await.unwrap();
+    let local = async_nats::ConnectOptions::new()
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await;
+    assert!(local.is_ok(), "a local client gets in: {:?}", local.err());
+    let remote = async_nats::ConnectOptions::new()
+        .connect(format!("nats://{ip}:{port}"))
+        .await;
+    assert!(remote.is_err(), "a client from {ip} must not reach it");
+
+    for extra in [
+        &["--nats-host", "0.0.0.0"][..],
+        &["--nats-routes", "nats-route://127.0.0.1:1"],
+    ] {
+        let mut args = vec!["--check-config", "--nats-port", "4222"];
+        args.extend(extra);
+        let out = ha_tests::run_ha(&args, &[]).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains("--nats-user") && err.contains("--nats-pass"),
+            "{extra:?}: {err}"
+        );
+    }
+}
