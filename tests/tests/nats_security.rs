@@ -431,3 +431,65 @@ async fn an_embedded_nats_without_credentials_stays_on_loopback() {
         );
     }
 }
+
+/// `--nats-nkey-seed FILE`: against a NATS whose only user is an NKey, the node connects with
+/// the seed file and replicates; the seed never shows in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_connects_with_an_nkey_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, format!("{seed}\n")).unwrap();
+    let port = free_port();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n\
+             authorization {{ users: [ {{ nkey: \"{}\" }} ] }}\n",
+            dir.path().join("js").display(),
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let seed_arg = seed_file.display().to_string();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let n = TestNode::start(&[
+            "file:t.db",
+            "--name",
+            name,
+            "--replication-url",
+            &url,
+            "--nats-nkey-seed",
+            &seed_arg,
+        ])
+        .await
+        .unwrap();
+        wait_ready(&n, Duration::from_secs(30)).await.unwrap();
+        nodes.push(n);
+    }
+    nodes[0]
+        .sql("CREATE TABLE t(v TEXT PRIMARY KEY)")
+        .await
+        .unwrap();
+    nodes[0].sql("INSERT INTO t VALUES ('nkey')").await.unwrap();
+    wait_rows(&nodes[1], json!([["nkey"]])).await;
+    for n in &nodes {
+        assert!(!n.log_text().contains(&seed), "the seed is in the log");
+    }
+    let anonymous = async_nats::ConnectOptions::new().connect(&url).await;
+    assert!(anonymous.is_err(), "the server requires the NKey");
+    let _ = server.kill();
+    let _ = server.wait();
+}
