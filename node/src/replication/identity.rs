@@ -4,8 +4,9 @@
 //! name the messages the node applied, and trusting them would skip new messages silently.
 //! The identity is the stream's creation time, recorded in `_ha_meta` (`stream_created`) with
 //! the data and stamped on every snapshot.
-//! Must not consume anything: `consumer` calls `check` before it creates its durable (and
-//! `watch` on its periodic stream look); recovery restores a snapshot taken from *this* stream.
+//! Must not consume anything (nor know the consumer): `consumer` calls `check` before it
+//! creates its durable and `watch` on its periodic stream look; recovery restores a snapshot
+//! taken from *this* stream.
 //! Invariant: a node whose data does not come from the stream it sees never consumes it: it is
 //! recovered from a consistent snapshot, or it says why in `/status` and `/readyz` and waits.
 //! See docs/replication.md "Durability" and docs/operations.md.
@@ -14,8 +15,29 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::stream;
 
-use super::consumer::{ConsumeError, Consumer};
+use super::snapshot::Snapshots;
+use super::status::ReplStatus;
 use crate::db::{Params, Stmt, StmtResult, Value};
+use crate::exec::{ExecError, Executor};
+use crate::metrics::Metrics;
+
+/// Why the consumer must not consume the stream (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Not the stream the data came from, and no snapshot of it to recover from.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Db(#[from] ExecError),
+}
+
+/// What `check` works with: the consumer's parts, without the consumer.
+pub struct Node<'a> {
+    pub exec: &'a Executor,
+    pub status: &'a ReplStatus,
+    pub metrics: &'a Metrics,
+    pub snapshots: Option<&'a Snapshots>,
+}
 
 /// The `_ha_meta` key of the identity of the stream the data was applied from.
 pub const KEY: &str = "stream_created";
@@ -85,7 +107,7 @@ pub fn reason(v: &Verdict, applied: u64, now: &Observed) -> Option<String> {
 }
 
 /// The identity stored in the database, if any.
-async fn stored(c: &Consumer) -> Result<Option<String>, ConsumeError> {
+async fn stored(c: &Node<'_>) -> Result<Option<String>, IdentityError> {
     let r = c
         .exec
         .execute(vec![Stmt {
@@ -104,7 +126,7 @@ async fn stored(c: &Consumer) -> Result<Option<String>, ConsumeError> {
 }
 
 /// Records `created` as the identity of the stream the data comes from.
-async fn record(c: &Consumer, created: &str) -> Result<(), ConsumeError> {
+async fn record(c: &Node<'_>, created: &str) -> Result<(), IdentityError> {
     c.exec
         .execute(vec![Stmt {
             sql: "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2) \
@@ -119,7 +141,7 @@ async fn record(c: &Consumer, created: &str) -> Result<(), ConsumeError> {
 /// Before the consumer starts: judges the stream, records a new identity, and recovers from a
 /// snapshot consistent with the stream when it is not the one the data came from. Returns
 /// the applied sequence to start after; an error (the node refuses the stream) otherwise.
-pub async fn check(c: &Consumer, info: &stream::Info, applied: u64) -> Result<u64, ConsumeError> {
+pub async fn check(c: &Node<'_>, info: &stream::Info, applied: u64) -> Result<u64, IdentityError> {
     let now = Observed::of(info);
     let stored = stored(c).await?;
     let verdict = judge(stored.as_deref(), applied, &now);
@@ -139,9 +161,9 @@ pub async fn check(c: &Consumer, info: &stream::Info, applied: u64) -> Result<u6
         c.status.identity_problems.fetch_add(1, Ordering::Relaxed);
     }
     c.status.set_identity(Some(msg.clone()));
-    if let Some(snaps) = &c.snapshots {
+    if let Some(snaps) = c.snapshots {
         match snaps
-            .recover_consistent(&c.exec, &now.created, now.last)
+            .recover_consistent(c.exec, &now.created, now.last)
             .await
         {
             Ok(Some((f, refused))) => {
@@ -176,22 +198,22 @@ pub async fn check(c: &Consumer, info: &stream::Info, applied: u64) -> Result<u6
             Err(e) => tracing::error!(error = %e, "recovery from a snapshot failed"),
         }
     }
-    Err(ConsumeError::Identity(msg))
+    Err(IdentityError::Refused(msg))
 }
 
 /// While consuming (the periodic stream look): a stream whose creation time changed under
 /// the consumer, or that now ends before the applied sequence (its server came back without
 /// what it had acknowledged), is not the stream the data came from; stop, and let `check`
 /// judge it at the restart.
-pub fn watch(c: &Consumer, info: &stream::Info) -> Result<(), ConsumeError> {
+pub fn watch(status: &ReplStatus, info: &stream::Info) -> Result<(), IdentityError> {
     let now = Observed::of(info);
-    let applied = c.status.applied();
-    match c.status.stream_created() {
-        Some(known) if known != now.created => Err(ConsumeError::Identity(format!(
+    let applied = status.applied();
+    match status.stream_created() {
+        Some(known) if known != now.created => Err(IdentityError::Refused(format!(
             "the replication stream changed under the consumer (created at {} ns, was {known} ns)",
             now.created
         ))),
-        _ if now.last < applied => Err(ConsumeError::Identity(format!(
+        _ if now.last < applied => Err(IdentityError::Refused(format!(
             "the replication stream now ends at sequence {} before the applied sequence {applied}",
             now.last
         ))),
@@ -199,9 +221,9 @@ pub fn watch(c: &Consumer, info: &stream::Info) -> Result<(), ConsumeError> {
     }
 }
 
-fn set_known(c: &Consumer, created: Option<String>) {
+fn set_known(c: &Node<'_>, created: Option<String>) {
     c.status.set_stream_created(created.clone());
-    if let Some(s) = &c.snapshots {
+    if let Some(s) = c.snapshots {
         s.set_stream_identity(created);
     }
 }
