@@ -90,11 +90,17 @@ impl Drop for NatsProcess {
     }
 }
 
+/// The client (and route) credentials of `Topology::EmbeddedRoutes` clusters: a clustered
+/// embedded nats-server refuses to start without them.
+pub const NATS_USER: &str = "ha-test";
+pub const NATS_PASS: &str = "ha-test-pass";
+
 /// Which replication set-up a cluster uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     /// Every node runs an embedded nats-server; the servers form one JetStream cluster by
-    /// routes and the stream has 3 replicas.
+    /// routes (authenticated with `NATS_USER`/`NATS_PASS`, as clients are) and the stream has
+    /// 3 replicas.
     EmbeddedRoutes,
     /// Node 0 runs an embedded nats-server; the others replicate through its URL
     /// (`--replication-url`, no server of their own).
@@ -209,6 +215,10 @@ impl TestCluster {
                         routes.clone(),
                         "--replicas".into(),
                         "3".into(),
+                        "--nats-user".into(),
+                        NATS_USER.into(),
+                        "--nats-pass".into(),
+                        NATS_PASS.into(),
                     ]);
                 }
                 Topology::OneEmbedded if i == 0 => {
@@ -343,21 +353,46 @@ impl TestCluster {
         self.members.is_empty()
     }
 
-    /// A NATS URL that reaches the cluster's JetStream.
+    /// A NATS URL that reaches the cluster's JetStream, with the credentials it needs in it
+    /// (which `ha` reads; for other clients see `nats_credentials`).
     pub fn nats_url(&self) -> String {
-        match &self.nats {
-            Some(n) => n.url(),
-            None => format!(
+        match (&self.nats, self.nats_credentials()) {
+            (Some(n), _) => n.url(),
+            (None, Some((u, p))) => format!(
+                "nats://{u}:{p}@127.0.0.1:{}",
+                self.members[0].nats_port.expect("node 0 has a nats-server")
+            ),
+            (None, None) => format!(
                 "nats://127.0.0.1:{}",
                 self.members[0].nats_port.expect("node 0 has a nats-server")
             ),
         }
     }
 
+    /// The user and password the cluster's NATS requires, if any.
+    pub fn nats_credentials(&self) -> Option<(&'static str, &'static str)> {
+        (self.topology == Topology::EmbeddedRoutes).then_some((NATS_USER, NATS_PASS))
+    }
+
+    /// A client of the cluster's NATS, authenticated as the nodes are.
+    pub async fn nats_client(&self) -> Result<async_nats::Client> {
+        let mut opts = async_nats::ConnectOptions::new();
+        if let Some((u, p)) = self.nats_credentials() {
+            opts = opts.user_and_password(u.into(), p.into());
+        }
+        let url = match &self.nats {
+            Some(n) => n.url(),
+            None => format!(
+                "nats://127.0.0.1:{}",
+                self.members[0].nats_port.expect("node 0 has a nats-server")
+            ),
+        };
+        Ok(opts.connect(url).await?)
+    }
+
     /// A JetStream context on the cluster's NATS, for reading and publishing raw messages.
     pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context> {
-        let client = async_nats::connect(self.nats_url()).await?;
-        Ok(async_nats::jetstream::new(client))
+        Ok(async_nats::jetstream::new(self.nats_client().await?))
     }
 
     /// Waits until every running node's `/readyz` is 200.

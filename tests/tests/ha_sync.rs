@@ -315,7 +315,9 @@ async fn python_follows_a_cluster_through_a_node_restart_and_a_crash_of_its_own(
         // Readers of a WAL database never wait for the replica's writes.
         py.ok("PRAGMA journal_mode = WAL").unwrap();
         py.ok(&format!(
-            "CREATE VIRTUAL TABLE temp.ha USING HA(servers='{servers}', timeout=5000, logger='file:{}')",
+            "CREATE VIRTUAL TABLE temp.ha USING HA(servers='{servers}', username='{}', password='{}', timeout=5000, logger='file:{}')",
+            ha_tests::cluster::NATS_USER,
+            ha_tests::cluster::NATS_PASS,
             log.display()
         ))
         .unwrap();

@@ -5,6 +5,7 @@
 //! The table of settings is `Args` below and docs/configuration.md.
 
 mod file;
+mod nats;
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -17,6 +18,8 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use crate::db::{DbTarget, DsnError};
 
 pub use file::FileValue;
+pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host};
+use nats::{NatsSecurityArgs, check_embedded_nats_exposure, nats_security, parse_nats_sync};
 
 /// The command line, exactly as users write it. Each flag also reads `HA_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -196,6 +199,63 @@ struct Args {
     )]
     nats_routes: Vec<String>,
 
+    // --- NATS security and durability (docs/security.md, docs/replication.md "Durability") ---
+    /// Client listen address of the embedded nats-server [default: 127.0.0.1 without
+    /// --nats-user/--nats-pass, else --listen-addr]. Beyond loopback it needs credentials
+    #[arg(long, env = "HA_NATS_HOST", value_name = "HOST")]
+    nats_host: Option<String>,
+
+    /// Route user of the embedded nats-server's cluster (with --nats-cluster-pass): routes
+    /// must authenticate with it [default: --nats-user/--nats-pass]
+    #[arg(long, env = "HA_NATS_CLUSTER_USER")]
+    nats_cluster_user: Option<String>,
+
+    /// Route password (with --nats-cluster-user) [default: --nats-pass]
+    #[arg(long, env = "HA_NATS_CLUSTER_PASS", hide_env_values = true)]
+    nats_cluster_pass: Option<String>,
+
+    /// TLS certificate (PEM) of the embedded nats-server's routes (with --nats-cluster-tls-key)
+    #[arg(long, env = "HA_NATS_CLUSTER_TLS_CERT", value_name = "FILE")]
+    nats_cluster_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of the routes
+    #[arg(long, env = "HA_NATS_CLUSTER_TLS_KEY", value_name = "FILE")]
+    nats_cluster_tls_key: Option<PathBuf>,
+
+    /// CA (PEM) that route certificates must be signed by; routes then verify each other
+    #[arg(long, env = "HA_NATS_CLUSTER_TLS_CA", value_name = "FILE")]
+    nats_cluster_tls_ca: Option<PathBuf>,
+
+    /// Token the node's NATS client authenticates with
+    #[arg(long, env = "HA_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+
+    /// File holding the NKey seed (SU...) the node's NATS client authenticates with
+    #[arg(long, env = "HA_NATS_NKEY_SEED", value_name = "FILE")]
+    nats_nkey_seed: Option<PathBuf>,
+
+    /// Credentials file (.creds: user JWT and NKey seed) of the node's NATS client
+    #[arg(long, env = "HA_NATS_CREDS", value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+
+    /// CA (PEM) the node's NATS client trusts; TLS is then required
+    #[arg(long, env = "HA_NATS_TLS_CA", value_name = "FILE")]
+    nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) the node's NATS client presents (with --nats-tls-key)
+    #[arg(long, env = "HA_NATS_TLS_CERT", value_name = "FILE")]
+    nats_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --nats-tls-cert
+    #[arg(long, env = "HA_NATS_TLS_KEY", value_name = "FILE")]
+    nats_tls_key: Option<PathBuf>,
+
+    /// When the embedded nats-server syncs JetStream to disk: "always" (before it acknowledges
+    /// a write, so an acknowledged write survives a power loss) or a duration such as 2m (lazy:
+    /// faster, but a power loss can drop acknowledged writes)
+    #[arg(long, env = "HA_NATS_SYNC", default_value = "always", value_parser = parse_nats_sync)]
+    nats_sync: NatsSync,
+    // --- end of NATS security and durability ---
     /// NATS server URL(s) to replicate through, comma separated (credentials in the URL:
     /// nats://user:pass@host:4222); with an embedded server they are used instead of it
     #[arg(
@@ -323,6 +383,14 @@ pub struct NatsFlags {
     pub cluster_name: Option<String>,
     pub cluster_port: Option<u16>,
     pub routes: Vec<String>,
+    /// Client listen host of the embedded server (resolved: never empty).
+    pub host: String,
+    /// Route credentials (defaults to `auth`); `None` only when neither is set.
+    pub cluster_auth: Option<(String, Secret)>,
+    pub cluster_tls: Option<TlsFiles>,
+    /// How the node's own client authenticates and encrypts, beyond `auth`.
+    pub client: NatsClientAuth,
+    pub sync: NatsSync,
 }
 
 impl NatsFlags {
@@ -338,7 +406,17 @@ impl NatsFlags {
             cluster_name: None,
             cluster_port: None,
             routes: Vec::new(),
+            host: "127.0.0.1".into(),
+            cluster_auth: None,
+            cluster_tls: None,
+            client: NatsClientAuth::default(),
+            sync: NatsSync::Always,
         }
+    }
+
+    /// Clustered: routes to other servers (a cluster name, port or routes given).
+    pub fn clustered(&self) -> bool {
+        self.cluster_name.is_some() || self.cluster_port.is_some() || !self.routes.is_empty()
     }
 }
 
@@ -399,7 +477,7 @@ impl Command {
         T: Into<OsString> + Clone,
     {
         let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-        let cmd = Args::command();
+        let cmd = env_as_the_original(Args::command());
         let matches = cmd.clone().try_get_matches_from(&argv)?;
         if let Some(path) = matches.get_one::<PathBuf>("config") {
             let settings = file::read(path)?;
@@ -415,6 +493,22 @@ impl Command {
         }
         Ok(Command::Run(Box::new(args.validate()?)))
     }
+}
+
+/// `HA_*` variables read as the original read them: an empty value means "not set" (the
+/// default applies), and a switch accepts 1/0, t/f, true/false, yes/no, on/off in any case.
+fn env_as_the_original(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let empty = a
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+        let a = if empty { a.env(None::<&str>) } else { a };
+        if matches!(a.get_action(), ArgAction::SetTrue) {
+            a.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            a
+        }
+    })
 }
 
 /// Turns file settings into extra command-line arguments for the settings that neither a flag
@@ -514,6 +608,22 @@ impl Args {
                 "--nats-routes: {r:?} is not a URL; write e.g. nats-route://node2:6222"
             )));
         }
+        let nats_security = nats_security(NatsSecurityArgs {
+            host: self.nats_host,
+            listen_addr: self.listen_addr,
+            auth: nats_auth.as_ref(),
+            cluster_user: self.nats_cluster_user,
+            cluster_pass: self.nats_cluster_pass,
+            cluster_tls: (
+                self.nats_cluster_tls_cert,
+                self.nats_cluster_tls_key,
+                self.nats_cluster_tls_ca,
+            ),
+            token: self.nats_token,
+            nkey_seed: self.nats_nkey_seed,
+            creds: self.nats_creds,
+            tls: (self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key),
+        })?;
         let nats = NatsFlags {
             port: self.nats_port,
             store_dir: self.nats_store_dir,
@@ -524,7 +634,13 @@ impl Args {
             cluster_name: self.nats_cluster_name.filter(|n| !n.trim().is_empty()),
             cluster_port: self.nats_cluster_port,
             routes: nats_routes,
+            host: nats_security.host,
+            cluster_auth: nats_security.cluster_auth,
+            cluster_tls: nats_security.cluster_tls,
+            client: nats_security.client,
+            sync: self.nats_sync,
         };
+        check_embedded_nats_exposure(&nats)?;
         Ok(Config {
             name,
             listen_addr: self.listen_addr,
@@ -699,7 +815,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+    pub(super) fn run(args: &[&str]) -> Result<Config, ConfigError> {
         let argv = std::iter::once("ha").chain(args.iter().copied());
         match Command::parse(argv)? {
             Command::Run(c) => Ok(*c),
@@ -855,12 +971,16 @@ mod tests {
             "nats://u:s3cr3t@n1:4222",
             "--nats-routes",
             "nats-route://r:hidden@a:6222",
+            "--nats-user",
+            "u",
+            "--nats-pass",
+            "natspw",
         ];
         let Ok(Command::Check(c)) = Command::parse(argv) else {
             panic!("--check-config gives Command::Check");
         };
         let text = c.effective_settings();
-        for secret in ["swordfish", "s3cr3t", "hidden"] {
+        for secret in ["swordfish", "s3cr3t", "hidden", "natspw"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(

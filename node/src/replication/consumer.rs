@@ -69,6 +69,9 @@ pub enum ConsumeError {
         "gap in the replication stream while consuming: applied up to {applied}, the stream now starts at {first}"
     )]
     Gap { applied: u64, first: u64 },
+    /// The stream is not the one the node's data came from (see `identity`).
+    #[error(transparent)]
+    Identity(#[from] super::identity::IdentityError),
 }
 
 /// JetStream's "insufficient resources": not enough servers to place what was asked.
@@ -164,6 +167,13 @@ impl Consumer {
 
         let mut applied = self.exec.applied_seq().await?.0;
         self.status.applied_seq.store(applied, Ordering::Release);
+        let node = super::identity::Node {
+            exec: &self.exec,
+            status: &self.status,
+            metrics: &self.metrics,
+            snapshots: self.snapshots.as_deref(),
+        };
+        applied = super::identity::check(&node, &info, applied).await?;
         // A gap: what this node needs next is no longer in the stream (history aged out, or a
         // new node reading "all" of a stream that no longer starts at 1).
         let needs_history = applied > 0 || matches!(cfg.policy, DeliverPolicy::All);
@@ -278,6 +288,7 @@ impl Consumer {
                         let (first, last) = (i.state.first_sequence, i.state.last_sequence);
                         self.status.stream_first_seq.store(first, Ordering::Release);
                         self.status.stream_last_seq.store(last, Ordering::Release);
+                        super::identity::watch(&self.status, i)?;
                         if self.watches_gaps() {
                             self.look_for_gap(&mut stream, first, last).await?;
                         }

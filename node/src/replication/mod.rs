@@ -6,8 +6,10 @@
 //! and ha nodes can share one stream.
 //! See `publisher` for the write path, `consumer` for the apply path, `nats_server` for the child.
 
+pub mod client_auth;
 pub mod consumer;
 pub mod gap;
+pub mod identity;
 pub use crate::changeset::names;
 mod nats_conf;
 pub mod nats_server;
@@ -108,7 +110,7 @@ pub async fn connect(
     let status = Arc::new(ReplStatus::default());
     let st = status.clone();
     let m = metrics.clone();
-    let mut opts = async_nats::ConnectOptions::new()
+    let opts = async_nats::ConnectOptions::new()
         .name(format!("ha {}", config.name))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -135,12 +137,11 @@ pub async fn connect(
                 }
             }
         });
-    // The embedded server's own credentials, unless the URL carries others.
-    if r.urls.is_empty()
-        && let Some((user, pass)) = &config.nats.auth
-    {
-        opts = opts.user_and_password(user.clone(), pass.expose().to_string());
-    }
+    // Credentials in the URL, else the flags (--nats-user/--nats-pass, token, nkey, creds), and TLS.
+    let opts = client_auth::apply(opts, config, &urls).map_err(|reason| ReplError::Connect {
+        urls: redact(&urls),
+        reason,
+    })?;
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse())

@@ -4,12 +4,17 @@
 //! inject configuration or be read as a `$variable`. Clients stay in the global account (`$G`,
 //! where the streams have always lived); a system-account user, when given, lives in `$SYS`,
 //! and a server without a client password then lets password-less clients in as an
-//! `no_auth_user` of `$G` (a users list is needed beside `$SYS`, and it must not lock them out).
+//! `no_auth_user` of `$G` (a users list is needed beside `$SYS`, and it must not lock them out)
+//! — `config` only allows that for a lone server on loopback. With client credentials no
+//! anonymous user exists. Routes authenticate (`cluster.authorization`) and may use TLS, and
+//! JetStream syncs before acknowledging unless a lazy `sync_interval` is asked for.
 //! See `nats_server` for how the file is used.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
+
+use crate::config::TlsFiles;
 
 /// What goes into the generated file. Ports: `None` = let nats-server pick (`-1`).
 #[derive(Debug, Clone)]
@@ -29,6 +34,8 @@ pub(crate) struct ConfSpec<'a> {
     pub cluster: Option<ClusterSpec<'a>>,
     pub max_payload: Option<u64>,
     pub ping_interval: Option<Duration>,
+    /// JetStream `sync_interval`: `None` = `always` (sync before every acknowledgement).
+    pub sync_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,7 +43,29 @@ pub(crate) struct ClusterSpec<'a> {
     pub name: &'a str,
     pub host: &'a str,
     pub port: Option<u16>,
+    /// Route URLs, credentials already in them.
     pub routes: &'a [String],
+    /// What incoming routes must authenticate with: (user, password).
+    pub auth: Option<(&'a str, &'a str)>,
+    pub tls: Option<&'a TlsFiles>,
+}
+
+/// `route` with `user:password@` added when it carries no credentials of its own (both
+/// percent-encoded, as nats-server decodes URL user info).
+pub(crate) fn with_credentials(route: &str, user: &str, password: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let Some((scheme, rest)) = route.split_once("://") else {
+        return route.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    if rest[..authority_end].contains('@') {
+        return route.to_string();
+    }
+    format!(
+        "{scheme}://{}:{}@{rest}",
+        utf8_percent_encode(user, NON_ALPHANUMERIC),
+        utf8_percent_encode(password, NON_ALPHANUMERIC)
+    )
 }
 
 /// A nats-server config string literal: double quotes, with `\` and `"` escaped and control
@@ -91,18 +120,17 @@ pub(crate) fn render(spec: &ConfSpec<'_>) -> String {
         "http: {}",
         quote(&host_port("127.0.0.1", spec.monitor_port))
     );
-    match spec.store_dir {
-        Some(dir) => {
-            let _ = writeln!(
-                s,
-                "jetstream {{\n  store_dir: {}\n}}",
-                quote(&dir.to_string_lossy())
-            );
-        }
-        None => {
-            let _ = writeln!(s, "jetstream: enabled");
-        }
+    // Durability lives in the log: sync before acknowledging unless lazy sync was asked for.
+    let sync = match spec.sync_interval {
+        None => "always".to_string(),
+        Some(d) => format!("{}ms", d.as_millis().max(1)),
+    };
+    let _ = writeln!(s, "jetstream {{");
+    if let Some(dir) = spec.store_dir {
+        let _ = writeln!(s, "  store_dir: {}", quote(&dir.to_string_lossy()));
     }
+    let _ = writeln!(s, "  sync_interval: {}", quote(&sync));
+    let _ = writeln!(s, "}}");
     match (spec.user, spec.password, spec.system) {
         (Some(user), Some(password), None) => {
             let _ = writeln!(
@@ -139,6 +167,24 @@ pub(crate) fn render(spec: &ConfSpec<'_>) -> String {
         let _ = writeln!(s, "cluster {{");
         let _ = writeln!(s, "  name: {}", quote(c.name));
         let _ = writeln!(s, "  listen: {}", quote(&host_port(c.host, c.port)));
+        if let Some((user, password)) = c.auth {
+            let _ = writeln!(
+                s,
+                "  authorization {{\n    user: {}\n    password: {}\n  }}",
+                quote(user),
+                quote(password)
+            );
+        }
+        if let Some(t) = c.tls {
+            let _ = writeln!(s, "  tls {{");
+            let _ = writeln!(s, "    cert_file: {}", quote(&t.cert.to_string_lossy()));
+            let _ = writeln!(s, "    key_file: {}", quote(&t.key.to_string_lossy()));
+            if let Some(ca) = &t.ca {
+                let _ = writeln!(s, "    ca_file: {}", quote(&ca.to_string_lossy()));
+                let _ = writeln!(s, "    verify: true");
+            }
+            let _ = writeln!(s, "  }}");
+        }
         if !c.routes.is_empty() {
             let routes: Vec<String> = c.routes.iter().map(|r| quote(r)).collect();
             let _ = writeln!(s, "  routes: [{}]", routes.join(", "));
@@ -172,6 +218,7 @@ mod tests {
             cluster: None,
             max_payload: None,
             ping_interval: None,
+            sync_interval: None,
         }
     }
 
@@ -192,6 +239,7 @@ mod tests {
             "port: 4222",
             "http: \"127.0.0.1:-1\"",
             "store_dir: \"/data/js\"",
+            "sync_interval: \"always\"",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
@@ -248,6 +296,8 @@ mod tests {
                 host: "::",
                 port: Some(6222),
                 routes: &routes,
+                auth: None,
+                tls: None,
             }),
             max_payload: Some(8 << 20),
             ping_interval: Some(Duration::from_secs(20)),
@@ -256,7 +306,7 @@ mod tests {
         for line in [
             "port: -1",
             "http: \"127.0.0.1:8222\"",
-            "jetstream: enabled",
+            "jetstream {\n  sync_interval: \"always\"\n}",
             "user: \"app\"",
             "password: \"p\\\"w}\"",
             "name: \"ha\"",
@@ -264,6 +314,51 @@ mod tests {
             "routes: [\"nats-route://a:6222\", \"nats-route://b:6222\"]",
             "max_payload: 8388608",
             "ping_interval: \"20s\"",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn lazy_sync_is_an_explicit_interval() {
+        let text = render(&ConfSpec {
+            sync_interval: Some(Duration::from_secs(120)),
+            ..spec()
+        });
+        assert!(text.contains("sync_interval: \"120000ms\""), "{text}");
+    }
+
+    #[test]
+    fn routes_authenticate_and_can_use_tls() {
+        let routes = vec![with_credentials("nats-route://a:6222", "r", "p@s:s/w\"")];
+        assert_eq!(routes[0], "nats-route://r:p%40s%3As%2Fw%22@a:6222");
+        assert_eq!(
+            with_credentials("nats-route://x:y@a:6222", "r", "p"),
+            "nats-route://x:y@a:6222",
+            "a route's own credentials stay"
+        );
+        let tls = TlsFiles {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+            ca: Some("/ca.pem".into()),
+        };
+        let text = render(&ConfSpec {
+            cluster: Some(ClusterSpec {
+                name: "ha",
+                host: "0.0.0.0",
+                port: Some(6222),
+                routes: &routes,
+                auth: Some(("r", "p\"w")),
+                tls: Some(&tls),
+            }),
+            ..spec()
+        });
+        for line in [
+            "authorization {\n    user: \"r\"\n    password: \"p\\\"w\"\n  }",
+            "cert_file: \"/c.pem\"",
+            "key_file: \"/k.pem\"",
+            "ca_file: \"/ca.pem\"",
+            "verify: true",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

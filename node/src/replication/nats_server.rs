@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::nats_conf::{self, ClusterSpec, ConfSpec};
-use crate::config::{Config, Secret};
+use crate::config::{Config, NatsSync, Secret, TlsFiles};
 
 /// How to install nats-server; part of every "not found" error.
 pub const INSTALL_HINT: &str = "install it with `scripts/install-deps.sh` (puts it in .tools/bin/nats-server) \
@@ -63,6 +63,10 @@ pub struct NatsCluster {
     /// 0 = a free port chosen by nats-server.
     pub port: u16,
     pub routes: Vec<String>,
+    /// What routes authenticate with, in both directions (injected into route URLs that
+    /// carry no credentials of their own).
+    pub auth: Option<NatsAuth>,
+    pub tls: Option<TlsFiles>,
 }
 
 /// Everything the supervisor needs to run one nats-server.
@@ -93,6 +97,8 @@ pub struct NatsServerConfig {
     pub monitor_port: u16,
     pub max_payload: Option<u64>,
     pub ping_interval: Option<Duration>,
+    /// JetStream's `sync_interval`: `always` unless lazily syncing was asked for.
+    pub sync: NatsSync,
     /// How long a start may take until JetStream answers.
     pub ready_timeout: Duration,
     /// How long `stop` waits after SIGTERM before SIGKILL.
@@ -121,6 +127,7 @@ impl NatsServerConfig {
             monitor_port: 0,
             max_payload: None,
             ping_interval: None,
+            sync: NatsSync::Always,
             ready_timeout: Duration::from_secs(15),
             stop_timeout: Duration::from_secs(10),
             run_dir: None,
@@ -135,9 +142,8 @@ impl NatsServerConfig {
         if n.port == 0 && n.config_file.is_none() {
             return None;
         }
-        let host = config.listen_addr.to_string();
-        let clustered =
-            n.cluster_name.is_some() || n.cluster_port.is_some() || !n.routes.is_empty();
+        let host = n.host.clone();
+        let clustered = n.clustered();
         Some(NatsServerConfig {
             bin: n.server_bin.clone(),
             host: host.clone(),
@@ -159,7 +165,13 @@ impl NatsServerConfig {
                 host,
                 port: n.cluster_port.unwrap_or(6222),
                 routes: n.routes.clone(),
+                auth: n
+                    .cluster_auth
+                    .clone()
+                    .map(|(user, password)| NatsAuth { user, password }),
+                tls: n.cluster_tls.clone(),
             }),
+            sync: n.sync,
             ..NatsServerConfig::new(config.name.clone())
         })
     }
@@ -580,10 +592,18 @@ async fn launch(plan: &Plan, log: &LogTail) -> Result<(Child, Endpoints), NatsSe
 }
 
 fn render(cfg: &NatsServerConfig) -> String {
-    let routes = cfg
+    let routes: Vec<String> = cfg
         .cluster
         .as_ref()
-        .map(|c| c.routes.clone())
+        .map(|c| {
+            c.routes
+                .iter()
+                .map(|r| match &c.auth {
+                    Some(a) => nats_conf::with_credentials(r, &a.user, a.password.expose()),
+                    None => r.clone(),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let nonzero = |p: u16| (p != 0).then_some(p);
     nats_conf::render(&ConfSpec {
@@ -604,9 +624,18 @@ fn render(cfg: &NatsServerConfig) -> String {
             host: &c.host,
             port: nonzero(c.port),
             routes: &routes,
+            auth: c
+                .auth
+                .as_ref()
+                .map(|a| (a.user.as_str(), a.password.expose())),
+            tls: c.tls.as_ref(),
         }),
         max_payload: cfg.max_payload,
         ping_interval: cfg.ping_interval,
+        sync_interval: match cfg.sync {
+            NatsSync::Always => None,
+            NatsSync::Every(d) => Some(d),
+        },
     })
 }
 

@@ -108,6 +108,9 @@ pub struct Candidate {
     pub seq: u64,
     pub size: u64,
     pub sha256: Option<String>,
+    /// The identity (creation time) of the stream the snapshot's data was applied from
+    /// (header `stream_created`; `None` for snapshots taken before it was recorded).
+    pub stream_created: Option<String>,
 }
 
 /// A downloaded and verified snapshot in a temporary file.
@@ -134,6 +137,9 @@ pub struct Snapshots {
     pub failed: AtomicU64,
     /// Chunk sets of unfinished uploads (or deletes) removed by sweeps.
     pub orphans_deleted: AtomicU64,
+    /// The identity of the stream the database's data comes from, stamped on every snapshot
+    /// (set by `identity` once it is recorded; `None` until then or while it is in doubt).
+    stream_created: std::sync::Mutex<Option<String>>,
 }
 
 impl Snapshots {
@@ -158,7 +164,19 @@ impl Snapshots {
             taken: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             orphans_deleted: AtomicU64::new(0),
+            stream_created: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Which stream the database's data comes from (see `identity`); `None` while in doubt.
+    pub fn set_stream_identity(&self, created: Option<String>) {
+        if let Ok(mut g) = self.stream_created.lock() {
+            *g = created;
+        }
+    }
+
+    fn stream_identity(&self) -> Option<String> {
+        self.stream_created.lock().ok().and_then(|g| g.clone())
     }
 
     pub fn bucket(&self) -> &str {
@@ -276,6 +294,9 @@ impl Snapshots {
         let mut headers = HeaderMap::new();
         headers.insert("seq", seq.to_string().as_str());
         headers.insert("sha256", sha.as_str());
+        if let Some(created) = self.stream_identity() {
+            headers.insert("stream_created", created.as_str());
+        }
         let mut file = tokio::fs::File::open(&tmp)
             .await
             .map_err(io("reading the copy"))?;
@@ -509,6 +530,44 @@ impl Snapshots {
         Ok(Some((f, refused)))
     }
 
+    /// Recovery from a stream that is not the one the database was applied from (recreated,
+    /// or ending before the node's position): restores the newest usable snapshot taken from
+    /// *this* stream (`stream_created`) at a sequence it still holds (`seq <= last`), even if it
+    /// is older than the local data — what is past the stream's end is lost on every node.
+    /// `Ok(None)`: no snapshot is consistent with the stream.
+    pub async fn recover_consistent(
+        &self,
+        exec: &Executor,
+        created: &str,
+        last: u64,
+    ) -> Result<Option<(Fetched, Vec<String>)>, SnapError> {
+        let mut refused = Vec::new();
+        let Some(store) = self.existing_store().await? else {
+            return Ok(None);
+        };
+        for c in list_in(&store, &self.key).await? {
+            if c.stream_created.as_deref() != Some(created) || c.seq > last {
+                continue;
+            }
+            match self.download_verified(&store, &c, &self.tmp_dir).await {
+                Ok(f) if f.seq <= last => {
+                    exec.restore_from(f.path.to_path_buf()).await?;
+                    // The database went back: the next snapshot may be at a lower sequence.
+                    *self.last.lock().await = None;
+                    return Ok(Some((f, refused)));
+                }
+                Ok(f) => {
+                    tracing::info!(name = %f.name, seq = f.seq, last, "snapshot past the stream's end; not used")
+                }
+                Err(e) => {
+                    tracing::error!(name = %c.name, error = %e, "snapshot refused; trying the previous one");
+                    refused.push(e.to_string());
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn temp_path(&self) -> Result<tempfile::TempPath, SnapError> {
         Ok(tempfile::Builder::new()
             .prefix(".ha-snapshot-")
@@ -628,6 +687,7 @@ async fn list_in(
             seq,
             size: info.size as u64,
             sha256: header(&info, "sha256"),
+            stream_created: header(&info, "stream_created"),
         });
     }
     out.sort_by(|a, b| b.seq.cmp(&a.seq).then_with(|| a.name.cmp(&b.name)));

@@ -40,6 +40,13 @@ pub struct ReplStatus {
     pub last_error: Mutex<Option<String>>,
     /// The last automatic recovery from a snapshot (when, which, from and to which sequence).
     pub last_recovery: Mutex<Option<Json>>,
+    /// Why the stream behind the node is not the one its data came from (recreated, or ending
+    /// before its position), while the node refuses it; see `identity`.
+    pub identity: Mutex<Option<String>>,
+    /// How often such a stream was found.
+    pub identity_problems: AtomicU64,
+    /// The creation time of the stream the data comes from, once checked (ns, decimal).
+    pub stream_created: Mutex<Option<String>>,
 }
 
 impl ReplStatus {
@@ -50,6 +57,26 @@ impl ReplStatus {
     pub fn set_error(&self, e: Option<String>) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
+        }
+    }
+
+    pub fn identity(&self) -> Option<String> {
+        self.identity.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn set_identity(&self, reason: Option<String>) {
+        if let Ok(mut g) = self.identity.lock() {
+            *g = reason;
+        }
+    }
+
+    pub fn stream_created(&self) -> Option<String> {
+        self.stream_created.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn set_stream_created(&self, created: Option<String>) {
+        if let Ok(mut g) = self.stream_created.lock() {
+            *g = created;
         }
     }
 
@@ -80,6 +107,9 @@ impl ReplStatus {
         }
         if let Some(g) = self.gap() {
             r.push(g);
+        }
+        if let Some(i) = self.identity() {
+            r.push(i);
         }
         r
     }
@@ -117,6 +147,11 @@ impl ReplStatus {
             "gap": self.gap(),
             "last_error": self.last_error.lock().ok().and_then(|g| g.clone()),
             "last_recovery": self.last_recovery.lock().ok().and_then(|g| g.clone()),
+            "stream_identity": {
+                "created_ns": self.stream_created(),
+                "problem": self.identity(),
+                "problems_detected": self.identity_problems.load(Ordering::Acquire),
+            },
         })
     }
 }

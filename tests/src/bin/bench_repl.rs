@@ -8,8 +8,12 @@
 //! 3. Apply throughput of one node catching up a backlog, with no interceptor and with trivial
 //!    interceptor scripts (see `ha_tests::apply_bench`).
 //!
-//! Usage: `ha-bench-repl [--seconds N] [--apply-only] [--apply-count N]` (release build).
-//! Prints Markdown; asserts nothing.
+//! 4. `--sync-compare`: only part 1, once with the embedded servers syncing before every
+//!    acknowledgement (`--nats-sync always`, the default) and once lazily (`--nats-sync 2m`,
+//!    nats-server's own default), each on a fresh cluster.
+//!
+//! Usage: `ha-bench-repl [--seconds N] [--apply-only] [--apply-count N] [--sync-compare]`
+//! (release build). Prints Markdown; asserts nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +41,59 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let dur = ha_tests::bench::seconds_arg(5);
+    if std::env::args().any(|a| a == "--sync-compare") {
+        let mut out = vec![
+            "| --nats-sync | what | concurrency | ops/s | p50 ms | p99 ms |".to_string(),
+            "|---|---|---:|---:|---:|---:|".to_string(),
+        ];
+        for sync in ["always", "2m"] {
+            let dir = tempfile::tempdir()?;
+            let (nodes, nats) = start_cluster(dir.path(), sync).await?;
+            for row in write_rates(&nodes, nats[0], dur).await? {
+                out.push(format!("| {sync} {row}"));
+            }
+        }
+        println!("{}", out.join("\n"));
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
+    let (nodes, nats) = start_cluster(dir.path(), "always").await?;
+    let mut out = vec![
+        "| what | concurrency | ops/s | p50 ms | p99 ms |".to_string(),
+        "|---|---:|---:|---:|---:|".to_string(),
+    ];
+    out.extend(write_rates(&nodes, nats[0], dur).await?);
+    out.push(String::new());
+    out.push(
+        "| steady load on node 1 | writes/s reached | lag p50 ms | lag p99 ms | lag max ms |"
+            .into(),
+    );
+    out.push("|---|---:|---:|---:|---:|".into());
+    let mut next_id = 1i64;
+    for rate in [500u64, 2000] {
+        let (reached, lag) = lag_run(&nodes[0], &nodes[1], rate, dur, &mut next_id).await?;
+        out.push(format!(
+            "| {rate} writes/s | {reached:.0} | {:.3} | {:.3} | {:.3} |",
+            lag.pct(0.5),
+            lag.pct(0.99),
+            lag.max()
+        ));
+    }
+    // The cluster stops before the apply benchmark starts its own processes.
+    drop(nodes);
+    out.push(String::new());
+    out.extend(ha_tests::apply_bench::run(apply_count, 2).await?);
+    println!("{}", out.join("\n"));
+    Ok(())
+}
+
+/// The user and password of the benchmark cluster's NATS (clients and routes).
+const NATS_USER: &str = "bench";
+const NATS_PASS: &str = "bench-pass";
+
+/// Three nodes in `dir`, embedded nats-servers clustered by routes, R3, `--nats-sync sync`;
+/// returns them ready, with their NATS client ports.
+async fn start_cluster(dir: &std::path::Path, sync: &str) -> Result<(Vec<TestNode>, Vec<u16>)> {
     let nats: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let routes_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let routes = routes_ports
@@ -47,7 +103,7 @@ async fn main() -> Result<()> {
         .join(",");
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let d = dir.path().join(format!("n{i}"));
+        let d = dir.join(format!("n{i}"));
         std::fs::create_dir_all(&d)?;
         let spec = NodeSpec::new(&[
             "--name".to_string(),
@@ -64,6 +120,12 @@ async fn main() -> Result<()> {
             routes.clone(),
             "--replicas".into(),
             "3".into(),
+            "--nats-user".into(),
+            NATS_USER.into(),
+            "--nats-pass".into(),
+            NATS_PASS.into(),
+            "--nats-sync".into(),
+            sync.into(),
             "file:bench.db".into(),
         ])
         .dir(&d);
@@ -87,16 +149,21 @@ async fn main() -> Result<()> {
         nodes[1].rows("SELECT count(*) FROM lag").await.ok()
     })
     .await?;
+    Ok((nodes, nats))
+}
 
-    let mut out = vec![
-        "| what | concurrency | ops/s | p50 ms | p99 ms |".to_string(),
-        "|---|---:|---:|---:|---:|".to_string(),
-    ];
+/// Part 1: replicated INSERTs through HTTP on node 1 beside raw publishes, at concurrency 1,
+/// 16 and 64; one Markdown row each (`| what | concurrency | ops/s | p50 | p99 |`).
+async fn write_rates(nodes: &[TestNode], nats_port: u16, dur: Duration) -> Result<Vec<String>> {
+    let mut out = Vec::new();
     // A real replicated message, to publish raw at the same size.
     nodes[0]
         .sql("INSERT INTO w(v, at) VALUES ('a typical row of about one hundred bytes, padded to make it so: ........', 1)")
         .await?;
-    let client = async_nats::connect(format!("127.0.0.1:{}", nats[0])).await?;
+    let client =
+        async_nats::ConnectOptions::with_user_and_password(NATS_USER.into(), NATS_PASS.into())
+            .connect(format!("127.0.0.1:{nats_port}"))
+            .await?;
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("ha_replication").await?;
     let sample = stream
@@ -125,28 +192,7 @@ async fn main() -> Result<()> {
             s.pct(0.99)
         ));
     }
-    out.push(String::new());
-    out.push(
-        "| steady load on node 1 | writes/s reached | lag p50 ms | lag p99 ms | lag max ms |"
-            .into(),
-    );
-    out.push("|---|---:|---:|---:|---:|".into());
-    let mut next_id = 1i64;
-    for rate in [500u64, 2000] {
-        let (reached, lag) = lag_run(&nodes[0], &nodes[1], rate, dur, &mut next_id).await?;
-        out.push(format!(
-            "| {rate} writes/s | {reached:.0} | {:.3} | {:.3} | {:.3} |",
-            lag.pct(0.5),
-            lag.pct(0.99),
-            lag.max()
-        ));
-    }
-    // The cluster stops before the apply benchmark starts its own processes.
-    drop(nodes);
-    out.push(String::new());
-    out.extend(ha_tests::apply_bench::run(apply_count, 2).await?);
-    println!("{}", out.join("\n"));
-    Ok(())
+    Ok(out)
 }
 
 async fn raw_publishes(

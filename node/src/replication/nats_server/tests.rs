@@ -251,6 +251,8 @@ async fn three_servers_with_routes_form_one_jetstream_cluster() {
             host: "127.0.0.1".into(),
             port: *port,
             routes: routes.clone(),
+            auth: None,
+            tls: None,
         });
         servers.push(NatsServer::start(cfg).await.unwrap());
     }
@@ -264,8 +266,16 @@ async fn three_servers_with_routes_form_one_jetstream_cluster() {
             .all(|l| l == &leaders[0] && l.starts_with('n')),
         "{leaders:?}"
     );
-    let jsz = servers[0].monitor_json("/jsz").await.unwrap();
-    assert_eq!(jsz["meta_cluster"]["cluster_size"], 3, "{jsz}");
+    // A leader is elected by a quorum (2 of 3): the third peer may show up a moment later.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let jsz = servers[0].monitor_json("/jsz").await.unwrap();
+        if jsz["meta_cluster"]["cluster_size"] == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jsz}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(servers[1].cluster_port(), Some(ports[1]));
     // An R3 stream can be created: the three servers really are one JetStream cluster.
     let client = async_nats::connect(servers[0].client_url()).await.unwrap();
