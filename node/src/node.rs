@@ -206,6 +206,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     // 2. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);
+    if config.token.is_none() && !config.listen_addr.is_loopback() {
+        tracing::warn!(%addr, "the HTTP API listens beyond this machine without --token: whoever reaches it reads and writes the data");
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| NodeError::Listen { addr, source })?;

@@ -42,9 +42,10 @@ struct Args {
     #[arg(short = 'p', long, env = "HA_PORT", default_value_t = 8080)]
     port: u16,
 
-    /// Address the HTTP (and later PostgreSQL) listeners bind to
-    #[arg(long, env = "HA_LISTEN_ADDR", default_value = "0.0.0.0")]
-    listen_addr: IpAddr,
+    /// Address the HTTP and PostgreSQL listeners bind to [default: 0.0.0.0 with --token,
+    /// 127.0.0.1 without: an API without a token is not offered beyond this machine unless asked]
+    #[arg(long, env = "HA_LISTEN_ADDR")]
+    listen_addr: Option<IpAddr>,
 
     /// Keep the database in memory; a DSN naming an existing file loads it (the file is not modified)
     #[arg(short = 'm', long, env = "HA_MEMORY", action = ArgAction::SetTrue)]
@@ -641,9 +642,15 @@ impl Args {
             sync: self.nats_sync,
         };
         check_embedded_nats_exposure(&nats)?;
+        // An API without a token stays on this machine unless the user asks for more.
+        let listen_addr = self.listen_addr.unwrap_or(if self.token.is_some() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        });
         Ok(Config {
             name,
-            listen_addr: self.listen_addr,
+            listen_addr,
             http_port: self.port,
             db,
             concurrent_queries: self.concurrent_queries as usize,
@@ -831,6 +838,21 @@ mod tests {
         assert_eq!(c.log.level, "info");
         assert_eq!(c.db.file_name(), "ha.db");
         assert!(!c.db.is_memory());
+    }
+
+    #[test]
+    fn without_a_token_the_listeners_stay_on_loopback_unless_asked() {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let any = IpAddr::from([0, 0, 0, 0]);
+        assert_eq!(run(&[]).unwrap().listen_addr, loopback);
+        assert_eq!(run(&["--token", "t"]).unwrap().listen_addr, any);
+        assert_eq!(run(&["--listen-addr", "0.0.0.0"]).unwrap().listen_addr, any);
+        assert_eq!(
+            run(&["--token", "t", "--listen-addr", "127.0.0.1"])
+                .unwrap()
+                .listen_addr,
+            loopback
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// The raw `--nats-*` security flags, for `nats_security`.
 pub(super) struct NatsSecurityArgs<'a> {
     pub(super) host: Option<String>,
-    pub(super) listen_addr: IpAddr,
+    /// `--listen-addr` when given explicitly.
+    pub(super) listen_addr: Option<IpAddr>,
     pub(super) auth: Option<&'a (String, Secret)>,
     pub(super) cluster_user: Option<String>,
     pub(super) cluster_pass: Option<String>,
@@ -75,9 +76,12 @@ pub(super) fn nats_security(a: NatsSecurityArgs<'_>) -> Result<NatsSecurity, Con
     let host = match a.host.map(|h| h.trim().to_string()) {
         Some(h) if h.is_empty() => return invalid("--nats-host must not be empty"),
         Some(h) => h,
-        // Without credentials only this machine may connect; with them, where HTTP listens.
+        // Without credentials only this machine may connect; with them, where HTTP listens
+        // when that was chosen, else every interface (clients must authenticate).
         None if a.auth.is_none() => "127.0.0.1".to_string(),
-        None => a.listen_addr.to_string(),
+        None => a
+            .listen_addr
+            .map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string()),
     };
     let cluster_auth = match (a.cluster_user, a.cluster_pass) {
         (None, None) => a.auth.cloned(),
