@@ -5,7 +5,9 @@
 //! workers, and only the writer thread writes.
 //! See `writer` for the write path and `statement` for how one statement runs.
 
+mod authorizer;
 pub mod capture;
+mod deadline;
 pub mod dsn;
 pub mod extensions;
 pub mod file;
@@ -26,6 +28,7 @@ pub use statement::{
 };
 pub use value::Value;
 
+pub use deadline::{Limits, Stop};
 pub(crate) use open::OpenSpec;
 pub use reader::CancelSlot;
 pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_here};
@@ -64,6 +67,18 @@ pub enum DbError {
     Params(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Client SQL asked for something the authorizer refuses (see `authorizer`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The job was stopped: its deadline passed, its client cancelled it or went away, or the
+    /// node is shutting down.
+    #[error("{}", stop_message(.0))]
+    Stopped(Stop),
+    /// The result sets of the job hold more than `--max-result-bytes` (the limit in bytes).
+    #[error(
+        "the result is larger than {0} bytes (--max-result-bytes); select fewer rows or columns, or page with LIMIT"
+    )]
+    ResultTooLarge(usize),
     /// The transaction this batch was grouped with was rolled back by SQLite (for example a full
     /// disk); the batch itself may be fine and can be retried.
     #[error("transaction aborted: {0}")]
@@ -94,6 +109,17 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+fn stop_message(s: &Stop) -> String {
+    match s {
+        Stop::Timeout(t) => format!(
+            "canceling statement due to statement timeout ({})",
+            humantime::format_duration(*t)
+        ),
+        Stop::Cancelled => "canceling statement due to user request".into(),
+        Stop::Shutdown => "canceling statement: the node is shutting down".into(),
+    }
 }
 
 impl From<crate::changeset::ApplyError> for DbError {

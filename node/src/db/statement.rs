@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Statement};
 
-use super::{DbError, Value};
+use super::{DbError, Value, authorizer, deadline};
 
 /// One statement with its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +146,10 @@ fn columns_of(ps: &Statement<'_>) -> Vec<Column> {
 
 /// Compiles `sql` and reports its columns, parameters and whether it only reads.
 pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbError> {
+    authorizer::untrusted(|| describe_client_sql(conn, sql)).map_err(explain)
+}
+
+fn describe_client_sql(conn: &Connection, sql: &str) -> Result<Described, DbError> {
     let mut ps = prepare(conn, sql)?;
     let columns = columns_of(&ps);
     let params = (1..=ps.parameter_count())
@@ -202,18 +206,23 @@ pub(crate) fn refuse_in_batch(sql: &str) -> Option<DbError> {
                 "{kw} is not allowed here: each request is already one transaction (send an array of statements to group them)"
             )))
         }
-        kw @ ("ATTACH" | "DETACH") => Some(DbError::Unsupported(format!(
-            "{kw} is not supported: the node serves one database"
+        kw @ ("ATTACH" | "DETACH") => Some(DbError::Forbidden(format!(
+            "{kw} is not allowed: the node serves one database"
         ))),
         _ => None,
     }
 }
 
-/// Compiles `sql` (through the connection's statement cache) or says why it cannot.
+/// Compiles client SQL `sql` (through the connection's statement cache, under the authorizer)
+/// or says why it cannot.
 pub(crate) fn prepare<'c>(
     conn: &'c Connection,
     sql: &str,
 ) -> Result<rusqlite::CachedStatement<'c>, DbError> {
+    authorizer::untrusted(|| compile(conn, sql)).map_err(explain)
+}
+
+fn compile<'c>(conn: &'c Connection, sql: &str) -> Result<rusqlite::CachedStatement<'c>, DbError> {
     conn.prepare_cached(sql).map_err(|e| match e {
         rusqlite::Error::MultipleStatement => DbError::MultipleStatements,
         rusqlite::Error::Empty => DbError::EmptyStatement,
@@ -223,11 +232,41 @@ pub(crate) fn prepare<'c>(
     })
 }
 
-/// Runs one statement to completion on `conn`.
+/// Turns SQLite's bare "not authorized" and "interrupted" into what was refused or why the job
+/// was stopped.
+fn explain(e: DbError) -> DbError {
+    if let Some(why) = authorizer::take_refusal() {
+        return DbError::Forbidden(why);
+    }
+    match (e.sqlite_code(), deadline::take_stop()) {
+        (Some(rusqlite::ErrorCode::OperationInterrupted), Some(stop)) => DbError::Stopped(stop),
+        _ => e,
+    }
+}
+
+/// Memory a value takes in a result set.
+fn value_bytes(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Text(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        }
+}
+
+/// Runs one client statement to completion on `conn`, under the authorizer and within the
+/// bounds of the job in scope (`deadline::scope`).
 pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     if let Some(e) = refuse_in_batch(&stmt.sql) {
         return Err(e);
     }
+    if let Some(stop) = deadline::check_now() {
+        return Err(DbError::Stopped(stop));
+    }
+    authorizer::untrusted(|| run_client_sql(conn, stmt)).map_err(explain)
+}
+
+fn run_client_sql(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     let mut ps = prepare(conn, &stmt.sql)?;
     bind(&mut ps, &stmt.params)?;
     let ncols = ps.column_count();
@@ -237,9 +276,13 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
         let mut cursor = ps.raw_query();
         while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
             let mut out = Vec::with_capacity(ncols);
+            let mut bytes = 0;
             for i in 0..ncols {
-                out.push(Value::from_ref(row.get_ref(i)?));
+                let v = Value::from_ref(row.get_ref(i)?);
+                bytes += value_bytes(&v);
+                out.push(v);
             }
+            deadline::charge(bytes).map_err(DbError::ResultTooLarge)?;
             rows.push(out);
         }
         Ok(StmtResult::Rows(Rows { columns, rows }))

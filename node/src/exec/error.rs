@@ -28,6 +28,16 @@ pub enum ErrorCode {
     Transaction,
     /// The interceptor script's `publish` hook failed on this transaction; nothing committed.
     Interceptor,
+    // Bounds on untrusted SQL (docs/security.md).
+    /// SQL that would reach outside the database or change its settings (ATTACH, VACUUM INTO,
+    /// load_extension, setting a PRAGMA).
+    Forbidden,
+    /// The statement ran past its time (statement_timeout, `timeout=`, `--query-timeout`).
+    Timeout,
+    /// The client cancelled the statement (pg CancelRequest) or went away.
+    Cancelled,
+    /// The result is larger than `--max-result-bytes`.
+    ResultTooLarge,
 }
 
 impl ErrorCode {
@@ -42,6 +52,10 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Transaction => "transaction_state",
             ErrorCode::Interceptor => "interceptor_failed",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::ResultTooLarge => "result_too_large",
         }
     }
 }
@@ -77,6 +91,11 @@ impl ExecError {
             }
             DbError::Prepare { .. } => ErrorCode::InvalidSql,
             DbError::Unsupported(_) => ErrorCode::Unsupported,
+            DbError::Forbidden(_) => ErrorCode::Forbidden,
+            DbError::Stopped(crate::db::Stop::Timeout(_)) => ErrorCode::Timeout,
+            DbError::Stopped(crate::db::Stop::Cancelled) => ErrorCode::Cancelled,
+            DbError::Stopped(crate::db::Stop::Shutdown) => ErrorCode::Unavailable,
+            DbError::ResultTooLarge(_) => ErrorCode::ResultTooLarge,
             DbError::Aborted(_) | DbError::WriterGone | DbError::Publish(_) => {
                 ErrorCode::Unavailable
             }

@@ -47,6 +47,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Internal | ErrorCode::Interceptor => StatusCode::INTERNAL_SERVER_ERROR,
         // Only pg sessions produce these; HTTP batches are whole transactions.
         ErrorCode::Transaction => StatusCode::CONFLICT,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        // The client is gone or asked for it: nobody reads this answer.
+        ErrorCode::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::ResultTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 
