@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{TestNode, code};
+use std::time::Duration;
+
+use common::{TestNode, code, eventually};
 
 #[tokio::test]
 async fn refused_sql_has_sqlstate_42501_and_the_session_goes_on() {
@@ -26,4 +28,90 @@ async fn refused_sql_has_sqlstate_42501_and_the_session_goes_on() {
         .unwrap_err();
     assert_eq!(code(&e), "42501", "{e}");
     c.simple_query("SELECT 1").await.unwrap();
+}
+
+const FOREVER: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                       SELECT count(*) FROM c";
+const FOREVER_WRITE: &str = "UPDATE t SET a = (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+                             SELECT x + 1 FROM c) SELECT count(*) FROM c)";
+
+#[tokio::test]
+async fn statement_timeout_bounds_reads_and_writes_with_57014() {
+    let node = TestNode::start_with(|c| c.limits.query_timeout = None).await;
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE t(a); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    c.batch_execute("SET statement_timeout = 300")
+        .await
+        .unwrap();
+    for sql in [FOREVER, FOREVER_WRITE] {
+        let started = std::time::Instant::now();
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "57014", "{sql}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    // Inside a transaction too; the transaction is then failed, as in PostgreSQL.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let e = c.simple_query(FOREVER_WRITE).await.unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // The writer goes on, and so does the session.
+    c.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    let rows = c.query("SELECT a FROM t ORDER BY a", &[]).await.unwrap();
+    let got: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, vec![1, 3]);
+    let e = c
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023");
+}
+
+#[tokio::test]
+async fn the_server_query_timeout_caps_what_a_session_asks() {
+    let node =
+        TestNode::start_with(|c| c.limits.query_timeout = Some(Duration::from_millis(300))).await;
+    let c = node.client().await;
+    c.batch_execute("SET statement_timeout = '1h'")
+        .await
+        .unwrap();
+    let e = c.simple_query(FOREVER).await.unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+}
+
+#[tokio::test]
+async fn a_cancel_request_stops_a_write_and_the_writer_goes_on() {
+    let node = TestNode::start_with(|c| c.limits.query_timeout = None).await;
+    let c = node.client().await;
+    c.batch_execute("CREATE TABLE t(a); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let token = c.cancel_token();
+    let write = tokio::spawn(async move {
+        let r = c.simple_query(FOREVER_WRITE).await;
+        (c, r)
+    });
+    let other = node.client().await;
+    // Cancel until the write has failed (a cancel before it started cancels nothing).
+    eventually(Duration::from_secs(20), || async {
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        write.is_finished().then_some(())
+    })
+    .await;
+    let (c, r) = write.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(code(&e), "57014", "{e}");
+    other
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 }

@@ -97,7 +97,6 @@ impl Active {
 }
 
 /// Runs `f` (one client job) under `limits` on this thread.
-#[allow(dead_code)] // Wired to the executor in the next commit.
 pub(crate) fn scope<R>(limits: &Limits, f: impl FnOnce() -> R) -> R {
     let active = Active {
         budget: Cell::new(limits.max_result_bytes.unwrap_or(usize::MAX)),

@@ -49,7 +49,6 @@ impl OpenSpec {
 
     /// Interrupts every statement running on this database's connections, now and from now on
     /// (the end of shutdown).
-    #[allow(dead_code)] // Wired to shutdown in a later commit.
     pub(crate) fn stop_all(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, ApplyStats};
 use super::capture::{Capture, Captured};
+use super::deadline::{self, Limits};
 use super::dsn::TxLock;
 use super::intercepted::{self, SAVEPOINT};
 use super::meta;
@@ -52,13 +53,20 @@ type Reply<T> = oneshot::Sender<Result<T, DbError>>;
 /// One replicated change set (at stream sequence `Seq`) and where its outcome goes.
 type ApplyItem = (Seq, Arc<ChangeSet>, Reply<ApplyStats>);
 /// A batch waiting in a group, with where its answer goes.
-type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
+type Pending = (Arc<Vec<Stmt>>, Limits, Reply<Vec<StmtResult>>);
 /// A batch of a group that ran in its savepoint, waiting for the group's commit.
-type Ran = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>);
+type Ran = (
+    Arc<Vec<Stmt>>,
+    Limits,
+    Reply<Vec<StmtResult>>,
+    Vec<StmtResult>,
+);
 
 enum Job {
     Batch {
         stmts: Arc<Vec<Stmt>>,
+        /// The client's bounds (time, cancel, result size), enforced while the job runs.
+        limits: Limits,
         reply: Reply<Vec<StmtResult>>,
     },
     /// An interactive session takes the writer (see `serve_session`).
@@ -94,6 +102,7 @@ struct SessionStart {
 pub(crate) enum SessionCmd {
     Run {
         stmt: Stmt,
+        limits: Limits,
         reply: Reply<StmtResult>,
     },
     /// Compile `sql` inside the session's transaction (it may see tables the session created).
@@ -181,10 +190,18 @@ impl WriterHandle {
         })
     }
 
-    pub(crate) async fn write(&self, stmts: Arc<Vec<Stmt>>) -> Result<Vec<StmtResult>, DbError> {
+    pub(crate) async fn write(
+        &self,
+        stmts: Arc<Vec<Stmt>>,
+        limits: Limits,
+    ) -> Result<Vec<StmtResult>, DbError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Batch { stmts, reply })
+            .send(Job::Batch {
+                stmts,
+                limits,
+                reply,
+            })
             .await
             .map_err(|_| DbError::WriterGone)?;
         rx.await.map_err(|_| DbError::WriterGone)?
@@ -658,11 +675,15 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
         let mut applies = Vec::new();
         for job in group {
             match job {
-                Job::Batch { stmts, reply } => {
+                Job::Batch {
+                    stmts,
+                    limits,
+                    reply,
+                } => {
                     if !applies.is_empty() {
                         apply_group(&mut w, std::mem::take(&mut applies));
                     }
-                    batches.push((stmts, reply))
+                    batches.push((stmts, limits, reply))
                 }
                 Job::Apply(items) => {
                     // Local writes queued before a replicated change commit before it.
@@ -744,13 +765,15 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     // VACUUM cannot run inside a transaction; alone in its request it runs on its own.
     let (solo, batches): (Vec<_>, Vec<_>) = batches
         .into_iter()
-        .partition(|(s, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
-    for (stmts, reply) in solo {
-        let _ = reply.send(statement::run(&w.conn, &stmts[0]).map(|r| vec![r]));
+        .partition(|(s, _, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
+    for (stmts, limits, reply) in solo {
+        let r = deadline::scope(&limits, || statement::run(&w.conn, &stmts[0]));
+        let _ = reply.send(r.map(|r| vec![r]));
     }
     let mut pending: Vec<Ran> = Vec::new();
     let mut open = false;
-    for (stmts, reply) in batches {
+    let mut queue: std::collections::VecDeque<Pending> = batches.into();
+    while let Some((stmts, limits, reply)) = queue.pop_front() {
         if !open {
             if let Err(e) = w.begin() {
                 let _ = reply.send(Err(e));
@@ -758,15 +781,24 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             }
             open = true;
         }
-        match run_in_savepoint(w, &stmts) {
-            Ok(results) => pending.push((stmts, reply, results)),
+        match deadline::scope(&limits, || run_in_savepoint(w, &stmts)) {
+            Ok(results) => pending.push((stmts, limits, reply, results)),
             Err(e) => {
-                if w.conn.is_autocommit() {
+                if w.conn.is_autocommit() && matches!(e.root(), DbError::Stopped(_)) {
+                    // Interrupting a write (its deadline, its client's cancel) makes SQLite
+                    // roll back the whole transaction, but only this job is over: the jobs
+                    // before it run again, first, in a new transaction.
+                    w.rollback();
+                    for (s, l, r, _) in pending.drain(..).rev() {
+                        queue.push_front((s, l, r));
+                    }
+                    open = false;
+                } else if w.conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (disk full, I/O error, …): the
                     // jobs before this one are lost with it and must be told.
                     w.rollback();
                     let why = e.to_string();
-                    for (_, r, _) in pending.drain(..) {
+                    for (_, _, r, _) in pending.drain(..) {
                         let _ = r.send(Err(DbError::Aborted(why.clone())));
                     }
                     open = false;
@@ -780,7 +812,7 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     }
     match w.finish_transaction() {
         Ok(_) => {
-            for (_, r, results) in pending {
+            for (_, _, r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
@@ -792,12 +824,12 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
                 jobs = pending.len(),
                 "publish hook refused a group; committing its jobs one by one"
             );
-            for (stmts, r, _) in pending {
-                commit_group(w, vec![(stmts, r)]);
+            for (stmts, l, r, _) in pending {
+                commit_group(w, vec![(stmts, l, r)]);
             }
         }
         Err(e) => {
-            for (_, r, _) in pending {
+            for (_, _, r, _) in pending {
                 let _ = r.send(Err(e.clone_for_group()));
             }
         }
@@ -1016,8 +1048,12 @@ fn serve_session(w: &mut WriteConn, start: SessionStart) {
             }
         };
         match cmd {
-            SessionCmd::Run { stmt, reply } => {
-                let _ = reply.send(w.run(&stmt));
+            SessionCmd::Run {
+                stmt,
+                limits,
+                reply,
+            } => {
+                let _ = reply.send(deadline::scope(&limits, || w.run(&stmt)));
             }
             SessionCmd::Describe { sql, reply } => {
                 let _ = reply.send(statement::describe(&w.conn, &sql));

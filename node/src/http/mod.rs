@@ -94,9 +94,41 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: one statement or an array of statements run as one transaction.
+/// Sets the request's cancel flag when dropped: axum drops the handler's future when the client
+/// goes away, and the statement running for it stops (on the reader or the writer).
+struct CancelOnDrop(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The `timeout=` query parameter: a duration with a unit (`500ms`, `2s`) or milliseconds.
+fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == "timeout")
+            .map(|(_, v)| v)
+    }) else {
+        return Ok(None);
+    };
+    let parsed = match value.parse::<u64>() {
+        Ok(ms) => Ok(std::time::Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(value),
+    };
+    parsed
+        .map(|d| Some(d).filter(|d| !d.is_zero()))
+        .map_err(|e| format!("timeout={value}: {e}; write e.g. timeout=500ms or timeout=2s"))
+}
+
+/// `POST /`: one statement or an array of statements run as one transaction, within the
+/// request's `timeout=` (at most `--query-timeout`).
 async fn query(
     State(state): State<AppState>,
+    axum::extract::RawQuery(raw_query): axum::extract::RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -115,7 +147,17 @@ async fn query(
         Ok(r) => r,
         Err(m) => return ApiError::bad_request(m).into_response(),
     };
-    match state.exec.execute(request.stmts).await {
+    let timeout = match requested_timeout(raw_query.as_deref()) {
+        Ok(t) => t,
+        Err(m) => return ApiError::bad_request(m).into_response(),
+    };
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limits = state.exec.limits(timeout, Some(cancel.clone()));
+    let mut on_drop = CancelOnDrop(Some(cancel));
+    let result = state.exec.execute_with(request.stmts, limits).await;
+    // Answered: nothing to cancel any more.
+    on_drop.0 = None;
+    match result {
         Ok(results) => (
             [(header::CONTENT_TYPE, "application/json")],
             json::encode_response(&results, request.is_array),

@@ -78,6 +78,10 @@ pub struct PgConfig {
     pub max_connections: usize,
     /// Rolls back a transaction that holds the writer and sends nothing for this long.
     pub idle_in_transaction_timeout: Option<Duration>,
+    /// How long a client may take from connecting to being authenticated.
+    pub auth_timeout: Duration,
+    /// Connections of `max_connections` kept for the configured user once authenticated.
+    pub reserved_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +200,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
         let dedicated = permit.is_some().then(|| state.thread_name.clone());
         let state = state.clone();
         let shutdown = shutdown.clone();
-        let slot = Arc::new(crate::db::CancelSlot::default());
-        let reads = slot.clone();
+        let slot = Arc::new(crate::exec::CancelSlot::default());
         let serve = move |socket| async move {
             let over_limit = permit.is_none();
             if let Err(e) = serve_connection(socket, &state, over_limit, slot, shutdown).await {
@@ -206,7 +209,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
             drop(permit);
         };
         match socket.into_std() {
-            Ok(socket) => spawn_connection(&tracker, socket, dedicated, reads, serve),
+            Ok(socket) => spawn_connection(&tracker, socket, dedicated, serve),
             Err(e) => tracing::debug!(%peer, error = %e, "pg connection dropped"),
         }
     }
@@ -226,7 +229,6 @@ fn spawn_connection<S, F>(
     tracker: &TaskTracker,
     socket: std::net::TcpStream,
     dedicated: Option<String>,
-    reads: Arc<crate::db::CancelSlot>,
     serve: S,
 ) where
     S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
@@ -244,7 +246,7 @@ fn spawn_connection<S, F>(
                 .build();
             match (rt, take(&theirs)) {
                 (Ok(rt), Some((socket, serve))) => {
-                    crate::db::run_reads_here(reads);
+                    crate::db::run_reads_here();
                     rt.block_on(serve_socket(socket, serve));
                 }
                 (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),
@@ -281,7 +283,7 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     state: &ServerState,
     over_limit: bool,
-    cancel_slot: Arc<crate::db::CancelSlot>,
+    cancel_slot: Arc<crate::exec::CancelSlot>,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
     let negotiated = tokio::select! {
@@ -298,7 +300,10 @@ async fn serve_connection(
     corked.read_buf = parts.read_buf;
     corked.write_buf = parts.write_buf;
     let mut socket = tokio_util::codec::Framed::from_parts(corked);
-    let conn = Arc::new(handler::ConnState::new(state.shared.clone()));
+    let conn = Arc::new(handler::ConnState::new(
+        state.shared.clone(),
+        cancel_slot.clone(),
+    ));
     let query = Arc::new(handler::Handler::new(conn.clone()));
     let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
     let (simple, extended) = (query.clone(), query);

@@ -1,0 +1,153 @@
+//! Every statement is bounded in time and memory, through the real `ha` binary: HTTP
+//! `timeout=` and `--query-timeout`, a client that goes away, a runaway write that only loses
+//! its own job, `--max-result-bytes`, and a shutdown that ends within `--shutdown-timeout`.
+//! See docs/security.md, "Limits and their flags".
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ha_tests::{TestNode, eventually};
+use serde_json::{Value as Json, json};
+
+/// A read that never ends on its own.
+const FOREVER: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                       SELECT count(*) FROM c";
+/// A write that never ends on its own (it computes forever before it changes anything).
+const FOREVER_WRITE: &str = "UPDATE t SET a = (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+                             SELECT x + 1 FROM c) SELECT count(*) FROM c)";
+
+async fn post_to(n: &TestNode, path: &str, body: &Json) -> Result<(u16, Json)> {
+    let resp = n.client.post(n.url(path)).json(body).send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
+}
+
+#[tokio::test]
+async fn a_request_timeout_stops_a_runaway_read() -> Result<()> {
+    let n = TestNode::start(&["file:t.db", "--query-timeout", "0"]).await?;
+    let started = Instant::now();
+    let (s, j) = post_to(&n, "/?timeout=300ms", &json!({ "sql": FOREVER })).await?;
+    assert_eq!(s, 504, "{j}");
+    assert_eq!(j["error"]["code"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (s, j) = post_to(&n, "/?timeout=soon", &json!({ "sql": "SELECT 1" })).await?;
+    assert_eq!(s, 400, "{j}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_runaway_write_loses_only_its_own_job_and_the_writer_goes_on() -> Result<()> {
+    let n = TestNode::start(&["file:t.db", "--query-timeout", "1s"]).await?;
+    n.sql("CREATE TABLE t(a)").await?;
+    n.sql("CREATE TABLE u(id INTEGER PRIMARY KEY)").await?;
+    n.sql("INSERT INTO t VALUES (7)").await?;
+    let runaway = {
+        let client = n.client.clone();
+        let url = n.url("/");
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&json!({ "sql": FOREVER_WRITE }))
+                .send()
+                .await?;
+            anyhow::Ok((r.status().as_u16(), r.json::<Json>().await?))
+        })
+    };
+    // Other clients' writes meanwhile: grouped with the runaway or after it, all commit.
+    let mut ok = 0;
+    for i in 0..50 {
+        let (s, j) = n
+            .post(&json!({"sql": "INSERT INTO u VALUES (?)", "params": [i]}))
+            .await?;
+        assert_eq!(s, 200, "{j}");
+        ok += 1;
+    }
+    let (s, j) = runaway.await??;
+    assert_eq!(s, 504, "{j}");
+    assert_eq!(j["error"]["code"], "timeout");
+    assert_eq!(n.rows("SELECT a FROM t").await?, vec![json!([7])]);
+    assert_eq!(n.rows("SELECT count(*) FROM u").await?, vec![json!([ok])]);
+    n.sql("INSERT INTO u VALUES (1000)").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_read() -> Result<()> {
+    // One read connection and no server timeout: only the cancellation can free it.
+    let n = TestNode::start(&[
+        "file:t.db",
+        "--query-timeout",
+        "0",
+        "--concurrent-queries",
+        "1",
+    ])
+    .await?;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()?;
+    assert!(
+        impatient
+            .post(n.url("/"))
+            .json(&json!({ "sql": FOREVER }))
+            .send()
+            .await
+            .is_err()
+    );
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), n.rows("SELECT 42")).await;
+    assert!(
+        matches!(&r, Ok(Ok(rows)) if rows == &vec![json!([42])]),
+        "the read connection stayed busy after its client left: {r:?}"
+    );
+    eprintln!("next read answered after {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_ends_within_its_timeout_even_with_runaway_statements() -> Result<()> {
+    let mut n = TestNode::start(&[
+        "file:t.db",
+        "--query-timeout",
+        "0",
+        "--shutdown-timeout",
+        "2s",
+    ])
+    .await?;
+    n.sql("CREATE TABLE t(a)").await?;
+    n.sql("INSERT INTO t VALUES (1)").await?;
+    for sql in [FOREVER, FOREVER_WRITE, "INSERT INTO t VALUES (2)"] {
+        let client = n.client.clone();
+        let url = n.url("/");
+        tokio::spawn(async move { client.post(url).json(&json!({ "sql": sql })).send().await });
+    }
+    // The runaway write is running once the insert waits behind it.
+    eventually(
+        Duration::from_secs(20),
+        "a write waits for the writer",
+        || async {
+            let text = n
+                .client
+                .get(n.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l.starts_with("ha_write_queue_jobs ") && !l.ends_with(" 0"))
+                .then_some(())
+        },
+    )
+    .await?;
+    let started = Instant::now();
+    let status = n.stop(Duration::from_secs(30)).await?;
+    let took = started.elapsed();
+    eprintln!("stopped in {took:?} with {status}");
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?}:\n{}",
+        n.log_text()
+    );
+    Ok(())
+}
