@@ -115,3 +115,18 @@ async fn a_cancel_request_stops_a_write_and_the_writer_goes_on() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+#[tokio::test]
+async fn a_result_past_max_result_bytes_is_54000() {
+    let node = TestNode::start_with(|c| c.limits.max_result_bytes = Some(1 << 20)).await;
+    let c = node.client().await;
+    let e = c
+        .simple_query(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) \
+             SELECT randomblob(100000) FROM c",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "54000", "{e}");
+    c.simple_query("SELECT 1").await.unwrap();
+}

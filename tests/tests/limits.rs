@@ -151,3 +151,48 @@ async fn shutdown_ends_within_its_timeout_even_with_runaway_statements() -> Resu
     );
     Ok(())
 }
+
+/// The peak resident memory of process `pid` (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_huge_result_is_refused_before_it_fills_memory() -> Result<()> {
+    let n = TestNode::start(&["file:t.db", "--max-result-bytes", "8MiB"]).await?;
+    let pid = n.pid().expect("running");
+    let before = peak_rss(pid);
+    // 512 rows of 1 MB: half a gigabyte if it were collected.
+    let (s, j) = n
+        .post(
+            &json!({"sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                              WHERE x < 512) SELECT x, randomblob(1000000) FROM c"}),
+        )
+        .await?;
+    assert_eq!(s, 413, "{j}");
+    assert_eq!(j["error"]["code"], "result_too_large");
+    let after = peak_rss(pid);
+    eprintln!(
+        "peak RSS {} MB before, {} MB after",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        after < before + (100 << 20),
+        "peak RSS grew from {} MB to {} MB",
+        before >> 20,
+        after >> 20
+    );
+    // Smaller answers still come back.
+    assert_eq!(
+        n.rows("SELECT length(randomblob(1000000))").await?,
+        vec![json!([1000000])]
+    );
+    Ok(())
+}
