@@ -219,8 +219,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         started: Instant::now(),
         token: config.token.clone(),
         shutdown: shutdown.clone(),
+        backups: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_backups,
+        )),
     };
-    let http = http::start(listener, state, config.max_body_size)
+    let conn_limits = http::ConnLimits {
+        header_timeout: config.limits.http_header_timeout,
+        max_connections: config.limits.http_max_connections,
+    };
+    let http = http::start(listener, state, config.max_body_size, conn_limits)
         .map_err(|source| NodeError::Listen { addr, source })?;
     tracing::info!(http_addr = %http.local_addr, "http listening");
 

@@ -130,3 +130,105 @@ async fn a_result_past_max_result_bytes_is_54000() {
     assert_eq!(code(&e), "54000", "{e}");
     c.simple_query("SELECT 1").await.unwrap();
 }
+
+/// This process's resident memory now (VmRSS), in bytes: the node runs in it.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn startup_message() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes()); // protocol 3.0
+    for (k, v) in [("user", "ha"), ("database", "ha")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+#[tokio::test]
+async fn a_huge_message_before_authentication_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start().await;
+    let before = rss();
+    let mut sent_total = 0usize;
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(node.pg).await.unwrap();
+        s.write_all(&startup_message()).await.unwrap();
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).await.unwrap(); // the server asks for a password
+        // A query message announcing 512 MiB, then as much of it as the server takes.
+        let mut head = vec![b'Q'];
+        head.extend_from_slice(&(512i32 << 20).to_be_bytes());
+        s.write_all(&head).await.unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match tokio::time::timeout(Duration::from_secs(5), s.write_all(&chunk)).await {
+                Ok(Ok(())) => sent += chunk.len(),
+                _ => break,
+            }
+        }
+        sent_total += sent;
+    }
+    let grown = rss().saturating_sub(before);
+    eprintln!(
+        "sent {} MB before the server closed; RSS grew {} MB",
+        sent_total >> 20,
+        grown >> 20
+    );
+    assert!(
+        sent_total < 16 << 20,
+        "the server took {} MB",
+        sent_total >> 20
+    );
+    assert!(grown < 32 << 20, "RSS grew {} MB", grown >> 20);
+    node.client().await.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_sockets_do_not_lock_real_clients_out() {
+    let node = TestNode::start_with(|c| {
+        c.pg.max_connections = 10;
+        c.pg.reserved_connections = 3;
+        c.pg.auth_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(node.pg).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let (c, conn) = tokio_postgres::connect(&node.conn_str(), tokio_postgres::NoTls)
+        .await
+        .expect("a real client gets in while silent sockets wait");
+    tokio::spawn(conn);
+    c.simple_query("SELECT 1").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_client_that_never_authenticates_is_closed_after_the_auth_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start_with(|c| c.pg.auth_timeout = Duration::from_millis(500)).await;
+    let mut s = tokio::net::TcpStream::connect(node.pg).await.unwrap();
+    s.write_all(&startup_message()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "still open after 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(String::from_utf8_lossy(&buf).contains("authentication timed out"));
+}

@@ -146,13 +146,10 @@ struct Args {
     #[arg(long, env = "HA_MAX_RESULT_BYTES", default_value = "64MiB", value_parser = parse_size)]
     max_result_bytes: u64,
 
-    /// How long an HTTP client may take to send a request's headers
+    /// How long an HTTP client may take to send a request's headers; also how long an idle
+    /// keep-alive connection waits for its next request
     #[arg(long, env = "HA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     http_header_timeout: Duration,
-
-    /// How long an idle HTTP keep-alive connection stays open
-    #[arg(long, env = "HA_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    http_idle_timeout: Duration,
 
     /// Most HTTP connections at once; more wait in the kernel's accept queue
     #[arg(long, env = "HA_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
@@ -324,8 +321,8 @@ pub struct LimitFlags {
     pub query_timeout: Option<Duration>,
     /// `None`: results may be any size.
     pub max_result_bytes: Option<usize>,
+    /// Also bounds how long an idle keep-alive connection stays open.
     pub http_header_timeout: Duration,
-    pub http_idle_timeout: Duration,
     pub http_max_connections: usize,
     pub max_concurrent_backups: usize,
 }
@@ -336,7 +333,6 @@ impl Default for LimitFlags {
             query_timeout: Some(Duration::from_secs(60)),
             max_result_bytes: Some(64 << 20),
             http_header_timeout: Duration::from_secs(10),
-            http_idle_timeout: Duration::from_secs(60),
             http_max_connections: 1024,
             max_concurrent_backups: 2,
         }
@@ -564,7 +560,6 @@ impl Args {
         }
         for (flag, d) in [
             ("--http-header-timeout", self.http_header_timeout),
-            ("--http-idle-timeout", self.http_idle_timeout),
             ("--pg-auth-timeout", self.pg_auth_timeout),
         ] {
             if d.is_zero() {
@@ -578,7 +573,6 @@ impl Args {
                 n => Some(usize::try_from(n).unwrap_or(usize::MAX).max(1024)),
             },
             http_header_timeout: self.http_header_timeout,
-            http_idle_timeout: self.http_idle_timeout,
             http_max_connections: self.http_max_connections as usize,
             max_concurrent_backups: self.max_concurrent_backups as usize,
         };

@@ -45,6 +45,8 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// Cancelled when the node starts shutting down; `/readyz` turns 503.
     pub shutdown: CancellationToken,
+    /// Backup downloads (`GET /`) running at once are capped (`--max-concurrent-backups`).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct HttpServer {
@@ -52,21 +54,85 @@ pub struct HttpServer {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// What one HTTP client may hold: how long it may take to send a request's headers (and wait
+/// idle between requests), and how many connections all clients may have open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_timeout: std::time::Duration,
+    pub max_connections: usize,
+}
+
 /// Serves on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
 pub fn start(
     listener: TcpListener,
     state: AppState,
     max_body: usize,
+    limits: ConnLimits,
 ) -> std::io::Result<HttpServer> {
     let local_addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
     let app = router(state, max_body);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, shutdown, limits));
     Ok(HttpServer { local_addr, task })
+}
+
+/// The accept loop: at most `max_connections` connections (more wait in the kernel's accept
+/// queue), each served by hyper with a header-read timeout, so that a slow or silent client
+/// (slowloris) holds its connection for `header_timeout` at most.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let socket = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -216,22 +282,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Counts and times every request by route template.
+/// A method as a metrics label, from a fixed set: a client cannot add label values (and so
+/// series) by inventing methods.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by route template (one "unmatched" label for every path
+/// without a route) and method.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     let m = &state.metrics;
     m.http_duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route.as_str(), method])
         .observe(start.elapsed().as_secs_f64());
     m.http_requests
-        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
 }

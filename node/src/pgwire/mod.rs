@@ -6,6 +6,7 @@
 //! client gets FATAL 57P01 and every open transaction is rolled back.
 //! See `handler` for queries, `types` for values, `error` for SQLSTATEs, `catalog` for psql.
 
+mod admission;
 mod cancel;
 mod catalog;
 mod cork;
@@ -121,6 +122,8 @@ struct ServerState {
     thread_name: String,
     /// Sessions a CancelRequest can reach.
     cancels: Arc<cancel::Registry>,
+    /// Connections not authenticated yet (see `admission`).
+    pre_auth: Arc<admission::PreAuth>,
 }
 
 /// Binds nothing itself: serves `listener` until `shutdown`.
@@ -165,6 +168,11 @@ pub fn start(
         limit: Arc::new(Semaphore::new(config.max_connections)),
         thread_name: format!("ha-pg-{}", local_addr.port()),
         cancels: Arc::default(),
+        pre_auth: admission::PreAuth::new(
+            config
+                .max_connections
+                .saturating_sub(config.reserved_connections),
+        ),
         config,
         tls,
         cert_pem,
@@ -194,6 +202,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
                 }
             },
         };
+        // Before taking a place: a newcomer past the unauthenticated cap closes the connection
+        // that has waited longest, so that its place is free.
+        let waiting = state.pre_auth.admit();
         let permit = state.limit.clone().try_acquire_owned().ok();
         // Only admitted clients get a thread (at most `--pg-max-connections` of them); one
         // over the limit is refused from a task.
@@ -203,7 +214,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
         let slot = Arc::new(crate::exec::CancelSlot::default());
         let serve = move |socket| async move {
             let over_limit = permit.is_none();
-            if let Err(e) = serve_connection(socket, &state, over_limit, slot, shutdown).await {
+            if let Err(e) =
+                serve_connection(socket, &state, over_limit, slot, waiting, shutdown).await
+            {
                 tracing::debug!(%peer, error = %e, "pg connection ended with an error");
             }
             drop(permit);
@@ -275,7 +288,9 @@ where
     }
 }
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a client may send before it is authenticated: a startup message (at most 10 KB by the
+/// protocol's own cap) and a few authentication messages.
+const PRE_AUTH_BYTES: usize = 16 * 1024;
 
 /// One connection from TLS negotiation to its end. The message loop is pgwire's own
 /// (`process_socket`), plus the shutdown signal and a clean end on undecodable bytes.
@@ -284,11 +299,14 @@ async fn serve_connection(
     state: &ServerState,
     over_limit: bool,
     cancel_slot: Arc<crate::exec::CancelSlot>,
+    waiting: admission::Waiting,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
+    let auth_deadline = tokio::time::Instant::now() + state.config.auth_timeout;
     let negotiated = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        _ = tokio::time::sleep(STARTUP_TIMEOUT) => return Ok(()),
+        _ = waiting.evicted.cancelled() => return Ok(()),
+        _ = tokio::time::sleep_until(auth_deadline) => return Ok(()),
         s = negotiate_tls::<Arc<handler::Prepared>>(socket, state.tls.clone()) => s?,
     };
     let Some(socket) = negotiated else {
@@ -298,6 +316,7 @@ async fn serve_connection(
     let parts = socket.into_parts();
     let mut corked = tokio_util::codec::FramedParts::new(cork::Corked::new(parts.io), parts.codec);
     corked.read_buf = parts.read_buf;
+    corked.io.read_budget = Some(PRE_AUTH_BYTES);
     corked.write_buf = parts.write_buf;
     let mut socket = tokio_util::codec::Framed::from_parts(corked);
     let conn = Arc::new(handler::ConnState::new(
@@ -310,8 +329,9 @@ async fn serve_connection(
     let copy = Arc::new(NoopHandler);
     let cancel = Arc::new(cancel::Canceller(state.cancels.clone()));
     let mut registered = None;
-    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    let startup_deadline = tokio::time::sleep_until(auth_deadline);
     tokio::pin!(startup_deadline);
+    let mut waiting = Some(waiting);
     loop {
         let starting = matches!(
             socket.state(),
@@ -325,7 +345,16 @@ async fn serve_connection(
                 let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
                 break;
             }
-            _ = &mut startup_deadline, if starting => break,
+            _ = &mut startup_deadline, if starting => {
+                let info = error::fatal("08006", "authentication timed out");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
+            _ = evicted(&waiting), if starting => {
+                let info = error::fatal("53300", "too many clients waiting to authenticate");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
             m = socket.next() => m,
         };
         let msg = match msg {
@@ -385,6 +414,9 @@ async fn serve_connection(
             let (pid, secret) = socket.pid_and_secret_key();
             conn.set_backend_pid(pid);
             registered = Some(state.cancels.register(pid, &secret, cancel_slot.clone()));
+            // Authenticated: no longer capped, no longer in the waiting queue.
+            socket.get_mut().read_budget = None;
+            waiting = None;
         }
         if !hold {
             socket.get_mut().corked = false;
@@ -397,6 +429,14 @@ async fn serve_connection(
     socket.get_mut().corked = false;
     let _ = socket.flush().await;
     Ok(())
+}
+
+/// Resolves when the waiting connection is closed for a newcomer (never once authenticated).
+async fn evicted(waiting: &Option<admission::Waiting>) {
+    match waiting {
+        Some(w) => w.evicted.cancelled().await,
+        None => futures::future::pending().await,
+    }
 }
 
 /// The configured user and password, as pgwire's auth mechanisms ask for them.
