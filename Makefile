@@ -48,6 +48,7 @@ bench: deps
 	./target/release/ha-bench
 	./target/release/ha-bench-repl
 	./target/release/ha-bench-snapshot
+	./target/release/ha-bench-cpu
 	scripts/bench-pg.sh
 
 clean:

@@ -1,8 +1,9 @@
-//! Owns who may hold a connection before authenticating: at most `max_connections -
+//! Owns who may hold a connection place before authenticating: at most `max_connections -
 //! reserved_connections` clients at once; a newcomer past that closes the one that has been
-//! waiting longest, so silent sockets cannot lock real clients out (they only ever hold the
-//! oldest places, and lose them first), and `reserved_connections` places stay free for clients
-//! that do authenticate.
+//! waiting longest, and so does a newcomer that finds every place taken while some are held by
+//! clients still authenticating. Silent sockets cannot lock real clients out: they only ever
+//! hold the oldest places and lose them first, and `reserved_connections` places stay free for
+//! clients that do authenticate.
 //! Must not count authenticated connections: the connection limit (`--pg-max-connections`)
 //! does that.
 //! Invariant: a connection is in the queue from its accept until it authenticates or ends.
@@ -36,7 +37,20 @@ impl PreAuth {
         })
     }
 
-    /// Queues a new connection, closing the oldest waiting one if the queue is full.
+    /// Closes the connection that has waited longest to authenticate, if any.
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let oldest = self.queue.lock().ok().and_then(|mut q| q.pop_front());
+        match oldest {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues a new connection (one that holds a place), closing the oldest waiting one if the
+    /// queue is full.
     pub(crate) fn admit(self: &Arc<Self>) -> Waiting {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let evicted = CancellationToken::new();
@@ -75,6 +89,10 @@ mod tests {
 
     #[test]
     fn a_newcomer_closes_the_longest_waiting_and_authenticated_ones_leave() {
+        let q = PreAuth::new(5);
+        let x = q.admit();
+        assert!(q.evict_oldest() && x.evicted.is_cancelled());
+        assert!(!q.evict_oldest());
         let q = PreAuth::new(2);
         let a = q.admit();
         let b = q.admit();

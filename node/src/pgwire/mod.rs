@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Secret;
 use crate::exec::Executor;
 
+pub use catalog::psql_pattern_matches;
 pub use error::sqlstate;
 
 /// How clients prove who they are.
@@ -202,10 +203,20 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
                 }
             },
         };
-        // Before taking a place: a newcomer past the unauthenticated cap closes the connection
-        // that has waited longest, so that its place is free.
-        let waiting = state.pre_auth.admit();
-        let permit = state.limit.clone().try_acquire_owned().ok();
+        // Every place taken: if clients still authenticating hold some, the one that has waited
+        // longest is closed and the newcomer takes its place (see `admission`).
+        let permit = match state.limit.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if state.pre_auth.evict_oldest() => tokio::time::timeout(
+                Duration::from_millis(500),
+                state.limit.clone().acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            Err(_) => None,
+        };
+        let waiting = permit.as_ref().map(|_| state.pre_auth.admit());
         // Only admitted clients get a thread (at most `--pg-max-connections` of them); one
         // over the limit is refused from a task.
         let dedicated = permit.is_some().then(|| state.thread_name.clone());
@@ -299,13 +310,13 @@ async fn serve_connection(
     state: &ServerState,
     over_limit: bool,
     cancel_slot: Arc<crate::exec::CancelSlot>,
-    waiting: admission::Waiting,
+    waiting: Option<admission::Waiting>,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
     let auth_deadline = tokio::time::Instant::now() + state.config.auth_timeout;
     let negotiated = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        _ = waiting.evicted.cancelled() => return Ok(()),
+        _ = evicted(&waiting) => return Ok(()),
         _ = tokio::time::sleep_until(auth_deadline) => return Ok(()),
         s = negotiate_tls::<Arc<handler::Prepared>>(socket, state.tls.clone()) => s?,
     };
@@ -331,7 +342,7 @@ async fn serve_connection(
     let mut registered = None;
     let startup_deadline = tokio::time::sleep_until(auth_deadline);
     tokio::pin!(startup_deadline);
-    let mut waiting = Some(waiting);
+    let mut waiting = waiting;
     loop {
         let starting = matches!(
             socket.state(),
