@@ -232,3 +232,19 @@ async fn a_client_that_never_authenticates_is_closed_after_the_auth_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert!(String::from_utf8_lossy(&buf).contains("authentication timed out"));
 }
+
+#[tokio::test]
+async fn a_wrong_password_names_the_user() {
+    let node = TestNode::start().await;
+    let conn = node.conn_str().replace("password=ha", "password=wrong");
+    let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    assert_eq!(code(&e), "28P01", "{e}");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(
+        db.message(),
+        "password authentication failed for user \"ha\""
+    );
+}

@@ -104,3 +104,46 @@ async fn connection_settings_do_not_reach_other_clients() -> Result<()> {
     assert_eq!(n.rows("SELECT a FROM t").await?, order);
     Ok(())
 }
+
+#[tokio::test]
+async fn integers_past_64_bits_are_refused_not_rounded() -> Result<()> {
+    let n = TestNode::start(&["file:t.db"]).await?;
+    let resp = n
+        .client
+        .post(n.url("/"))
+        .header("content-type", "application/json")
+        .body(r#"{"sql": "SELECT ?", "params": [99999999999999999999999]}"#)
+        .send()
+        .await?;
+    let s = resp.status().as_u16();
+    let j: Json = resp.json().await?;
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("99999999999999999999999")),
+        "{j}"
+    );
+    assert_eq!(s, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_start_banner_shows_the_user_but_never_the_password() -> Result<()> {
+    let n = TestNode::start(&[
+        "file:t.db",
+        "--pg-user",
+        "alice",
+        "--pg-pass",
+        "s3cret-Pa55",
+        "--token",
+        "t0ken-Va1ue",
+    ])
+    .await?;
+    let log = n.log_text();
+    assert!(log.contains("postgres://alice@"), "{log}");
+    assert!(
+        !log.contains("s3cret-Pa55") && !log.contains("t0ken-Va1ue"),
+        "{log}"
+    );
+    Ok(())
+}

@@ -19,7 +19,6 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -562,32 +561,37 @@ impl StartupHandler for Auth {
                 ))));
             }
         }
-        match &self.inner {
+        let result = match &self.inner {
             AuthInner::Scram(h) => h.on_startup(client, message).await,
             AuthInner::Md5(h) => h.on_startup(client, message).await,
             AuthInner::Password(h) => h.on_startup(client, message).await,
+        };
+        match result {
+            // PostgreSQL's words, naming the user of the startup message (SCRAM's own message
+            // carries an empty user name).
+            Err(PgWireError::InvalidPassword(_)) => {
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                tracing::info!(user, "pg login refused: wrong password");
+                Err(PgWireError::UserError(Box::new(error::fatal(
+                    "28P01",
+                    format!("password authentication failed for user \"{user}\""),
+                ))))
+            }
+            other => other,
         }
     }
 }
 
-/// Bytes for salts: not secret, only unpredictable enough (SCRAM and md5 salts).
+/// Bytes for salts (SCRAM and md5), from the operating system's CSPRNG: an md5 salt that an
+/// attacker can predict lets a recorded exchange be replayed.
 fn random_bytes(n: usize) -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut out = Vec::with_capacity(n);
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        ^ (std::process::id() as u64) << 32;
-    while out.len() < n {
-        // xorshift64*
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    use ring::rand::SecureRandom;
+    let mut out = vec![0u8; n];
+    if ring::rand::SystemRandom::new().fill(&mut out).is_err() {
+        // The OS refused randomness (no /dev/urandom, no getrandom): nothing safe to fall back
+        // to, and a fixed salt would be worse than stopping.
+        panic!("the operating system's random number generator failed");
     }
-    out.truncate(n);
     out
 }
 
