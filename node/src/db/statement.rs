@@ -443,6 +443,7 @@ fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -524,6 +525,31 @@ mod tests {
             "-- only\n",
         ] {
             assert_eq!(split_sql(sql), split_by_sqlite(sql), "{sql}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// The one-pass splitter splits exactly where `sqlite3_complete` says statements end.
+        #[test]
+        fn split_agrees_with_sqlite_on_any_text(
+            sql in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(";"), proptest::strategy::Just("'"),
+                proptest::strategy::Just("\""), proptest::strategy::Just("--"),
+                proptest::strategy::Just("/*"), proptest::strategy::Just("*/"),
+                proptest::strategy::Just("\n"), proptest::strategy::Just("create "),
+                proptest::strategy::Just("temp "), proptest::strategy::Just("trigger "),
+                proptest::strategy::Just("end"), proptest::strategy::Just("explain "),
+                proptest::strategy::Just("begin "), proptest::strategy::Just("select 1"),
+                proptest::strategy::Just("["), proptest::strategy::Just("]"),
+                proptest::strategy::Just("`"), proptest::strategy::Just(" "),
+                proptest::strategy::Just("é"),
+            ], 0..30).prop_map(|v| v.concat())
+        ) {
+            proptest::prop_assert_eq!(split_sql(&sql), split_by_sqlite(&sql));
         }
     }
 

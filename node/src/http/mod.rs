@@ -7,7 +7,7 @@
 
 mod backup;
 mod error;
-mod json;
+pub mod json;
 mod peers;
 mod replications;
 mod snapshot;

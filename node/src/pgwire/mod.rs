@@ -43,6 +43,30 @@ use crate::config::Secret;
 use crate::exec::Executor;
 
 pub use catalog::psql_pattern_matches;
+
+/// The text half of the frontend message path, for property tests: what the connection does
+/// with a query string before the executor sees it (splitting, transaction control, SET/SHOW,
+/// catalog recognition, the pg-to-SQLite rewrite). Returns how many statements it found.
+#[doc(hidden)]
+pub fn plan_query_text(query: &str) -> usize {
+    let statements = crate::exec::split_sql(query);
+    let settings = std::collections::HashMap::new();
+    let ctx = sql::RewriteContext {
+        version: "15.0",
+        database: "ha",
+        user: "ha",
+        settings: &settings,
+        backend_pid: 1,
+    };
+    for text in &statements {
+        let _ = crate::exec::TxControl::parse(text);
+        let _ = sql::session_command(text);
+        let _ = catalog::recognise(text);
+        let _ = sql::rewrite(text, &ctx);
+        let _ = sql::tokenize(text);
+    }
+    statements.len()
+}
 pub use error::sqlstate;
 
 /// How clients prove who they are.
