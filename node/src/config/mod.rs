@@ -810,6 +810,36 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_flags_and_the_file_with_safe_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.limits, LimitFlags::default());
+        assert_eq!(c.limits.query_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.pg.reserved_connections, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(
+            &path,
+            "query-timeout: 5s
+max-result-bytes: 1MiB
+",
+        )
+        .unwrap();
+        let c = run(&["-c", path.to_str().unwrap(), "--query-timeout", "0"]).unwrap();
+        assert_eq!(c.limits.query_timeout, None);
+        assert_eq!(c.limits.max_result_bytes, Some(1 << 20));
+        assert!(
+            run(&[
+                "--pg-max-connections",
+                "3",
+                "--pg-reserved-connections",
+                "3"
+            ])
+            .is_err()
+        );
+        assert!(run(&["--http-header-timeout", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(run(&["--log-level", "loud"]).is_err());
         assert!(run(&["--concurrent-queries", "0"]).is_err());
