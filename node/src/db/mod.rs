@@ -15,6 +15,7 @@ mod intercepted;
 mod open;
 mod reader;
 pub mod sink;
+mod split;
 mod statement;
 pub mod value;
 mod writer;
@@ -23,8 +24,9 @@ mod writer;
 // shared with the `ha-sync` extension; the old paths stay.
 pub use crate::changeset::{apply, meta, schema};
 pub use dsn::{DbTarget, DsnError, Location};
+pub use split::split_sql;
 pub use statement::{
-    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql, starts_with_write,
+    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, starts_with_write,
 };
 pub use value::Value;
 
