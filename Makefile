@@ -7,7 +7,7 @@ PORT ?= 8080
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 SYNC := --manifest-path sync/Cargo.toml --target-dir $(TARGET_DIR)
 
-.PHONY: run cluster test deps build sync lint unit bench clean
+.PHONY: run cluster test deps build sync lint unit bench fuzz clean
 
 ## run: build ha and start one node on ./data: HTTP on :$(PORT), PostgreSQL on :5432,
 ## embedded NATS JetStream on :4222
@@ -29,6 +29,13 @@ test: deps lint
 	$(CARGO) test $(SYNC)
 	$(CARGO) test --workspace --no-fail-fast
 
+## fuzz: the property tests of node/tests/fuzz.rs (HTTP decoder, SQL splitter, DDL tokenizer,
+## change-set codec, pg frontend messages) with FUZZ_CASES inputs each (make test runs 256)
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p ha --test fuzz -- --test-threads 2
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p ha --lib split_agrees_with_sqlite_on_any_text
+
 ## sync: build the ha-sync SQLite extension, target/release/libha_sync.so (docs/read-replicas.md)
 sync:
 	$(CARGO) build --release $(SYNC)
@@ -48,6 +55,7 @@ bench: deps
 	./target/release/ha-bench
 	./target/release/ha-bench-repl
 	./target/release/ha-bench-snapshot
+	./target/release/ha-bench-cpu
 	scripts/bench-pg.sh
 
 clean:

@@ -50,6 +50,8 @@ fn main() -> ExitCode {
 
 async fn serve(config: ha::config::Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    // The banner names the user; the password is never printed.
+    let pg_user = config.pg.user.clone();
     let node = ha::node::start(config, shutdown.clone()).await?;
     // One line that says where everything listens (scripts and tests read it).
     let addr = node.http_addr;
@@ -64,7 +66,7 @@ async fn serve(config: ha::config::Config) -> anyhow::Result<()> {
     );
     if let Some(pg) = node.pg_addr {
         println!(
-            "       psql \"postgres://ha:ha@127.0.0.1:{}/ha\" -c 'SELECT 1'",
+            "       psql \"postgres://{pg_user}@127.0.0.1:{}/ha\" -c 'SELECT 1'   (password: --pg-pass)",
             pg.port()
         );
     }

@@ -164,6 +164,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         target,
         read_connections: config.concurrent_queries,
         replication: connected.as_ref().map(|c| c.hooks.clone()),
+        query_timeout: config.limits.query_timeout,
+        max_result_bytes: config.limits.max_result_bytes,
     })
     .await?;
     drop(_snapshot_file);
@@ -220,8 +222,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         started: Instant::now(),
         token: config.token.clone(),
         shutdown: shutdown.clone(),
+        backups: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_backups,
+        )),
     };
-    let http = http::start(listener, state, config.max_body_size)
+    let conn_limits = http::ConnLimits {
+        header_timeout: config.limits.http_header_timeout,
+        max_connections: config.limits.http_max_connections,
+    };
+    let http = http::start(listener, state, config.max_body_size, conn_limits)
         .map_err(|source| NodeError::Listen { addr, source })?;
     tracing::info!(http_addr = %http.local_addr, "http listening");
 
@@ -265,12 +274,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 }
 
 impl RunningNode {
-    /// Waits for the shutdown signal, then stops in reverse order of start.
+    /// Waits for the shutdown signal, then stops in reverse order of start, all within
+    /// `--shutdown-timeout`: at three quarters of it, whatever still runs on the database is
+    /// interrupted (clients get 57P01 / 503), so the steps after it end in the time left.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         tracing::info!("shutting down");
-        // 1. Front ends stop accepting and drain, within the bound.
-        match tokio::time::timeout(self.shutdown_timeout, self.http.task).await {
+        let start = tokio::time::Instant::now();
+        let hard = start + self.shutdown_timeout;
+        let soft = start + self.shutdown_timeout.mul_f64(0.75);
+        let exec = self.executor.clone();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep_until(soft).await;
+            tracing::warn!("shutdown: interrupting the statements still running");
+            exec.stop_all();
+        });
+        // 1. Front ends stop accepting and drain.
+        match tokio::time::timeout_at(hard, self.http.task).await {
             Ok(_) => tracing::info!("http stopped"),
             Err(_) => tracing::warn!(
                 timeout = ?self.shutdown_timeout,
@@ -278,25 +298,43 @@ impl RunningNode {
             ),
         }
         if let Some(pg) = self.pg {
-            match tokio::time::timeout(self.shutdown_timeout, pg.task).await {
+            match tokio::time::timeout_at(hard, pg.task).await {
                 Ok(_) => tracing::info!("pg stopped"),
                 Err(_) => tracing::warn!("pg connections did not finish in time"),
             }
         }
         // 2. The consumer stops between messages (what it applied is committed).
         if let Some(c) = self.consumer {
-            let _ = tokio::time::timeout(self.shutdown_timeout, c).await;
+            let _ = tokio::time::timeout_at(hard, c).await;
         }
-        // 3. The writer finishes its queue, checkpoints the WAL and closes.
-        self.executor.close().await;
-        tracing::info!("database closed");
+        // 3. The writer finishes its queue (interrupted past `soft`), checkpoints the WAL and
+        //    closes.
+        if tokio::time::timeout_at(hard, self.executor.close())
+            .await
+            .is_err()
+        {
+            self.executor.stop_all();
+            tracing::warn!(
+                "the database did not close in time; its WAL is replayed at the next start"
+            );
+        } else {
+            tracing::info!("database closed");
+        }
+        stopper.abort();
         // 4. NATS last: queued writes above still needed it to publish.
+        let left = || {
+            hard.saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(500))
+        };
         if let Some(c) = self.nats_client {
-            let _ = tokio::time::timeout(Duration::from_secs(2), c.drain()).await;
+            let _ = tokio::time::timeout(left().min(Duration::from_secs(2)), c.drain()).await;
         }
         if let Some(s) = self.nats_server {
-            s.stop().await;
-            tracing::info!("embedded nats-server stopped");
+            if tokio::time::timeout(left(), s.stop()).await.is_ok() {
+                tracing::info!("embedded nats-server stopped");
+            } else {
+                tracing::warn!("embedded nats-server did not stop in time; it dies with the node");
+            }
         }
     }
 }

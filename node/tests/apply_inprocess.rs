@@ -58,6 +58,8 @@ async fn node_with(
             subject: "ha_replication.ha_db".into(),
             interceptor: script.cloned(),
         }),
+        query_timeout: None,
+        max_result_bytes: None,
     })
     .await
     .unwrap()

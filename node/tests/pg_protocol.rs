@@ -13,8 +13,7 @@ async fn setup(c: &tokio_postgres::Client) {
     c.batch_execute(
         "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL, ok BOOLEAN, \
          data BLOB, amount NUMERIC, created TIMESTAMP, CHECK (score IS NULL OR score >= 0));
-         CREATE TABLE orders(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id));
-         PRAGMA foreign_keys = ON;",
+         CREATE TABLE orders(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id));",
     )
     .await
     .unwrap();

@@ -140,6 +140,40 @@ struct Args {
     )]
     extensions: Vec<String>,
 
+    // ---- Limits on what one client may cost (docs/security.md, "Limits and their flags") ----
+    /// Longest any statement may run (pg statement_timeout and HTTP timeout= may only shorten
+    /// it; 0 = no limit)
+    #[arg(long, env = "HA_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    query_timeout: Duration,
+
+    /// Largest result one request may build in memory (all its statements together; 0 = no limit)
+    #[arg(long, env = "HA_MAX_RESULT_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    max_result_bytes: u64,
+
+    /// How long an HTTP client may take to send a request's headers; also how long an idle
+    /// keep-alive connection waits for its next request
+    #[arg(long, env = "HA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+
+    /// Most HTTP connections at once; more wait in the kernel's accept queue
+    #[arg(long, env = "HA_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: u32,
+
+    /// Most backup downloads (GET /) at once; more get 429
+    #[arg(long, env = "HA_MAX_CONCURRENT_BACKUPS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_concurrent_backups: u32,
+
+    /// How long a PostgreSQL client may take from connecting to being authenticated
+    #[arg(long, env = "HA_PG_AUTH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pg_auth_timeout: Duration,
+
+    /// Of --pg-max-connections, how many only the configured user may take, and only once
+    /// authenticated (so that silent or unauthenticated sockets cannot lock it out)
+    #[arg(long, env = "HA_PG_RESERVED_CONNECTIONS", default_value_t = 3)]
+    pg_reserved_connections: u32,
+    // ---- end of limits ----
     /// Print version, commit and build date, then exit
     #[arg(long, action = ArgAction::SetTrue)]
     version: bool,
@@ -339,6 +373,33 @@ pub struct ReplicationFlags {
     pub ddl_sync: bool,
 }
 
+/// What one client may cost: statement time, result memory, HTTP connections and backups
+/// (`--query-timeout`, `--max-result-bytes`, `--http-*`, `--max-concurrent-backups`). The pg
+/// front end's own limits are in `PgConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitFlags {
+    /// `None`: statements run as long as they like.
+    pub query_timeout: Option<Duration>,
+    /// `None`: results may be any size.
+    pub max_result_bytes: Option<usize>,
+    /// Also bounds how long an idle keep-alive connection stays open.
+    pub http_header_timeout: Duration,
+    pub http_max_connections: usize,
+    pub max_concurrent_backups: usize,
+}
+
+impl Default for LimitFlags {
+    fn default() -> Self {
+        LimitFlags {
+            query_timeout: Some(Duration::from_secs(60)),
+            max_result_bytes: Some(64 << 20),
+            http_header_timeout: Duration::from_secs(10),
+            http_max_connections: 1024,
+            max_concurrent_backups: 2,
+        }
+    }
+}
+
 /// The validated configuration of one node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -358,6 +419,7 @@ pub struct Config {
     pub pg: crate::pgwire::PgConfig,
     /// The `--interceptor` script.
     pub interceptor: Option<PathBuf>,
+    pub limits: LimitFlags,
 }
 
 /// Where the PostgreSQL front end listens.
@@ -585,6 +647,30 @@ impl Args {
         {
             return Err(ConfigError::Invalid("--token must not be empty".into()));
         }
+        if self.pg_reserved_connections >= self.pg_max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "--pg-reserved-connections ({}) must be less than --pg-max-connections ({})",
+                self.pg_reserved_connections, self.pg_max_connections
+            )));
+        }
+        for (flag, d) in [
+            ("--http-header-timeout", self.http_header_timeout),
+            ("--pg-auth-timeout", self.pg_auth_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(format!("{flag} must be more than 0")));
+            }
+        }
+        let limits = LimitFlags {
+            query_timeout: Some(self.query_timeout).filter(|d| !d.is_zero()),
+            max_result_bytes: match self.max_result_bytes {
+                0 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX).max(1024)),
+            },
+            http_header_timeout: self.http_header_timeout,
+            http_max_connections: self.http_max_connections as usize,
+            max_concurrent_backups: self.max_concurrent_backups as usize,
+        };
         let max_body_size = usize::try_from(self.max_body_size)
             .ok()
             .filter(|n| *n >= 1024)
@@ -717,8 +803,11 @@ impl Args {
                 max_connections: self.pg_max_connections as usize,
                 idle_in_transaction_timeout: Some(self.pg_idle_in_transaction_timeout)
                     .filter(|d| !d.is_zero()),
+                auth_timeout: self.pg_auth_timeout,
+                reserved_connections: self.pg_reserved_connections as usize,
             },
             interceptor: self.interceptor,
+            limits,
         })
     }
 }
@@ -780,8 +869,11 @@ impl Config {
                 require_tls: false,
                 max_connections: 100,
                 idle_in_transaction_timeout: Some(Duration::from_secs(60)),
+                auth_timeout: Duration::from_secs(10),
+                reserved_connections: 3,
             },
             interceptor: None,
+            limits: LimitFlags::default(),
         }
     }
 }
@@ -853,6 +945,36 @@ mod tests {
                 .listen_addr,
             loopback
         );
+    }
+
+    #[test]
+    fn limits_come_from_flags_and_the_file_with_safe_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.limits, LimitFlags::default());
+        assert_eq!(c.limits.query_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.pg.reserved_connections, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha.yaml");
+        std::fs::write(
+            &path,
+            "query-timeout: 5s
+max-result-bytes: 1MiB
+",
+        )
+        .unwrap();
+        let c = run(&["-c", path.to_str().unwrap(), "--query-timeout", "0"]).unwrap();
+        assert_eq!(c.limits.query_timeout, None);
+        assert_eq!(c.limits.max_result_bytes, Some(1 << 20));
+        assert!(
+            run(&[
+                "--pg-max-connections",
+                "3",
+                "--pg-reserved-connections",
+                "3"
+            ])
+            .is_err()
+        );
+        assert!(run(&["--http-header-timeout", "0"]).is_err());
     }
 
     #[test]

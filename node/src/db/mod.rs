@@ -6,8 +6,10 @@
 //! See `writer` for the write path and `statement` for how one statement runs.
 
 mod apply_mode;
+mod authorizer;
 pub mod capture;
 pub mod checksum;
+mod deadline;
 pub mod dsn;
 pub mod extensions;
 pub mod file;
@@ -15,6 +17,7 @@ mod intercepted;
 mod open;
 mod reader;
 pub mod sink;
+mod split;
 mod statement;
 pub mod value;
 mod writer;
@@ -23,11 +26,13 @@ mod writer;
 // shared with the `ha-sync` extension; the old paths stay.
 pub use crate::changeset::{apply, meta, schema};
 pub use dsn::{DbTarget, DsnError, Location};
+pub use split::split_sql;
 pub use statement::{
-    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, split_sql, starts_with_write,
+    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, starts_with_write,
 };
 pub use value::Value;
 
+pub use deadline::{Limits, Stop};
 pub(crate) use open::OpenSpec;
 pub use reader::CancelSlot;
 pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_here};
@@ -66,6 +71,18 @@ pub enum DbError {
     Params(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Client SQL asked for something the authorizer refuses (see `authorizer`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The job was stopped: its deadline passed, its client cancelled it or went away, or the
+    /// node is shutting down.
+    #[error("{}", stop_message(.0))]
+    Stopped(Stop),
+    /// The result sets of the job hold more than `--max-result-bytes` (the limit in bytes).
+    #[error(
+        "the result is larger than {0} bytes (--max-result-bytes); select fewer rows or columns, or page with LIMIT"
+    )]
+    ResultTooLarge(usize),
     /// The transaction this batch was grouped with was rolled back by SQLite (for example a full
     /// disk); the batch itself may be fine and can be retried.
     #[error("transaction aborted: {0}")]
@@ -100,6 +117,17 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+fn stop_message(s: &Stop) -> String {
+    match s {
+        Stop::Timeout(t) => format!(
+            "canceling statement due to statement timeout ({})",
+            humantime::format_duration(*t)
+        ),
+        Stop::Cancelled => "canceling statement due to user request".into(),
+        Stop::Shutdown => "canceling statement: the node is shutting down".into(),
+    }
 }
 
 impl From<crate::changeset::ApplyError> for DbError {

@@ -2,9 +2,12 @@
 //! Must not run user statements; the writer and the read pool do that.
 //! Invariant: the writer is opened (and the file created, WAL set) before any reader, and
 //! readers cannot write (read-only open for files, `query_only` for memory). Every connection
-//! has the `--extensions` loaded before it is used.
+//! has the `--extensions` loaded before it is used, then the authorizer (client SQL stays inside
+//! the database) and the progress handler (client jobs are bounded) installed; readers also run
+//! in SQLite's defensive mode.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -18,6 +21,8 @@ use super::dsn::{DbTarget, Location};
 pub(crate) struct OpenSpec {
     target: DbTarget,
     memory_uri: Option<String>,
+    /// The node's stop flag: set when shutdown runs out of time, it interrupts every statement.
+    stop: Arc<AtomicBool>,
 }
 
 static MEMDB_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -35,7 +40,17 @@ impl OpenSpec {
             }
             Location::File(_) => None,
         };
-        OpenSpec { target, memory_uri }
+        OpenSpec {
+            target,
+            memory_uri,
+            stop: Arc::default(),
+        }
+    }
+
+    /// Interrupts every statement running on this database's connections, now and from now on
+    /// (the end of shutdown).
+    pub(crate) fn stop_all(&self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     fn open(&self, read_only: bool) -> Result<Connection, DbError> {
@@ -57,13 +72,20 @@ impl OpenSpec {
             }
             (None, Location::Memory { .. }) => unreachable!("memory targets always have a URI"),
         };
-        let conn = Connection::open_with_flags(&uri, flags).map_err(|e| DbError::Open {
+        let mut conn = Connection::open_with_flags(&uri, flags).map_err(|e| DbError::Open {
             target: self.target.to_string(),
             source: e,
         })?;
         // Before anything else runs on it: PRAGMAs, the schema and replicated changes may all
         // need what the extensions define (functions, collations, virtual-table modules).
         super::extensions::load(&conn, &self.target.extensions)?;
+        super::authorizer::install(&mut conn)?;
+        super::deadline::install(&mut conn, self.stop.clone())?;
+        if read_only {
+            // Not on the writer: applying replicated changes writes virtual tables' shadow
+            // tables directly, which defensive mode forbids; the authorizer covers the rest.
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        }
         conn.busy_timeout(Duration::from_millis(u64::from(
             self.target.busy_timeout_ms,
         )))?;

@@ -5,12 +5,14 @@
 //! Invariant: at most `size` connections exist; a batch of several statements reads one
 //! consistent snapshot (one read transaction).
 
-use std::cell::RefCell;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
+use super::deadline::{self, Limits};
 use super::statement::{self, Described, Stmt, StmtResult};
 use super::{DbError, OpenSpec};
 
@@ -22,40 +24,49 @@ pub(crate) enum ReadOutcome {
 }
 
 thread_local! {
-    /// Set on a client's own thread: its reads run here, interruptible through the slot.
-    static HERE: RefCell<Option<Arc<CancelSlot>>> = const { RefCell::new(None) };
+    /// Set on a client's own thread: its reads run here.
+    static HERE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Where a client's running read can be interrupted from another thread (a pg CancelRequest):
-/// holds the read connection's interrupt handle while a read started from the client's own
-/// thread runs on it.
+/// Where a client's running statement can be cancelled from another task (a pg CancelRequest,
+/// shutdown): holds the cancel flag of the statement running now, read or write, which the
+/// progress handler of whatever connection runs it checks (see `deadline`).
 #[derive(Default)]
-pub struct CancelSlot(Mutex<Option<rusqlite::InterruptHandle>>);
+pub struct CancelSlot(Mutex<Option<Arc<AtomicBool>>>);
 
 impl CancelSlot {
-    /// Interrupts the read running now, if any: it fails with SQLITE_INTERRUPT (57014).
+    /// Cancels the statement running now, if any: it fails with 57014. A statement that starts
+    /// later is not affected.
     pub fn interrupt(&self) -> bool {
-        let running = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|h| h.as_ref().map(|h| h.interrupt()));
+        let running = self.0.lock().ok().and_then(|h| h.clone());
+        if let Some(flag) = &running {
+            flag.store(true, Ordering::Relaxed);
+        }
         running.is_some()
     }
 
-    fn set(&self, handle: Option<rusqlite::InterruptHandle>) {
+    /// A fresh flag for the statement about to run; the slot cancels it until `finish`.
+    pub fn start(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
         if let Ok(mut h) = self.0.lock() {
-            *h = handle;
+            *h = Some(flag.clone());
+        }
+        flag
+    }
+
+    /// The statement has ended.
+    pub fn finish(&self) {
+        if let Ok(mut h) = self.0.lock() {
+            *h = None;
         }
     }
 }
 
 /// Marks the calling thread as one that serves a single client and may block on SQLite (a pg
 /// connection's own thread, as a PostgreSQL backend process): reads started from it run on it,
-/// saving the two thread hand-offs of the blocking pool per statement, and `slot` can
-/// interrupt them.
-pub(crate) fn run_reads_here(slot: Arc<CancelSlot>) {
-    HERE.set(Some(slot));
+/// saving the two thread hand-offs of the blocking pool per statement.
+pub(crate) fn run_reads_here() {
+    HERE.set(true);
 }
 
 pub(crate) struct ReadPool {
@@ -86,14 +97,9 @@ impl ReadPool {
             .acquire_owned()
             .await
             .map_err(|_| DbError::WriterGone)?;
-        if let Some(slot) = HERE.with_borrow(|s| s.clone()) {
+        if HERE.get() {
             let _permit = permit;
-            return with_idle(&self.idle, &self.spec, |conn| {
-                slot.set(Some(conn.get_interrupt_handle()));
-                let out = f(conn);
-                slot.set(None);
-                out
-            });
+            return with_idle(&self.idle, &self.spec, f);
         }
         let idle = self.idle.clone();
         let spec = self.spec.clone();
@@ -105,14 +111,20 @@ impl ReadPool {
         .map_err(|e| DbError::Io(std::io::Error::other(e)))?
     }
 
-    /// Runs `batch` here if every statement in it only reads.
-    pub(crate) async fn try_read(&self, batch: Arc<Vec<Stmt>>) -> Result<ReadOutcome, DbError> {
-        self.with_conn(move |conn| read_batch(conn, &batch)).await
+    /// Runs `batch` here, within `limits`, if every statement in it only reads.
+    pub(crate) async fn try_read(
+        &self,
+        batch: Arc<Vec<Stmt>>,
+        limits: Limits,
+    ) -> Result<ReadOutcome, DbError> {
+        self.with_conn(move |conn| deadline::scope(&limits, || read_batch(conn, &batch)))
+            .await
     }
 
-    /// Compiles `sql` on a read connection and says what it would return.
-    pub(crate) async fn describe(&self, sql: String) -> Result<Described, DbError> {
-        self.with_conn(move |conn| statement::describe(conn, &sql))
+    /// Compiles `sql` on a read connection and says what it would return (within `limits`:
+    /// describing may run the statement to its first row).
+    pub(crate) async fn describe(&self, sql: String, limits: Limits) -> Result<Described, DbError> {
+        self.with_conn(move |conn| deadline::scope(&limits, || statement::describe(conn, &sql)))
             .await?
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Statement};
 
-use super::{DbError, Value};
+use super::{DbError, Value, authorizer, deadline};
 
 /// One statement with its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,44 +78,7 @@ pub struct Described {
     pub first_row: Option<Vec<Value>>,
 }
 
-/// Splits SQL text into its statements, exactly where SQLite's tokenizer says a statement ends
-/// (`sqlite3_complete`), so that `;` inside strings, comments and trigger bodies does not split.
-/// Each piece keeps its text without the final `;`; empty pieces are dropped. Text after the last
-/// complete statement (an unterminated one) is returned as the last piece.
-pub fn split_sql(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, c) in sql.char_indices() {
-        if c != ';' {
-            continue;
-        }
-        let piece = &sql[start..=i];
-        if is_complete(piece) {
-            let text = piece[..piece.len() - 1].trim();
-            if !text.is_empty() && !is_only_comments(text) {
-                out.push(text.to_string());
-            }
-            start = i + 1;
-        }
-    }
-    let rest = sql[start..].trim();
-    if !rest.is_empty() && !is_only_comments(rest) {
-        out.push(rest.to_string());
-    }
-    out
-}
-
-fn is_complete(sql: &str) -> bool {
-    match std::ffi::CString::new(sql) {
-        // SAFETY: `c` is a valid NUL-terminated string that outlives the call; sqlite3_complete
-        // only reads it and keeps no pointer.
-        Ok(c) => unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 },
-        // A NUL byte inside: let the statement run and fail with SQLite's own message.
-        Err(_) => false,
-    }
-}
-
-fn is_only_comments(sql: &str) -> bool {
+pub(crate) fn is_only_comments(sql: &str) -> bool {
     skip_comments(sql).is_empty()
 }
 
@@ -146,6 +109,10 @@ fn columns_of(ps: &Statement<'_>) -> Vec<Column> {
 
 /// Compiles `sql` and reports its columns, parameters and whether it only reads.
 pub(crate) fn describe(conn: &Connection, sql: &str) -> Result<Described, DbError> {
+    authorizer::untrusted(|| describe_client_sql(conn, sql)).map_err(explain)
+}
+
+fn describe_client_sql(conn: &Connection, sql: &str) -> Result<Described, DbError> {
     let mut ps = prepare(conn, sql)?;
     let columns = columns_of(&ps);
     let params = (1..=ps.parameter_count())
@@ -202,18 +169,23 @@ pub(crate) fn refuse_in_batch(sql: &str) -> Option<DbError> {
                 "{kw} is not allowed here: each request is already one transaction (send an array of statements to group them)"
             )))
         }
-        kw @ ("ATTACH" | "DETACH") => Some(DbError::Unsupported(format!(
-            "{kw} is not supported: the node serves one database"
+        kw @ ("ATTACH" | "DETACH") => Some(DbError::Forbidden(format!(
+            "{kw} is not allowed: the node serves one database"
         ))),
         _ => None,
     }
 }
 
-/// Compiles `sql` (through the connection's statement cache) or says why it cannot.
+/// Compiles client SQL `sql` (through the connection's statement cache, under the authorizer)
+/// or says why it cannot.
 pub(crate) fn prepare<'c>(
     conn: &'c Connection,
     sql: &str,
 ) -> Result<rusqlite::CachedStatement<'c>, DbError> {
+    authorizer::untrusted(|| compile(conn, sql)).map_err(explain)
+}
+
+fn compile<'c>(conn: &'c Connection, sql: &str) -> Result<rusqlite::CachedStatement<'c>, DbError> {
     conn.prepare_cached(sql).map_err(|e| match e {
         rusqlite::Error::MultipleStatement => DbError::MultipleStatements,
         rusqlite::Error::Empty => DbError::EmptyStatement,
@@ -223,11 +195,41 @@ pub(crate) fn prepare<'c>(
     })
 }
 
-/// Runs one statement to completion on `conn`.
+/// Turns SQLite's bare "not authorized" and "interrupted" into what was refused or why the job
+/// was stopped.
+fn explain(e: DbError) -> DbError {
+    if let Some(why) = authorizer::take_refusal() {
+        return DbError::Forbidden(why);
+    }
+    match (e.sqlite_code(), deadline::take_stop()) {
+        (Some(rusqlite::ErrorCode::OperationInterrupted), Some(stop)) => DbError::Stopped(stop),
+        _ => e,
+    }
+}
+
+/// Memory a value takes in a result set.
+fn value_bytes(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Text(t) => t.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        }
+}
+
+/// Runs one client statement to completion on `conn`, under the authorizer and within the
+/// bounds of the job in scope (`deadline::scope`).
 pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     if let Some(e) = refuse_in_batch(&stmt.sql) {
         return Err(e);
     }
+    if let Some(stop) = deadline::check_now() {
+        return Err(DbError::Stopped(stop));
+    }
+    authorizer::untrusted(|| run_client_sql(conn, stmt)).map_err(explain)
+}
+
+fn run_client_sql(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     let mut ps = prepare(conn, &stmt.sql)?;
     bind(&mut ps, &stmt.params)?;
     let ncols = ps.column_count();
@@ -237,9 +239,13 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
         let mut cursor = ps.raw_query();
         while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
             let mut out = Vec::with_capacity(ncols);
+            let mut bytes = 0;
             for i in 0..ncols {
-                out.push(Value::from_ref(row.get_ref(i)?));
+                let v = Value::from_ref(row.get_ref(i)?);
+                bytes += value_bytes(&v);
+                out.push(v);
             }
+            deadline::charge(bytes).map_err(DbError::ResultTooLarge)?;
             rows.push(out);
         }
         Ok(StmtResult::Rows(Rows { columns, rows }))
@@ -349,21 +355,6 @@ mod tests {
             StmtResult::Rows(mut rows) => rows.rows.remove(0),
             other => panic!("expected rows, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn split_follows_sqlite_tokens_not_semicolons() {
-        assert_eq!(
-            split_sql("select ';' ; select 2;; -- c\n"),
-            vec!["select ';'", "select 2"]
-        );
-        let trig = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END";
-        assert_eq!(
-            split_sql(&format!("{trig}; select 3")),
-            vec![trig, "select 3"]
-        );
-        assert_eq!(split_sql("select 1"), vec!["select 1"]);
-        assert!(split_sql(" ; -- nothing").is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::apply::{self, ApplyStats};
 use super::apply_mode::ApplyMode;
 use super::capture::{Capture, Captured};
+use super::deadline::{self, Limits};
 use super::dsn::TxLock;
 use super::intercepted::{self, SAVEPOINT};
 use super::meta;
@@ -55,13 +56,20 @@ type Reply<T> = oneshot::Sender<Result<T, DbError>>;
 /// One replicated change set (at stream sequence `Seq`) and where its outcome goes.
 type ApplyItem = (Seq, Arc<ChangeSet>, Reply<ApplyStats>);
 /// A batch waiting in a group, with where its answer goes.
-type Pending = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>);
+type Pending = (Arc<Vec<Stmt>>, Limits, Reply<Vec<StmtResult>>);
 /// A batch of a group that ran in its savepoint, waiting for the group's commit.
-type Ran = (Arc<Vec<Stmt>>, Reply<Vec<StmtResult>>, Vec<StmtResult>);
+type Ran = (
+    Arc<Vec<Stmt>>,
+    Limits,
+    Reply<Vec<StmtResult>>,
+    Vec<StmtResult>,
+);
 
 enum Job {
     Batch {
         stmts: Arc<Vec<Stmt>>,
+        /// The client's bounds (time, cancel, result size), enforced while the job runs.
+        limits: Limits,
         reply: Reply<Vec<StmtResult>>,
     },
     /// An interactive session takes the writer (see `serve_session`).
@@ -97,6 +105,7 @@ struct SessionStart {
 pub(crate) enum SessionCmd {
     Run {
         stmt: Stmt,
+        limits: Limits,
         reply: Reply<StmtResult>,
     },
     /// Compile `sql` inside the session's transaction (it may see tables the session created).
@@ -187,7 +196,11 @@ impl WriterHandle {
     /// Runs a batch as one transaction. A batch with DDL that lost the race to the log (this
     /// node had not applied everything yet, typically its own previous commit) committed
     /// nothing: it runs again once the node has caught up, for up to `DDL_RETRY_FOR`.
-    pub(crate) async fn write(&self, stmts: Arc<Vec<Stmt>>) -> Result<Vec<StmtResult>, DbError> {
+    pub(crate) async fn write(
+        &self,
+        stmts: Arc<Vec<Stmt>>,
+        limits: Limits,
+    ) -> Result<Vec<StmtResult>, DbError> {
         let deadline = std::time::Instant::now() + DDL_RETRY_FOR;
         let mut wait = Duration::from_millis(5);
         loop {
@@ -195,6 +208,7 @@ impl WriterHandle {
             self.tx
                 .send(Job::Batch {
                     stmts: stmts.clone(),
+                    limits: limits.clone(),
                     reply,
                 })
                 .await
@@ -703,11 +717,15 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
         let mut applies = Vec::new();
         for job in group {
             match job {
-                Job::Batch { stmts, reply } => {
+                Job::Batch {
+                    stmts,
+                    limits,
+                    reply,
+                } => {
                     if !applies.is_empty() {
                         apply_group(&mut w, std::mem::take(&mut applies));
                     }
-                    batches.push((stmts, reply))
+                    batches.push((stmts, limits, reply))
                 }
                 Job::Apply(items) => {
                     // Local writes queued before a replicated change commit before it.
@@ -789,18 +807,20 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     // VACUUM cannot run inside a transaction; alone in its request it runs on its own.
     let (solo, batches): (Vec<_>, Vec<_>) = batches
         .into_iter()
-        .partition(|(s, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
-    for (stmts, reply) in solo {
+        .partition(|(s, _, _)| s.len() == 1 && statement::leading_keyword(&s[0].sql) == "VACUUM");
+    for (stmts, limits, reply) in solo {
         let refused = match w.repl {
             Some(_) => vacuum_refusal(&w.conn, &stmts[0].sql),
             None => Ok(()),
         };
-        let _ =
-            reply.send(refused.and_then(|_| statement::run(&w.conn, &stmts[0]).map(|r| vec![r])));
+        let r = refused
+            .and_then(|_| deadline::scope(&limits, || statement::run(&w.conn, &stmts[0])));
+        let _ = reply.send(r.map(|r| vec![r]));
     }
     let mut pending: Vec<Ran> = Vec::new();
     let mut open = false;
-    for (stmts, reply) in batches {
+    let mut queue: std::collections::VecDeque<Pending> = batches.into();
+    while let Some((stmts, limits, reply)) = queue.pop_front() {
         if !open {
             if let Err(e) = w.begin() {
                 let _ = reply.send(Err(e));
@@ -808,15 +828,24 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             }
             open = true;
         }
-        match run_in_savepoint(w, &stmts) {
-            Ok(results) => pending.push((stmts, reply, results)),
+        match deadline::scope(&limits, || run_in_savepoint(w, &stmts)) {
+            Ok(results) => pending.push((stmts, limits, reply, results)),
             Err(e) => {
-                if w.conn.is_autocommit() {
+                if w.conn.is_autocommit() && matches!(e.root(), DbError::Stopped(_)) {
+                    // Interrupting a write (its deadline, its client's cancel) makes SQLite
+                    // roll back the whole transaction, but only this job is over: the jobs
+                    // before it run again, first, in a new transaction.
+                    w.rollback();
+                    for (s, l, r, _) in pending.drain(..).rev() {
+                        queue.push_front((s, l, r));
+                    }
+                    open = false;
+                } else if w.conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (disk full, I/O error, …): the
                     // jobs before this one are lost with it and must be told.
                     w.rollback();
                     let why = e.to_string();
-                    for (_, r, _) in pending.drain(..) {
+                    for (_, _, r, _) in pending.drain(..) {
                         let _ = r.send(Err(DbError::Aborted(why.clone())));
                     }
                     open = false;
@@ -830,7 +859,7 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     }
     match w.finish_transaction() {
         Ok(_) => {
-            for (_, r, results) in pending {
+            for (_, _, r, results) in pending {
                 let _ = r.send(Ok(results));
             }
         }
@@ -845,12 +874,12 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
                 jobs = pending.len(),
                 "publish hook refused a group; committing its jobs one by one"
             );
-            for (stmts, r, _) in pending {
-                commit_group(w, vec![(stmts, r)]);
+            for (stmts, l, r, _) in pending {
+                commit_group(w, vec![(stmts, l, r)]);
             }
         }
         Err(e) => {
-            for (_, r, _) in pending {
+            for (_, _, r, _) in pending {
                 let _ = r.send(Err(e.clone_for_group()));
             }
         }
@@ -1113,8 +1142,12 @@ fn serve_session(w: &mut WriteConn, start: SessionStart) {
             }
         };
         match cmd {
-            SessionCmd::Run { stmt, reply } => {
-                let _ = reply.send(w.run(&stmt));
+            SessionCmd::Run {
+                stmt,
+                limits,
+                reply,
+            } => {
+                let _ = reply.send(deadline::scope(&limits, || w.run(&stmt)));
             }
             SessionCmd::Describe { sql, reply } => {
                 let _ = reply.send(statement::describe(&w.conn, &sql));

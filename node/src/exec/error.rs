@@ -30,6 +30,16 @@ pub enum ErrorCode {
     Interceptor,
     /// A schema change lost the race to the replication log; nothing committed; retry.
     Conflict,
+    // Bounds on untrusted SQL (docs/security.md).
+    /// SQL that would reach outside the database or change its settings (ATTACH, VACUUM INTO,
+    /// load_extension, setting a PRAGMA).
+    Forbidden,
+    /// The statement ran past its time (statement_timeout, `timeout=`, `--query-timeout`).
+    Timeout,
+    /// The client cancelled the statement (pg CancelRequest) or went away.
+    Cancelled,
+    /// The result is larger than `--max-result-bytes`.
+    ResultTooLarge,
 }
 
 impl ErrorCode {
@@ -45,6 +55,10 @@ impl ErrorCode {
             ErrorCode::Transaction => "transaction_state",
             ErrorCode::Interceptor => "interceptor_failed",
             ErrorCode::Conflict => "serialization_failure",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::ResultTooLarge => "result_too_large",
         }
     }
 }
@@ -80,6 +94,11 @@ impl ExecError {
             }
             DbError::Prepare { .. } => ErrorCode::InvalidSql,
             DbError::Unsupported(_) => ErrorCode::Unsupported,
+            DbError::Forbidden(_) => ErrorCode::Forbidden,
+            DbError::Stopped(crate::db::Stop::Timeout(_)) => ErrorCode::Timeout,
+            DbError::Stopped(crate::db::Stop::Cancelled) => ErrorCode::Cancelled,
+            DbError::Stopped(crate::db::Stop::Shutdown) => ErrorCode::Unavailable,
+            DbError::ResultTooLarge(_) => ErrorCode::ResultTooLarge,
             DbError::Aborted(_) | DbError::WriterGone | DbError::Publish(_) => {
                 ErrorCode::Unavailable
             }

@@ -11,7 +11,7 @@ use crate::changeset::{ChangeSet, Seq};
 use crate::db::apply::ApplyStats;
 use crate::db::sink::ReplicationHooks;
 use crate::db::{
-    DbTarget, Described, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig,
+    DbTarget, Described, Limits, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig,
     WriterHandle, WriterSession,
 };
 
@@ -24,6 +24,10 @@ pub struct ExecConfig {
     pub read_connections: usize,
     /// Capture and publish every write (a replicated node); `None` for a standalone node.
     pub replication: Option<ReplicationHooks>,
+    /// Longest a client job may run (`--query-timeout`); clients may only ask for less.
+    pub query_timeout: Option<Duration>,
+    /// Largest result one job may build (`--max-result-bytes`).
+    pub max_result_bytes: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -33,6 +37,9 @@ pub struct Executor {
 
 struct Inner {
     target: DbTarget,
+    spec: Arc<OpenSpec>,
+    query_timeout: Option<Duration>,
+    max_result_bytes: Option<usize>,
     reader: ReadPool,
     writer: WriterHandle,
     /// Set when SQLite reported the database broken (corrupt, disk I/O); `/readyz` reads it.
@@ -54,10 +61,13 @@ impl Executor {
             tokio::task::spawn_blocking(move || WriterHandle::spawn(&writer_spec, writer_config))
                 .await
                 .map_err(|e| ExecError::Db(crate::db::DbError::Io(std::io::Error::other(e))))??;
-        let reader = ReadPool::new(spec, config.read_connections);
+        let reader = ReadPool::new(spec.clone(), config.read_connections);
         Ok(Executor {
             inner: Arc::new(Inner {
                 target: config.target,
+                spec,
+                query_timeout: config.query_timeout,
+                max_result_bytes: config.max_result_bytes,
                 reader,
                 writer,
                 unhealthy: AtomicBool::new(false),
@@ -65,19 +75,56 @@ impl Executor {
         })
     }
 
-    /// Runs `batch` as one transaction: on a reader if it only reads, else on the writer.
+    /// The bounds of a client job that asked for `timeout` (only a shorter one than
+    /// `--query-timeout` counts) and can be cancelled through `cancel`.
+    pub fn limits(&self, timeout: Option<Duration>, cancel: Option<Arc<AtomicBool>>) -> Limits {
+        let server = self.inner.query_timeout;
+        let timeout = match (timeout.filter(|t| !t.is_zero()), server) {
+            (Some(asked), Some(max)) => Some(asked.min(max)),
+            (asked, max) => asked.or(max),
+        };
+        Limits {
+            cancel,
+            max_result_bytes: self.inner.max_result_bytes,
+            ..Limits::default()
+        }
+        .with_timeout(timeout)
+    }
+
+    /// The server's `--query-timeout`.
+    pub fn query_timeout(&self) -> Option<Duration> {
+        self.inner.query_timeout
+    }
+
+    /// Runs `batch` as one transaction with the server's default bounds.
     pub async fn execute(&self, batch: Vec<Stmt>) -> Result<Vec<StmtResult>, ExecError> {
+        let limits = self.limits(None, None);
+        self.execute_with(batch, limits).await
+    }
+
+    /// Runs `batch` as one transaction within `limits`: on a reader if it only reads, else on
+    /// the writer.
+    pub async fn execute_with(
+        &self,
+        batch: Vec<Stmt>,
+        limits: Limits,
+    ) -> Result<Vec<StmtResult>, ExecError> {
         if batch.is_empty() {
             return Err(ExecError::BadRequest("no statements to run".into()));
         }
         let batch = Arc::new(batch);
         // A batch that starts with a write goes straight to the writer (no reader round trip).
         let result = if crate::db::starts_with_write(&batch[0].sql) {
-            self.inner.writer.write(batch).await
+            self.inner.writer.write(batch, limits).await
         } else {
-            match self.inner.reader.try_read(batch.clone()).await {
+            match self
+                .inner
+                .reader
+                .try_read(batch.clone(), limits.clone())
+                .await
+            {
                 Ok(ReadOutcome::Done(r)) => r,
-                Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch).await,
+                Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch, limits).await,
                 Err(e) => Err(e),
             }
         };
@@ -159,14 +206,18 @@ impl Executor {
     pub async fn describe(&self, sql: &str) -> Result<Described, ExecError> {
         self.inner
             .reader
-            .describe(sql.to_string())
+            .describe(sql.to_string(), self.limits(None, None))
             .await
             .map_err(|e| self.observe(e.into()))
     }
 
     /// For `Session`: runs `batch` on the read pool if it only reads.
-    pub(super) async fn try_read(&self, batch: Arc<Vec<Stmt>>) -> Result<ReadOutcome, ExecError> {
-        match self.inner.reader.try_read(batch).await {
+    pub(super) async fn try_read(
+        &self,
+        batch: Arc<Vec<Stmt>>,
+        limits: Limits,
+    ) -> Result<ReadOutcome, ExecError> {
+        match self.inner.reader.try_read(batch, limits).await {
             Ok(ReadOutcome::Done(Err(e))) => Ok(ReadOutcome::Done(Err(self.observe_db(e)))),
             Ok(other) => Ok(other),
             Err(e) => Err(self.observe(e.into())),
@@ -232,6 +283,12 @@ impl Executor {
     /// Write jobs waiting for the writer.
     pub fn write_queue_len(&self) -> usize {
         self.inner.writer.queue_len()
+    }
+
+    /// Interrupts every statement running on the database now and stops every later one (the
+    /// end of shutdown's time); the node's own closing steps still run.
+    pub fn stop_all(&self) {
+        self.inner.spec.stop_all();
     }
 
     /// Finishes queued writes, checkpoints the WAL and closes every connection.

@@ -9,7 +9,8 @@ mod executor;
 mod session;
 
 pub use crate::db::{
-    Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, Value, split_sql,
+    CancelSlot, Column, Described, ExecSummary, Limits, Params, Rows, Stmt, StmtResult, Stop,
+    Value, split_sql,
 };
 pub use error::{ErrorCode, ExecError};
 pub use executor::{ExecConfig, Executor};

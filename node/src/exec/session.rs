@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::{DbError, Described, ReadOutcome, SessionCmd, Stmt, StmtResult, WriterSession};
+use crate::db::{
+    DbError, Described, Limits, ReadOutcome, SessionCmd, Stmt, StmtResult, WriterSession,
+};
 
 use super::{ExecError, Executor};
 
@@ -265,10 +267,11 @@ impl Session {
         Ok(())
     }
 
-    /// Runs one statement: on its own (autocommit) outside a transaction, inside it otherwise.
-    pub async fn execute(&mut self, stmt: Stmt) -> Result<StmtResult, ExecError> {
+    /// Runs one statement within `limits`: on its own (autocommit) outside a transaction,
+    /// inside it otherwise.
+    pub async fn execute(&mut self, stmt: Stmt, limits: Limits) -> Result<StmtResult, ExecError> {
         let Some(tx) = &mut self.tx else {
-            let mut out = self.exec.execute(vec![stmt]).await?;
+            let mut out = self.exec.execute_with(vec![stmt], limits).await?;
             return out
                 .pop()
                 .ok_or_else(|| ExecError::BadRequest("no result".into()));
@@ -276,7 +279,7 @@ impl Session {
         if tx.failed {
             return Err(ExecError::InFailedTransaction);
         }
-        let result = run_in_tx(&self.exec, tx, self.idle_timeout, stmt).await;
+        let result = run_in_tx(&self.exec, tx, self.idle_timeout, stmt, limits).await;
         if result.is_err() {
             tx.failed = true;
         }
@@ -329,11 +332,12 @@ async fn run_in_tx(
     tx: &mut Tx,
     idle_timeout: Option<Duration>,
     stmt: Stmt,
+    limits: Limits,
 ) -> Result<StmtResult, ExecError> {
     if tx.writer.is_none() {
         // Before the first write: a read runs on the read pool, on a fresh snapshot.
         let batch = Arc::new(vec![stmt]);
-        match exec.try_read(batch.clone()).await? {
+        match exec.try_read(batch.clone(), limits.clone()).await? {
             ReadOutcome::Done(r) => {
                 let mut out = r.map_err(ExecError::from)?;
                 return out
@@ -352,17 +356,22 @@ async fn run_in_tx(
             .ok()
             .and_then(|mut v| v.pop())
             .ok_or_else(|| ExecError::BadRequest("statement lost".into()))?;
-        return run_on_writer(tx, stmt).await;
+        return run_on_writer(tx, stmt, limits).await;
     }
-    run_on_writer(tx, stmt).await
+    run_on_writer(tx, stmt, limits).await
 }
 
-async fn run_on_writer(tx: &Tx, stmt: Stmt) -> Result<StmtResult, ExecError> {
+async fn run_on_writer(tx: &Tx, stmt: Stmt, limits: Limits) -> Result<StmtResult, ExecError> {
     let w = tx
         .writer
         .as_ref()
         .ok_or(ExecError::Db(DbError::WriterGone))?;
-    Ok(w.call(|reply| SessionCmd::Run { stmt, reply }).await?)
+    Ok(w.call(|reply| SessionCmd::Run {
+        stmt,
+        limits,
+        reply,
+    })
+    .await?)
 }
 
 /// Rolls back the writer's part of a transaction. A writer that is already gone (idle timeout)

@@ -1,6 +1,8 @@
 //! Owns `GET /`: a consistent copy of the database streamed as a file download.
 //! Must not hold the copy in memory: it goes to a temporary file next to the database (or the
 //! system temp dir for memory databases) that is unlinked as soon as it is open.
+//! Invariant: at most `--max-concurrent-backups` downloads run at once (their temporary files
+//! hold disk until the client has read them); more get 429 at once.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,6 +13,13 @@ use tokio_util::io::ReaderStream;
 use super::{ApiError, AppState};
 
 pub async fn download(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Ok(permit) = state.backups.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_backups",
+            "too many backup downloads at once (--max-concurrent-backups); try again later",
+        ));
+    };
     let target = state.exec.target();
     let dir = target.scratch_dir();
     let tmp = tempfile::Builder::new()
@@ -47,7 +56,14 @@ pub async fn download(State(state): State<AppState>) -> Result<Response, ApiErro
             (header::CONTENT_DISPOSITION, disposition),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
-        Body::from_stream(ReaderStream::new(file)),
+        // The place is held until the whole file has been sent (or the client is gone).
+        Body::from_stream(futures::StreamExt::map(
+            ReaderStream::new(file),
+            move |chunk| {
+                let _held = &permit;
+                chunk
+            },
+        )),
     )
         .into_response())
 }

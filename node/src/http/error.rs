@@ -48,6 +48,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         // Only pg sessions produce these; HTTP batches are whole transactions.
         ErrorCode::Transaction => StatusCode::CONFLICT,
         ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        // The client is gone or asked for it: nobody reads this answer.
+        ErrorCode::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::ResultTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Request {
 }
 
 pub fn parse_request(body: &[u8]) -> Result<Request, String> {
+    check_integers(body)?;
     let json: Json =
         serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     match json {
@@ -47,6 +48,45 @@ pub fn parse_request(body: &[u8]) -> Result<Request, String> {
                 .into(),
         ),
     }
+}
+
+/// Refuses integer literals outside the 64-bit signed range before serde_json reads them as
+/// floats (`99999999999999999999999` would silently become `1e+23`). One pass over the body:
+/// strings are skipped, numbers with a fraction or exponent are left to be floats.
+fn check_integers(body: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < body.len()
+                    && matches!(body[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let literal = &body[start..i];
+                let is_integer = !literal.iter().any(|c| matches!(c, b'.' | b'e' | b'E'));
+                if is_integer {
+                    let text = String::from_utf8_lossy(literal);
+                    if text.parse::<i64>().is_err() && text.trim_start_matches('-').len() > 1 {
+                        return Err(format!(
+                            "integer {text} is out of the 64-bit signed range (send it as a string)"
+                        ));
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 fn parse_stmt(item: Json, index: Option<usize>) -> Result<Stmt, String> {
@@ -231,6 +271,25 @@ mod tests {
             ])
         );
         assert!(parse_request(br#"{"sql":"SELECT ?","params":[9223372036854775808]}"#).is_err());
+        let e =
+            parse_request(br#"{"sql":"SELECT ?","params":[99999999999999999999999]}"#).unwrap_err();
+        assert!(e.contains("99999999999999999999999"), "{e}");
+        let e =
+            parse_request(br#"{"sql":"x","params":{"a":-99999999999999999999999}}"#).unwrap_err();
+        assert!(e.contains("64-bit"), "{e}");
+        // Floats, and digits inside strings, are not integers.
+        let r = parse_request(
+            br#"{"sql":"SELECT ?, ?, ?","params":[1.5e300, "99999999999999999999999\"1", -5]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.stmts[0].params,
+            Params::Positional(vec![
+                Value::Real(1.5e300),
+                Value::Text("99999999999999999999999\"1".into()),
+                Value::Integer(-5),
+            ])
+        );
         let res = StmtResult::Rows(Rows {
             columns: vec![Column {
                 name: "x".into(),

@@ -8,7 +8,7 @@
 mod backup;
 mod checksum;
 mod error;
-mod json;
+pub mod json;
 mod peers;
 mod replications;
 mod snapshot;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// Cancelled when the node starts shutting down; `/readyz` turns 503.
     pub shutdown: CancellationToken,
+    /// Backup downloads (`GET /`) running at once are capped (`--max-concurrent-backups`).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct HttpServer {
@@ -53,21 +55,85 @@ pub struct HttpServer {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// What one HTTP client may hold: how long it may take to send a request's headers (and wait
+/// idle between requests), and how many connections all clients may have open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_timeout: std::time::Duration,
+    pub max_connections: usize,
+}
+
 /// Serves on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
 pub fn start(
     listener: TcpListener,
     state: AppState,
     max_body: usize,
+    limits: ConnLimits,
 ) -> std::io::Result<HttpServer> {
     let local_addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
     let app = router(state, max_body);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, shutdown, limits));
     Ok(HttpServer { local_addr, task })
+}
+
+/// The accept loop: at most `max_connections` connections (more wait in the kernel's accept
+/// queue), each served by hyper with a header-read timeout, so that a slow or silent client
+/// (slowloris) holds its connection for `header_timeout` at most.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let socket = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -96,9 +162,41 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: one statement or an array of statements run as one transaction.
+/// Sets the request's cancel flag when dropped: axum drops the handler's future when the client
+/// goes away, and the statement running for it stops (on the reader or the writer).
+struct CancelOnDrop(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The `timeout=` query parameter: a duration with a unit (`500ms`, `2s`) or milliseconds.
+fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == "timeout")
+            .map(|(_, v)| v)
+    }) else {
+        return Ok(None);
+    };
+    let parsed = match value.parse::<u64>() {
+        Ok(ms) => Ok(std::time::Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(value),
+    };
+    parsed
+        .map(|d| Some(d).filter(|d| !d.is_zero()))
+        .map_err(|e| format!("timeout={value}: {e}; write e.g. timeout=500ms or timeout=2s"))
+}
+
+/// `POST /`: one statement or an array of statements run as one transaction, within the
+/// request's `timeout=` (at most `--query-timeout`).
 async fn query(
     State(state): State<AppState>,
+    axum::extract::RawQuery(raw_query): axum::extract::RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -117,7 +215,17 @@ async fn query(
         Ok(r) => r,
         Err(m) => return ApiError::bad_request(m).into_response(),
     };
-    match state.exec.execute(request.stmts).await {
+    let timeout = match requested_timeout(raw_query.as_deref()) {
+        Ok(t) => t,
+        Err(m) => return ApiError::bad_request(m).into_response(),
+    };
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limits = state.exec.limits(timeout, Some(cancel.clone()));
+    let mut on_drop = CancelOnDrop(Some(cancel));
+    let result = state.exec.execute_with(request.stmts, limits).await;
+    // Answered: nothing to cancel any more.
+    on_drop.0 = None;
+    match result {
         Ok(results) => (
             [(header::CONTENT_TYPE, "application/json")],
             json::encode_response(&results, request.is_array),
@@ -172,26 +280,49 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
+/// Compares the SHA-256 digests of both in constant time (`subtle`): the time taken says
+/// nothing about where they differ, nor about the token's length.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    let (da, db) = (
+        ring::digest::digest(&ring::digest::SHA256, a),
+        ring::digest::digest(&ring::digest::SHA256, b),
+    );
+    da.as_ref().ct_eq(db.as_ref()).into()
 }
 
-/// Counts and times every request by route template.
+/// A method as a metrics label, from a fixed set: a client cannot add label values (and so
+/// series) by inventing methods.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by route template (one "unmatched" label for every path
+/// without a route) and method.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     let m = &state.metrics;
     m.http_duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[route.as_str(), method])
         .observe(start.elapsed().as_secs_f64());
     m.http_requests
-        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
 }

@@ -1063,7 +1063,12 @@ impl Schema {
     }
 
     fn records(&self, q: &Known, arg: Option<&str>, user: &str) -> Vec<Vec<(&'static str, Value)>> {
-        let matches = |name: &str| q.pattern.as_deref().is_none_or(|p| regex_match(p, name));
+        let pattern = q.pattern.as_deref().map(psql_pattern);
+        let matches = |name: &str| match &pattern {
+            None => true,
+            Some(Some(r)) => r.is_match(name),
+            Some(None) => false,
+        };
         match q.kind {
             Kind::Relations => {
                 let mut objs: Vec<&Object> = self
@@ -1309,56 +1314,20 @@ fn type_name(decl: &str) -> String {
     }
 }
 
-/// Matches the anchored regular expressions psql builds from its patterns (`^(users)$`,
-/// `^(us.*)$`, `^(a|b)$`): literals, `.`, `.*`, `\` escapes and top-level alternatives.
-fn regex_match(pattern: &str, name: &str) -> bool {
-    let p = pattern.strip_prefix('^').unwrap_or(pattern);
-    let p = p.strip_suffix('$').unwrap_or(p);
-    let p = p
-        .strip_prefix('(')
-        .and_then(|x| x.strip_suffix(')'))
-        .unwrap_or(p);
-    p.split('|').any(|alt| {
-        let toks = regex_tokens(alt);
-        glob(&toks, &name.chars().collect::<Vec<_>>())
-    })
+/// The anchored regular expression psql builds from its patterns (`^(users)$`, `^(us.*)$`,
+/// `^(a|b)$`), compiled by the `regex` crate: matching takes time linear in the name whatever
+/// the pattern (a hand-written backtracking matcher was exponential in `.*`). A pattern that
+/// does not compile, or would compile to more than 1 MB, matches nothing.
+pub fn psql_pattern(pattern: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
 }
 
-#[derive(Debug, PartialEq)]
-enum Rx {
-    Lit(char),
-    Any,
-    AnyRun,
-}
-
-fn regex_tokens(p: &str) -> Vec<Rx> {
-    let mut out = Vec::new();
-    let mut it = p.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = it.next() {
-                    out.push(Rx::Lit(n));
-                }
-            }
-            '.' if it.peek() == Some(&'*') => {
-                it.next();
-                out.push(Rx::AnyRun);
-            }
-            '.' => out.push(Rx::Any),
-            c => out.push(Rx::Lit(c)),
-        }
-    }
-    out
-}
-
-fn glob(p: &[Rx], s: &[char]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((Rx::AnyRun, rest)) => (0..=s.len()).any(|k| glob(rest, &s[k..])),
-        Some((Rx::Any, rest)) => !s.is_empty() && glob(rest, &s[1..]),
-        Some((Rx::Lit(c), rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
-    }
+/// Whether `name` matches psql's `pattern`.
+pub fn psql_pattern_matches(pattern: &str, name: &str) -> bool {
+    psql_pattern(pattern).is_some_and(|r| r.is_match(name))
 }
 
 /// Declared column types of every table and view: table (lower case) → its columns (lower
@@ -1481,11 +1450,12 @@ ORDER BY 1,2;"#;
 
     #[test]
     fn psql_patterns_match_like_postgres() {
-        assert!(regex_match("^(users)$", "users"));
-        assert!(!regex_match("^(users)$", "users2"));
-        assert!(regex_match("^(us.*)$", "users"));
-        assert!(regex_match("^(a|users)$", "users"));
-        assert!(regex_match("^(u.ers)$", "users"));
+        assert!(psql_pattern_matches("^(users)$", "users"));
+        assert!(!psql_pattern_matches("^(users)$", "users2"));
+        assert!(psql_pattern_matches("^(us.*)$", "users"));
+        assert!(psql_pattern_matches("^(a|users)$", "users"));
+        assert!(psql_pattern_matches("^(u.ers)$", "users"));
+        assert!(!psql_pattern_matches("^(a(b)$", "a"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! writes through even while corked, so a large result streams instead of piling up.
 //! Invariant: the connection loop uncorks and flushes after every message that a client may
 //! wait on (anything but Parse/Bind/Describe/Execute/Close), so no reply is ever stranded.
+//! It also caps what a client may send before it is authenticated (`read_budget`): a message
+//! announcing 512 MiB ends the connection after a few KB instead of being buffered.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +21,8 @@ pub(crate) struct Corked<S> {
     inner: S,
     buf: Vec<u8>,
     pub(crate) corked: bool,
+    /// Bytes the client may still send (before authentication); `None`: no cap.
+    pub(crate) read_budget: Option<usize>,
 }
 
 impl<S> Corked<S> {
@@ -27,6 +31,7 @@ impl<S> Corked<S> {
             inner,
             buf: Vec::with_capacity(8 * 1024),
             corked: false,
+            read_budget: None,
         }
     }
 }
@@ -63,7 +68,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Corked<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let Some(budget) = this.read_budget else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        if budget == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "too much data before authentication",
+            )));
+        }
+        // Read at most what is left of the budget.
+        let room = buf.remaining().min(budget);
+        let mut limited = ReadBuf::new(&mut buf.initialize_unfilled()[..room]);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        let n = limited.filled().len();
+        buf.advance(n);
+        this.read_budget = Some(budget - n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -119,6 +141,20 @@ mod tests {
         let mut got = [0u8; 6];
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"onetwo");
+    }
+
+    #[tokio::test]
+    async fn reading_past_the_budget_fails() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut c = Corked::new(a);
+        c.read_budget = Some(10);
+        b.write_all(&[1u8; 64]).await.unwrap();
+        let mut got = vec![0u8; 64];
+        let n = c.read(&mut got).await.unwrap();
+        assert_eq!(n, 10);
+        assert!(c.read(&mut got).await.is_err());
+        c.read_budget = None;
+        assert_eq!(c.read(&mut got).await.unwrap(), 54);
     }
 
     #[tokio::test]

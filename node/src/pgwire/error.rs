@@ -30,6 +30,10 @@ pub fn sqlstate(e: &ExecError) -> &'static str {
         DbError::Params(_) => "08P01",
         DbError::Unsupported(_) => "0A000",
         DbError::Aborted(_) | DbError::Conflict(_) => "40001",
+        DbError::Forbidden(_) => "42501",
+        DbError::Stopped(crate::db::Stop::Shutdown) => "57P01",
+        DbError::Stopped(_) => "57014",
+        DbError::ResultTooLarge(_) => "54000",
         DbError::WriterGone => "57P01",
         DbError::Publish(_) => "57P03",
         // raise_exception: the user's script said no.

@@ -32,8 +32,8 @@ use super::error::{error_info, to_pg, user_error};
 use super::sql::{self, RewriteContext, SessionCommand};
 use super::types::{column_type, decode_param, encode_cell, type_for_decl, type_for_value};
 use crate::exec::{
-    ControlOutcome, Executor, Params, Rows, Session, Stmt, StmtResult, TxControl, TxStatus, Value,
-    split_sql,
+    CancelSlot, ControlOutcome, Executor, Params, Rows, Session, Stmt, StmtResult, TxControl,
+    TxStatus, Value, split_sql,
 };
 
 /// What every connection of one server shares.
@@ -53,6 +53,8 @@ pub(crate) struct ConnState {
     settings: std::sync::Mutex<HashMap<String, String>>,
     /// The process id sent in BackendKeyData, once authenticated (0 before).
     backend_pid: std::sync::atomic::AtomicI32,
+    /// Where a CancelRequest (or shutdown) finds the statement running now.
+    cancel: Arc<CancelSlot>,
 }
 
 fn default_settings(shared: &Shared) -> HashMap<String, String> {
@@ -79,7 +81,6 @@ fn default_settings(shared: &Shared) -> HashMap<String, String> {
         ("lc_numeric", "C"),
         ("lc_time", "C"),
         ("extra_float_digits", "1"),
-        ("statement_timeout", "0"),
         ("lock_timeout", "0"),
         ("bytea_output", "hex"),
     ]
@@ -87,6 +88,14 @@ fn default_settings(shared: &Shared) -> HashMap<String, String> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .chain([
         ("session_authorization".to_string(), shared.user.clone()),
+        (
+            "statement_timeout".to_string(),
+            shared
+                .exec
+                .query_timeout()
+                .map(|d| format!("{}ms", d.as_millis()))
+                .unwrap_or_else(|| "0".into()),
+        ),
         (
             "idle_in_transaction_session_timeout".to_string(),
             shared
@@ -99,7 +108,7 @@ fn default_settings(shared: &Shared) -> HashMap<String, String> {
 }
 
 impl ConnState {
-    pub(crate) fn new(shared: Arc<Shared>) -> ConnState {
+    pub(crate) fn new(shared: Arc<Shared>, cancel: Arc<CancelSlot>) -> ConnState {
         let settings = default_settings(&shared);
         let session = Session::new(shared.exec.clone(), shared.idle_timeout);
         ConnState {
@@ -107,7 +116,14 @@ impl ConnState {
             session: tokio::sync::Mutex::new(session),
             settings: std::sync::Mutex::new(settings),
             backend_pid: std::sync::atomic::AtomicI32::new(0),
+            cancel,
         }
+    }
+
+    /// The session's `statement_timeout` (`None`: the server's `--query-timeout` only).
+    fn statement_timeout(&self) -> Option<Duration> {
+        let settings = self.settings.lock().ok()?;
+        parse_pg_duration(settings.get("statement_timeout")?).ok()?
     }
 
     /// Records the process id the client was given in BackendKeyData.
@@ -219,13 +235,22 @@ impl ConnState {
                     Some((p, a)) => (p, Some(a)),
                     None => (Params::None, None),
                 };
+                // From here a CancelRequest reaches this statement, on the reader or the writer.
+                let limits = self
+                    .shared
+                    .exec
+                    .limits(self.statement_timeout(), Some(self.cancel.start()));
                 let result = session
-                    .execute(Stmt {
-                        sql: sql.clone(),
-                        params,
-                    })
-                    .await
-                    .map_err(to_pg)?;
+                    .execute(
+                        Stmt {
+                            sql: sql.clone(),
+                            params,
+                        },
+                        limits,
+                    )
+                    .await;
+                self.cancel.finish();
+                let result = result.map_err(to_pg)?;
                 Ok(match result {
                     StmtResult::Rows(rows) => {
                         let tag = match verb.as_str() {
@@ -264,6 +289,16 @@ impl ConnState {
             .map_err(|_| user_error("XX000", "settings lock poisoned"))?;
         match cmd {
             SessionCommand::Set { name, value } => {
+                if name == "statement_timeout"
+                    && let Err(e) = parse_pg_duration(value)
+                {
+                    return Err(user_error(
+                        "22023",
+                        format!(
+                            "invalid value for parameter \"statement_timeout\": \"{value}\": {e}"
+                        ),
+                    ));
+                }
                 settings.insert(name.clone(), value.clone());
                 Ok(Response::Execution(Tag::new("SET")))
             }
@@ -614,6 +649,32 @@ fn rows_response(
     Response::Query(resp)
 }
 
+/// A PostgreSQL time setting (`statement_timeout`): a number of milliseconds or a number with
+/// a unit (us, ms, s, min, h, d); 0 means none.
+fn parse_pg_duration(value: &str) -> Result<Option<Duration>, String> {
+    let v = value.trim().trim_matches('\'').trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "expected a number of milliseconds or a number with a unit".to_string())?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        u => return Err(format!("unknown unit {u:?}: use us, ms, s, min, h or d")),
+    };
+    if !ms.is_finite() || ms < 0.0 || ms > i32::MAX as f64 {
+        return Err("out of range".into());
+    }
+    Ok((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
 fn pg_status(s: TxStatus) -> TransactionStatus {
     match s {
         TxStatus::Idle => TransactionStatus::Idle,
@@ -822,6 +883,22 @@ impl ExtendedQueryHandler for Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_timeouts_read_like_postgres() {
+        assert_eq!(
+            parse_pg_duration("300"),
+            Ok(Some(Duration::from_millis(300)))
+        );
+        assert_eq!(parse_pg_duration("'5s'"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(
+            parse_pg_duration("1 min"),
+            Ok(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(parse_pg_duration("0"), Ok(None));
+        assert!(parse_pg_duration("soon").is_err());
+        assert!(parse_pg_duration("5 weeks").is_err());
+    }
 
     #[test]
     fn tags_name_the_verb_and_the_object() {

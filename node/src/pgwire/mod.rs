@@ -6,6 +6,7 @@
 //! client gets FATAL 57P01 and every open transaction is rolled back.
 //! See `handler` for queries, `types` for values, `error` for SQLSTATEs, `catalog` for psql.
 
+mod admission;
 mod cancel;
 mod catalog;
 mod cork;
@@ -18,7 +19,6 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +42,31 @@ use tokio_util::task::TaskTracker;
 use crate::config::Secret;
 use crate::exec::Executor;
 
+pub use catalog::psql_pattern_matches;
+
+/// The text half of the frontend message path, for property tests: what the connection does
+/// with a query string before the executor sees it (splitting, transaction control, SET/SHOW,
+/// catalog recognition, the pg-to-SQLite rewrite). Returns how many statements it found.
+#[doc(hidden)]
+pub fn plan_query_text(query: &str) -> usize {
+    let statements = crate::exec::split_sql(query);
+    let settings = std::collections::HashMap::new();
+    let ctx = sql::RewriteContext {
+        version: "15.0",
+        database: "ha",
+        user: "ha",
+        settings: &settings,
+        backend_pid: 1,
+    };
+    for text in &statements {
+        let _ = crate::exec::TxControl::parse(text);
+        let _ = sql::session_command(text);
+        let _ = catalog::recognise(text);
+        let _ = sql::rewrite(text, &ctx);
+        let _ = sql::tokenize(text);
+    }
+    statements.len()
+}
 pub use error::sqlstate;
 
 /// How clients prove who they are.
@@ -78,6 +103,10 @@ pub struct PgConfig {
     pub max_connections: usize,
     /// Rolls back a transaction that holds the writer and sends nothing for this long.
     pub idle_in_transaction_timeout: Option<Duration>,
+    /// How long a client may take from connecting to being authenticated.
+    pub auth_timeout: Duration,
+    /// Connections of `max_connections` kept for the configured user once authenticated.
+    pub reserved_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +146,8 @@ struct ServerState {
     thread_name: String,
     /// Sessions a CancelRequest can reach.
     cancels: Arc<cancel::Registry>,
+    /// Connections not authenticated yet (see `admission`).
+    pre_auth: Arc<admission::PreAuth>,
 }
 
 /// Binds nothing itself: serves `listener` until `shutdown`.
@@ -161,6 +192,11 @@ pub fn start(
         limit: Arc::new(Semaphore::new(config.max_connections)),
         thread_name: format!("ha-pg-{}", local_addr.port()),
         cancels: Arc::default(),
+        pre_auth: admission::PreAuth::new(
+            config
+                .max_connections
+                .saturating_sub(config.reserved_connections),
+        ),
         config,
         tls,
         cert_pem,
@@ -190,23 +226,37 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
                 }
             },
         };
-        let permit = state.limit.clone().try_acquire_owned().ok();
+        // Every place taken: if clients still authenticating hold some, the one that has waited
+        // longest is closed and the newcomer takes its place (see `admission`).
+        let permit = match state.limit.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if state.pre_auth.evict_oldest() => tokio::time::timeout(
+                Duration::from_millis(500),
+                state.limit.clone().acquire_owned(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            Err(_) => None,
+        };
+        let waiting = permit.as_ref().map(|_| state.pre_auth.admit());
         // Only admitted clients get a thread (at most `--pg-max-connections` of them); one
         // over the limit is refused from a task.
         let dedicated = permit.is_some().then(|| state.thread_name.clone());
         let state = state.clone();
         let shutdown = shutdown.clone();
-        let slot = Arc::new(crate::db::CancelSlot::default());
-        let reads = slot.clone();
+        let slot = Arc::new(crate::exec::CancelSlot::default());
         let serve = move |socket| async move {
             let over_limit = permit.is_none();
-            if let Err(e) = serve_connection(socket, &state, over_limit, slot, shutdown).await {
+            if let Err(e) =
+                serve_connection(socket, &state, over_limit, slot, waiting, shutdown).await
+            {
                 tracing::debug!(%peer, error = %e, "pg connection ended with an error");
             }
             drop(permit);
         };
         match socket.into_std() {
-            Ok(socket) => spawn_connection(&tracker, socket, dedicated, reads, serve),
+            Ok(socket) => spawn_connection(&tracker, socket, dedicated, serve),
             Err(e) => tracing::debug!(%peer, error = %e, "pg connection dropped"),
         }
     }
@@ -226,7 +276,6 @@ fn spawn_connection<S, F>(
     tracker: &TaskTracker,
     socket: std::net::TcpStream,
     dedicated: Option<String>,
-    reads: Arc<crate::db::CancelSlot>,
     serve: S,
 ) where
     S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
@@ -244,7 +293,7 @@ fn spawn_connection<S, F>(
                 .build();
             match (rt, take(&theirs)) {
                 (Ok(rt), Some((socket, serve))) => {
-                    crate::db::run_reads_here(reads);
+                    crate::db::run_reads_here();
                     rt.block_on(serve_socket(socket, serve));
                 }
                 (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),
@@ -273,7 +322,9 @@ where
     }
 }
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a client may send before it is authenticated: a startup message (at most 10 KB by the
+/// protocol's own cap) and a few authentication messages.
+const PRE_AUTH_BYTES: usize = 16 * 1024;
 
 /// One connection from TLS negotiation to its end. The message loop is pgwire's own
 /// (`process_socket`), plus the shutdown signal and a clean end on undecodable bytes.
@@ -281,12 +332,15 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     state: &ServerState,
     over_limit: bool,
-    cancel_slot: Arc<crate::db::CancelSlot>,
+    cancel_slot: Arc<crate::exec::CancelSlot>,
+    waiting: Option<admission::Waiting>,
     shutdown: CancellationToken,
 ) -> Result<(), std::io::Error> {
+    let auth_deadline = tokio::time::Instant::now() + state.config.auth_timeout;
     let negotiated = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        _ = tokio::time::sleep(STARTUP_TIMEOUT) => return Ok(()),
+        _ = evicted(&waiting) => return Ok(()),
+        _ = tokio::time::sleep_until(auth_deadline) => return Ok(()),
         s = negotiate_tls::<Arc<handler::Prepared>>(socket, state.tls.clone()) => s?,
     };
     let Some(socket) = negotiated else {
@@ -296,17 +350,22 @@ async fn serve_connection(
     let parts = socket.into_parts();
     let mut corked = tokio_util::codec::FramedParts::new(cork::Corked::new(parts.io), parts.codec);
     corked.read_buf = parts.read_buf;
+    corked.io.read_budget = Some(PRE_AUTH_BYTES);
     corked.write_buf = parts.write_buf;
     let mut socket = tokio_util::codec::Framed::from_parts(corked);
-    let conn = Arc::new(handler::ConnState::new(state.shared.clone()));
+    let conn = Arc::new(handler::ConnState::new(
+        state.shared.clone(),
+        cancel_slot.clone(),
+    ));
     let query = Arc::new(handler::Handler::new(conn.clone()));
     let startup = Arc::new(Auth::new(state, over_limit, socket.is_secure()));
     let (simple, extended) = (query.clone(), query);
     let copy = Arc::new(NoopHandler);
     let cancel = Arc::new(cancel::Canceller(state.cancels.clone()));
     let mut registered = None;
-    let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
+    let startup_deadline = tokio::time::sleep_until(auth_deadline);
     tokio::pin!(startup_deadline);
+    let mut waiting = waiting;
     loop {
         let starting = matches!(
             socket.state(),
@@ -320,7 +379,16 @@ async fn serve_connection(
                 let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
                 break;
             }
-            _ = &mut startup_deadline, if starting => break,
+            _ = &mut startup_deadline, if starting => {
+                let info = error::fatal("08006", "authentication timed out");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
+            _ = evicted(&waiting), if starting => {
+                let info = error::fatal("53300", "too many clients waiting to authenticate");
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
             m = socket.next() => m,
         };
         let msg = match msg {
@@ -380,6 +448,9 @@ async fn serve_connection(
             let (pid, secret) = socket.pid_and_secret_key();
             conn.set_backend_pid(pid);
             registered = Some(state.cancels.register(pid, &secret, cancel_slot.clone()));
+            // Authenticated: no longer capped, no longer in the waiting queue.
+            socket.get_mut().read_budget = None;
+            waiting = None;
         }
         if !hold {
             socket.get_mut().corked = false;
@@ -392,6 +463,14 @@ async fn serve_connection(
     socket.get_mut().corked = false;
     let _ = socket.flush().await;
     Ok(())
+}
+
+/// Resolves when the waiting connection is closed for a newcomer (never once authenticated).
+async fn evicted(waiting: &Option<admission::Waiting>) {
+    match waiting {
+        Some(w) => w.evicted.cancelled().await,
+        None => futures::future::pending().await,
+    }
 }
 
 /// The configured user and password, as pgwire's auth mechanisms ask for them.
@@ -506,32 +585,37 @@ impl StartupHandler for Auth {
                 ))));
             }
         }
-        match &self.inner {
+        let result = match &self.inner {
             AuthInner::Scram(h) => h.on_startup(client, message).await,
             AuthInner::Md5(h) => h.on_startup(client, message).await,
             AuthInner::Password(h) => h.on_startup(client, message).await,
+        };
+        match result {
+            // PostgreSQL's words, naming the user of the startup message (SCRAM's own message
+            // carries an empty user name).
+            Err(PgWireError::InvalidPassword(_)) => {
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                tracing::info!(user, "pg login refused: wrong password");
+                Err(PgWireError::UserError(Box::new(error::fatal(
+                    "28P01",
+                    format!("password authentication failed for user \"{user}\""),
+                ))))
+            }
+            other => other,
         }
     }
 }
 
-/// Bytes for salts: not secret, only unpredictable enough (SCRAM and md5 salts).
+/// Bytes for salts (SCRAM and md5), from the operating system's CSPRNG: an md5 salt that an
+/// attacker can predict lets a recorded exchange be replayed.
 fn random_bytes(n: usize) -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut out = Vec::with_capacity(n);
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        ^ (std::process::id() as u64) << 32;
-    while out.len() < n {
-        // xorshift64*
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    use ring::rand::SecureRandom;
+    let mut out = vec![0u8; n];
+    if ring::rand::SystemRandom::new().fill(&mut out).is_err() {
+        // The OS refused randomness (no /dev/urandom, no getrandom): nothing safe to fall back
+        // to, and a fixed salt would be worse than stopping.
+        panic!("the operating system's random number generator failed");
     }
-    out.truncate(n);
     out
 }
 

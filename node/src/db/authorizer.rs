@@ -1,0 +1,170 @@
+//! Owns what client SQL may ask of SQLite beyond reading and writing rows: the authorizer
+//! installed on every connection, which refuses what would reach outside the database file or
+//! change how it is stored (ATTACH, VACUUM INTO, load_extension(), setting PRAGMAs).
+//! Must not judge the node's own statements: the checks apply only while `untrusted` runs
+//! (client statements, compiled and stepped inside it); everything else is allowed.
+//! Invariant: a refusal names what was refused and why; `take_refusal` turns SQLite's bare
+//! "not authorized" into that message. See docs/security.md for the list and the reasons.
+
+use std::cell::{Cell, RefCell};
+
+use rusqlite::Connection;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+
+thread_local! {
+    /// Set while a client's statement is compiled or runs on this thread.
+    static UNTRUSTED: Cell<bool> = const { Cell::new(false) };
+    /// Why the last client action on this thread was refused.
+    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// PRAGMAs a client may call with an argument: they only report on the schema or check it.
+/// Every other PRAGMA with a value changes the connection or the file (journal_mode,
+/// synchronous, locking_mode, mmap_size, writable_schema, cache_size, query_only, …), and a
+/// setting made on a pooled connection would outlive the request.
+const PRAGMAS_WITH_ARGUMENT: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+];
+
+/// Installs the authorizer on `conn` (after `--extensions` are loaded: loading them is the
+/// node's act, not a client's).
+pub(crate) fn install(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.authorizer(Some(authorize))
+}
+
+/// Runs `f` with client SQL's restrictions on (on this thread). Nested calls keep them on.
+pub(crate) fn untrusted<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNTRUSTED.set(self.0);
+        }
+    }
+    let _reset = Reset(UNTRUSTED.replace(true));
+    f()
+}
+
+/// The reason of the last refusal on this thread, if SQLite's error was a refusal.
+pub(crate) fn take_refusal() -> Option<String> {
+    REFUSAL.take()
+}
+
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    if !UNTRUSTED.get() {
+        return Authorization::Allow;
+    }
+    match refusal(&ctx.action) {
+        None => Authorization::Allow,
+        Some(why) => {
+            REFUSAL.set(Some(why));
+            Authorization::Deny
+        }
+    }
+}
+
+/// Why `action` is refused to a client, or `None` when it is allowed.
+pub fn refusal(action: &AuthAction<'_>) -> Option<String> {
+    match action {
+        // VACUUM attaches an empty name (a temporary database) for its copy; VACUUM INTO
+        // attaches the file it writes.
+        AuthAction::Attach { filename: "" } => None,
+        AuthAction::Attach { filename } => Some(format!(
+            "writing or attaching another database file ({filename:?}) is not allowed: \
+             ATTACH and VACUUM INTO reach outside the database (take a backup with GET / \
+             or a snapshot instead)"
+        )),
+        AuthAction::Detach { .. } => {
+            Some("DETACH is not allowed: the node serves one database".into())
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Some(
+                "load_extension() is not allowed: extensions are loaded by the node \
+                 (--extensions)"
+                    .into(),
+            )
+        }
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if !PRAGMAS_WITH_ARGUMENT
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(pragma_name)) =>
+        {
+            Some(format!(
+                "setting PRAGMA {pragma_name} is not allowed: the node owns its connections' \
+                 settings (journal, locking, caches, schema); set them with DSN parameters"
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        install(&mut c).unwrap();
+        c.execute_batch("CREATE TABLE t(a)").unwrap();
+        c
+    }
+
+    fn refused(c: &Connection, sql: &str) -> String {
+        let r = untrusted(|| c.execute_batch(sql));
+        assert!(r.is_err(), "{sql} ran");
+        take_refusal().unwrap_or_else(|| panic!("{sql}: {r:?}"))
+    }
+
+    #[test]
+    fn client_sql_cannot_leave_the_database_or_change_its_settings() {
+        let c = conn();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("copy.db");
+        let m = refused(&c, &format!("VACUUM INTO '{}'", out.display()));
+        assert!(m.contains("VACUUM INTO"), "{m}");
+        assert!(!out.exists());
+        refused(&c, "ATTACH 'x.db' AS x");
+        refused(&c, "SELECT load_extension('x')");
+        for p in [
+            "writable_schema = ON",
+            "journal_mode = OFF",
+            "locking_mode = EXCLUSIVE",
+            "synchronous = OFF",
+            "mmap_size = 1000000",
+            "cache_size = 5",
+            "reverse_unordered_selects = ON",
+            "query_only = 0",
+            "temp_store_directory = '/tmp'",
+        ] {
+            let m = refused(&c, &format!("PRAGMA {p}"));
+            assert!(m.contains("setting PRAGMA"), "{p}: {m}");
+        }
+    }
+
+    #[test]
+    fn reading_and_inspecting_stay_allowed_and_the_node_is_not_judged() {
+        let c = conn();
+        untrusted(|| {
+            c.execute_batch(
+                "PRAGMA journal_mode; PRAGMA table_info(t); SELECT * FROM pragma_table_info('t');
+                 PRAGMA integrity_check; VACUUM; INSERT INTO t VALUES (1)",
+            )
+        })
+        .unwrap();
+        c.execute_batch("PRAGMA cache_size = 7").unwrap();
+        let n: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 7);
+    }
+}
