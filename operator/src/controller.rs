@@ -36,7 +36,7 @@ use crate::render::{Credentials, Rendered};
 use crate::rollout::{self, Revisions, Rollout, RolloutDecision};
 use crate::snapshots::{self, Tick};
 use crate::status::{self, Inputs, Schedule};
-use crate::{Error, Result, credentials, members};
+use crate::{Error, Result, credentials, members, scaling};
 
 /// The one field manager of every object and status the operator applies.
 pub const FIELD_MANAGER: &str = "ha-operator";
@@ -242,22 +242,69 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         .ok_or(Error::MissingField("StatefulSet metadata.name"))?;
     let live = sts_api.get_opt(&sts_name).await?;
     let seen = observe(cluster, &ns, &rendered.stateful_set, token.as_deref(), ctx).await?;
-    let replicas = cluster.spec.replicas;
-
-    // 3. Decide the rolling-update partition and apply every object.
+    let desired = cluster.spec.replicas;
+    let live_replicas = live
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let at = live_replicas.unwrap_or(desired);
+    let embedded = cluster.spec.embedded_nats();
+    let meta = if embedded && at > 1 {
+        Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await)
+    } else {
+        None
+    };
     let revisions = revisions_of(live.as_ref());
+
+    // 3. Decide the scale step: one pod at a time, only from a whole cluster.
+    let pending = departed(&name, at, previous, &seen, meta.as_ref());
+    let rolling = rollout::decide(&name, at, &revisions, &seen).rollout != Rollout::Idle;
+    let scale = scaling::decide(&scaling::Inputs {
+        cluster: &name,
+        desired,
+        live: live_replicas,
+        embedded,
+        seen: &seen,
+        meta: meta.as_ref(),
+        departed: &pending.clean,
+        rolling,
+    });
+    let replicas = scale.replicas;
+    let rendered = if replicas == desired {
+        rendered
+    } else {
+        let creds = credentials::from_secret(&rendered.secret)?;
+        (ctx.render)(&scaling::at_step(cluster, replicas), &ns, &creds)?
+    };
+
+    // 4. Decide the rolling-update partition and apply every object.
     let rollout = rollout::decide(&name, replicas, &revisions, &seen);
     let mut rendered = rendered;
     set_partition(&mut rendered.stateful_set, rollout.partition);
     let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
-    note_changes(cluster, live.as_ref(), &revisions, &rollout, &mut events);
+    note_changes(
+        cluster,
+        live.as_ref(),
+        &revisions,
+        &rollout,
+        &scale,
+        &mut events,
+    );
 
-    // 4. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
-    let plan = members::plan(&name, replicas, previous, &seen);
-    let (departed, deferred) =
-        clean_departed(cluster, &plan, &seen, token.as_deref(), ctx, &mut events).await;
+    // 5. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
+    let plan = departed(&name, replicas, previous, &seen, meta.as_ref());
+    let (departed, deferred) = clean_departed(
+        cluster,
+        replicas,
+        &plan,
+        &seen,
+        token.as_deref(),
+        ctx,
+        &mut events,
+    )
+    .await;
 
-    // 5. The snapshot schedule.
+    // 6. The snapshot schedule.
     let snap = snapshot_step(
         cluster,
         &key,
@@ -269,7 +316,7 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     )
     .await;
 
-    // 6. Status, then Events.
+    // 7. Status, then Events.
     let status = status::compute(&Inputs {
         cluster: &name,
         generation: cluster.metadata.generation,
@@ -278,6 +325,7 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         stateful_set: Some(&applied),
         seen: &seen,
         rollout: &rollout,
+        scale: &scale,
         departed: &departed,
         leaving: &plan.leaving,
         schedule: snap.schedule,
@@ -404,6 +452,45 @@ async fn observe(
     Ok(seen)
 }
 
+/// The JetStream meta group, read through a ready node of the live StatefulSet.
+async fn read_meta(
+    cluster: &HaCluster,
+    live: i32,
+    seen: &Observed,
+    token: Option<&str>,
+    ctx: &Context,
+) -> Result<scaling::Meta, String> {
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < live)
+        .find_map(|p| target(p, cluster.spec.http.port, token))
+        .ok_or_else(|| "no ready node to ask".to_string())?;
+    ctx.nodes
+        .peers(&via)
+        .await
+        .map_err(|e| format!("{}: {e}", via.name))
+}
+
+/// The departed nodes of a StatefulSet of `replicas` pods: those the last status listed and
+/// those the meta group still lists (so a lost status loses no cleanup).
+fn departed(
+    name: &str,
+    replicas: i32,
+    previous: Option<&HaClusterStatus>,
+    seen: &Observed,
+    meta: Option<&Result<scaling::Meta, String>>,
+) -> members::Plan {
+    let mut plan = members::plan(name, replicas, previous, seen);
+    if plan.leaving.is_empty() {
+        for n in scaling::departed_in_meta(name, replicas, meta) {
+            if !plan.clean.contains(&n) {
+                plan.clean.push(n);
+            }
+        }
+    }
+    plan
+}
+
 fn target(pod: &PodView, port: i32, token: Option<&str>) -> Option<NodeTarget> {
     Some(NodeTarget {
         name: pod.name.clone(),
@@ -516,12 +603,14 @@ where
     Ok(())
 }
 
-/// Events for what this reconcile changed: first creation, scaling, a pod handed to the update.
+/// Events for what this reconcile changed: first creation, a scale step (or its refusal), a
+/// pod handed to the update.
 fn note_changes(
     cluster: &HaCluster,
     live: Option<&StatefulSet>,
     revisions: &Revisions,
     rollout: &RolloutDecision,
+    scale: &scaling::Decision,
     events: &mut Events,
 ) {
     let replicas = cluster.spec.replicas;
@@ -529,17 +618,20 @@ fn note_changes(
         .status
         .as_ref()
         .is_none_or(|s| s.observed_generation.is_none());
-    match live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
-        None if first => events.normal(
+    if live.is_none() && first {
+        events.normal(
             "Created",
             "Create",
             format!("created the cluster's objects for {replicas} nodes"),
-        ),
-        Some(before) if before != replicas => events.normal(
-            "Scaling",
-            "Scale",
-            format!("scaling from {before} to {replicas} nodes"),
-        ),
+        );
+    }
+    match &scale.scale {
+        scaling::Scale::Step { .. } => {
+            events.normal("Scaling", "Scale", scale.message().unwrap_or_default())
+        }
+        scaling::Scale::Refused { .. } => {
+            events.warning("ScaleRefused", "Scale", scale.message().unwrap_or_default())
+        }
         _ => {}
     }
     if let Rollout::Replacing { pod } = &rollout.rollout
@@ -549,8 +641,8 @@ fn note_changes(
             "RollingUpdate",
             "Update",
             format!(
-                "replacing {pod} ({}/{replicas} nodes updated)",
-                rollout.updated
+                "replacing {pod} ({}/{} nodes updated)",
+                rollout.updated, scale.replicas
             ),
         );
     }
@@ -560,6 +652,7 @@ fn note_changes(
 /// (with why) and the error to report after the status is written.
 async fn clean_departed(
     cluster: &HaCluster,
+    replicas: i32,
     plan: &members::Plan,
     seen: &Observed,
     token: Option<&str>,
@@ -569,7 +662,6 @@ async fn clean_departed(
     if plan.clean.is_empty() {
         return (Vec::new(), None);
     }
-    let replicas = cluster.spec.replicas;
     let via = seen
         .ready_pods()
         .filter(|p| p.ordinal < replicas)
@@ -586,7 +678,7 @@ async fn clean_departed(
     };
     let what = members::Cleanup {
         db_file: &cluster.spec.database.name,
-        jetstream_peers: cluster.spec.nats_clustered(),
+        jetstream_peers: cluster.spec.embedded_nats() && replicas > 1,
     };
     let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
@@ -598,7 +690,7 @@ async fn clean_departed(
         }
     }
     if !cleaned.is_empty() {
-        let what = if cluster.spec.nats_clustered() {
+        let what = if cluster.spec.embedded_nats() && replicas > 1 {
             "durable consumers and JetStream peers"
         } else {
             "durable consumers"
@@ -742,6 +834,10 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         rollout: Rollout::Idle,
         updated: 0,
     };
+    let scale = scaling::Decision {
+        replicas: cluster.spec.replicas,
+        scale: scaling::Scale::Steady,
+    };
     let previous = cluster.status.as_ref();
     let mut s = status::compute(&Inputs {
         cluster: &name,
@@ -751,6 +847,7 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         stateful_set: None,
         seen: &seen,
         rollout: &rollout,
+        scale: &scale,
         departed: &[],
         leaving: &[],
         schedule: Schedule::None,

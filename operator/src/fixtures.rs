@@ -353,6 +353,9 @@ pub struct World {
     pub events: Vec<&'static str>,
     /// The `token` of `spec.http.tokenSecret`, when the cluster names one.
     pub token: Option<&'static str>,
+    /// The StatefulSet replicas the reconcile applies, when not `spec.replicas` (a scale step
+    /// or a refused change): the objects are rendered for that many pods.
+    pub step: Option<i32>,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -541,7 +544,11 @@ fn pod_selector(sts: &StatefulSet) -> String {
 
 async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
     let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
-    let r = RENDER(&c, NS, &creds).expect("the scenario's cluster renders");
+    let at = match w.step {
+        Some(n) => crate::scaling::at_step(&c, n),
+        None => c.clone(),
+    };
+    let r = RENDER(&at, NS, &creds).expect("the scenario's cluster renders");
     let secret = names::credentials_secret(NAME);
     // 1. The credentials Secret: read, and created only when absent.
     let (p, rec) = s
@@ -742,6 +749,8 @@ pub struct NodeBehaviour {
     /// Status code of `DELETE /cluster/peers/{name}`.
     pub peer_removal: u16,
     pub snapshot_seq: u64,
+    /// Members of the JetStream meta group `GET /cluster/peers` lists (`db-0` leads).
+    pub members: Vec<String>,
 }
 
 impl Default for NodeBehaviour {
@@ -752,6 +761,7 @@ impl Default for NodeBehaviour {
             caught_up: true,
             peer_removal: 204,
             snapshot_seq: 42,
+            members: (0..3).map(|i| format!("{NAME}-{i}")).collect(),
         }
     }
 }
@@ -801,6 +811,18 @@ impl NodeMock {
                             "gap": null,
                         }
                     }))
+                }),
+            )
+            .route(
+                "/cluster/peers",
+                get(|State(s): State<S>| async move {
+                    let peers: Vec<Value> = s
+                        .b
+                        .members
+                        .iter()
+                        .map(|n| json!({"name": n, "current": true, "offline": false}))
+                        .collect();
+                    axum::Json(json!({"cluster": "ha", "leader": "db-0", "self": "db-0", "peers": peers}))
                 }),
             )
             .route(

@@ -11,8 +11,8 @@
 //! - `crd`, `render`, `manifest`, `syntax`: the resource and the objects it becomes (pure).
 //! - `controller`: the reconcile loop (finalizer → apply / cleanup), its `Context` and `run`.
 //! - `observed`: what one reconcile saw (pods, what each node's `/status` said).
-//! - `status`, `rollout`, `members`, `snapshots`: pure decisions — the status to report, the
-//!   StatefulSet partition of a rolling update, the departed nodes to clean up, the snapshot tick.
+//! - `status`, `scaling`, `rollout`, `members`, `snapshots`: pure decisions — the status to report,
+//!   the StatefulSet replicas of the next scale step, the partition of a rolling update, the departed nodes to clean up, the snapshot tick.
 //! - `node_client`: HTTP calls to the nodes; `credentials`: the generated credentials Secret.
 //! - `lease`: leader election; `metrics`, `telemetry`, `web`: what the process exposes.
 
@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod node_client;
 pub mod observed;
 pub mod rollout;
+pub mod scaling;
 pub mod snapshots;
 pub mod status;
 pub mod telemetry;

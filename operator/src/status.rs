@@ -16,6 +16,7 @@ use crate::crd::{
 };
 use crate::observed::{Observed, ordinal_of};
 use crate::rollout::{Rollout, RolloutDecision};
+use crate::scaling::{Decision, Scale};
 use crate::snapshots;
 
 pub const READY: &str = "Ready";
@@ -69,6 +70,8 @@ pub struct Inputs<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub seen: &'a Observed,
     pub rollout: &'a RolloutDecision,
+    /// The scale step of this reconcile.
+    pub scale: &'a Decision,
     /// Departed nodes still to clean, with why they are still listed.
     pub departed: &'a [(String, String)],
     /// Pods beyond `spec.replicas` that still exist.
@@ -178,7 +181,12 @@ fn phase(i: &Inputs<'_>, ready: i32, existing: i32, previous: Option<&str>) -> P
     if never_ran && ready < desired {
         return Phase::Creating;
     }
-    if !i.leaving.is_empty() || !i.departed.is_empty() || existing != desired {
+    let refused = matches!(i.scale.scale, Scale::Refused { .. });
+    if !i.leaving.is_empty()
+        || !i.departed.is_empty()
+        || (existing != desired && !refused)
+        || matches!(i.scale.scale, Scale::Step { .. } | Scale::Waiting { .. })
+    {
         return Phase::Scaling;
     }
     if i.rollout.rollout != Rollout::Idle {
@@ -195,15 +203,18 @@ fn progressing(i: &Inputs<'_>, phase: Phase, existing: i32) -> (bool, &'static s
     match phase {
         Phase::Failed => (false, "InvalidSpec", i.failure.clone().unwrap_or_default()),
         Phase::Creating => (true, "Creating", format!("starting {desired} nodes")),
-        Phase::Scaling if existing < desired => (
+        Phase::Scaling if i.scale.replicas < desired || existing < desired => (
             true,
             "ScalingUp",
-            format!(
+            i.scale.message().unwrap_or_else(|| format!(
                 "{existing} → {desired} nodes; new nodes restore the latest snapshot, then follow the stream"
-            ),
+            )),
         ),
         Phase::Scaling => {
             let mut parts = Vec::new();
+            if let Some(m) = i.scale.message() {
+                parts.push(m);
+            }
             if !i.leaving.is_empty() {
                 parts.push(format!("waiting for {} to stop", i.leaving.join(", ")));
             }
@@ -219,6 +230,11 @@ fn progressing(i: &Inputs<'_>, phase: Phase, existing: i32) -> (bool, &'static s
             true,
             "RollingUpdate",
             i.rollout.message(desired).unwrap_or_default(),
+        ),
+        Phase::Running | Phase::Degraded if matches!(i.scale.scale, Scale::Refused { .. }) => (
+            false,
+            "ScaleRefused",
+            i.scale.message().unwrap_or_default(),
         ),
         Phase::Running | Phase::Degraded => (
             false,
@@ -439,6 +455,7 @@ mod tests {
         sts: Option<StatefulSet>,
         seen: Observed,
         rollout: RolloutDecision,
+        scale: Decision,
         departed: Vec<(String, String)>,
         leaving: Vec<String>,
         schedule: Schedule,
@@ -465,6 +482,10 @@ mod tests {
                     rollout: Rollout::Idle,
                     updated: n,
                 },
+                scale: Decision {
+                    replicas: n,
+                    scale: Scale::Steady,
+                },
                 departed: Vec::new(),
                 leaving: Vec::new(),
                 schedule: Schedule::None,
@@ -483,6 +504,7 @@ mod tests {
                 stateful_set: self.sts.as_ref(),
                 seen: &self.seen,
                 rollout: &self.rollout,
+                scale: &self.scale,
                 departed: &self.departed,
                 leaving: &self.leaving,
                 schedule: self.schedule.clone(),

@@ -350,15 +350,14 @@ async fn departed_nodes_wait_until_their_pods_are_gone() {
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
         secret_exists: true,
-        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
-        applied_status: Some(sts_status(4, 4, "r1", "r1")),
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
         pods: vec![
             pod(0, true, "r1"),
             pod(1, true, "r1"),
             pod(2, true, "r1"),
             pod(3, true, "r1"),
         ],
-        events: vec!["Scaling"],
         ..World::default()
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
@@ -370,6 +369,129 @@ async fn departed_nodes_wait_until_their_pods_are_gone() {
     assert_eq!(
         status.nodes[3].message.as_deref(),
         Some("leaving: scaled down")
+    );
+}
+
+#[tokio::test]
+async fn scaling_down_takes_one_pod_at_a_time() {
+    let node = NodeMock::start(NodeBehaviour {
+        members: (0..5).map(|i| format!("db-{i}")).collect(),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(5, 5, "r1", "r1", 5)),
+        applied_status: Some(sts_status(5, 5, "r1", "r1")),
+        pods: (0..5).map(|i| pod(i, true, "r1")).collect(),
+        events: vec!["Scaling"],
+        step: Some(4),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(sts["spec"]["replicas"], 4, "one pod per step");
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Scaling"));
+    let progressing = condition(&status, PROGRESSING);
+    assert_eq!(progressing.reason, "ScalingDown");
+    assert!(
+        progressing.message.starts_with("Scaling 5→4→3"),
+        "{}",
+        progressing.message
+    );
+    assert!(node.calls().is_empty(), "nothing to clean yet");
+}
+
+#[tokio::test]
+async fn scaling_up_waits_until_the_new_pod_joined_the_meta_group() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .replicas(5)
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
+        applied_status: Some(sts_status(4, 4, "r1", "r1")),
+        pods: (0..4).map(|i| pod(i, true, "r1")).collect(),
+        step: Some(4),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(recorded.sts_apply.clone().unwrap()["spec"]["replicas"], 4);
+    let msg = condition(&recorded.status(), PROGRESSING).message.clone();
+    assert!(
+        msg.contains("db-3 to join the JetStream meta group"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status() {
+    let node = NodeMock::start(NodeBehaviour {
+        members: (0..4).map(|i| format!("db-{i}")).collect(),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    // The status was lost (e.g. the HaCluster restored from a backup without it).
+    let c = HaCluster::test().finalized().http_port(node.port);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: (0..3).map(|i| pod(i, true, "r1")).collect(),
+        events: vec!["DepartedNodesRemoved"],
+        ..World::default()
+    };
+    let (result, _, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        [
+            "DELETE /replications/ha_db_db-3",
+            "DELETE /cluster/peers/db-3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .finalized()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
+        applied_status: Some(sts_status(1, 1, "r1", "r1")),
+        pods: vec![pod(0, true, "r1")],
+        events: vec!["ScaleRefused"],
+        step: Some(1),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(sts["spec"]["replicas"], 1, "the StatefulSet stays at 1");
+    let status = recorded.status();
+    let p = condition(&status, PROGRESSING);
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("False", "ScaleRefused")
+    );
+    assert!(
+        p.message.contains("create a new HaCluster"),
+        "{}",
+        p.message
     );
 }
 
