@@ -1,5 +1,5 @@
 //! Owns the syntax checks of the strings the CRD schema can only approximate with a pattern:
-//! durations, cron schedules and replication policies.
+//! durations, cron schedules, replication policies and resource quantities.
 //! Must not do I/O or evaluate a schedule (when it fires is the snapshot scheduler's business).
 //! Invariant: a value accepted here is accepted by the node's own parser (humantime durations,
 //! `--replication-policy`) and by the CRD patterns in `crd`; the tests pin both directions.
@@ -197,6 +197,29 @@ fn cron_value(s: &str, field: &Field) -> Result<u32, String> {
     Ok(n)
 }
 
+/// A Kubernetes resource quantity (`10Gi`, `500M`, `1.5Ti`, `1e9`) greater than zero, as the
+/// CRD's CEL rule (`isQuantity` and `quantity(...).isGreaterThan(quantity('0'))`) accepts it.
+pub fn is_positive_quantity(value: &str) -> bool {
+    let v = value.strip_prefix('+').unwrap_or(value);
+    let digits_end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, suffix) = v.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number != "."
+        && number.matches('.').count() <= 1
+        && number.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    let suffix_ok = match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
+        | "P" | "E" => true,
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+    };
+    number_ok && suffix_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +295,17 @@ mod tests {
         }
         let e = check_cron("0 25 * * *").unwrap_err();
         assert!(e.contains("hour") && e.contains("25"), "{e}");
+    }
+
+    #[test]
+    fn positive_quantities_are_told_from_the_rest() {
+        for ok in ["10Gi", "1", "1.5Ti", "500M", "+2Gi", "1e9", "0.5Gi", "100k"] {
+            assert!(is_positive_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "0", "0Gi", "lots", "", "Gi", "10GB", "-1Gi", "1..5Gi", "1e", ".",
+        ] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
     }
 }
