@@ -199,8 +199,35 @@ impl Events {
     }
 }
 
-/// Everything one Apply reconcile does, in order.
+/// One Apply reconcile; an error that stops it is reported in the status (Ready and
+/// Progressing False with its reason) and a Warning Event before it is returned for the retry,
+/// so no reconcile is ever blocked silently.
 async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
+    match apply_steps(cluster, ctx).await {
+        Ok(a) => Ok(a),
+        // Already in the status and Events (InvalidSpec, SecretUnusable, CleanupFailed).
+        Err(e @ (Error::InvalidSpec(_) | Error::Secret { .. } | Error::Node { .. })) => Err(e),
+        Err(e) => {
+            report_failure(cluster, ctx, &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// Best effort: the API server that failed the reconcile may fail these too (then the log and
+/// the failure metric are what is left).
+async fn report_failure(cluster: &HaCluster, ctx: &Context, e: &Error) {
+    let mut events = Events::default();
+    events.warning(e.reason(), "Reconcile", e.to_string());
+    let status = failed_status(cluster, e, (ctx.clock)());
+    if let Err(err) = patch_status(ctx, cluster, &status).await {
+        tracing::warn!(error = %err, "writing the status of a failed reconcile failed");
+    }
+    events.publish(ctx, cluster).await;
+}
+
+/// Everything one Apply reconcile does, in order.
+async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     let name = cluster.name_any();
     let ns = cluster
         .namespace()
@@ -571,7 +598,23 @@ where
         .ok_or(Error::MissingField("metadata.name"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(name, &pp, &Patch::Apply(obj)).await?)
+    api.patch(name, &pp, &Patch::Apply(obj)).await.map_err(|e| {
+        let kind = K::kind(&());
+        let hint = match &e {
+            kube::Error::Api(a) if a.code == 422 && kind == "StatefulSet" => {
+                "; the StatefulSet refuses a change of a field it cannot change (its \
+                     volumeClaimTemplates, selector or serviceName): see docs/kubernetes.md, \
+                     \"Storage\""
+                    .to_string()
+            }
+            _ => String::new(),
+        };
+        Error::Apply {
+            what: format!("{kind} {name}"),
+            source: Box::new(e),
+            hint,
+        }
+    })
 }
 
 /// Deletes objects of kind `K` this cluster controls (label + controller owner reference).
@@ -856,6 +899,11 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         failure: Some(e.to_string()),
         now,
     });
+    for c in &mut s.conditions {
+        if c.reason == "InvalidSpec" {
+            c.reason = e.reason().into();
+        }
+    }
     // Nothing was observed: keep what the last good reconcile saw of the nodes.
     if let Some(p) = previous {
         s.nodes = p.nodes.clone();

@@ -356,6 +356,11 @@ pub struct World {
     /// The StatefulSet replicas the reconcile applies, when not `spec.replicas` (a scale step
     /// or a refused change): the objects are rendered for that many pods.
     pub step: Option<i32>,
+    /// The API server refuses the StatefulSet apply with this status code: the reconcile
+    /// stops there and reports it.
+    pub sts_error: Option<u16>,
+    /// `spec.http.tokenSecret` names a Secret that does not exist.
+    pub token_missing: bool,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -386,8 +391,9 @@ pub enum Scenario {
     InvalidSpec(HaCluster),
     /// Deleting: a Deleting Event, then the finalizer is removed.
     Cleanup(HaCluster),
-    /// The API server answers the first request with 500.
-    ApiServerError,
+    /// The API server answers the first request with 500; the reconcile reports it in the
+    /// status and an `ApiError` Event.
+    ApiServerError(HaCluster),
 }
 
 const BASE: &str = "/apis/ha.sqlite.dev/v1alpha1/namespaces/default/haclusters";
@@ -465,15 +471,18 @@ impl Scenario {
                 p.respond(&c.finalized()).expect_no_more().await;
                 rec
             }
-            Scenario::ApiServerError => {
+            Scenario::ApiServerError(c) => {
                 let (p, rec) = s
                     .take(
                         Method::GET,
                         &format!("{}/{}", core("secrets"), names::credentials_secret(NAME)),
                     )
                     .await;
-                p.error(500, "InternalError").expect_no_more().await;
-                rec
+                let s = Serving {
+                    v: p.error(500, "InternalError"),
+                    rec,
+                };
+                finish_with_status(s, c, &["ApiError"]).await
             }
             Scenario::InvalidSpec(c) => {
                 let (p, rec) = s
@@ -600,6 +609,13 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         let (p, rec) = s
             .take(Method::GET, &format!("{}/{token_secret}", core("secrets")))
             .await;
+        if w.token_missing {
+            let s = Serving {
+                v: p.not_found(),
+                rec,
+            };
+            return finish_with_status(s, c, &w.events).await;
+        }
         let token = w.token.unwrap_or_default();
         s = Serving {
             v: p.respond_json(
@@ -656,6 +672,13 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         )
         .await;
     rec.sts_apply = Some(p.body().clone());
+    if let Some(code) = w.sts_error {
+        let s = Serving {
+            v: p.error(code, "Invalid"),
+            rec,
+        };
+        return finish_with_status(s, c, &w.events).await;
+    }
     let mut applied = p.body().clone();
     applied["status"] = serde_json::to_value(&w.applied_status).unwrap_or(Value::Null);
     s = Serving {
@@ -681,6 +704,21 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         rec,
     };
     let s = s.events(&w.events).await;
+    s.v.expect_no_more().await;
+    s.rec
+}
+
+/// The end of a reconcile that stopped on an error: its status patch, then its Events.
+async fn finish_with_status(s: Serving, c: HaCluster, events: &[&str]) -> Recorded {
+    let (p, mut rec) = s
+        .take(Method::PATCH, &format!("{BASE}/{NAME}/status{APPLY_QUERY}"))
+        .await;
+    rec.status_patch = Some(p.body().clone());
+    let s = Serving {
+        v: respond_with_status(p, c),
+        rec,
+    };
+    let s = s.events(events).await;
     s.v.expect_no_more().await;
     s.rec
 }

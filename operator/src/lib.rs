@@ -49,6 +49,17 @@ pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
 
+    /// The API server refused or failed to apply one of the cluster's objects.
+    #[error("applying {what}: {source}{hint}")]
+    Apply {
+        /// `Kind name`.
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+        /// What to do about it, when known (starts with "; ").
+        hint: String,
+    },
+
     /// An object could not be serialized.
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -87,7 +98,7 @@ impl Error {
         use kube::runtime::finalizer::Error as F;
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::Kube(_) => "kube",
+            Error::Kube(_) | Error::Apply { .. } => "kube",
             Error::Serialize(_) => "serialize",
             Error::MissingField(_) => "missing_field",
             Error::Secret { .. } => "secret",
@@ -97,6 +108,24 @@ impl Error {
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",
                 F::UnnamedObject | F::InvalidFinalizer => "finalizer",
             },
+        }
+    }
+}
+
+impl Error {
+    /// The reason of the Warning Event and status conditions that report this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Secret { .. } => "SecretUnusable",
+            Error::Apply { source, .. } => match source.as_ref() {
+                kube::Error::Api(e) if e.code == 422 || e.code == 400 => "ApplyRejected",
+                kube::Error::Api(e) if e.code == 403 => "Forbidden",
+                _ => "ApiError",
+            },
+            Error::Kube(_) => "ApiError",
+            Error::Node { .. } => "NodeError",
+            _ => "ReconcileError",
         }
     }
 }

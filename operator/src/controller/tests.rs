@@ -261,7 +261,7 @@ async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off
 async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
     let c = HaCluster::test().finalized();
     let (ctx, verifier) = Context::test();
-    let server = verifier.run(Scenario::ApiServerError);
+    let server = verifier.run(Scenario::ApiServerError(c.clone()));
     let cluster = Arc::new(c);
     let err = reconcile(cluster.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(err.metric_label(), "kube");
@@ -273,7 +273,10 @@ async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
             .contains("ha_operator_reconciliations_total 1")
     );
     drop(ctx);
-    timeout_after_1s(server).await;
+    let recorded = timeout_after_1s(server).await;
+    let ready = condition(&recorded.status(), READY).clone();
+    assert_eq!(ready.reason, "ApiError");
+    assert!(ready.message.contains("InternalError"), "{}", ready.message);
 }
 
 #[test]
@@ -803,4 +806,58 @@ async fn an_installed_crd_passes_the_start_up_check_in_one_namespace() {
     });
     super::check_crd(&client, Some("prod")).await.unwrap();
     timeout_after_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_statefulset_the_api_server_refuses_is_reported_in_status_and_events() {
+    let c = HaCluster::test()
+        .finalized()
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        sts_error: Some(422),
+        events: vec!["ApplyRejected"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.metric_label(), "kube");
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let ready = condition(&status, READY);
+    assert_eq!(ready.reason, "ApplyRejected");
+    assert!(
+        ready.message.contains("StatefulSet db") && ready.message.contains("volumeClaimTemplates"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(condition(&status, PROGRESSING).reason, "ApplyRejected");
+    let names: Vec<_> = status.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["db-0", "db-1", "db-2"],
+        "the last nodes seen are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_token_secret_is_reported_in_status_and_events() {
+    let mut c = HaCluster::test().finalized();
+    c.spec.http.token_secret = Some("api-token".into());
+    let world = World {
+        secret_exists: true,
+        token_missing: true,
+        events: vec!["SecretUnusable"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap_err().metric_label(), "secret");
+    let ready = condition(&recorded.status(), READY).clone();
+    assert_eq!(ready.reason, "SecretUnusable");
+    assert!(
+        ready.message.contains("api-token") && ready.message.contains("not found"),
+        "{}",
+        ready.message
+    );
 }
