@@ -36,7 +36,7 @@ use crate::render::{Credentials, Rendered};
 use crate::rollout::{self, Revisions, Rollout, RolloutDecision};
 use crate::snapshots::{self, Tick};
 use crate::status::{self, Inputs, Schedule};
-use crate::{Error, Result, credentials, members, scaling};
+use crate::{Error, Result, credentials, members, scaling, storage};
 
 /// The one field manager of every object and status the operator applies.
 pub const FIELD_MANAGER: &str = "ha-operator";
@@ -304,11 +304,21 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         (ctx.render)(&scaling::at_step(cluster, replicas), &ns, &creds)?
     };
 
-    // 4. Decide the rolling-update partition and apply every object.
+    // 4. Decide the rolling-update partition and apply every object; the StatefulSet keeps
+    //    its live volume claim templates (it cannot change them).
     let rollout = rollout::decide(&name, replicas, &revisions, &seen);
     let mut rendered = rendered;
     set_partition(&mut rendered.stateful_set, rollout.partition);
+    let storage_change = match &live {
+        Some(l) => {
+            let change = storage::compare(l, &rendered.stateful_set);
+            storage::keep_live_claims(&mut rendered.stateful_set, l);
+            change
+        }
+        None => storage::Change::None,
+    };
     let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
+    let volumes = storage_step(cluster, &ns, &storage_change, ctx, &mut events).await?;
     note_changes(
         cluster,
         live.as_ref(),
@@ -353,6 +363,7 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         seen: &seen,
         rollout: &rollout,
         scale: &scale,
+        storage: volumes,
         departed: &departed,
         leaving: &plan.leaving,
         schedule: snap.schedule,
@@ -554,6 +565,97 @@ fn set_partition(sts: &mut StatefulSet, partition: i32) {
         .rolling_update
         .get_or_insert_with(RollingUpdateStatefulSetStrategy::default)
         .partition = Some(partition);
+}
+
+/// Acts on a storage change: expands the claims (their StorageClass allowing it) or says why
+/// not. Returns the `Storage` condition's (status, reason, message), `None` when nothing changed.
+async fn storage_step(
+    cluster: &HaCluster,
+    ns: &str,
+    change: &storage::Change,
+    ctx: &Context,
+    events: &mut Events,
+) -> Result<Option<status::StorageCondition>> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let (from, to) = match change {
+        storage::Change::None => return Ok(None),
+        storage::Change::Grow { from, to } => (from, to),
+        refused => {
+            let (reason, message) = storage::refusal(refused).unwrap_or_default();
+            events.warning(reason, "Storage", message.clone());
+            return Ok(Some(status::StorageCondition::new(false, reason, message)));
+        }
+    };
+    let name = cluster.name_any();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let prefix = format!(
+        "{}-{}-",
+        crate::render::names::VOLUME_DATA,
+        crate::render::names::stateful_set(&name)
+    );
+    let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
+    let claims: Vec<PersistentVolumeClaim> = pvcs
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    let pending = storage::to_expand(&claims, to);
+    if pending.is_empty() {
+        return Ok(Some(status::StorageCondition::new(
+            true,
+            "VolumesExpanded",
+            format!(
+                "every volume requests {to}; the StatefulSet's claim template keeps {from} (it \
+                 cannot change), so a pod added later starts with {from} and is expanded next"
+            ),
+        )));
+    }
+    let class = pending
+        .iter()
+        .find_map(|c| c.spec.as_ref().and_then(|s| s.storage_class_name.clone()));
+    if let Some(class) = &class {
+        let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+        let expandable = classes
+            .get_opt(class)
+            .await?
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false);
+        if !expandable {
+            let message = format!(
+                "StorageClass {class} does not allow volume expansion (allowVolumeExpansion): \
+                 set spec.storage.size back to {from}, or have the class allow expansion"
+            );
+            events.warning("VolumeExpansionUnsupported", "Storage", message.clone());
+            return Ok(Some(status::StorageCondition::new(
+                false,
+                "VolumeExpansionUnsupported",
+                message,
+            )));
+        }
+    }
+    let body = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+    let mut names = Vec::new();
+    for c in pending {
+        let n = c.name_any();
+        pvcs.patch(&n, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
+        names.push(n);
+    }
+    let message = format!("expanding {} from {from} to {to}", names.join(", "));
+    events.normal("VolumesExpanding", "Storage", message.clone());
+    Ok(Some(status::StorageCondition::new(
+        false,
+        "Expanding",
+        message,
+    )))
 }
 
 /// Server-side apply of every rendered object (the Secret excepted: create-once), and removal
@@ -891,6 +993,7 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         seen: &seen,
         rollout: &rollout,
         scale: &scale,
+        storage: None,
         departed: &[],
         leaving: &[],
         schedule: Schedule::None,

@@ -189,6 +189,18 @@ pub fn live_sts(
     }
 }
 
+/// A claim `data-db-<ordinal>` of the test cluster requesting `size` of class `standard`.
+pub fn pvc(ordinal: i32, size: &str) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("data-{NAME}-{ordinal}"), "namespace": NS,
+                     "labels": {CLUSTER_LABEL: NAME}},
+        "spec": {"storageClassName": "standard", "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": size}}}
+    }))
+    .expect("a valid claim")
+}
+
 /// The stored credentials Secret of the test cluster.
 pub fn credentials_secret() -> Secret {
     let data = [
@@ -361,6 +373,10 @@ pub struct World {
     pub sts_error: Option<u16>,
     /// `spec.http.tokenSecret` names a Secret that does not exist.
     pub token_missing: bool,
+    /// The cluster's PersistentVolumeClaims, listed when `spec.storage.size` grew.
+    pub pvcs: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    /// Whether the claims' StorageClass (`standard`) allows expansion.
+    pub expandable: bool,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -693,6 +709,52 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         s = s.apply(networking("ingresses"), &name_of(ing)).await;
     } else {
         s = prune_list::<Ingress>(s, networking("ingresses"), None).await;
+    }
+    // A storage size that grew: list the claims, read their class, expand them.
+    if !w.pvcs.is_empty() {
+        let (p, rec) = s
+            .take(
+                Method::GET,
+                &format!(
+                    "{}?&labelSelector=ha.sqlite.dev%2Fcluster%3D{NAME}",
+                    core("persistentvolumeclaims")
+                ),
+            )
+            .await;
+        s = Serving {
+            v: p.respond(
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": w.pvcs}),
+            ),
+            rec,
+        };
+        let (p, rec) = s
+            .take(
+                Method::GET,
+                "/apis/storage.k8s.io/v1/storageclasses/standard",
+            )
+            .await;
+        s = Serving {
+            v: p.respond(
+                &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "standard"}, "provisioner": "p",
+                "allowVolumeExpansion": w.expandable}),
+            ),
+            rec,
+        };
+        if w.expandable {
+            for pvc in &w.pvcs {
+                let (p, rec) = s
+                    .take(
+                        Method::PATCH,
+                        &format!("{}/{}?", core("persistentvolumeclaims"), name_of(pvc)),
+                    )
+                    .await;
+                let p = p.check_body(|b| {
+                    assert_eq!(b["spec"]["resources"]["requests"]["storage"], "20Gi")
+                });
+                s = Serving { v: p.echo(), rec };
+            }
+        }
     }
     // 4. The status, then the Events.
     let (p, mut rec) = s

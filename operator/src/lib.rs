@@ -32,6 +32,7 @@ pub mod rollout;
 pub mod scaling;
 pub mod snapshots;
 pub mod status;
+pub mod storage;
 pub mod telemetry;
 pub mod web;
 

@@ -23,6 +23,25 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SNAPSHOT_SUCCEEDED: &str = "SnapshotSucceeded";
+pub const STORAGE: &str = "Storage";
+
+/// The `Storage` condition, present while `spec.storage` differs from the StatefulSet's claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageCondition {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl StorageCondition {
+    pub fn new(ok: bool, reason: &'static str, message: String) -> Self {
+        Self {
+            ok,
+            reason,
+            message,
+        }
+    }
+}
 
 /// The phases, as shown in `kubectl get hac`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +91,8 @@ pub struct Inputs<'a> {
     pub rollout: &'a RolloutDecision,
     /// The scale step of this reconcile.
     pub scale: &'a Decision,
+    /// What the storage step did, when `spec.storage` differs from the claims.
+    pub storage: Option<StorageCondition>,
     /// Departed nodes still to clean, with why they are still listed.
     pub departed: &'a [(String, String)],
     /// Pods beyond `spec.replicas` that still exist.
@@ -154,6 +175,9 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
     });
     if let Some(c) = snapshot_condition(i) {
         conditions.push(c);
+    }
+    if let Some(st) = &i.storage {
+        conditions.push(cond(STORAGE, st.ok, st.reason, st.message.clone()));
     }
 
     HaClusterStatus {
@@ -505,6 +529,7 @@ mod tests {
                 seen: &self.seen,
                 rollout: &self.rollout,
                 scale: &self.scale,
+                storage: None,
                 departed: &self.departed,
                 leaving: &self.leaving,
                 schedule: self.schedule.clone(),

@@ -6,7 +6,8 @@
 //! See `container` for the ha container and `services` for the headless Service.
 
 use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaim,
@@ -49,6 +50,16 @@ pub fn build(cluster: &HaCluster, namespace: &str) -> StatefulSet {
             }),
             template: pod_template(cluster),
             volume_claim_templates: Some(vec![data_claim(cluster)]),
+            // A pod scaled away takes its volume with it: its data lives on in the stream and
+            // the other nodes, its JetStream peer was removed, and a pod added later under the
+            // same name starts clean from the latest snapshot instead of a removed peer's store.
+            // Deleting the HaCluster keeps the volumes (delete them yourself when sure).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Delete".into()),
+                },
+            ),
             ..StatefulSetSpec::default()
         }),
         status: None,
