@@ -36,6 +36,9 @@ fn credentials() -> Credentials {
         pg_password: "e2e-pg-secret".into(),
         nats_user: "ha-nats".into(),
         nats_password: "e2e-nats-secret".into(),
+        nats_cluster_user: "ha-route".into(),
+        nats_cluster_password: "routePassw0rd".into(),
+        http_token: "httpT0ken".into(),
     }
 }
 

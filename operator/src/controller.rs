@@ -239,7 +239,7 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
 
     // 1. Credentials (created once), the render of every object, the nodes' API token.
     let prepared = match credentials_and_render(cluster, &ns, ctx, &mut events).await {
-        Ok(r) => node_token(cluster, &ns, ctx).await.map(|t| (r, t)),
+        Ok((r, creds)) => node_token(cluster, &ns, &creds, ctx).await.map(|t| (r, t)),
         Err(e) => Err(e),
     };
     let (rendered, token) = match prepared {
@@ -393,23 +393,48 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
 
 /// Reads the credentials Secret (or draws new credentials), renders, and creates the Secret
 /// when it was absent. A Secret created meanwhile by someone else wins (409 → read it back).
+/// A Secret from an older operator gets the keys it lacks added, never one it has replaced.
 async fn credentials_and_render(
     cluster: &HaCluster,
     ns: &str,
     ctx: &Context,
     events: &mut Events,
-) -> Result<Rendered> {
+) -> Result<(Rendered, Credentials)> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret_name = crate::render::names::credentials_secret(&cluster.name_any());
-    if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        let creds = credentials::from_secret(&existing)?;
-        return (ctx.render)(cluster, ns, &creds);
-    }
-    let creds = Credentials::generate().map_err(|e| Error::Secret {
+    let fresh = Credentials::generate().map_err(|e| Error::Secret {
         secret: secret_name.clone(),
         message: e.to_string(),
     })?;
-    let rendered = (ctx.render)(cluster, ns, &creds)?;
+    if let Some(existing) = secrets.get_opt(&secret_name).await? {
+        let (creds, added) = credentials::read(&existing, &fresh)?;
+        let rendered = (ctx.render)(cluster, ns, &creds)?;
+        if !added.is_empty() {
+            let data: serde_json::Map<String, serde_json::Value> = added
+                .iter()
+                .filter_map(|k| {
+                    let v = rendered.secret.data.as_ref()?.get(*k)?;
+                    Some((k.to_string(), serde_json::to_value(v).ok()?))
+                })
+                .collect();
+            // The resourceVersion makes the patch fail (409, retried) if the Secret changed
+            // since it was read: a key added meanwhile is never replaced.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": existing.metadata.resource_version},
+                "data": data,
+            });
+            secrets
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            events.normal(
+                "CredentialsAdded",
+                "Update",
+                format!("added {} to Secret {secret_name}", added.join(", ")),
+            );
+        }
+        return Ok((rendered, creds));
+    }
+    let rendered = (ctx.render)(cluster, ns, &fresh)?;
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
@@ -421,20 +446,27 @@ async fn credentials_and_render(
                 "Create",
                 format!("generated credentials in Secret {secret_name}"),
             );
-            Ok(rendered)
+            Ok((rendered, fresh))
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = secrets.get(&secret_name).await?;
-            (ctx.render)(cluster, ns, &credentials::from_secret(&existing)?)
+            let creds = credentials::from_secret(&existing)?;
+            Ok(((ctx.render)(cluster, ns, &creds)?, creds))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// The bearer token for the nodes' HTTP API, from `spec.http.tokenSecret` (key `token`).
-async fn node_token(cluster: &HaCluster, ns: &str, ctx: &Context) -> Result<Option<String>> {
+/// The bearer token for the nodes' HTTP API: `spec.http.tokenSecret`'s `token`, else the
+/// generated one, `None` with `http.disableToken`.
+async fn node_token(
+    cluster: &HaCluster,
+    ns: &str,
+    creds: &Credentials,
+    ctx: &Context,
+) -> Result<Option<String>> {
     let Some(name) = &cluster.spec.http.token_secret else {
-        return Ok(None);
+        return Ok((!cluster.spec.http.disable_token).then(|| creds.http_token.clone()));
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let missing = |message: &str| Error::Secret {

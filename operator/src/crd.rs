@@ -279,6 +279,13 @@ pub struct EmbeddedNats {
     /// Log the nats-server's own output.
     #[serde(default)]
     pub logs: bool,
+
+    /// A Secret with `tls.crt`, `tls.key` and `ca.crt` (e.g. from cert-manager) for TLS between
+    /// the pods' nats-servers (routes); the certificate must be valid for the pods' names
+    /// (`*.<name>-peers.<namespace>.svc.cluster.local`). Routes authenticate with a generated
+    /// user either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_secret: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -695,6 +702,11 @@ impl HaClusterSpec {
             .as_ref()
             .and_then(|e| e.port)
             .unwrap_or(4222)
+    }
+
+    /// The Secret of the routes' TLS (`nats.embedded.clusterTlsSecret`).
+    pub fn nats_cluster_tls_secret(&self) -> Option<&str> {
+        self.nats.embedded.as_ref()?.cluster_tls_secret.as_deref()
     }
 
     /// Route (cluster) port of the embedded nats-server.

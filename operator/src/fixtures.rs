@@ -208,6 +208,9 @@ pub fn credentials_secret() -> Secret {
         (names::KEY_PASSWORD, "pw"),
         (names::KEY_NATS_USERNAME, "ha-nats"),
         (names::KEY_NATS_PASSWORD, "npw"),
+        (names::KEY_NATS_CLUSTER_USERNAME, "ha-route"),
+        (names::KEY_NATS_CLUSTER_PASSWORD, "rpw"),
+        (names::KEY_HTTP_TOKEN, "generated-token"),
     ]
     .into_iter()
     .map(|(k, v)| {
@@ -601,6 +604,9 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
                 names::KEY_PASSWORD,
                 names::KEY_NATS_USERNAME,
                 names::KEY_NATS_PASSWORD,
+                names::KEY_NATS_CLUSTER_USERNAME,
+                names::KEY_NATS_CLUSTER_PASSWORD,
+                names::KEY_HTTP_TOKEN,
             ] {
                 assert!(b["data"][key].is_string(), "secret key {key}");
             }
@@ -867,7 +873,7 @@ impl Default for NodeBehaviour {
 }
 
 /// A running stand-in node; `calls()` lists `METHOD /path` of every request but `/status`
-/// (which is listed, with its Authorization header, only when it carries one).
+/// (which is listed only when it lacks the generated token: with another one, or none).
 pub struct NodeMock {
     pub port: u16,
     calls: Arc<Mutex<Vec<String>>>,
@@ -898,8 +904,14 @@ impl NodeMock {
             .route(
                 "/status",
                 get(|State(s): State<S>, headers: http::HeaderMap| async move {
-                    if let Some(a) = headers.get(http::header::AUTHORIZATION) {
-                        log(&s, format!("GET /status {}", a.to_str().unwrap_or("?")));
+                    // The generated token (the fixture Secret's) is the norm: only others, or
+                    // none, are logged.
+                    match headers.get(http::header::AUTHORIZATION) {
+                        None => log(&s, "GET /status without a token".into()),
+                        Some(a) if a.to_str().ok() != Some("Bearer generated-token") => {
+                            log(&s, format!("GET /status {}", a.to_str().unwrap_or("?")))
+                        }
+                        Some(_) => {}
                     }
                     axum::Json(json!({
                         "node": "mock", "ready": true,

@@ -34,8 +34,15 @@ pub use output::to_yaml_stream;
 pub struct Credentials {
     pub pg_user: String,
     pub pg_password: String,
+    /// The embedded nats-servers' client user (nodes and other NATS clients).
     pub nats_user: String,
     pub nats_password: String,
+    /// The user the embedded nats-servers' routes authenticate each other with.
+    pub nats_cluster_user: String,
+    pub nats_cluster_password: String,
+    /// The HTTP API's bearer token, unless `http.tokenSecret` names another or
+    /// `http.disableToken` turns it off.
+    pub http_token: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -43,6 +50,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("pg_user", &self.pg_user)
             .field("nats_user", &self.nats_user)
+            .field("nats_cluster_user", &self.nats_cluster_user)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +113,9 @@ pub(crate) mod tests {
             pg_password: "pgpass".into(),
             nats_user: "natsuser".into(),
             nats_password: "natspass".into(),
+            nats_cluster_user: "routeuser".into(),
+            nats_cluster_password: "routepass".into(),
+            http_token: "httptoken".into(),
         }
     }
 
@@ -206,5 +217,6 @@ pub(crate) mod tests {
     fn credentials_debug_hides_passwords() {
         let d = format!("{:?}", creds());
         assert!(d.contains("pguser") && !d.contains("pgpass") && !d.contains("natspass"));
+        assert!(!d.contains("routepass") && !d.contains("httptoken"));
     }
 }

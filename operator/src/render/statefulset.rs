@@ -168,6 +168,20 @@ fn volumes(cluster: &HaCluster) -> Vec<Volume> {
             ..Volume::default()
         });
     }
+    if let (true, Some(secret)) = (
+        cluster.spec.nats_clustered(),
+        cluster.spec.nats_cluster_tls_secret(),
+    ) {
+        v.push(Volume {
+            name: names::VOLUME_NATS_CLUSTER_TLS.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     if let Some(i) = &cluster.spec.database.interceptor {
         v.push(Volume {
             name: names::VOLUME_INTERCEPTOR.into(),
