@@ -334,9 +334,21 @@ impl SimCluster {
         res.with_context(|| format!("log of {name}:\n{}", tail(&self.pods[i].log_text())))
     }
 
+    /// The bearer token the nodes require: the generated one, unless the spec names its own
+    /// Secret (not simulated) or turns it off.
+    pub fn token(&self) -> Option<String> {
+        let http = &self.cluster.spec.http;
+        (http.token_secret.is_none() && !http.disable_token)
+            .then(|| self.credentials.http_token.clone())
+    }
+
     /// HTTP from the client namespace: `curl` with the cluster's token if any; returns the body.
     pub fn curl(&self, url: &str, body: Option<&str>) -> Result<String> {
+        let auth = self.token().map(|t| format!("Authorization: Bearer {t}"));
         let mut args = vec!["-sS", "-m", "10", "-f", url];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
+        }
         if let Some(b) = body {
             args.extend(["-H", "content-type: application/json", "--data-binary", b]);
         }

@@ -1043,6 +1043,8 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
     if let Some(p) = previous {
         s.nodes = p.nodes.clone();
         s.ready_replicas = p.ready_replicas;
+        s.replicas = p.replicas;
+        s.ready = Some(format!("{}/{}", p.ready_replicas, cluster.spec.replicas));
     }
     s
 }

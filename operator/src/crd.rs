@@ -74,7 +74,13 @@ fn ports_rule() -> String {
     shortname = "hac",
     namespaced,
     status = "HaClusterStatus",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    doc = "A highly available SQLite cluster: a StatefulSet of ha nodes, each with a full copy of the database, that accept reads and writes over PostgreSQL and HTTP and replicate every transaction through NATS JetStream. `kubectl scale hac/NAME --replicas N` changes the node count one pod at a time.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Last snapshot","type":"date","jsonPath":".status.lastSnapshot.time"}"#,
@@ -415,9 +421,11 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// Nodes the pods may run on, by label (as in a pod spec).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
+    /// Taints the pods tolerate (as in a pod spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 
@@ -425,9 +433,11 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
+    /// How the pods spread across zones or hosts (as in a pod spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
+    /// PriorityClass of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 
@@ -490,6 +500,18 @@ pub struct HaClusterStatus {
     #[serde(default)]
     pub ready_replicas: i32,
 
+    /// Pods of the StatefulSet (the scale subresource's `status.replicas`).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// `ready/desired` nodes, e.g. `3/3` (the Ready column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
+    /// The pods' label selector as a string (the scale subresource's, for the HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
     /// Ready, Progressing, Degraded, SnapshotSucceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -512,6 +534,7 @@ pub struct HaClusterStatus {
 pub struct NodeStatus {
     /// Pod name (also the node name and durable consumer name).
     pub name: String,
+    /// The pod passes its readiness probe.
     pub ready: bool,
     /// Last stream sequence the node applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -184,6 +184,15 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
         observed_generation: i.generation,
         phase: Some(phase.as_str().into()),
         ready_replicas: ready,
+        replicas: existing,
+        ready: Some(format!("{ready}/{desired}")),
+        selector: Some(
+            crate::render::labels::selector_labels(i.cluster)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         conditions,
         nodes: nodes(i),
         last_snapshot: i.last_snapshot.clone(),
@@ -551,6 +560,14 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(s.ready_replicas, 3);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.ready.as_deref(), Some("3/3"));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some(
+                "app.kubernetes.io/instance=db,app.kubernetes.io/name=ha,ha.sqlite.dev/cluster=db"
+            )
+        );
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, READY).message, "3/3 nodes ready");
         assert_eq!(cond(&s, PROGRESSING).status, "False");

@@ -431,3 +431,53 @@ fn transition_rules_refuse_what_a_running_cluster_cannot_take() {
         );
     }
 }
+
+#[test]
+fn the_crd_scales_like_a_workload_and_describes_itself() {
+    let crd = HaCluster::crd();
+    let version = &crd.spec.versions[0];
+    let scale = version
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .unwrap_or_else(|| panic!("a scale subresource"));
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let ready = version
+        .additional_printer_columns
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.name == "Ready"))
+        .unwrap_or_else(|| panic!("a Ready column"));
+    assert_eq!(ready.json_path, ".status.ready");
+    // Every field of ours says what it is, the resource too (not kube's generated line).
+    let schema = open_api_schema();
+    let top = schema["description"].as_str().unwrap_or_default();
+    assert!(top.contains("SQLite cluster"), "{top}");
+    fn walk(node: &Value, path: &str, depth: usize, missing: &mut Vec<String>) {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (k, v) in props {
+            let p = format!("{path}.{k}");
+            if v.get("description").is_none() {
+                missing.push(p.clone());
+            }
+            if depth < 3 {
+                walk(v, &p, depth + 1, missing);
+                if let Some(items) = v.get("items") {
+                    walk(items, &format!("{p}[]"), depth + 1, missing);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&schema, "", 0, &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
+}
