@@ -520,6 +520,12 @@ pub struct HaClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeStatus>,
 
+    /// The last time the Progressing condition's message changed (a step was made): an
+    /// operation without progress for 10 minutes turns Progressing False
+    /// (`ProgressDeadlineExceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<ProgressMark>,
+
     /// The last scheduled snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<SnapshotStatus>,
@@ -545,6 +551,16 @@ pub struct NodeStatus {
     /// Why the node's status could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What the operator was doing, and since when.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressMark {
+    /// The Progressing message of that step.
+    pub message: String,
+    /// When it was first reported (RFC 3339).
+    pub time: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]

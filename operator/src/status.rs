@@ -12,7 +12,7 @@ use kube::Resource;
 use serde_json::json;
 
 use crate::crd::{
-    Endpoints, HaCluster, HaClusterSpec, HaClusterStatus, NodeStatus, SnapshotStatus,
+    Endpoints, HaCluster, HaClusterSpec, HaClusterStatus, NodeStatus, ProgressMark, SnapshotStatus,
 };
 use crate::observed::{Observed, ordinal_of};
 use crate::rollout::{Rollout, RolloutDecision};
@@ -24,6 +24,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SNAPSHOT_SUCCEEDED: &str = "SnapshotSucceeded";
 pub const STORAGE: &str = "Storage";
+
+/// How long an operation may report the same step before Progressing turns False.
+pub const PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The `Storage` condition, present while `spec.storage` differs from the StatefulSet's claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +156,34 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
         },
     );
     let (progressing, reason, message) = progressing(i, phase, existing);
-    conditions.push(cond(PROGRESSING, progressing, reason, message));
+    // A step reported unchanged for PROGRESS_DEADLINE: a bad image, a pod that never gets
+    // ready, a node that never catches up. Said, not hidden behind a True condition.
+    let last_progress =
+        progressing.then(|| match i.previous.and_then(|p| p.last_progress.as_ref()) {
+            Some(m) if m.message == message => m.clone(),
+            _ => ProgressMark {
+                message: message.clone(),
+                time: i.now.to_string(),
+            },
+        });
+    let stalled = last_progress
+        .as_ref()
+        .and_then(|m| m.time.parse::<Timestamp>().ok())
+        .and_then(|since| i.now.duration_since(since).try_into().ok())
+        .is_some_and(|d: std::time::Duration| d >= PROGRESS_DEADLINE);
+    if stalled {
+        conditions.push(cond(
+            PROGRESSING,
+            false,
+            "ProgressDeadlineExceeded",
+            format!(
+                "no progress for {} minutes: {message}",
+                PROGRESS_DEADLINE.as_secs() / 60
+            ),
+        ));
+    } else {
+        conditions.push(cond(PROGRESSING, progressing, reason, message));
+    }
     // Expected downtime is not degradation: the one pod an update replaces, the pods a
     // scale-up is still starting.
     let scaling_down = !i.leaving.is_empty() || !i.departed.is_empty();
@@ -195,6 +225,7 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
         ),
         conditions,
         nodes: nodes(i),
+        last_progress,
         last_snapshot: i.last_snapshot.clone(),
         endpoints: i.endpoints.clone(),
     }
@@ -793,5 +824,40 @@ mod tests {
         assert_eq!(p["apiVersion"], "ha.sqlite.dev/v1alpha1");
         assert_eq!(p["kind"], "HaCluster");
         assert!(p.get("spec").is_none());
+    }
+
+    #[test]
+    fn an_update_without_progress_for_ten_minutes_stops_progressing_with_a_reason() {
+        let mut c = Case::running(3);
+        c.rollout = RolloutDecision {
+            partition: 2,
+            rollout: Rollout::Replacing { pod: "db-2".into() },
+            updated: 0,
+        };
+        c.seen = seen(&[true, true, false]);
+        let first = c.compute();
+        assert_eq!(cond(&first, PROGRESSING).status, "True");
+        let mark = first.last_progress.clone().expect("a progress mark");
+        // Same step nine minutes later: still progressing.
+        c.previous = Some(first);
+        c.now = ts("2026-01-01T10:09:00Z");
+        let later = c.compute();
+        assert_eq!(cond(&later, PROGRESSING).status, "True");
+        assert_eq!(later.last_progress.as_ref(), Some(&mark));
+        // Ten minutes: False, with the reason and the step it is stuck on.
+        c.previous = Some(later);
+        c.now = ts("2026-01-01T10:10:00Z");
+        let stuck = c.compute();
+        let p = cond(&stuck, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "ProgressDeadlineExceeded")
+        );
+        assert!(p.message.contains("replacing db-2"), "{}", p.message);
+        // The next step is progress again.
+        c.previous = Some(stuck);
+        c.rollout.rollout = Rollout::Replacing { pod: "db-1".into() };
+        c.rollout.updated = 1;
+        assert_eq!(cond(&c.compute(), PROGRESSING).status, "True");
     }
 }

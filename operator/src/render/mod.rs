@@ -83,13 +83,16 @@ pub fn render(cluster: &HaCluster, namespace: &str, credentials: &Credentials) -
         return Err(Error::InvalidSpec("the namespace is empty".into()));
     }
     crate::crd::validate(&cluster.spec).map_err(Error::InvalidSpec)?;
+    let config_map = config::build(cluster, namespace);
+    let mut stateful_set = statefulset::build(cluster, namespace);
+    statefulset::annotate_config(&mut stateful_set, &config::restart_hash(&config_map));
     Ok(Rendered {
-        config_map: config::build(cluster, namespace),
+        config_map,
         secret: secret::build(cluster, namespace, credentials),
         peers_service: services::peers(cluster, namespace),
         client_service: services::client(cluster, namespace),
         ingress: ingress::build(cluster, namespace),
-        stateful_set: statefulset::build(cluster, namespace),
+        stateful_set,
         pdb: pdb::build(cluster, namespace),
     })
 }

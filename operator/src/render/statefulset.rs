@@ -1,7 +1,8 @@
 //! Owns the StatefulSet `<name>`: the pod template around the ha container (volumes, security,
 //! scheduling), one PersistentVolumeClaim per pod, and how pods start and roll.
 //! Must not put anything that changes with the replica count into the pod template (that would
-//! restart every pod on a scale); such settings live in the ConfigMap (`config`).
+//! restart every pod on a scale); such settings live in the ConfigMap (`config`), and only the
+//! hash of those that need a restart (stream replicas, not routes) is annotated here.
 //! Invariant: the selector and `serviceName` never change for a cluster (both are immutable).
 //! See `container` for the ha container and `services` for the headless Service.
 
@@ -63,6 +64,19 @@ pub fn build(cluster: &HaCluster, namespace: &str) -> StatefulSet {
             ..StatefulSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Pod template annotation: the hash of the ConfigMap settings that need a restart.
+pub const CONFIG_HASH_ANNOTATION: &str = "ha.sqlite.dev/config-hash";
+
+/// Puts the ConfigMap's restart hash into the pod template: a change makes a new revision,
+/// which the operator rolls one pod at a time.
+pub fn annotate_config(sts: &mut StatefulSet, hash: &str) {
+    if let Some(meta) = sts.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(CONFIG_HASH_ANNOTATION.into(), hash.into());
     }
 }
 
