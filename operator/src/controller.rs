@@ -1,4 +1,4 @@
-//! Owns the reconcile loop of `HaCluster`: finalizer, server-side apply of every rendered object,
+//! Owns the reconcile loop of `HaCluster`: server-side apply of every rendered object,
 //! the create-once Secret, observing the nodes, scale-down cleanup, snapshots, status, Events.
 //! Must not build objects (`render`) nor decide policy inline: status, rollout partition,
 //! departed nodes and snapshot ticks come from the pure modules.
@@ -22,7 +22,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -40,7 +39,8 @@ use crate::{Error, Result, credentials, members, scaling, storage};
 
 /// The one field manager of every object and status the operator applies.
 pub const FIELD_MANAGER: &str = "ha-operator";
-/// Finalizer on every HaCluster the operator manages.
+/// The finalizer operators before this one put on every HaCluster (it did no cleanup: owner
+/// references remove the children). Removed when found.
 pub const FINALIZER: &str = "ha.sqlite.dev/cleanup";
 /// Label every rendered object carries (value: the cluster name).
 pub const CLUSTER_LABEL: &str = crate::render::labels::CLUSTER;
@@ -128,8 +128,10 @@ fn key_of(cluster: &HaCluster) -> String {
     )
 }
 
-/// The controller's entry point for one object: metrics, then the finalizer around
-/// apply / cleanup.
+/// The controller's entry point for one object: metrics, the removal of the finalizer older
+/// operators added, then the Apply reconcile (nothing for an object being deleted: owner
+/// references remove every child, and no finalizer can hold up a namespace's deletion when the
+/// operator is gone).
 pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure();
     let ns = cluster
@@ -137,19 +139,38 @@ pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let key = key_of(&cluster);
     tracing::debug!(cluster = %key, "reconciling");
-    let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, cluster, |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(&c, &ctx).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if cluster.finalizers().iter().any(|f| f == FINALIZER) {
+        let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        remove_legacy_finalizer(&api, &cluster).await?;
+    }
+    if cluster.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let result = apply(&cluster, &ctx).await;
     if result.is_ok() {
         ctx.reset_failures(&key);
     }
     result
+}
+
+/// Drops `FINALIZER` (added by operators before this one; it did no cleanup), keeping any other.
+/// The resourceVersion makes a concurrent change of the list a 409 (retried), never a loss.
+async fn remove_legacy_finalizer(api: &Api<HaCluster>, cluster: &HaCluster) -> Result<()> {
+    let others: Vec<&String> = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": others, "resourceVersion": cluster.resource_version()}
+    });
+    api.patch(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Logs and counts the failure, then retries with a per-object exponential back-off.
@@ -1062,21 +1083,6 @@ async fn patch_status(ctx: &Context, cluster: &HaCluster, status: &HaClusterStat
     )
     .await?;
     Ok(())
-}
-
-/// Deletion: owner references remove every child; nothing else is the operator's to delete.
-async fn cleanup(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
-    let mut events = Events::default();
-    let note = if cluster.spec.embedded_nats() {
-        "deleting: Kubernetes removes the StatefulSet, Services, ConfigMap, Secret, PDB and Ingress \
-         (owner references); PersistentVolumeClaims follow the StatefulSet's retention policy"
-    } else {
-        "deleting: Kubernetes removes the cluster's objects (owner references); the stream and \
-         consumers on the external NATS are kept"
-    };
-    events.normal("Deleting", "Delete", note.into());
-    events.publish(ctx, cluster).await;
-    Ok(Action::await_change())
 }
 
 /// Fails with an install hint when the HaCluster CRD is not served.

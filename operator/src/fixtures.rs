@@ -380,6 +380,8 @@ pub struct World {
     pub pvcs: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     /// Whether the claims' StorageClass (`standard`) allows expansion.
     pub expandable: bool,
+    /// The cluster carries the finalizer of older operators: first a patch removes it.
+    pub legacy_finalizer: bool,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -402,13 +404,11 @@ impl Recorded {
 
 /// The request sequences the controller tests expect.
 pub enum Scenario {
-    /// Without our finalizer: one JSON patch adds it, and nothing else happens.
-    FinalizerCreation(HaCluster),
     /// A full Apply reconcile in `World`.
     Apply(HaCluster, Box<World>),
     /// The render fails on the spec: a Failed status and an InvalidSpec Event.
     InvalidSpec(HaCluster),
-    /// Deleting: a Deleting Event, then the finalizer is removed.
+    /// Deleting with the old finalizer: one merge patch removes it, nothing else.
     Cleanup(HaCluster),
     /// The API server answers the first request with 500; the reconcile reports it in the
     /// status and an `ApiError` Event.
@@ -476,20 +476,6 @@ impl Scenario {
             rec: Recorded::default(),
         };
         match self {
-            Scenario::FinalizerCreation(c) => {
-                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
-                let p = p.check_body(|b| {
-                    assert_eq!(
-                        b,
-                        &json!([
-                            {"op": "test", "path": "/metadata/finalizers", "value": null},
-                            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
-                        ])
-                    );
-                });
-                p.respond(&c.finalized()).expect_no_more().await;
-                rec
-            }
             Scenario::ApiServerError(c) => {
                 let (p, rec) = s
                     .take(
@@ -527,21 +513,9 @@ impl Scenario {
                 s.rec
             }
             Scenario::Cleanup(c) => {
-                let s = s.events(&["Deleting"]).await;
-                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
-                let p = p.check_body(|b| {
-                    assert_eq!(
-                        b,
-                        &json!([
-                            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
-                            {"op": "remove", "path": "/metadata/finalizers/0"}
-                        ])
-                    );
-                });
-                let mut gone = c.clone();
-                gone.finalizers_mut().clear();
-                p.respond(&gone).expect_no_more().await;
-                rec
+                let s = remove_finalizer(s, &c).await;
+                s.v.expect_no_more().await;
+                s.rec
             }
             Scenario::Apply(c, w) => serve_apply(s, c, *w).await,
         }
@@ -570,7 +544,27 @@ fn pod_selector(sts: &StatefulSet) -> String {
         .replace(',', "%2C")
 }
 
+/// The merge patch that drops the old finalizer (guarded by the resourceVersion).
+async fn remove_finalizer(s: Serving, c: &HaCluster) -> Serving {
+    let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
+    let p = p.check_body(|b| {
+        assert_eq!(b["metadata"]["finalizers"], json!([]));
+        assert!(b["metadata"].get("resourceVersion").is_some());
+    });
+    let mut gone = c.clone();
+    gone.finalizers_mut().clear();
+    Serving {
+        v: p.respond(&gone),
+        rec,
+    }
+}
+
 async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
+    let s = if w.legacy_finalizer {
+        remove_finalizer(s, &c).await
+    } else {
+        s
+    };
     let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
     let at = match w.step {
         Some(n) => crate::scaling::at_step(&c, n),

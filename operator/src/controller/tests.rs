@@ -57,16 +57,25 @@ fn condition<'a>(
 }
 
 #[tokio::test]
-async fn a_cluster_without_the_finalizer_gets_it_and_nothing_else() {
-    let c = HaCluster::test();
-    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::FinalizerCreation(c)).await;
-    assert_eq!(result.unwrap(), Action::await_change());
-    assert_eq!(recorded.requests.len(), 1);
+async fn a_finalizer_an_older_operator_added_is_removed_then_the_cluster_reconciled() {
+    let c = HaCluster::test().finalized();
+    let world = World {
+        legacy_finalizer: true,
+        events: vec!["CredentialsGenerated", "Created"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert!(
+        recorded.requests[0].starts_with("PATCH"),
+        "{:?}",
+        recorded.requests
+    );
 }
 
 #[tokio::test]
 async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_creating() {
-    let c = HaCluster::test().finalized().with_ingress();
+    let c = HaCluster::test().with_ingress();
     let world = World {
         applied_status: Some(sts_status(0, 0, "r1", "r1")),
         events: vec!["CredentialsGenerated", "Created"],
@@ -128,7 +137,7 @@ async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_c
 
 #[tokio::test]
 async fn an_existing_secret_is_never_created_or_overwritten() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let world = World {
         secret_exists: true,
         live_sts: Some(live_sts(3, 0, "r1", "r1", 3)),
@@ -147,7 +156,7 @@ async fn an_existing_secret_is_never_created_or_overwritten() {
 
 #[tokio::test]
 async fn a_secret_created_meanwhile_is_read_back_not_overwritten() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let world = World {
         secret_race: true,
         applied_status: Some(sts_status(0, 0, "r1", "r1")),
@@ -173,7 +182,6 @@ async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -208,7 +216,6 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
         l.local_addr().unwrap().port()
     };
     let c = HaCluster::test()
-        .finalized()
         .replicas(1)
         .http_port(closed)
         .running_with_nodes(&["db-0"]);
@@ -229,7 +236,7 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off() {
-    let c = HaCluster::test().finalized().replicas(0);
+    let c = HaCluster::test().replicas(0);
     let (ctx, verifier) = Context::test();
     let server = verifier.run(Scenario::InvalidSpec(c.clone()));
     let cluster = Arc::new(c);
@@ -259,7 +266,7 @@ async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off
 
 #[tokio::test]
 async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let (ctx, verifier) = Context::test();
     let server = verifier.run(Scenario::ApiServerError(c.clone()));
     let cluster = Arc::new(c);
@@ -286,11 +293,11 @@ fn the_error_back_off_doubles_up_to_five_minutes() {
 }
 
 #[tokio::test]
-async fn deleting_a_cluster_publishes_an_event_and_removes_the_finalizer() {
+async fn deleting_a_cluster_with_the_old_finalizer_only_lets_go_of_it() {
     let c = HaCluster::test().finalized().deleting();
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Cleanup(c)).await;
     assert_eq!(result.unwrap(), Action::await_change());
-    assert_eq!(recorded.requests.len(), 2);
+    assert_eq!(recorded.requests.len(), 1);
 }
 
 #[tokio::test]
@@ -298,7 +305,6 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let before = ["db-0", "db-1", "db-2", "db-3", "db-4"];
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&before);
     let world = World {
@@ -348,7 +354,6 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
 async fn departed_nodes_wait_until_their_pods_are_gone() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
@@ -383,7 +388,6 @@ async fn scaling_down_takes_one_pod_at_a_time() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
     let world = World {
@@ -416,7 +420,6 @@ async fn scaling_up_waits_until_the_new_pod_joined_the_meta_group() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
         .replicas(5)
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
@@ -445,7 +448,7 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
     })
     .await;
     // The status was lost (e.g. the HaCluster restored from a backup without it).
-    let c = HaCluster::test().finalized().http_port(node.port);
+    let c = HaCluster::test().http_port(node.port);
     let world = World {
         secret_exists: true,
         live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
@@ -469,7 +472,6 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
 async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0"]);
     let world = World {
@@ -506,7 +508,6 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
@@ -534,7 +535,6 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
 async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let mut c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .schedule("* * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
@@ -596,7 +596,6 @@ async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
 async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .schedule("0 * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
@@ -625,7 +624,6 @@ async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
 #[tokio::test]
 async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
     let c = HaCluster::test()
-        .finalized()
         .schedule("* * * * *")
         .running_with_nodes(&["db-0"])
         .replicas(1);
@@ -663,7 +661,6 @@ async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
 async fn a_new_revision_is_rolled_to_the_highest_pod_when_the_others_are_caught_up() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -696,7 +693,6 @@ async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -719,7 +715,7 @@ async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
 
 #[tokio::test]
 async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
-    let c = HaCluster::test().finalized().without_pdb();
+    let c = HaCluster::test().without_pdb();
     let mut stale = PodDisruptionBudget::default();
     stale.metadata.name = Some("db".into());
     stale.metadata.owner_references = c.controller_owner_ref(&()).map(|o| vec![o]);
@@ -745,7 +741,6 @@ async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
 async fn the_nodes_api_token_is_read_from_its_secret_and_sent_as_a_bearer_token() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let mut c = HaCluster::test()
-        .finalized()
         .replicas(1)
         .http_port(node.port)
         .running_with_nodes(&["db-0"]);
@@ -810,9 +805,7 @@ async fn an_installed_crd_passes_the_start_up_check_in_one_namespace() {
 
 #[tokio::test]
 async fn a_statefulset_the_api_server_refuses_is_reported_in_status_and_events() {
-    let c = HaCluster::test()
-        .finalized()
-        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
         secret_exists: true,
         live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
@@ -843,7 +836,7 @@ async fn a_statefulset_the_api_server_refuses_is_reported_in_status_and_events()
 
 #[tokio::test]
 async fn a_missing_token_secret_is_reported_in_status_and_events() {
-    let mut c = HaCluster::test().finalized();
+    let mut c = HaCluster::test();
     c.spec.http.token_secret = Some("api-token".into());
     let world = World {
         secret_exists: true,
@@ -878,9 +871,7 @@ fn live_sts_with_storage(size: &str) -> k8s_openapi::api::apps::v1::StatefulSet 
 
 #[tokio::test]
 async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_applicable() {
-    let mut c = HaCluster::test()
-        .finalized()
-        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
     c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
     let world = World {
         secret_exists: true,
@@ -912,9 +903,7 @@ async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_appl
 
 #[tokio::test]
 async fn a_class_that_cannot_expand_is_reported_with_what_to_do() {
-    let mut c = HaCluster::test()
-        .finalized()
-        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
     c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
     let world = World {
         secret_exists: true,
