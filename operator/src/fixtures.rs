@@ -382,6 +382,9 @@ pub struct World {
     pub expandable: bool,
     /// The cluster carries the finalizer of older operators: first a patch removes it.
     pub legacy_finalizer: bool,
+    /// The credentials Secret exists as an older operator wrote it (four keys): the reconcile
+    /// adds the three it lacks.
+    pub old_secret: bool,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -577,14 +580,49 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         .take(Method::GET, &format!("{}/{secret}", core("secrets")))
         .await;
     let mut s = Serving {
-        v: if w.secret_exists {
+        v: if w.old_secret {
+            let mut old = credentials_secret();
+            old.metadata.resource_version = Some("41".into());
+            if let Some(d) = old.data.as_mut() {
+                for k in [
+                    names::KEY_NATS_CLUSTER_USERNAME,
+                    names::KEY_NATS_CLUSTER_PASSWORD,
+                    names::KEY_HTTP_TOKEN,
+                ] {
+                    d.remove(k);
+                }
+            }
+            p.respond(&old)
+        } else if w.secret_exists {
             p.respond(&credentials_secret())
         } else {
             p.not_found()
         },
         rec,
     };
-    if !w.secret_exists {
+    if w.old_secret {
+        let (p, rec) = s
+            .take(Method::PATCH, &format!("{}/{secret}?", core("secrets")))
+            .await;
+        let p = p.check_body(|b| {
+            assert_eq!(
+                b["metadata"]["resourceVersion"], "41",
+                "guarded by the version read"
+            );
+            let keys: Vec<&String> = b["data"].as_object().expect("data").keys().collect();
+            assert_eq!(
+                keys,
+                [
+                    "http-token",
+                    "nats-cluster-password",
+                    "nats-cluster-username"
+                ],
+                "only the missing keys"
+            );
+        });
+        s = Serving { v: p.echo(), rec };
+    }
+    if !w.secret_exists && !w.old_secret {
         let (p, rec) = s
             .take(
                 Method::POST,

@@ -926,3 +926,19 @@ async fn a_class_that_cannot_expand_is_reported_with_what_to_do() {
         storage.message
     );
 }
+
+#[tokio::test]
+async fn a_secret_from_an_older_operator_gets_only_the_keys_it_lacks() {
+    let c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        old_secret: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        events: vec!["CredentialsAdded"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap().to_string();
+    assert!(sts.contains("http-token") && sts.contains("nats-cluster-password"));
+}
