@@ -131,12 +131,16 @@ impl Decision {
 
 /// The StatefulSet replicas for this reconcile.
 pub fn decide(i: &Inputs<'_>) -> Decision {
-    let Some(live) = i.live else {
-        // A new cluster starts every pod at once: the nats-servers need each other to elect.
-        return Decision {
-            replicas: i.desired,
-            scale: Scale::Steady,
-        };
+    // A new cluster (or a StatefulSet someone scaled to 0) starts every pod at once: the
+    // nats-servers need each other to elect a leader, and there is no running group to protect.
+    let live = match i.live {
+        Some(n) if n > 0 => n,
+        _ => {
+            return Decision {
+                replicas: i.desired,
+                scale: Scale::Steady,
+            };
+        }
     };
     if live == i.desired {
         return Decision {
@@ -334,6 +338,8 @@ mod tests {
         let o = seen(&[]);
         let d = decide(&inputs(5, None, &o, None));
         assert_eq!((d.replicas, d.scale), (5, Scale::Steady));
+        let d = decide(&inputs(3, Some(0), &o, None));
+        assert_eq!((d.replicas, d.scale), (3, Scale::Steady));
     }
 
     #[test]
