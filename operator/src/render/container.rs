@@ -197,6 +197,9 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
         ));
     }
     env.push(value("HA_PORT", spec.http.port.to_string()));
+    // Probes, the Service and peers reach the pod by its IP: listen on every interface (the
+    // node's own default without a token is loopback).
+    env.push(value("HA_LISTEN_ADDR", "0.0.0.0"));
     env.push(value("HA_LOG_LEVEL", spec.log_level.clone()));
     // Leave the node's default (15s) while the grace period allows it; a shorter grace period
     // gets half of it, so in-flight requests and nats-server both stop before SIGKILL.
@@ -464,6 +467,7 @@ mod tests {
             pair("db-credentials", "nats-cluster-password")
         );
         assert_eq!(val(&env, "HA_NATS_HOST").as_deref(), Some("0.0.0.0"));
+        assert_eq!(val(&env, "HA_LISTEN_ADDR").as_deref(), Some("0.0.0.0"));
         assert_eq!(get(&env, "HA_NATS_CLUSTER_TLS_CERT"), None);
         assert_eq!(get(&env, "HA_REPLICATION_URL"), None);
         assert_eq!(
