@@ -60,8 +60,11 @@ CASES = {
     "two-nodes-custom-nats": {
         "replicas": 2,
         "replication": {"streamReplicas": 1, "ddlSync": False, "policy": "new"},
-        "nats": {"embedded": {"port": 4333, "clusterPort": 6333, "logs": True}},
+        "nats": {"embedded": {"port": 4333, "clusterPort": 6333, "logs": True,
+                              "clusterTlsSecret": "routes-tls"}},
         "postgres": {"port": 6432},
+        "http": {"disableToken": True},
+        "disruptionBudget": {"maxUnavailable": 0},
         "imagePullSecrets": [{"name": "registry"}],
         "image": "registry.example.com/ha:1.2.3",
     },

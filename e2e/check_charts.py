@@ -22,6 +22,36 @@ def documents(text):
     return [d for d in yaml.safe_load_all(text) if d]
 
 
+# Values the ha chart must refuse (values.schema.json or the templates' checks), as ha-operator
+# refuses the same settings: (values, words of the error).
+REFUSED = [
+    ({"replicas": 2, "replication": {"streamReplicas": 3}}, "streamReplicas cannot exceed"),
+    ({"pod": {"labels": {"app.kubernetes.io/name": "x"}}}, "selector label"),
+    ({"disruptionBudget": {"maxUnavailable": "lots"}}, "maxUnavailable"),
+    ({"disruptionBudget": {"maxUnavailable": -1}}, "maxUnavailable"),
+    ({"http": {"ingress": {"enabled": True, "host": "h", "path": "api"}}}, "path"),
+    ({"http": {"disableToken": True, "ingress": {"enabled": True, "host": "h"}}}, "needs a token"),
+    ({"storage": {"size": "lots"}}, "size"),
+    ({"replicas": 0}, "replicas"),
+    ({"replica": 3}, "replica"),
+]
+
+
+def check_refusals(chart_dir):
+    failures = []
+    for values, words in REFUSED:
+        chart = helm_python.Chart.load(chart_dir)
+        try:
+            chart.render(values, name="test", namespace="ha-test", is_install=True)
+            failures.append(f"{chart_dir.name}: {values} was accepted")
+        except helm_python.HelmError as e:
+            if words not in str(e):
+                failures.append(f"{chart_dir.name}: {values}: error without {words!r}: {e}")
+        finally:
+            chart.close()
+    return failures
+
+
 def check_chart(chart_dir, kube_versions, out_dir):
     failures = []
     values_files = sorted((chart_dir / "ci").glob("*.yaml")) or [None]
@@ -86,6 +116,8 @@ def main():
     failures = []
     for chart in charts:
         failures.extend(check_chart(chart.resolve(), kube_versions, out_dir))
+        if chart.name == "ha":
+            failures.extend(check_refusals(chart.resolve()))
     for f in failures:
         print("FAIL", f, file=sys.stderr)
     print(f"{len(charts)} chart(s) checked, {len(failures)} failure(s); manifests in {out_dir}")

@@ -185,15 +185,58 @@ impl SimCluster {
     }
 
     /// Renders `cluster` again (e.g. more replicas) and starts the pods that do not exist yet;
-    /// running pods keep going, as a StatefulSet scale leaves existing pods alone.
+    /// running pods keep going, as a StatefulSet scale leaves existing pods alone. Pods beyond
+    /// the replicas stop, and their volumes go (`whenScaled: Delete`).
     pub fn apply(&mut self, cluster: HaCluster) -> Result<()> {
         self.rendered = render(&cluster, &self.namespace, &self.credentials)?;
         self.cluster = cluster;
         let replicas = self.replicas();
+        while self.pods.len() > replicas {
+            let mut pod = self.pods.pop().context("a pod")?;
+            pod.stop(Duration::from_secs(30));
+            for entry in std::fs::read_dir(self.data_root.path())? {
+                let path = entry?.path();
+                let named = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(&format!("-{}", pod.name)));
+                if named && path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                }
+            }
+        }
         self.scale_to(replicas)
     }
 
+    /// Pods whose template differs from the rendered StatefulSet's (a pending rolling update).
+    pub fn outdated(&self) -> Vec<usize> {
+        let Some(spec) = self.rendered.stateful_set.spec.as_ref() else {
+            return Vec::new();
+        };
+        (0..self.pods.len())
+            .filter(|&i| self.pods[i].template() != &spec.template)
+            .collect()
+    }
+
+    /// Rolls pod `i` to the rendered template (a StatefulSet replacing it).
+    pub fn roll(&mut self, i: usize) -> Result<()> {
+        let template = self
+            .rendered
+            .stateful_set
+            .spec
+            .as_ref()
+            .context("StatefulSet without spec")?
+            .template
+            .clone();
+        let objects = self.objects();
+        self.pods[i].stop(Duration::from_secs(30));
+        self.pods[i].replace(template, objects)
+    }
+
     fn scale_to(&mut self, replicas: usize) -> Result<()> {
+        if self.pods.len() >= replicas {
+            return self.start_service();
+        }
         if replicas > 200 {
             bail!("{replicas} replicas is more than the simulated network has addresses for");
         }
@@ -334,11 +377,33 @@ impl SimCluster {
         res.with_context(|| format!("log of {name}:\n{}", tail(&self.pods[i].log_text())))
     }
 
+    /// The bearer token the nodes require: the generated one, unless the spec names its own
+    /// Secret (not simulated) or turns it off.
+    pub fn token(&self) -> Option<String> {
+        let http = &self.cluster.spec.http;
+        (http.token_secret.is_none() && !http.disable_token)
+            .then(|| self.credentials.http_token.clone())
+    }
+
     /// HTTP from the client namespace: `curl` with the cluster's token if any; returns the body.
     pub fn curl(&self, url: &str, body: Option<&str>) -> Result<String> {
+        let auth = self.token().map(|t| format!("Authorization: Bearer {t}"));
         let mut args = vec!["-sS", "-m", "10", "-f", url];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
+        }
         if let Some(b) = body {
             args.extend(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        exec(&self.client, "curl", &args)
+    }
+
+    /// `curl -X METHOD` from the client namespace with the cluster's token; returns the body.
+    pub fn curl_method(&self, method: &str, url: &str) -> Result<String> {
+        let auth = self.token().map(|t| format!("Authorization: Bearer {t}"));
+        let mut args = vec!["-sS", "-m", "10", "-f", "-X", method, url];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
         }
         exec(&self.client, "curl", &args)
     }

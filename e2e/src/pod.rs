@@ -344,6 +344,36 @@ impl Pod {
         }
     }
 
+    /// Stops the pod as the kubelet does: SIGTERM to the container (its nats-server leaves the
+    /// cluster gracefully), SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: std::time::Duration) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGTERM);
+        }
+        let _ = crate::wait::until(grace, "the pod to stop", || {
+            Ok(matches!(child.try_wait(), Ok(Some(_))).then_some(()))
+        });
+        self.kill();
+    }
+
+    /// The pod template it runs.
+    pub fn template(&self) -> &PodTemplateSpec {
+        &self.input.template
+    }
+
+    /// Replaces the pod by one of a new template (a StatefulSet rolling it to a new revision),
+    /// on the same volumes.
+    pub fn replace(&mut self, template: PodTemplateSpec, objects: Objects) -> Result<()> {
+        self.kill();
+        self.input.template = template;
+        self.input.objects = objects;
+        self.spawn()
+    }
+
     /// Starts the container again on the same volumes (a pod restarted on its PVC).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

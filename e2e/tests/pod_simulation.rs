@@ -36,6 +36,9 @@ fn credentials() -> Credentials {
         pg_password: "e2e-pg-secret".into(),
         nats_user: "ha-nats".into(),
         nats_password: "e2e-nats-secret".into(),
+        nats_cluster_user: "ha-route".into(),
+        nats_cluster_password: "routePassw0rd".into(),
+        http_token: "httpT0ken".into(),
     }
 }
 
@@ -221,6 +224,7 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
 fn items_on_local(sim: &SimCluster, i: usize) -> Result<usize> {
     let host = &sim.pods[i].host;
     let body = serde_json::json!({ "sql": "SELECT count(*) FROM items" }).to_string();
+    let auth = format!("Authorization: Bearer {}", sim.token().unwrap_or_default());
     let out = exec(
         host,
         "curl",
@@ -229,6 +233,8 @@ fn items_on_local(sim: &SimCluster, i: usize) -> Result<usize> {
             "-m",
             "5",
             "-f",
+            "-H",
+            &auth,
             "--data-binary",
             &body,
             &format!("http://{}:8080/", host.addr),

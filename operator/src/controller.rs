@@ -1,4 +1,4 @@
-//! Owns the reconcile loop of `HaCluster`: finalizer, server-side apply of every rendered object,
+//! Owns the reconcile loop of `HaCluster`: server-side apply of every rendered object,
 //! the create-once Secret, observing the nodes, scale-down cleanup, snapshots, status, Events.
 //! Must not build objects (`render`) nor decide policy inline: status, rollout partition,
 //! departed nodes and snapshot ticks come from the pure modules.
@@ -22,7 +22,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -36,11 +35,12 @@ use crate::render::{Credentials, Rendered};
 use crate::rollout::{self, Revisions, Rollout, RolloutDecision};
 use crate::snapshots::{self, Tick};
 use crate::status::{self, Inputs, Schedule};
-use crate::{Error, Result, credentials, members};
+use crate::{Error, Result, credentials, members, scaling, storage};
 
 /// The one field manager of every object and status the operator applies.
 pub const FIELD_MANAGER: &str = "ha-operator";
-/// Finalizer on every HaCluster the operator manages.
+/// The finalizer operators before this one put on every HaCluster (it did no cleanup: owner
+/// references remove the children). Removed when found.
 pub const FINALIZER: &str = "ha.sqlite.dev/cleanup";
 /// Label every rendered object carries (value: the cluster name).
 pub const CLUSTER_LABEL: &str = crate::render::labels::CLUSTER;
@@ -128,8 +128,10 @@ fn key_of(cluster: &HaCluster) -> String {
     )
 }
 
-/// The controller's entry point for one object: metrics, then the finalizer around
-/// apply / cleanup.
+/// The controller's entry point for one object: metrics, the removal of the finalizer older
+/// operators added, then the Apply reconcile (nothing for an object being deleted: owner
+/// references remove every child, and no finalizer can hold up a namespace's deletion when the
+/// operator is gone).
 pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure();
     let ns = cluster
@@ -137,19 +139,38 @@ pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let key = key_of(&cluster);
     tracing::debug!(cluster = %key, "reconciling");
-    let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, cluster, |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(&c, &ctx).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if cluster.finalizers().iter().any(|f| f == FINALIZER) {
+        let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        remove_legacy_finalizer(&api, &cluster).await?;
+    }
+    if cluster.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let result = apply(&cluster, &ctx).await;
     if result.is_ok() {
         ctx.reset_failures(&key);
     }
     result
+}
+
+/// Drops `FINALIZER` (added by operators before this one; it did no cleanup), keeping any other.
+/// The resourceVersion makes a concurrent change of the list a 409 (retried), never a loss.
+async fn remove_legacy_finalizer(api: &Api<HaCluster>, cluster: &HaCluster) -> Result<()> {
+    let others: Vec<&String> = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": others, "resourceVersion": cluster.resource_version()}
+    });
+    api.patch(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Logs and counts the failure, then retries with a per-object exponential back-off.
@@ -199,8 +220,35 @@ impl Events {
     }
 }
 
-/// Everything one Apply reconcile does, in order.
+/// One Apply reconcile; an error that stops it is reported in the status (Ready and
+/// Progressing False with its reason) and a Warning Event before it is returned for the retry,
+/// so no reconcile is ever blocked silently.
 async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
+    match apply_steps(cluster, ctx).await {
+        Ok(a) => Ok(a),
+        // Already in the status and Events (InvalidSpec, SecretUnusable, CleanupFailed).
+        Err(e @ (Error::InvalidSpec(_) | Error::Secret { .. } | Error::Node { .. })) => Err(e),
+        Err(e) => {
+            report_failure(cluster, ctx, &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// Best effort: the API server that failed the reconcile may fail these too (then the log and
+/// the failure metric are what is left).
+async fn report_failure(cluster: &HaCluster, ctx: &Context, e: &Error) {
+    let mut events = Events::default();
+    events.warning(e.reason(), "Reconcile", e.to_string());
+    let status = failed_status(cluster, e, (ctx.clock)());
+    if let Err(err) = patch_status(ctx, cluster, &status).await {
+        tracing::warn!(error = %err, "writing the status of a failed reconcile failed");
+    }
+    events.publish(ctx, cluster).await;
+}
+
+/// Everything one Apply reconcile does, in order.
+async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     let name = cluster.name_any();
     let ns = cluster
         .namespace()
@@ -212,7 +260,7 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
 
     // 1. Credentials (created once), the render of every object, the nodes' API token.
     let prepared = match credentials_and_render(cluster, &ns, ctx, &mut events).await {
-        Ok(r) => node_token(cluster, &ns, ctx).await.map(|t| (r, t)),
+        Ok((r, creds)) => node_token(cluster, &ns, &creds, ctx).await.map(|t| (r, t)),
         Err(e) => Err(e),
     };
     let (rendered, token) = match prepared {
@@ -242,22 +290,79 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         .ok_or(Error::MissingField("StatefulSet metadata.name"))?;
     let live = sts_api.get_opt(&sts_name).await?;
     let seen = observe(cluster, &ns, &rendered.stateful_set, token.as_deref(), ctx).await?;
-    let replicas = cluster.spec.replicas;
-
-    // 3. Decide the rolling-update partition and apply every object.
+    let desired = cluster.spec.replicas;
+    let live_replicas = live
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let at = live_replicas.unwrap_or(desired);
+    let embedded = cluster.spec.embedded_nats();
+    let meta = if embedded && at > 1 {
+        Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await)
+    } else {
+        None
+    };
     let revisions = revisions_of(live.as_ref());
+
+    // 3. Decide the scale step: one pod at a time, only from a whole cluster.
+    let pending = departed(&name, at, previous, &seen, meta.as_ref());
+    let rolling = rollout::decide(&name, at, &revisions, &seen).rollout != Rollout::Idle;
+    let scale = scaling::decide(&scaling::Inputs {
+        cluster: &name,
+        desired,
+        live: live_replicas,
+        embedded,
+        seen: &seen,
+        meta: meta.as_ref(),
+        departed: &pending.clean,
+        rolling,
+    });
+    let replicas = scale.replicas;
+    let rendered = if replicas == desired {
+        rendered
+    } else {
+        let creds = credentials::from_secret(&rendered.secret)?;
+        (ctx.render)(&scaling::at_step(cluster, replicas), &ns, &creds)?
+    };
+
+    // 4. Decide the rolling-update partition and apply every object; the StatefulSet keeps
+    //    its live volume claim templates (it cannot change them).
     let rollout = rollout::decide(&name, replicas, &revisions, &seen);
     let mut rendered = rendered;
     set_partition(&mut rendered.stateful_set, rollout.partition);
+    let storage_change = match &live {
+        Some(l) => {
+            let change = storage::compare(l, &rendered.stateful_set);
+            storage::keep_live_claims(&mut rendered.stateful_set, l);
+            change
+        }
+        None => storage::Change::None,
+    };
     let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
-    note_changes(cluster, live.as_ref(), &revisions, &rollout, &mut events);
+    let volumes = storage_step(cluster, &ns, &storage_change, ctx, &mut events).await?;
+    note_changes(
+        cluster,
+        live.as_ref(),
+        &revisions,
+        &rollout,
+        &scale,
+        &mut events,
+    );
 
-    // 4. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
-    let plan = members::plan(&name, replicas, previous, &seen);
-    let (departed, deferred) =
-        clean_departed(cluster, &plan, &seen, token.as_deref(), ctx, &mut events).await;
+    // 5. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
+    let plan = departed(&name, replicas, previous, &seen, meta.as_ref());
+    let (departed, deferred) = clean_departed(
+        cluster,
+        replicas,
+        &plan,
+        &seen,
+        token.as_deref(),
+        ctx,
+        &mut events,
+    )
+    .await;
 
-    // 5. The snapshot schedule.
+    // 6. The snapshot schedule.
     let snap = snapshot_step(
         cluster,
         &key,
@@ -269,7 +374,7 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     )
     .await;
 
-    // 6. Status, then Events.
+    // 7. Status, then Events.
     let status = status::compute(&Inputs {
         cluster: &name,
         generation: cluster.metadata.generation,
@@ -278,6 +383,8 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         stateful_set: Some(&applied),
         seen: &seen,
         rollout: &rollout,
+        scale: &scale,
+        storage: volumes,
         departed: &departed,
         leaving: &plan.leaving,
         schedule: snap.schedule,
@@ -307,23 +414,48 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
 
 /// Reads the credentials Secret (or draws new credentials), renders, and creates the Secret
 /// when it was absent. A Secret created meanwhile by someone else wins (409 → read it back).
+/// A Secret from an older operator gets the keys it lacks added, never one it has replaced.
 async fn credentials_and_render(
     cluster: &HaCluster,
     ns: &str,
     ctx: &Context,
     events: &mut Events,
-) -> Result<Rendered> {
+) -> Result<(Rendered, Credentials)> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret_name = crate::render::names::credentials_secret(&cluster.name_any());
-    if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        let creds = credentials::from_secret(&existing)?;
-        return (ctx.render)(cluster, ns, &creds);
-    }
-    let creds = Credentials::generate().map_err(|e| Error::Secret {
+    let fresh = Credentials::generate().map_err(|e| Error::Secret {
         secret: secret_name.clone(),
         message: e.to_string(),
     })?;
-    let rendered = (ctx.render)(cluster, ns, &creds)?;
+    if let Some(existing) = secrets.get_opt(&secret_name).await? {
+        let (creds, added) = credentials::read(&existing, &fresh)?;
+        let rendered = (ctx.render)(cluster, ns, &creds)?;
+        if !added.is_empty() {
+            let data: serde_json::Map<String, serde_json::Value> = added
+                .iter()
+                .filter_map(|k| {
+                    let v = rendered.secret.data.as_ref()?.get(*k)?;
+                    Some((k.to_string(), serde_json::to_value(v).ok()?))
+                })
+                .collect();
+            // The resourceVersion makes the patch fail (409, retried) if the Secret changed
+            // since it was read: a key added meanwhile is never replaced.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": existing.metadata.resource_version},
+                "data": data,
+            });
+            secrets
+                .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            events.normal(
+                "CredentialsAdded",
+                "Update",
+                format!("added {} to Secret {secret_name}", added.join(", ")),
+            );
+        }
+        return Ok((rendered, creds));
+    }
+    let rendered = (ctx.render)(cluster, ns, &fresh)?;
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
@@ -335,20 +467,27 @@ async fn credentials_and_render(
                 "Create",
                 format!("generated credentials in Secret {secret_name}"),
             );
-            Ok(rendered)
+            Ok((rendered, fresh))
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = secrets.get(&secret_name).await?;
-            (ctx.render)(cluster, ns, &credentials::from_secret(&existing)?)
+            let creds = credentials::from_secret(&existing)?;
+            Ok(((ctx.render)(cluster, ns, &creds)?, creds))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// The bearer token for the nodes' HTTP API, from `spec.http.tokenSecret` (key `token`).
-async fn node_token(cluster: &HaCluster, ns: &str, ctx: &Context) -> Result<Option<String>> {
+/// The bearer token for the nodes' HTTP API: `spec.http.tokenSecret`'s `token`, else the
+/// generated one, `None` with `http.disableToken`.
+async fn node_token(
+    cluster: &HaCluster,
+    ns: &str,
+    creds: &Credentials,
+    ctx: &Context,
+) -> Result<Option<String>> {
     let Some(name) = &cluster.spec.http.token_secret else {
-        return Ok(None);
+        return Ok((!cluster.spec.http.disable_token).then(|| creds.http_token.clone()));
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let missing = |message: &str| Error::Secret {
@@ -404,6 +543,45 @@ async fn observe(
     Ok(seen)
 }
 
+/// The JetStream meta group, read through a ready node of the live StatefulSet.
+async fn read_meta(
+    cluster: &HaCluster,
+    live: i32,
+    seen: &Observed,
+    token: Option<&str>,
+    ctx: &Context,
+) -> Result<scaling::Meta, String> {
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < live)
+        .find_map(|p| target(p, cluster.spec.http.port, token))
+        .ok_or_else(|| "no ready node to ask".to_string())?;
+    ctx.nodes
+        .peers(&via)
+        .await
+        .map_err(|e| format!("{}: {e}", via.name))
+}
+
+/// The departed nodes of a StatefulSet of `replicas` pods: those the last status listed and
+/// those the meta group still lists (so a lost status loses no cleanup).
+fn departed(
+    name: &str,
+    replicas: i32,
+    previous: Option<&HaClusterStatus>,
+    seen: &Observed,
+    meta: Option<&Result<scaling::Meta, String>>,
+) -> members::Plan {
+    let mut plan = members::plan(name, replicas, previous, seen);
+    if plan.leaving.is_empty() {
+        for n in scaling::departed_in_meta(name, replicas, meta) {
+            if !plan.clean.contains(&n) {
+                plan.clean.push(n);
+            }
+        }
+    }
+    plan
+}
+
 fn target(pod: &PodView, port: i32, token: Option<&str>) -> Option<NodeTarget> {
     Some(NodeTarget {
         name: pod.name.clone(),
@@ -440,6 +618,97 @@ fn set_partition(sts: &mut StatefulSet, partition: i32) {
         .rolling_update
         .get_or_insert_with(RollingUpdateStatefulSetStrategy::default)
         .partition = Some(partition);
+}
+
+/// Acts on a storage change: expands the claims (their StorageClass allowing it) or says why
+/// not. Returns the `Storage` condition's (status, reason, message), `None` when nothing changed.
+async fn storage_step(
+    cluster: &HaCluster,
+    ns: &str,
+    change: &storage::Change,
+    ctx: &Context,
+    events: &mut Events,
+) -> Result<Option<status::StorageCondition>> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let (from, to) = match change {
+        storage::Change::None => return Ok(None),
+        storage::Change::Grow { from, to } => (from, to),
+        refused => {
+            let (reason, message) = storage::refusal(refused).unwrap_or_default();
+            events.warning(reason, "Storage", message.clone());
+            return Ok(Some(status::StorageCondition::new(false, reason, message)));
+        }
+    };
+    let name = cluster.name_any();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let prefix = format!(
+        "{}-{}-",
+        crate::render::names::VOLUME_DATA,
+        crate::render::names::stateful_set(&name)
+    );
+    let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
+    let claims: Vec<PersistentVolumeClaim> = pvcs
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    let pending = storage::to_expand(&claims, to);
+    if pending.is_empty() {
+        return Ok(Some(status::StorageCondition::new(
+            true,
+            "VolumesExpanded",
+            format!(
+                "every volume requests {to}; the StatefulSet's claim template keeps {from} (it \
+                 cannot change), so a pod added later starts with {from} and is expanded next"
+            ),
+        )));
+    }
+    let class = pending
+        .iter()
+        .find_map(|c| c.spec.as_ref().and_then(|s| s.storage_class_name.clone()));
+    if let Some(class) = &class {
+        let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+        let expandable = classes
+            .get_opt(class)
+            .await?
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false);
+        if !expandable {
+            let message = format!(
+                "StorageClass {class} does not allow volume expansion (allowVolumeExpansion): \
+                 set spec.storage.size back to {from}, or have the class allow expansion"
+            );
+            events.warning("VolumeExpansionUnsupported", "Storage", message.clone());
+            return Ok(Some(status::StorageCondition::new(
+                false,
+                "VolumeExpansionUnsupported",
+                message,
+            )));
+        }
+    }
+    let body = serde_json::json!({"spec": {"resources": {"requests": {"storage": to}}}});
+    let mut names = Vec::new();
+    for c in pending {
+        let n = c.name_any();
+        pvcs.patch(&n, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
+        names.push(n);
+    }
+    let message = format!("expanding {} from {from} to {to}", names.join(", "));
+    events.normal("VolumesExpanding", "Storage", message.clone());
+    Ok(Some(status::StorageCondition::new(
+        false,
+        "Expanding",
+        message,
+    )))
 }
 
 /// Server-side apply of every rendered object (the Secret excepted: create-once), and removal
@@ -484,7 +753,23 @@ where
         .ok_or(Error::MissingField("metadata.name"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(name, &pp, &Patch::Apply(obj)).await?)
+    api.patch(name, &pp, &Patch::Apply(obj)).await.map_err(|e| {
+        let kind = K::kind(&());
+        let hint = match &e {
+            kube::Error::Api(a) if a.code == 422 && kind == "StatefulSet" => {
+                "; the StatefulSet refuses a change of a field it cannot change (its \
+                     volumeClaimTemplates, selector or serviceName): see docs/kubernetes.md, \
+                     \"Storage\""
+                    .to_string()
+            }
+            _ => String::new(),
+        };
+        Error::Apply {
+            what: format!("{kind} {name}"),
+            source: Box::new(e),
+            hint,
+        }
+    })
 }
 
 /// Deletes objects of kind `K` this cluster controls (label + controller owner reference).
@@ -516,12 +801,14 @@ where
     Ok(())
 }
 
-/// Events for what this reconcile changed: first creation, scaling, a pod handed to the update.
+/// Events for what this reconcile changed: first creation, a scale step (or its refusal), a
+/// pod handed to the update.
 fn note_changes(
     cluster: &HaCluster,
     live: Option<&StatefulSet>,
     revisions: &Revisions,
     rollout: &RolloutDecision,
+    scale: &scaling::Decision,
     events: &mut Events,
 ) {
     let replicas = cluster.spec.replicas;
@@ -529,17 +816,20 @@ fn note_changes(
         .status
         .as_ref()
         .is_none_or(|s| s.observed_generation.is_none());
-    match live.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) {
-        None if first => events.normal(
+    if live.is_none() && first {
+        events.normal(
             "Created",
             "Create",
             format!("created the cluster's objects for {replicas} nodes"),
-        ),
-        Some(before) if before != replicas => events.normal(
-            "Scaling",
-            "Scale",
-            format!("scaling from {before} to {replicas} nodes"),
-        ),
+        );
+    }
+    match &scale.scale {
+        scaling::Scale::Step { .. } => {
+            events.normal("Scaling", "Scale", scale.message().unwrap_or_default())
+        }
+        scaling::Scale::Refused { .. } => {
+            events.warning("ScaleRefused", "Scale", scale.message().unwrap_or_default())
+        }
         _ => {}
     }
     if let Rollout::Replacing { pod } = &rollout.rollout
@@ -549,8 +839,8 @@ fn note_changes(
             "RollingUpdate",
             "Update",
             format!(
-                "replacing {pod} ({}/{replicas} nodes updated)",
-                rollout.updated
+                "replacing {pod} ({}/{} nodes updated)",
+                rollout.updated, scale.replicas
             ),
         );
     }
@@ -560,6 +850,7 @@ fn note_changes(
 /// (with why) and the error to report after the status is written.
 async fn clean_departed(
     cluster: &HaCluster,
+    replicas: i32,
     plan: &members::Plan,
     seen: &Observed,
     token: Option<&str>,
@@ -569,7 +860,6 @@ async fn clean_departed(
     if plan.clean.is_empty() {
         return (Vec::new(), None);
     }
-    let replicas = cluster.spec.replicas;
     let via = seen
         .ready_pods()
         .filter(|p| p.ordinal < replicas)
@@ -586,7 +876,7 @@ async fn clean_departed(
     };
     let what = members::Cleanup {
         db_file: &cluster.spec.database.name,
-        jetstream_peers: cluster.spec.nats_clustered(),
+        jetstream_peers: cluster.spec.embedded_nats() && replicas > 1,
     };
     let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
@@ -598,7 +888,7 @@ async fn clean_departed(
         }
     }
     if !cleaned.is_empty() {
-        let what = if cluster.spec.nats_clustered() {
+        let what = if cluster.spec.embedded_nats() && replicas > 1 {
             "durable consumers and JetStream peers"
         } else {
             "durable consumers"
@@ -742,6 +1032,10 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         rollout: Rollout::Idle,
         updated: 0,
     };
+    let scale = scaling::Decision {
+        replicas: cluster.spec.replicas,
+        scale: scaling::Scale::Steady,
+    };
     let previous = cluster.status.as_ref();
     let mut s = status::compute(&Inputs {
         cluster: &name,
@@ -751,6 +1045,8 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         stateful_set: None,
         seen: &seen,
         rollout: &rollout,
+        scale: &scale,
+        storage: None,
         departed: &[],
         leaving: &[],
         schedule: Schedule::None,
@@ -759,10 +1055,17 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
         failure: Some(e.to_string()),
         now,
     });
+    for c in &mut s.conditions {
+        if c.reason == "InvalidSpec" {
+            c.reason = e.reason().into();
+        }
+    }
     // Nothing was observed: keep what the last good reconcile saw of the nodes.
     if let Some(p) = previous {
         s.nodes = p.nodes.clone();
         s.ready_replicas = p.ready_replicas;
+        s.replicas = p.replicas;
+        s.ready = Some(format!("{}/{}", p.ready_replicas, cluster.spec.replicas));
     }
     s
 }
@@ -780,21 +1083,6 @@ async fn patch_status(ctx: &Context, cluster: &HaCluster, status: &HaClusterStat
     )
     .await?;
     Ok(())
-}
-
-/// Deletion: owner references remove every child; nothing else is the operator's to delete.
-async fn cleanup(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
-    let mut events = Events::default();
-    let note = if cluster.spec.embedded_nats() {
-        "deleting: Kubernetes removes the StatefulSet, Services, ConfigMap, Secret, PDB and Ingress \
-         (owner references); PersistentVolumeClaims follow the StatefulSet's retention policy"
-    } else {
-        "deleting: Kubernetes removes the cluster's objects (owner references); the stream and \
-         consumers on the external NATS are kept"
-    };
-    events.normal("Deleting", "Delete", note.into());
-    events.publish(ctx, cluster).await;
-    Ok(Action::await_change())
 }
 
 /// Fails with an install hint when the HaCluster CRD is not served.

@@ -30,6 +30,39 @@ const CRON_PATTERN: &str = r"^\s*(@(yearly|annually|monthly|weekly|daily|midnigh
 /// What `--replication-policy` accepts (`syntax::check_policy`).
 const POLICY_PATTERN: &str = r"^(|all|last|new|by_start_sequence=[0-9]*[1-9][0-9]*|by_start_time=[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})$";
 
+/// `replication.streamReplicas` ≤ `replicas` with embedded NATS (the defaults always comply).
+const STREAM_REPLICAS_RULE: &str = "has(self.nats.external) || !has(self.replication.streamReplicas) || self.replication.streamReplicas <= self.replicas";
+pub const STREAM_REPLICAS_MSG: &str =
+    "replication.streamReplicas cannot exceed replicas with embedded NATS";
+/// A transition rule: between 1 and more replicas only with external NATS.
+const CROSSING_RULE: &str =
+    "has(self.nats.external) || (self.replicas == 1) == (oldSelf.replicas == 1)";
+pub const PORTS_MSG: &str = "the ports must be distinct: http.port, postgres.port (when enabled), nats.embedded.port (4222) and nats.embedded.clusterPort (6222, both with embedded NATS)";
+pub const INGRESS_PATH_MSG: &str = "http.ingress.path must start with '/'";
+pub const MAX_UNAVAILABLE_MSG: &str =
+    "disruptionBudget.maxUnavailable must be a number >= 0 or a percentage like \"25%\"";
+pub const STORAGE_SIZE_MSG: &str = "storage.size must be a positive quantity like 10Gi";
+pub const STORAGE_SHRINK_MSG: &str = "storage.size cannot shrink: a volume cannot be made smaller; set it back to at least its current size";
+pub const STORAGE_CLASS_MSG: &str = "storage.storageClassName cannot change: volumes do not move between storage classes; create a new HaCluster with the new class and copy the data into it (docs/kubernetes.md, \"Storage\")";
+pub const DB_NAME_MSG: &str =
+    "database.name cannot change: the nodes would start a new, empty database under the new name";
+pub const STREAM_NAME_MSG: &str =
+    "replication.stream cannot change: the nodes would start a new, empty stream";
+pub const NATS_KIND_MSG: &str = "nats.external cannot be added or removed: the stream lives on the NATS that holds it; create a new HaCluster and copy the data into it";
+pub const INGRESS_TOKEN_MSG: &str = "http.ingress exposes the HTTP API and needs a token: remove http.disableToken (the operator then generates one) or name http.tokenSecret";
+pub const TOKEN_EXCLUSIVE_MSG: &str = "http.tokenSecret and http.disableToken exclude each other";
+
+/// Every pair of the ports the ha container listens on differs (the defaults filled in).
+fn ports_rule() -> String {
+    let h = "self.http.port";
+    let g = "self.postgres.port";
+    let n = "(has(self.nats.embedded) && has(self.nats.embedded.port) ? self.nats.embedded.port : 4222)";
+    let c = "(has(self.nats.embedded) && has(self.nats.embedded.clusterPort) ? self.nats.embedded.clusterPort : 6222)";
+    format!(
+        "(!self.postgres.enabled || {h} != {g}) && (has(self.nats.external) || ({h} != {n} && {h} != {c} && {n} != {c} && (!self.postgres.enabled || ({g} != {n} && {g} != {c}))))"
+    )
+}
+
 /// A highly available SQLite cluster: a StatefulSet of ha nodes replicating through NATS JetStream.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[cfg_attr(test, derive(Default))]
@@ -41,13 +74,22 @@ const POLICY_PATTERN: &str = r"^(|all|last|new|by_start_sequence=[0-9]*[1-9][0-9
     shortname = "hac",
     namespaced,
     status = "HaClusterStatus",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    doc = "A highly available SQLite cluster: a StatefulSet of ha nodes, each with a full copy of the database, that accept reads and writes over PostgreSQL and HTTP and replicate every transaction through NATS JetStream. `kubectl scale hac/NAME --replicas N` changes the node count one pod at a time.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Last snapshot","type":"date","jsonPath":".status.lastSnapshot.time"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(STREAM_REPLICAS_RULE).message(STREAM_REPLICAS_MSG))]
+#[x_kube(validation = Rule::new(ports_rule()).message(PORTS_MSG))]
+#[x_kube(validation = Rule::new(CROSSING_RULE).message(crate::scaling::CROSSING_REFUSED))]
 pub struct HaClusterSpec {
     /// Number of ha nodes (pods). Every node accepts writes.
     #[serde(default = "default_replicas")]
@@ -115,6 +157,7 @@ pub struct HaClusterSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.name == oldSelf.name").message(DB_NAME_MSG))]
 pub struct DatabaseSpec {
     /// File name of the database inside the data volume (also the snapshot key).
     #[serde(default = "default_db_name")]
@@ -163,6 +206,9 @@ fn default_interceptor_key() -> String {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("isQuantity(string(self.size)) && quantity(string(self.size)).isGreaterThan(quantity('0'))").message(STORAGE_SIZE_MSG))]
+#[x_kube(validation = Rule::new("!isQuantity(string(self.size)) || !isQuantity(string(oldSelf.size)) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0").message(STORAGE_SHRINK_MSG))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message(STORAGE_CLASS_MSG))]
 pub struct StorageSpec {
     /// Size of each pod's PersistentVolumeClaim.
     #[serde(default = "default_storage_size")]
@@ -176,6 +222,7 @@ pub struct StorageSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.timeout) || self.timeout.matches('[1-9]')").message("replication.timeout must be more than 0"))]
+#[x_kube(validation = Rule::new("has(self.stream) == has(oldSelf.stream) && (!has(self.stream) || self.stream == oldSelf.stream)").message(STREAM_NAME_MSG))]
 pub struct ReplicationSpec {
     /// JetStream stream name (default `ha_replication`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +258,7 @@ pub struct ReplicationSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.external) && has(self.embedded))").message("nats.external and nats.embedded are mutually exclusive"))]
+#[x_kube(validation = Rule::new("has(self.external) == has(oldSelf.external)").message(NATS_KIND_MSG))]
 pub struct NatsSpec {
     /// Settings of the nats-server each pod runs (used when `external` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +285,13 @@ pub struct EmbeddedNats {
     /// Log the nats-server's own output.
     #[serde(default)]
     pub logs: bool,
+
+    /// A Secret with `tls.crt`, `tls.key` and `ca.crt` (e.g. from cert-manager) for TLS between
+    /// the pods' nats-servers (routes); the certificate must be valid for the pods' names
+    /// (`*.<name>-peers.<namespace>.svc.cluster.local`). Routes authenticate with a generated
+    /// user either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_secret: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -284,15 +339,22 @@ pub struct PostgresSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.ingress) || !self.disableToken").message(INGRESS_TOKEN_MSG))]
+#[x_kube(validation = Rule::new("!has(self.tokenSecret) || !self.disableToken").message(TOKEN_EXCLUSIVE_MSG))]
 pub struct HttpSpec {
     /// Port of the HTTP API (pods and client Service).
     #[serde(default = "default_http_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 
-    /// Secret with key `token`: the bearer token the HTTP API requires (none when omitted).
+    /// Secret with key `token`: the bearer token the HTTP API requires. When omitted, the
+    /// operator generates one (key `http-token` of `<name>-credentials`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
+
+    /// Serve the HTTP API without a token (no generated one either). Refused with an Ingress.
+    #[serde(default)]
+    pub disable_token: bool,
 
     /// An Ingress in front of the HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +363,7 @@ pub struct HttpSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.path) || self.path.startsWith('/')").message(INGRESS_PATH_MSG))]
 pub struct IngressSpec {
     /// IngressClass name (cluster default when omitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,9 +421,11 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// Nodes the pods may run on, by label (as in a pod spec).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
 
+    /// Taints the pods tolerate (as in a pod spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 
@@ -368,9 +433,11 @@ pub struct PodSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
+    /// How the pods spread across zones or hosts (as in a pod spec).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
+    /// PriorityClass of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 
@@ -406,6 +473,7 @@ pub struct PodSettings {
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxUnavailable) || string(self.maxUnavailable).matches('^[0-9]+%?$')").message(MAX_UNAVAILABLE_MSG))]
 pub struct DisruptionBudgetSpec {
     /// Create a PodDisruptionBudget.
     #[serde(default = "default_true")]
@@ -432,6 +500,18 @@ pub struct HaClusterStatus {
     #[serde(default)]
     pub ready_replicas: i32,
 
+    /// Pods of the StatefulSet (the scale subresource's `status.replicas`).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// `ready/desired` nodes, e.g. `3/3` (the Ready column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
+    /// The pods' label selector as a string (the scale subresource's, for the HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
     /// Ready, Progressing, Degraded, SnapshotSucceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -439,6 +519,12 @@ pub struct HaClusterStatus {
     /// Per node: applied sequence and lag, read from the node's `/status`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeStatus>,
+
+    /// The last time the Progressing condition's message changed (a step was made): an
+    /// operation without progress for 10 minutes turns Progressing False
+    /// (`ProgressDeadlineExceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<ProgressMark>,
 
     /// The last scheduled snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,6 +540,7 @@ pub struct HaClusterStatus {
 pub struct NodeStatus {
     /// Pod name (also the node name and durable consumer name).
     pub name: String,
+    /// The pod passes its readiness probe.
     pub ready: bool,
     /// Last stream sequence the node applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -464,6 +551,16 @@ pub struct NodeStatus {
     /// Why the node's status could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What the operator was doing, and since when.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressMark {
+    /// The Progressing message of that step.
+    pub message: String,
+    /// When it was first reported (RFC 3339).
+    pub time: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -579,6 +676,7 @@ impl Default for HttpSpec {
         Self {
             port: default_http_port(),
             token_secret: None,
+            disable_token: false,
             ingress: None,
         }
     }
@@ -643,6 +741,11 @@ impl HaClusterSpec {
             .as_ref()
             .and_then(|e| e.port)
             .unwrap_or(4222)
+    }
+
+    /// The Secret of the routes' TLS (`nats.embedded.clusterTlsSecret`).
+    pub fn nats_cluster_tls_secret(&self) -> Option<&str> {
+        self.nats.embedded.as_ref()?.cluster_tls_secret.as_deref()
     }
 
     /// Route (cluster) port of the embedded nats-server.
@@ -789,38 +892,36 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
 
     // What the schema cannot express.
     if spec.embedded_nats() && spec.effective_stream_replicas() > spec.replicas {
-        return Err(format!(
-            "replication.streamReplicas ({}) cannot exceed replicas ({}) with embedded NATS",
-            spec.effective_stream_replicas(),
-            spec.replicas
-        ));
+        return Err(STREAM_REPLICAS_MSG.into());
     }
     if let Some(path) = spec.http.ingress.as_ref().and_then(|i| i.path.as_deref())
         && !path.starts_with('/')
     {
-        return Err(format!("http.ingress.path {path:?} must start with '/'"));
+        return Err(INGRESS_PATH_MSG.into());
     }
-    match &spec.disruption_budget.max_unavailable {
-        Some(IntOrString::Int(n)) if *n < 0 => {
-            return Err(format!(
-                "disruptionBudget.maxUnavailable must be >= 0, got {n}"
-            ));
+    if spec.http.ingress.is_some() && spec.http.disable_token {
+        return Err(INGRESS_TOKEN_MSG.into());
+    }
+    if spec.http.token_secret.is_some() && spec.http.disable_token {
+        return Err(TOKEN_EXCLUSIVE_MSG.into());
+    }
+    let max_unavailable_ok = match &spec.disruption_budget.max_unavailable {
+        None => true,
+        Some(IntOrString::Int(n)) => *n >= 0,
+        Some(IntOrString::String(s)) => {
+            s.ends_with('%') && s.len() > 1 && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit())
         }
-        Some(IntOrString::String(s))
-            if !(s.ends_with('%')
-                && s.len() > 1
-                && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit())) =>
-        {
-            return Err(format!(
-                "disruptionBudget.maxUnavailable {s:?}: a number or a percentage like \"25%\""
-            ));
-        }
-        _ => {}
+    };
+    if !max_unavailable_ok {
+        return Err(MAX_UNAVAILABLE_MSG.into());
+    }
+    if !crate::syntax::is_positive_quantity(&spec.storage.size.0) {
+        return Err(STORAGE_SIZE_MSG.into());
     }
     let ports = spec.container_ports();
     for (i, (a, pa)) in ports.iter().enumerate() {
         if let Some((b, _)) = ports[i + 1..].iter().find(|(_, pb)| pb == pa) {
-            return Err(format!("{a} and {b} are both port {pa}"));
+            return Err(format!("{PORTS_MSG}; {a} and {b} are both port {pa}"));
         }
     }
     Ok(())

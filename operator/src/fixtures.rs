@@ -189,6 +189,18 @@ pub fn live_sts(
     }
 }
 
+/// A claim `data-db-<ordinal>` of the test cluster requesting `size` of class `standard`.
+pub fn pvc(ordinal: i32, size: &str) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("data-{NAME}-{ordinal}"), "namespace": NS,
+                     "labels": {CLUSTER_LABEL: NAME}},
+        "spec": {"storageClassName": "standard", "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": size}}}
+    }))
+    .expect("a valid claim")
+}
+
 /// The stored credentials Secret of the test cluster.
 pub fn credentials_secret() -> Secret {
     let data = [
@@ -196,6 +208,9 @@ pub fn credentials_secret() -> Secret {
         (names::KEY_PASSWORD, "pw"),
         (names::KEY_NATS_USERNAME, "ha-nats"),
         (names::KEY_NATS_PASSWORD, "npw"),
+        (names::KEY_NATS_CLUSTER_USERNAME, "ha-route"),
+        (names::KEY_NATS_CLUSTER_PASSWORD, "rpw"),
+        (names::KEY_HTTP_TOKEN, "generated-token"),
     ]
     .into_iter()
     .map(|(k, v)| {
@@ -353,6 +368,23 @@ pub struct World {
     pub events: Vec<&'static str>,
     /// The `token` of `spec.http.tokenSecret`, when the cluster names one.
     pub token: Option<&'static str>,
+    /// The StatefulSet replicas the reconcile applies, when not `spec.replicas` (a scale step
+    /// or a refused change): the objects are rendered for that many pods.
+    pub step: Option<i32>,
+    /// The API server refuses the StatefulSet apply with this status code: the reconcile
+    /// stops there and reports it.
+    pub sts_error: Option<u16>,
+    /// `spec.http.tokenSecret` names a Secret that does not exist.
+    pub token_missing: bool,
+    /// The cluster's PersistentVolumeClaims, listed when `spec.storage.size` grew.
+    pub pvcs: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    /// Whether the claims' StorageClass (`standard`) allows expansion.
+    pub expandable: bool,
+    /// The cluster carries the finalizer of older operators: first a patch removes it.
+    pub legacy_finalizer: bool,
+    /// The credentials Secret exists as an older operator wrote it (four keys): the reconcile
+    /// adds the three it lacks.
+    pub old_secret: bool,
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -375,16 +407,15 @@ impl Recorded {
 
 /// The request sequences the controller tests expect.
 pub enum Scenario {
-    /// Without our finalizer: one JSON patch adds it, and nothing else happens.
-    FinalizerCreation(HaCluster),
     /// A full Apply reconcile in `World`.
     Apply(HaCluster, Box<World>),
     /// The render fails on the spec: a Failed status and an InvalidSpec Event.
     InvalidSpec(HaCluster),
-    /// Deleting: a Deleting Event, then the finalizer is removed.
+    /// Deleting with the old finalizer: one merge patch removes it, nothing else.
     Cleanup(HaCluster),
-    /// The API server answers the first request with 500.
-    ApiServerError,
+    /// The API server answers the first request with 500; the reconcile reports it in the
+    /// status and an `ApiError` Event.
+    ApiServerError(HaCluster),
 }
 
 const BASE: &str = "/apis/ha.sqlite.dev/v1alpha1/namespaces/default/haclusters";
@@ -448,29 +479,18 @@ impl Scenario {
             rec: Recorded::default(),
         };
         match self {
-            Scenario::FinalizerCreation(c) => {
-                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
-                let p = p.check_body(|b| {
-                    assert_eq!(
-                        b,
-                        &json!([
-                            {"op": "test", "path": "/metadata/finalizers", "value": null},
-                            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
-                        ])
-                    );
-                });
-                p.respond(&c.finalized()).expect_no_more().await;
-                rec
-            }
-            Scenario::ApiServerError => {
+            Scenario::ApiServerError(c) => {
                 let (p, rec) = s
                     .take(
                         Method::GET,
                         &format!("{}/{}", core("secrets"), names::credentials_secret(NAME)),
                     )
                     .await;
-                p.error(500, "InternalError").expect_no_more().await;
-                rec
+                let s = Serving {
+                    v: p.error(500, "InternalError"),
+                    rec,
+                };
+                finish_with_status(s, c, &["ApiError"]).await
             }
             Scenario::InvalidSpec(c) => {
                 let (p, rec) = s
@@ -496,21 +516,9 @@ impl Scenario {
                 s.rec
             }
             Scenario::Cleanup(c) => {
-                let s = s.events(&["Deleting"]).await;
-                let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
-                let p = p.check_body(|b| {
-                    assert_eq!(
-                        b,
-                        &json!([
-                            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
-                            {"op": "remove", "path": "/metadata/finalizers/0"}
-                        ])
-                    );
-                });
-                let mut gone = c.clone();
-                gone.finalizers_mut().clear();
-                p.respond(&gone).expect_no_more().await;
-                rec
+                let s = remove_finalizer(s, &c).await;
+                s.v.expect_no_more().await;
+                s.rec
             }
             Scenario::Apply(c, w) => serve_apply(s, c, *w).await,
         }
@@ -539,23 +547,82 @@ fn pod_selector(sts: &StatefulSet) -> String {
         .replace(',', "%2C")
 }
 
+/// The merge patch that drops the old finalizer (guarded by the resourceVersion).
+async fn remove_finalizer(s: Serving, c: &HaCluster) -> Serving {
+    let (p, rec) = s.take(Method::PATCH, &format!("{BASE}/{NAME}?")).await;
+    let p = p.check_body(|b| {
+        assert_eq!(b["metadata"]["finalizers"], json!([]));
+        assert!(b["metadata"].get("resourceVersion").is_some());
+    });
+    let mut gone = c.clone();
+    gone.finalizers_mut().clear();
+    Serving {
+        v: p.respond(&gone),
+        rec,
+    }
+}
+
 async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
+    let s = if w.legacy_finalizer {
+        remove_finalizer(s, &c).await
+    } else {
+        s
+    };
     let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
-    let r = RENDER(&c, NS, &creds).expect("the scenario's cluster renders");
+    let at = match w.step {
+        Some(n) => crate::scaling::at_step(&c, n),
+        None => c.clone(),
+    };
+    let r = RENDER(&at, NS, &creds).expect("the scenario's cluster renders");
     let secret = names::credentials_secret(NAME);
     // 1. The credentials Secret: read, and created only when absent.
     let (p, rec) = s
         .take(Method::GET, &format!("{}/{secret}", core("secrets")))
         .await;
     let mut s = Serving {
-        v: if w.secret_exists {
+        v: if w.old_secret {
+            let mut old = credentials_secret();
+            old.metadata.resource_version = Some("41".into());
+            if let Some(d) = old.data.as_mut() {
+                for k in [
+                    names::KEY_NATS_CLUSTER_USERNAME,
+                    names::KEY_NATS_CLUSTER_PASSWORD,
+                    names::KEY_HTTP_TOKEN,
+                ] {
+                    d.remove(k);
+                }
+            }
+            p.respond(&old)
+        } else if w.secret_exists {
             p.respond(&credentials_secret())
         } else {
             p.not_found()
         },
         rec,
     };
-    if !w.secret_exists {
+    if w.old_secret {
+        let (p, rec) = s
+            .take(Method::PATCH, &format!("{}/{secret}?", core("secrets")))
+            .await;
+        let p = p.check_body(|b| {
+            assert_eq!(
+                b["metadata"]["resourceVersion"], "41",
+                "guarded by the version read"
+            );
+            let keys: Vec<&String> = b["data"].as_object().expect("data").keys().collect();
+            assert_eq!(
+                keys,
+                [
+                    "http-token",
+                    "nats-cluster-password",
+                    "nats-cluster-username"
+                ],
+                "only the missing keys"
+            );
+        });
+        s = Serving { v: p.echo(), rec };
+    }
+    if !w.secret_exists && !w.old_secret {
         let (p, rec) = s
             .take(
                 Method::POST,
@@ -569,6 +636,9 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
                 names::KEY_PASSWORD,
                 names::KEY_NATS_USERNAME,
                 names::KEY_NATS_PASSWORD,
+                names::KEY_NATS_CLUSTER_USERNAME,
+                names::KEY_NATS_CLUSTER_PASSWORD,
+                names::KEY_HTTP_TOKEN,
             ] {
                 assert!(b["data"][key].is_string(), "secret key {key}");
             }
@@ -593,6 +663,13 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         let (p, rec) = s
             .take(Method::GET, &format!("{}/{token_secret}", core("secrets")))
             .await;
+        if w.token_missing {
+            let s = Serving {
+                v: p.not_found(),
+                rec,
+            };
+            return finish_with_status(s, c, &w.events).await;
+        }
         let token = w.token.unwrap_or_default();
         s = Serving {
             v: p.respond_json(
@@ -649,6 +726,13 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         )
         .await;
     rec.sts_apply = Some(p.body().clone());
+    if let Some(code) = w.sts_error {
+        let s = Serving {
+            v: p.error(code, "Invalid"),
+            rec,
+        };
+        return finish_with_status(s, c, &w.events).await;
+    }
     let mut applied = p.body().clone();
     applied["status"] = serde_json::to_value(&w.applied_status).unwrap_or(Value::Null);
     s = Serving {
@@ -664,6 +748,52 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
     } else {
         s = prune_list::<Ingress>(s, networking("ingresses"), None).await;
     }
+    // A storage size that grew: list the claims, read their class, expand them.
+    if !w.pvcs.is_empty() {
+        let (p, rec) = s
+            .take(
+                Method::GET,
+                &format!(
+                    "{}?&labelSelector=ha.sqlite.dev%2Fcluster%3D{NAME}",
+                    core("persistentvolumeclaims")
+                ),
+            )
+            .await;
+        s = Serving {
+            v: p.respond(
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": w.pvcs}),
+            ),
+            rec,
+        };
+        let (p, rec) = s
+            .take(
+                Method::GET,
+                "/apis/storage.k8s.io/v1/storageclasses/standard",
+            )
+            .await;
+        s = Serving {
+            v: p.respond(
+                &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "standard"}, "provisioner": "p",
+                "allowVolumeExpansion": w.expandable}),
+            ),
+            rec,
+        };
+        if w.expandable {
+            for pvc in &w.pvcs {
+                let (p, rec) = s
+                    .take(
+                        Method::PATCH,
+                        &format!("{}/{}?", core("persistentvolumeclaims"), name_of(pvc)),
+                    )
+                    .await;
+                let p = p.check_body(|b| {
+                    assert_eq!(b["spec"]["resources"]["requests"]["storage"], "20Gi")
+                });
+                s = Serving { v: p.echo(), rec };
+            }
+        }
+    }
     // 4. The status, then the Events.
     let (p, mut rec) = s
         .take(Method::PATCH, &format!("{BASE}/{NAME}/status{APPLY_QUERY}"))
@@ -674,6 +804,21 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
         rec,
     };
     let s = s.events(&w.events).await;
+    s.v.expect_no_more().await;
+    s.rec
+}
+
+/// The end of a reconcile that stopped on an error: its status patch, then its Events.
+async fn finish_with_status(s: Serving, c: HaCluster, events: &[&str]) -> Recorded {
+    let (p, mut rec) = s
+        .take(Method::PATCH, &format!("{BASE}/{NAME}/status{APPLY_QUERY}"))
+        .await;
+    rec.status_patch = Some(p.body().clone());
+    let s = Serving {
+        v: respond_with_status(p, c),
+        rec,
+    };
+    let s = s.events(events).await;
     s.v.expect_no_more().await;
     s.rec
 }
@@ -742,6 +887,8 @@ pub struct NodeBehaviour {
     /// Status code of `DELETE /cluster/peers/{name}`.
     pub peer_removal: u16,
     pub snapshot_seq: u64,
+    /// Members of the JetStream meta group `GET /cluster/peers` lists (`db-0` leads).
+    pub members: Vec<String>,
 }
 
 impl Default for NodeBehaviour {
@@ -752,12 +899,13 @@ impl Default for NodeBehaviour {
             caught_up: true,
             peer_removal: 204,
             snapshot_seq: 42,
+            members: (0..3).map(|i| format!("{NAME}-{i}")).collect(),
         }
     }
 }
 
 /// A running stand-in node; `calls()` lists `METHOD /path` of every request but `/status`
-/// (which is listed, with its Authorization header, only when it carries one).
+/// (which is listed only when it lacks the generated token: with another one, or none).
 pub struct NodeMock {
     pub port: u16,
     calls: Arc<Mutex<Vec<String>>>,
@@ -788,8 +936,14 @@ impl NodeMock {
             .route(
                 "/status",
                 get(|State(s): State<S>, headers: http::HeaderMap| async move {
-                    if let Some(a) = headers.get(http::header::AUTHORIZATION) {
-                        log(&s, format!("GET /status {}", a.to_str().unwrap_or("?")));
+                    // The generated token (the fixture Secret's) is the norm: only others, or
+                    // none, are logged.
+                    match headers.get(http::header::AUTHORIZATION) {
+                        None => log(&s, "GET /status without a token".into()),
+                        Some(a) if a.to_str().ok() != Some("Bearer generated-token") => {
+                            log(&s, format!("GET /status {}", a.to_str().unwrap_or("?")))
+                        }
+                        Some(_) => {}
                     }
                     axum::Json(json!({
                         "node": "mock", "ready": true,
@@ -801,6 +955,18 @@ impl NodeMock {
                             "gap": null,
                         }
                     }))
+                }),
+            )
+            .route(
+                "/cluster/peers",
+                get(|State(s): State<S>| async move {
+                    let peers: Vec<Value> = s
+                        .b
+                        .members
+                        .iter()
+                        .map(|n| json!({"name": n, "current": true, "offline": false}))
+                        .collect();
+                    axum::Json(json!({"cluster": "ha", "leader": "db-0", "self": "db-0", "peers": peers}))
                 }),
             )
             .route(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -50,12 +50,15 @@ pub enum Decision {
     Acquire,
     /// Ours: renew it.
     Renew,
-    /// Someone else's, valid until `until`.
-    Follow { holder: String, until: Timestamp },
+    /// Someone else's, valid for `remaining` more (by our clock).
+    Follow { holder: String, remaining: Duration },
 }
 
-/// Pure: what to do with `spec` (the Lease's, if any) at `now`.
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
+/// Pure: what to do with `spec` (the Lease's, if any), given how long this replica has seen its
+/// holder and renewTime unchanged (`unchanged_for`, measured on the local clock, as client-go
+/// does: another host's renewTime is never compared with our clock, so clock skew between
+/// replicas can neither steal a valid Lease nor keep a dead one).
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -66,27 +69,54 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
     if holder == identity {
         return Decision::Renew;
     }
-    let last = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
-    match last {
-        Some(last) => {
-            let until = last
-                .checked_add(SignedDuration::from_secs(seconds))
-                .unwrap_or(last);
-            if until > now {
-                Decision::Follow {
-                    holder: holder.into(),
-                    until,
-                }
-            } else {
-                Decision::Acquire
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    match duration.checked_sub(unchanged_for) {
+        Some(remaining) if !remaining.is_zero() => Decision::Follow {
+            holder: holder.into(),
+            remaining,
+        },
+        _ => Decision::Acquire,
+    }
+}
+
+/// The part of a Lease whose change means its holder is alive (client-go's observed record).
+fn record_of(spec: Option<&LeaseSpec>) -> String {
+    let Some(s) = spec else {
+        return String::new();
+    };
+    format!(
+        "{}|{:?}|{:?}|{:?}",
+        s.holder_identity.as_deref().unwrap_or(""),
+        s.renew_time.as_ref().map(|t| t.0),
+        s.acquire_time.as_ref().map(|t| t.0),
+        s.lease_transitions
+    )
+}
+
+/// When this replica last saw the Lease's record change (local monotonic clock).
+#[derive(Debug, Default)]
+pub struct Observed {
+    record: String,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Observed {
+    /// How long `spec`'s record has been unchanged as of `now`; a change restarts the count.
+    pub fn unchanged_for(
+        &mut self,
+        spec: Option<&LeaseSpec>,
+        now: tokio::time::Instant,
+    ) -> Duration {
+        let record = record_of(spec);
+        match self.since {
+            Some(since) if record == self.record => now.duration_since(since),
+            _ => {
+                self.record = record;
+                self.since = Some(now);
+                Duration::ZERO
             }
         }
-        None => Decision::Acquire,
     }
 }
 
@@ -126,6 +156,8 @@ pub fn claim(
 pub struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
+    /// Shared by the clones (never held across an await).
+    observed: std::sync::Arc<std::sync::Mutex<Observed>>,
 }
 
 impl Elector {
@@ -133,6 +165,7 @@ impl Elector {
         Self {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
+            observed: Default::default(),
         }
     }
 
@@ -140,10 +173,14 @@ impl Elector {
     pub async fn round(&self, now: Timestamp) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(&self.cfg.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-        let decision = decide(spec, &self.cfg.identity, now);
+        let unchanged_for = match self.observed.lock() {
+            Ok(mut o) => o.unchanged_for(spec, tokio::time::Instant::now()),
+            Err(_) => Duration::ZERO,
+        };
+        let decision = decide(spec, &self.cfg.identity, unchanged_for);
         let Some(new_spec) = claim(spec, &decision, &self.cfg, now) else {
-            if let Decision::Follow { holder, until } = &decision {
-                tracing::debug!(%holder, %until, "another operator replica leads");
+            if let Decision::Follow { holder, remaining } = &decision {
+                tracing::debug!(%holder, ?remaining, "another operator replica leads");
             }
             return Ok(false);
         };
@@ -261,12 +298,13 @@ mod tests {
         }
     }
 
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
     #[test]
     fn a_missing_or_empty_lease_is_acquired() {
-        let now = ts("2026-01-01T10:00:00Z");
-        assert_eq!(decide(None, "me", now), Decision::Acquire);
+        assert_eq!(decide(None, "me", S(0)), Decision::Acquire);
         assert_eq!(
-            decide(Some(&LeaseSpec::default()), "me", now),
+            decide(Some(&LeaseSpec::default()), "me", S(0)),
             Decision::Acquire
         );
     }
@@ -274,10 +312,7 @@ mod tests {
     #[test]
     fn our_own_lease_is_renewed() {
         let spec = held_by("me", "2026-01-01T09:59:58Z");
-        assert_eq!(
-            decide(Some(&spec), "me", ts("2026-01-01T10:00:00Z")),
-            Decision::Renew
-        );
+        assert_eq!(decide(Some(&spec), "me", S(60)), Decision::Renew);
         let cfg = LeaseConfig::new("l", "ns", "me");
         let now = ts("2026-01-01T10:00:00Z");
         let renewed = claim(Some(&spec), &Decision::Renew, &cfg, now).unwrap();
@@ -293,14 +328,52 @@ mod tests {
     fn another_replicas_valid_lease_is_followed_until_it_expires() {
         let spec = held_by("other", "2026-01-01T10:00:00Z");
         assert_eq!(
-            decide(Some(&spec), "me", ts("2026-01-01T10:00:14Z")),
+            decide(Some(&spec), "me", S(14)),
             Decision::Follow {
                 holder: "other".into(),
-                until: ts("2026-01-01T10:00:15Z")
+                remaining: S(1)
             }
         );
+        assert_eq!(decide(Some(&spec), "me", S(15)), Decision::Acquire);
+    }
+
+    #[test]
+    fn expiry_is_measured_from_the_locally_observed_change_not_the_remote_clock() {
+        // The holder's clock is an hour behind ours: its renewTime looks long expired, yet it
+        // renews every 2 s. Comparing clocks would steal a valid Lease; client-go does not.
+        let mut observed = Observed::default();
+        let t0 = tokio::time::Instant::now();
+        let mut spec = held_by("other", "2026-01-01T09:00:00Z");
+        assert_eq!(observed.unchanged_for(Some(&spec), t0), S(0));
+        assert!(matches!(
+            decide(
+                Some(&spec),
+                "me",
+                observed.unchanged_for(Some(&spec), t0 + S(10))
+            ),
+            Decision::Follow { .. }
+        ));
+        // A renewal (a new renewTime) restarts the count.
+        spec.renew_time = Some(MicroTime(ts("2026-01-01T09:00:12Z")));
+        assert_eq!(observed.unchanged_for(Some(&spec), t0 + S(12)), S(0));
+        assert!(matches!(
+            decide(
+                Some(&spec),
+                "me",
+                observed.unchanged_for(Some(&spec), t0 + S(26))
+            ),
+            Decision::Follow { .. }
+        ));
+        // No renewal seen for the lease duration: taken over, whatever the timestamps say.
+        let ahead = held_by("other", "2099-01-01T00:00:00Z");
+        let mut o = Observed::default();
+        o.unchanged_for(Some(&ahead), t0);
         assert_eq!(
-            decide(Some(&spec), "me", ts("2026-01-01T10:00:15Z")),
+            decide(
+                Some(&ahead),
+                "me",
+                o.unchanged_for(Some(&ahead), t0 + S(15))
+            ),
             Decision::Acquire
         );
     }
@@ -375,7 +448,7 @@ mod tests {
         crate::fixtures::timeout_after_1s(server).await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn losing_a_race_for_the_lease_is_following_not_an_error() {
         let (client, verifier) = ApiServerVerifier::new();
         let elector = Elector::new(client, LeaseConfig::new("ha-operator", "ops", "me"));
@@ -389,6 +462,11 @@ mod tests {
         };
         let server = tokio::spawn(async move {
             let url = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/ha-operator";
+            // First seen: followed for a lease duration by our clock, whatever its renewTime.
+            let verifier = verifier
+                .expect(http::Method::GET, url)
+                .await
+                .respond(&expired);
             verifier
                 .expect(http::Method::GET, url)
                 .await
@@ -401,6 +479,8 @@ mod tests {
                 })
                 .conflict();
         });
+        assert!(!elector.round(Timestamp::now()).await.unwrap());
+        tokio::time::advance(Duration::from_secs(16)).await;
         assert!(!elector.round(Timestamp::now()).await.unwrap());
         crate::fixtures::timeout_after_1s(server).await;
     }

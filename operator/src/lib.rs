@@ -11,8 +11,8 @@
 //! - `crd`, `render`, `manifest`, `syntax`: the resource and the objects it becomes (pure).
 //! - `controller`: the reconcile loop (finalizer → apply / cleanup), its `Context` and `run`.
 //! - `observed`: what one reconcile saw (pods, what each node's `/status` said).
-//! - `status`, `rollout`, `members`, `snapshots`: pure decisions — the status to report, the
-//!   StatefulSet partition of a rolling update, the departed nodes to clean up, the snapshot tick.
+//! - `status`, `scaling`, `rollout`, `members`, `snapshots`: pure decisions — the status to report,
+//!   the StatefulSet replicas of the next scale step, the partition of a rolling update, the departed nodes to clean up, the snapshot tick.
 //! - `node_client`: HTTP calls to the nodes; `credentials`: the generated credentials Secret.
 //! - `lease`: leader election; `metrics`, `telemetry`, `web`: what the process exposes.
 
@@ -29,8 +29,10 @@ pub mod metrics;
 pub mod node_client;
 pub mod observed;
 pub mod rollout;
+pub mod scaling;
 pub mod snapshots;
 pub mod status;
+pub mod storage;
 pub mod telemetry;
 pub mod web;
 
@@ -47,6 +49,17 @@ pub enum Error {
     /// A call to the Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
+
+    /// The API server refused or failed to apply one of the cluster's objects.
+    #[error("applying {what}: {source}{hint}")]
+    Apply {
+        /// `Kind name`.
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+        /// What to do about it, when known (starts with "; ").
+        hint: String,
+    },
 
     /// An object could not be serialized.
     #[error("serialize: {0}")]
@@ -86,7 +99,7 @@ impl Error {
         use kube::runtime::finalizer::Error as F;
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::Kube(_) => "kube",
+            Error::Kube(_) | Error::Apply { .. } => "kube",
             Error::Serialize(_) => "serialize",
             Error::MissingField(_) => "missing_field",
             Error::Secret { .. } => "secret",
@@ -96,6 +109,24 @@ impl Error {
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",
                 F::UnnamedObject | F::InvalidFinalizer => "finalizer",
             },
+        }
+    }
+}
+
+impl Error {
+    /// The reason of the Warning Event and status conditions that report this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Secret { .. } => "SecretUnusable",
+            Error::Apply { source, .. } => match source.as_ref() {
+                kube::Error::Api(e) if e.code == 422 || e.code == 400 => "ApplyRejected",
+                kube::Error::Api(e) if e.code == 403 => "Forbidden",
+                _ => "ApiError",
+            },
+            Error::Kube(_) => "ApiError",
+            Error::Node { .. } => "NodeError",
+            _ => "ReconcileError",
         }
     }
 }

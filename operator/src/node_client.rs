@@ -1,4 +1,4 @@
-//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `POST /snapshot`,
+//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `GET /cluster/peers`, `POST /snapshot`,
 //! `DELETE /replications/{name}` and `DELETE /cluster/peers/{server_name}`.
 //! Must not decide anything: callers choose which node to ask and what a failure means.
 //! Invariant: every call has a timeout, so an unreachable pod costs seconds, never a stuck reconcile.
@@ -115,6 +115,20 @@ impl NodeClient {
             reqwest::Method::POST,
             "/snapshot",
             self.snapshot_timeout,
+        )
+        .await?
+        .json()
+        .await
+        .map_err(|e| NodeError::Decode(e.to_string()))
+    }
+
+    /// The JetStream meta group as `node`'s server sees it (`GET /cluster/peers`).
+    pub async fn peers(&self, node: &NodeTarget) -> Result<crate::scaling::Meta, NodeError> {
+        self.send(
+            node,
+            reqwest::Method::GET,
+            "/cluster/peers",
+            self.short_timeout,
         )
         .await?
         .json()

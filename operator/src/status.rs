@@ -12,16 +12,39 @@ use kube::Resource;
 use serde_json::json;
 
 use crate::crd::{
-    Endpoints, HaCluster, HaClusterSpec, HaClusterStatus, NodeStatus, SnapshotStatus,
+    Endpoints, HaCluster, HaClusterSpec, HaClusterStatus, NodeStatus, ProgressMark, SnapshotStatus,
 };
 use crate::observed::{Observed, ordinal_of};
 use crate::rollout::{Rollout, RolloutDecision};
+use crate::scaling::{Decision, Scale};
 use crate::snapshots;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SNAPSHOT_SUCCEEDED: &str = "SnapshotSucceeded";
+pub const STORAGE: &str = "Storage";
+
+/// How long an operation may report the same step before Progressing turns False.
+pub const PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The `Storage` condition, present while `spec.storage` differs from the StatefulSet's claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageCondition {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl StorageCondition {
+    pub fn new(ok: bool, reason: &'static str, message: String) -> Self {
+        Self {
+            ok,
+            reason,
+            message,
+        }
+    }
+}
 
 /// The phases, as shown in `kubectl get hac`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +92,10 @@ pub struct Inputs<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub seen: &'a Observed,
     pub rollout: &'a RolloutDecision,
+    /// The scale step of this reconcile.
+    pub scale: &'a Decision,
+    /// What the storage step did, when `spec.storage` differs from the claims.
+    pub storage: Option<StorageCondition>,
     /// Departed nodes still to clean, with why they are still listed.
     pub departed: &'a [(String, String)],
     /// Pods beyond `spec.replicas` that still exist.
@@ -129,7 +156,34 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
         },
     );
     let (progressing, reason, message) = progressing(i, phase, existing);
-    conditions.push(cond(PROGRESSING, progressing, reason, message));
+    // A step reported unchanged for PROGRESS_DEADLINE: a bad image, a pod that never gets
+    // ready, a node that never catches up. Said, not hidden behind a True condition.
+    let last_progress =
+        progressing.then(|| match i.previous.and_then(|p| p.last_progress.as_ref()) {
+            Some(m) if m.message == message => m.clone(),
+            _ => ProgressMark {
+                message: message.clone(),
+                time: i.now.to_string(),
+            },
+        });
+    let stalled = last_progress
+        .as_ref()
+        .and_then(|m| m.time.parse::<Timestamp>().ok())
+        .and_then(|since| i.now.duration_since(since).try_into().ok())
+        .is_some_and(|d: std::time::Duration| d >= PROGRESS_DEADLINE);
+    if stalled {
+        conditions.push(cond(
+            PROGRESSING,
+            false,
+            "ProgressDeadlineExceeded",
+            format!(
+                "no progress for {} minutes: {message}",
+                PROGRESS_DEADLINE.as_secs() / 60
+            ),
+        ));
+    } else {
+        conditions.push(cond(PROGRESSING, progressing, reason, message));
+    }
     // Expected downtime is not degradation: the one pod an update replaces, the pods a
     // scale-up is still starting.
     let scaling_down = !i.leaving.is_empty() || !i.departed.is_empty();
@@ -152,13 +206,26 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
     if let Some(c) = snapshot_condition(i) {
         conditions.push(c);
     }
+    if let Some(st) = &i.storage {
+        conditions.push(cond(STORAGE, st.ok, st.reason, st.message.clone()));
+    }
 
     HaClusterStatus {
         observed_generation: i.generation,
         phase: Some(phase.as_str().into()),
         ready_replicas: ready,
+        replicas: existing,
+        ready: Some(format!("{ready}/{desired}")),
+        selector: Some(
+            crate::render::labels::selector_labels(i.cluster)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         conditions,
         nodes: nodes(i),
+        last_progress,
         last_snapshot: i.last_snapshot.clone(),
         endpoints: i.endpoints.clone(),
     }
@@ -178,7 +245,12 @@ fn phase(i: &Inputs<'_>, ready: i32, existing: i32, previous: Option<&str>) -> P
     if never_ran && ready < desired {
         return Phase::Creating;
     }
-    if !i.leaving.is_empty() || !i.departed.is_empty() || existing != desired {
+    let refused = matches!(i.scale.scale, Scale::Refused { .. });
+    if !i.leaving.is_empty()
+        || !i.departed.is_empty()
+        || (existing != desired && !refused)
+        || matches!(i.scale.scale, Scale::Step { .. } | Scale::Waiting { .. })
+    {
         return Phase::Scaling;
     }
     if i.rollout.rollout != Rollout::Idle {
@@ -195,15 +267,18 @@ fn progressing(i: &Inputs<'_>, phase: Phase, existing: i32) -> (bool, &'static s
     match phase {
         Phase::Failed => (false, "InvalidSpec", i.failure.clone().unwrap_or_default()),
         Phase::Creating => (true, "Creating", format!("starting {desired} nodes")),
-        Phase::Scaling if existing < desired => (
+        Phase::Scaling if i.scale.replicas < desired || existing < desired => (
             true,
             "ScalingUp",
-            format!(
+            i.scale.message().unwrap_or_else(|| format!(
                 "{existing} → {desired} nodes; new nodes restore the latest snapshot, then follow the stream"
-            ),
+            )),
         ),
         Phase::Scaling => {
             let mut parts = Vec::new();
+            if let Some(m) = i.scale.message() {
+                parts.push(m);
+            }
             if !i.leaving.is_empty() {
                 parts.push(format!("waiting for {} to stop", i.leaving.join(", ")));
             }
@@ -219,6 +294,11 @@ fn progressing(i: &Inputs<'_>, phase: Phase, existing: i32) -> (bool, &'static s
             true,
             "RollingUpdate",
             i.rollout.message(desired).unwrap_or_default(),
+        ),
+        Phase::Running | Phase::Degraded if matches!(i.scale.scale, Scale::Refused { .. }) => (
+            false,
+            "ScaleRefused",
+            i.scale.message().unwrap_or_default(),
         ),
         Phase::Running | Phase::Degraded => (
             false,
@@ -439,6 +519,7 @@ mod tests {
         sts: Option<StatefulSet>,
         seen: Observed,
         rollout: RolloutDecision,
+        scale: Decision,
         departed: Vec<(String, String)>,
         leaving: Vec<String>,
         schedule: Schedule,
@@ -465,6 +546,10 @@ mod tests {
                     rollout: Rollout::Idle,
                     updated: n,
                 },
+                scale: Decision {
+                    replicas: n,
+                    scale: Scale::Steady,
+                },
                 departed: Vec::new(),
                 leaving: Vec::new(),
                 schedule: Schedule::None,
@@ -483,6 +568,8 @@ mod tests {
                 stateful_set: self.sts.as_ref(),
                 seen: &self.seen,
                 rollout: &self.rollout,
+                scale: &self.scale,
+                storage: None,
                 departed: &self.departed,
                 leaving: &self.leaving,
                 schedule: self.schedule.clone(),
@@ -504,6 +591,14 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(s.ready_replicas, 3);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.ready.as_deref(), Some("3/3"));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some(
+                "app.kubernetes.io/instance=db,app.kubernetes.io/name=ha,ha.sqlite.dev/cluster=db"
+            )
+        );
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, READY).message, "3/3 nodes ready");
         assert_eq!(cond(&s, PROGRESSING).status, "False");
@@ -729,5 +824,40 @@ mod tests {
         assert_eq!(p["apiVersion"], "ha.sqlite.dev/v1alpha1");
         assert_eq!(p["kind"], "HaCluster");
         assert!(p.get("spec").is_none());
+    }
+
+    #[test]
+    fn an_update_without_progress_for_ten_minutes_stops_progressing_with_a_reason() {
+        let mut c = Case::running(3);
+        c.rollout = RolloutDecision {
+            partition: 2,
+            rollout: Rollout::Replacing { pod: "db-2".into() },
+            updated: 0,
+        };
+        c.seen = seen(&[true, true, false]);
+        let first = c.compute();
+        assert_eq!(cond(&first, PROGRESSING).status, "True");
+        let mark = first.last_progress.clone().expect("a progress mark");
+        // Same step nine minutes later: still progressing.
+        c.previous = Some(first);
+        c.now = ts("2026-01-01T10:09:00Z");
+        let later = c.compute();
+        assert_eq!(cond(&later, PROGRESSING).status, "True");
+        assert_eq!(later.last_progress.as_ref(), Some(&mark));
+        // Ten minutes: False, with the reason and the step it is stuck on.
+        c.previous = Some(later);
+        c.now = ts("2026-01-01T10:10:00Z");
+        let stuck = c.compute();
+        let p = cond(&stuck, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "ProgressDeadlineExceeded")
+        );
+        assert!(p.message.contains("replacing db-2"), "{}", p.message);
+        // The next step is progress again.
+        c.previous = Some(stuck);
+        c.rollout.rollout = Rollout::Replacing { pod: "db-1".into() };
+        c.rollout.updated = 1;
+        assert_eq!(cond(&c.compute(), PROGRESSING).status, "True");
     }
 }

@@ -1,5 +1,5 @@
 //! Owns the syntax checks of the strings the CRD schema can only approximate with a pattern:
-//! durations, cron schedules and replication policies.
+//! durations, cron schedules, replication policies and resource quantities.
 //! Must not do I/O or evaluate a schedule (when it fires is the snapshot scheduler's business).
 //! Invariant: a value accepted here is accepted by the node's own parser (humantime durations,
 //! `--replication-policy`) and by the CRD patterns in `crd`; the tests pin both directions.
@@ -197,6 +197,60 @@ fn cron_value(s: &str, field: &Field) -> Result<u32, String> {
     Ok(n)
 }
 
+/// The value of a Kubernetes resource quantity (`10Gi` = 10·2³⁰), for comparing sizes; `None`
+/// when it is not one.
+pub fn quantity_value(value: &str) -> Option<f64> {
+    let v = value.strip_prefix('+').unwrap_or(value);
+    let end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, suffix) = v.split_at(end);
+    let n: f64 = number.parse().ok()?;
+    let k: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exp => 10f64.powi(exp.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(n * k)
+}
+
+/// A Kubernetes resource quantity (`10Gi`, `500M`, `1.5Ti`, `1e9`) greater than zero, as the
+/// CRD's CEL rule (`isQuantity` and `quantity(...).isGreaterThan(quantity('0'))`) accepts it.
+pub fn is_positive_quantity(value: &str) -> bool {
+    let v = value.strip_prefix('+').unwrap_or(value);
+    let digits_end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, suffix) = v.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number != "."
+        && number.matches('.').count() <= 1
+        && number.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    let suffix_ok = match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
+        | "P" | "E" => true,
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+    };
+    number_ok && suffix_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +326,26 @@ mod tests {
         }
         let e = check_cron("0 25 * * *").unwrap_err();
         assert!(e.contains("hour") && e.contains("25"), "{e}");
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert_eq!(quantity_value("10Gi"), quantity_value("10240Mi"));
+        assert!(quantity_value("20Gi") > quantity_value("10Gi"));
+        assert!(quantity_value("1G") < quantity_value("1Gi"));
+        assert_eq!(quantity_value("1e3"), Some(1000.0));
+        assert_eq!(quantity_value("lots"), None);
+    }
+
+    #[test]
+    fn positive_quantities_are_told_from_the_rest() {
+        for ok in ["10Gi", "1", "1.5Ti", "500M", "+2Gi", "1e9", "0.5Gi", "100k"] {
+            assert!(is_positive_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "0", "0Gi", "lots", "", "Gi", "10GB", "-1Gi", "1..5Gi", "1e", ".",
+        ] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
     }
 }

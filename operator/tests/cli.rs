@@ -41,11 +41,25 @@ fn render_prints_every_object_with_fresh_credentials() {
     assert_ne!(a, b, "each render draws new credentials");
     let strip = |s: &str| {
         s.lines()
-            .filter(|l| !l.trim_start().starts_with("password:") && !l.contains("nats-password:"))
+            .filter(|l| {
+                let l = l.trim_start();
+                ![
+                    "password:",
+                    "nats-password:",
+                    "nats-cluster-password:",
+                    "http-token:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(strip(&a), strip(&b), "only the passwords differ");
+    assert_eq!(
+        strip(&a),
+        strip(&b),
+        "only the passwords and the token differ"
+    );
 }
 
 #[test]

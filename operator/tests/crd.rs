@@ -202,6 +202,57 @@ fn invalid_specs_are_rejected_by_the_crd_and_by_validate() {
             Layer::Schema,
         ),
         ("port range", "  http:\n    port: 70000", Layer::Schema),
+        (
+            "more stream replicas than replicas",
+            "  replicas: 2\n  replication:\n    streamReplicas: 3",
+            Layer::Cel,
+        ),
+        ("http port = pg port", "  http:\n    port: 5432", Layer::Cel),
+        (
+            "pg port = nats cluster port",
+            "  postgres:\n    port: 6222",
+            Layer::Cel,
+        ),
+        (
+            "nats ports equal",
+            "  nats:\n    embedded:\n      port: 7000\n      clusterPort: 7000",
+            Layer::Cel,
+        ),
+        (
+            "ingress path without /",
+            "  http:\n    ingress:\n      host: h\n      path: api",
+            Layer::Cel,
+        ),
+        (
+            "maxUnavailable lots",
+            "  disruptionBudget:\n    maxUnavailable: lots",
+            Layer::Cel,
+        ),
+        (
+            "maxUnavailable negative",
+            "  disruptionBudget:\n    maxUnavailable: -1",
+            Layer::Cel,
+        ),
+        (
+            "storage size zero",
+            "  storage:\n    size: \"0\"",
+            Layer::Cel,
+        ),
+        (
+            "storage size lots",
+            "  storage:\n    size: lots",
+            Layer::Cel,
+        ),
+        (
+            "ingress without a token",
+            "  http:\n    disableToken: true\n    ingress:\n      host: h",
+            Layer::Cel,
+        ),
+        (
+            "token secret and no token",
+            "  http:\n    disableToken: true\n    tokenSecret: t",
+            Layer::Cel,
+        ),
     ];
     // One check-jsonschema run over every case; it names each failing file in its report.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -248,6 +299,21 @@ fn validate_mirrors_every_cel_rule() {
         "replication: {timeout: 1m0s}",
         "database: {extensions: []}",
         "database: {extensions: [/a.so]}",
+        "{replicas: 2, replication: {streamReplicas: 3}}",
+        "{replicas: 3, replication: {streamReplicas: 3}}",
+        "{replicas: 1, nats: {external: {url: 'nats://n:4222'}}, replication: {streamReplicas: 3}}",
+        "http: {ingress: {host: h, path: api}}",
+        "http: {ingress: {host: h, path: /api}}",
+        "http: {ingress: {host: h}, disableToken: true}",
+        "http: {tokenSecret: t, disableToken: true}",
+        "http: {disableToken: true}",
+        "disruptionBudget: {maxUnavailable: lots}",
+        "disruptionBudget: {maxUnavailable: '25%'}",
+        "disruptionBudget: {maxUnavailable: 0}",
+        "disruptionBudget: {maxUnavailable: -1}",
+        "storage: {size: 20Gi}",
+        "storage: {size: '0'}",
+        "storage: {size: lots}",
     ];
     for spec in specs {
         let object = json!({
@@ -272,4 +338,146 @@ fn validate_mirrors_every_cel_rule() {
             );
         }
     }
+}
+
+/// The CEL rules of an update from `old` to `new` (transition rules see `oldSelf`).
+fn check_cel_update(old: &str, new: &str) -> Result<(), String> {
+    let object = |spec: &str| {
+        json!({
+            "apiVersion": "ha.sqlite.dev/v1alpha1",
+            "kind": "HaCluster",
+            "metadata": {"name": "db"},
+            "spec": as_json(spec),
+        })
+    };
+    Validator::new()
+        .validate(&open_api_schema(), &object(new), Some(&object(old)))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn transition_rules_refuse_what_a_running_cluster_cannot_take() {
+    let ext = "nats: {external: {url: 'nats://n:4222'}}";
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("{replicas: 3}", "{replicas: 5}", None),
+        ("{replicas: 5}", "{replicas: 2}", None),
+        (
+            "{replicas: 3}",
+            "{replicas: 1}",
+            Some("between 1 and more than 1"),
+        ),
+        (
+            "{replicas: 1}",
+            "{replicas: 3}",
+            Some("create a new HaCluster"),
+        ),
+        ("{}", "{replicas: 1}", Some("between 1 and more than 1")),
+        ("{replicas: 1}", "{replicas: 1, logLevel: debug}", None),
+        (
+            &format!("{{replicas: 1, {ext}}}"),
+            &format!("{{replicas: 3, {ext}}}"),
+            None,
+        ),
+        ("{storage: {size: 10Gi}}", "{storage: {size: 20Gi}}", None),
+        (
+            "{}",
+            "{storage: {size: 5Gi}}",
+            Some("storage.size cannot shrink"),
+        ),
+        (
+            "{storage: {size: 10Gi}}",
+            "{storage: {size: 10240Mi}}",
+            None,
+        ),
+        (
+            "{storage: {storageClassName: a}}",
+            "{storage: {storageClassName: b}}",
+            Some("storage.storageClassName cannot change"),
+        ),
+        (
+            "{}",
+            "{storage: {storageClassName: b}}",
+            Some("storage.storageClassName cannot change"),
+        ),
+        (
+            "{}",
+            "{database: {name: other.db}}",
+            Some("database.name cannot change"),
+        ),
+        (
+            "{}",
+            "{replication: {stream: other}}",
+            Some("replication.stream cannot change"),
+        ),
+        ("{}", ext, Some("nats.external cannot be added or removed")),
+        ("{}", "{snapshots: {schedule: '@daily'}}", None),
+    ];
+    for (old, new, want) in cases {
+        let got = check_cel_update(old, new);
+        match want {
+            None => assert!(got.is_ok(), "{old} → {new}: {got:?}"),
+            Some(w) => {
+                let e = got.expect_err(&format!("{old} → {new} was accepted"));
+                assert!(e.contains(w), "{old} → {new}: {e}");
+            }
+        }
+        // The same spec as a create is fine: these rules are about changes only.
+        assert!(
+            check_cel(&json!({
+            "apiVersion": "ha.sqlite.dev/v1alpha1", "kind": "HaCluster",
+            "metadata": {"name": "db"}, "spec": as_json(new)}))
+            .is_ok(),
+            "{new}"
+        );
+    }
+}
+
+#[test]
+fn the_crd_scales_like_a_workload_and_describes_itself() {
+    let crd = HaCluster::crd();
+    let version = &crd.spec.versions[0];
+    let scale = version
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .unwrap_or_else(|| panic!("a scale subresource"));
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let ready = version
+        .additional_printer_columns
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.name == "Ready"))
+        .unwrap_or_else(|| panic!("a Ready column"));
+    assert_eq!(ready.json_path, ".status.ready");
+    // Every field of ours says what it is, the resource too (not kube's generated line).
+    let schema = open_api_schema();
+    let top = schema["description"].as_str().unwrap_or_default();
+    assert!(top.contains("SQLite cluster"), "{top}");
+    fn walk(node: &Value, path: &str, depth: usize, missing: &mut Vec<String>) {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (k, v) in props {
+            let p = format!("{path}.{k}");
+            if v.get("description").is_none() {
+                missing.push(p.clone());
+            }
+            if depth < 3 {
+                walk(v, &p, depth + 1, missing);
+                if let Some(items) = v.get("items") {
+                    walk(items, &format!("{p}[]"), depth + 1, missing);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&schema, "", 0, &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }

@@ -96,3 +96,31 @@ async fn scale_down_cleanup_removes_a_departed_nodes_durable_consumer_once() {
         .await
         .unwrap();
 }
+
+/// The scale decision reads the meta group through `NodeClient::peers`: a real cluster of three
+/// embedded servers parses into a led group of three current members, which lets a step go.
+#[tokio::test]
+async fn the_operator_reads_the_meta_group_of_real_embedded_servers() {
+    let c = TestCluster::embedded_routes(&[]).await.unwrap();
+    let client = NodeClient::default();
+    let via = target("n1", c.node(0));
+    let meta = eventually(
+        Duration::from_secs(30),
+        "a led meta group of 3 current members",
+        || {
+            let (client, via) = (client.clone(), via.clone());
+            async move {
+                let m = client.peers(&via).await.ok()?;
+                let current = m.peers.iter().filter(|p| p.current && !p.offline).count();
+                (m.leader.is_some() && current == 3).then_some(m)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = meta.peers.iter().map(|p| p.name.as_str()).collect();
+    for n in ["n1", "n2", "n3"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(meta.cluster.is_some());
+}

@@ -57,3 +57,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   port: {{ .Values.nats.embedded.clusterPort }}
 {{- end }}
 {{- end -}}
+
+
+{{/* What ha-operator refuses, refused here too (the schema checks types and ranges). */}}
+{{- define "ha.validate" -}}
+{{- $v := .Values -}}
+{{- if and (not (include "ha.external" .)) (gt (int (include "ha.streamReplicas" .)) (int $v.replicas)) -}}
+{{- fail "replication.streamReplicas cannot exceed replicas with embedded NATS" -}}
+{{- end -}}
+{{- range $k, $_ := (include "ha.selectorLabels" . | fromYaml) -}}
+{{- if hasKey ($v.pod.labels | default dict) $k -}}
+{{- fail (printf "pod.labels: %s is a selector label of the chart and cannot be set" $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.http.ingress.enabled $v.http.disableToken -}}
+{{- fail "http.ingress exposes the HTTP API and needs a token: remove http.disableToken (the chart then generates one) or name http.tokenSecret" -}}
+{{- end -}}
+{{- end -}}

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use super::{Context, backoff, error_policy, reconcile};
 use crate::crd::{HaCluster, HaClusterStatus};
 use crate::fixtures::{
-    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, timeout_after_1s,
+    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, timeout_after_1s,
 };
 use crate::status::{DEGRADED, PROGRESSING, READY, SNAPSHOT_SUCCEEDED};
 
@@ -57,16 +57,25 @@ fn condition<'a>(
 }
 
 #[tokio::test]
-async fn a_cluster_without_the_finalizer_gets_it_and_nothing_else() {
-    let c = HaCluster::test();
-    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::FinalizerCreation(c)).await;
-    assert_eq!(result.unwrap(), Action::await_change());
-    assert_eq!(recorded.requests.len(), 1);
+async fn a_finalizer_an_older_operator_added_is_removed_then_the_cluster_reconciled() {
+    let c = HaCluster::test().finalized();
+    let world = World {
+        legacy_finalizer: true,
+        events: vec!["CredentialsGenerated", "Created"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert!(
+        recorded.requests[0].starts_with("PATCH"),
+        "{:?}",
+        recorded.requests
+    );
 }
 
 #[tokio::test]
 async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_creating() {
-    let c = HaCluster::test().finalized().with_ingress();
+    let c = HaCluster::test().with_ingress();
     let world = World {
         applied_status: Some(sts_status(0, 0, "r1", "r1")),
         events: vec!["CredentialsGenerated", "Created"],
@@ -128,7 +137,7 @@ async fn a_first_reconcile_creates_the_secret_applies_every_object_and_reports_c
 
 #[tokio::test]
 async fn an_existing_secret_is_never_created_or_overwritten() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let world = World {
         secret_exists: true,
         live_sts: Some(live_sts(3, 0, "r1", "r1", 3)),
@@ -147,7 +156,7 @@ async fn an_existing_secret_is_never_created_or_overwritten() {
 
 #[tokio::test]
 async fn a_secret_created_meanwhile_is_read_back_not_overwritten() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let world = World {
         secret_race: true,
         applied_status: Some(sts_status(0, 0, "r1", "r1")),
@@ -173,7 +182,6 @@ async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -208,7 +216,6 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
         l.local_addr().unwrap().port()
     };
     let c = HaCluster::test()
-        .finalized()
         .replicas(1)
         .http_port(closed)
         .running_with_nodes(&["db-0"]);
@@ -229,7 +236,7 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off() {
-    let c = HaCluster::test().finalized().replicas(0);
+    let c = HaCluster::test().replicas(0);
     let (ctx, verifier) = Context::test();
     let server = verifier.run(Scenario::InvalidSpec(c.clone()));
     let cluster = Arc::new(c);
@@ -259,9 +266,9 @@ async fn an_invalid_spec_is_reported_as_failed_counted_and_retried_with_back_off
 
 #[tokio::test]
 async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
-    let c = HaCluster::test().finalized();
+    let c = HaCluster::test();
     let (ctx, verifier) = Context::test();
-    let server = verifier.run(Scenario::ApiServerError);
+    let server = verifier.run(Scenario::ApiServerError(c.clone()));
     let cluster = Arc::new(c);
     let err = reconcile(cluster.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(err.metric_label(), "kube");
@@ -273,7 +280,10 @@ async fn an_api_server_error_fails_the_reconcile_and_is_counted_by_its_label() {
             .contains("ha_operator_reconciliations_total 1")
     );
     drop(ctx);
-    timeout_after_1s(server).await;
+    let recorded = timeout_after_1s(server).await;
+    let ready = condition(&recorded.status(), READY).clone();
+    assert_eq!(ready.reason, "ApiError");
+    assert!(ready.message.contains("InternalError"), "{}", ready.message);
 }
 
 #[test]
@@ -283,11 +293,11 @@ fn the_error_back_off_doubles_up_to_five_minutes() {
 }
 
 #[tokio::test]
-async fn deleting_a_cluster_publishes_an_event_and_removes_the_finalizer() {
+async fn deleting_a_cluster_with_the_old_finalizer_only_lets_go_of_it() {
     let c = HaCluster::test().finalized().deleting();
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Cleanup(c)).await;
     assert_eq!(result.unwrap(), Action::await_change());
-    assert_eq!(recorded.requests.len(), 2);
+    assert_eq!(recorded.requests.len(), 1);
 }
 
 #[tokio::test]
@@ -295,7 +305,6 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let before = ["db-0", "db-1", "db-2", "db-3", "db-4"];
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&before);
     let world = World {
@@ -345,20 +354,18 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
 async fn departed_nodes_wait_until_their_pods_are_gone() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
         secret_exists: true,
-        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
-        applied_status: Some(sts_status(4, 4, "r1", "r1")),
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
         pods: vec![
             pod(0, true, "r1"),
             pod(1, true, "r1"),
             pod(2, true, "r1"),
             pod(3, true, "r1"),
         ],
-        events: vec!["Scaling"],
         ..World::default()
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
@@ -374,6 +381,126 @@ async fn departed_nodes_wait_until_their_pods_are_gone() {
 }
 
 #[tokio::test]
+async fn scaling_down_takes_one_pod_at_a_time() {
+    let node = NodeMock::start(NodeBehaviour {
+        members: (0..5).map(|i| format!("db-{i}")).collect(),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(5, 5, "r1", "r1", 5)),
+        applied_status: Some(sts_status(5, 5, "r1", "r1")),
+        pods: (0..5).map(|i| pod(i, true, "r1")).collect(),
+        events: vec!["Scaling"],
+        step: Some(4),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(sts["spec"]["replicas"], 4, "one pod per step");
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Scaling"));
+    let progressing = condition(&status, PROGRESSING);
+    assert_eq!(progressing.reason, "ScalingDown");
+    assert!(
+        progressing.message.starts_with("Scaling 5→4→3"),
+        "{}",
+        progressing.message
+    );
+    assert!(node.calls().is_empty(), "nothing to clean yet");
+}
+
+#[tokio::test]
+async fn scaling_up_waits_until_the_new_pod_joined_the_meta_group() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .replicas(5)
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
+        applied_status: Some(sts_status(4, 4, "r1", "r1")),
+        pods: (0..4).map(|i| pod(i, true, "r1")).collect(),
+        step: Some(4),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(recorded.sts_apply.clone().unwrap()["spec"]["replicas"], 4);
+    let msg = condition(&recorded.status(), PROGRESSING).message.clone();
+    assert!(
+        msg.contains("db-3 to join the JetStream meta group"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status() {
+    let node = NodeMock::start(NodeBehaviour {
+        members: (0..4).map(|i| format!("db-{i}")).collect(),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    // The status was lost (e.g. the HaCluster restored from a backup without it).
+    let c = HaCluster::test().http_port(node.port);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pods: (0..3).map(|i| pod(i, true, "r1")).collect(),
+        events: vec!["DepartedNodesRemoved"],
+        ..World::default()
+    };
+    let (result, _, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        [
+            "DELETE /replications/ha_db_db-3",
+            "DELETE /cluster/peers/db-3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
+        applied_status: Some(sts_status(1, 1, "r1", "r1")),
+        pods: vec![pod(0, true, "r1")],
+        events: vec!["ScaleRefused"],
+        step: Some(1),
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(sts["spec"]["replicas"], 1, "the StatefulSet stays at 1");
+    let status = recorded.status();
+    let p = condition(&status, PROGRESSING);
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("False", "ScaleRefused")
+    );
+    assert!(
+        p.message.contains("create a new HaCluster"),
+        "{}",
+        p.message
+    );
+}
+
+#[tokio::test]
 async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
     let node = NodeMock::start(NodeBehaviour {
         peer_removal: 503,
@@ -381,7 +508,6 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
@@ -409,7 +535,6 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
 async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let mut c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .schedule("* * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
@@ -471,7 +596,6 @@ async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
 async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .schedule("0 * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
@@ -500,7 +624,6 @@ async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
 #[tokio::test]
 async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
     let c = HaCluster::test()
-        .finalized()
         .schedule("* * * * *")
         .running_with_nodes(&["db-0"])
         .replicas(1);
@@ -538,7 +661,6 @@ async fn a_due_tick_without_a_ready_node_records_a_failed_attempt() {
 async fn a_new_revision_is_rolled_to_the_highest_pod_when_the_others_are_caught_up() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -571,7 +693,6 @@ async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
     })
     .await;
     let c = HaCluster::test()
-        .finalized()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
     let world = World {
@@ -594,7 +715,7 @@ async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
 
 #[tokio::test]
 async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
-    let c = HaCluster::test().finalized().without_pdb();
+    let c = HaCluster::test().without_pdb();
     let mut stale = PodDisruptionBudget::default();
     stale.metadata.name = Some("db".into());
     stale.metadata.owner_references = c.controller_owner_ref(&()).map(|o| vec![o]);
@@ -620,7 +741,6 @@ async fn a_disabled_disruption_budget_that_the_cluster_owns_is_removed() {
 async fn the_nodes_api_token_is_read_from_its_secret_and_sent_as_a_bearer_token() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let mut c = HaCluster::test()
-        .finalized()
         .replicas(1)
         .http_port(node.port)
         .running_with_nodes(&["db-0"]);
@@ -681,4 +801,144 @@ async fn an_installed_crd_passes_the_start_up_check_in_one_namespace() {
     });
     super::check_crd(&client, Some("prod")).await.unwrap();
     timeout_after_1s(server).await;
+}
+
+#[tokio::test]
+async fn a_statefulset_the_api_server_refuses_is_reported_in_status_and_events() {
+    let c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        sts_error: Some(422),
+        events: vec!["ApplyRejected"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.metric_label(), "kube");
+    let status = recorded.status();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let ready = condition(&status, READY);
+    assert_eq!(ready.reason, "ApplyRejected");
+    assert!(
+        ready.message.contains("StatefulSet db") && ready.message.contains("volumeClaimTemplates"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(condition(&status, PROGRESSING).reason, "ApplyRejected");
+    let names: Vec<_> = status.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["db-0", "db-1", "db-2"],
+        "the last nodes seen are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_token_secret_is_reported_in_status_and_events() {
+    let mut c = HaCluster::test();
+    c.spec.http.token_secret = Some("api-token".into());
+    let world = World {
+        secret_exists: true,
+        token_missing: true,
+        events: vec!["SecretUnusable"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    assert_eq!(result.unwrap_err().metric_label(), "secret");
+    let ready = condition(&recorded.status(), READY).clone();
+    assert_eq!(ready.reason, "SecretUnusable");
+    assert!(
+        ready.message.contains("api-token") && ready.message.contains("not found"),
+        "{}",
+        ready.message
+    );
+}
+
+/// The live StatefulSet with the claim template a `size` volume renders.
+fn live_sts_with_storage(size: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+    let mut old = HaCluster::test();
+    old.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity(size.into());
+    let creds = crate::credentials::from_secret(&crate::fixtures::credentials_secret()).unwrap();
+    let rendered = crate::render::render(&old, "default", &creds).unwrap();
+    let mut sts = live_sts(3, 3, "r1", "r1", 3);
+    sts.spec.as_mut().unwrap().volume_claim_templates = rendered
+        .stateful_set
+        .spec
+        .and_then(|s| s.volume_claim_templates);
+    sts
+}
+
+#[tokio::test]
+async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_applicable() {
+    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts_with_storage("10Gi")),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pvcs: (0..3).map(|i| pvc(i, "10Gi")).collect(),
+        expandable: true,
+        events: vec!["VolumesExpanding"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the StatefulSet is applied with the claim template it has"
+    );
+    let storage = condition(&recorded.status(), "Storage").clone();
+    assert_eq!(
+        (storage.status.as_str(), storage.reason.as_str()),
+        ("False", "Expanding")
+    );
+    assert!(
+        storage.message.contains("data-db-0, data-db-1, data-db-2"),
+        "{}",
+        storage.message
+    );
+}
+
+#[tokio::test]
+async fn a_class_that_cannot_expand_is_reported_with_what_to_do() {
+    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
+    let world = World {
+        secret_exists: true,
+        live_sts: Some(live_sts_with_storage("10Gi")),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        pvcs: (0..3).map(|i| pvc(i, "10Gi")).collect(),
+        expandable: false,
+        events: vec!["VolumeExpansionUnsupported"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let storage = condition(&recorded.status(), "Storage").clone();
+    assert_eq!(storage.reason, "VolumeExpansionUnsupported");
+    assert!(
+        storage
+            .message
+            .contains("set spec.storage.size back to 10Gi"),
+        "{}",
+        storage.message
+    );
+}
+
+#[tokio::test]
+async fn a_secret_from_an_older_operator_gets_only_the_keys_it_lacks() {
+    let c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World {
+        old_secret: true,
+        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r1")),
+        events: vec!["CredentialsAdded"],
+        ..World::default()
+    };
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let sts = recorded.sts_apply.clone().unwrap().to_string();
+    assert!(sts.contains("http-token") && sts.contains("nats-cluster-password"));
 }

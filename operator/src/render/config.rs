@@ -1,8 +1,9 @@
 //! Owns the ConfigMap `<name>-config`: the settings that depend on the replica count (NATS
-//! routes to every pod, stream replicas), read by the pods through `envFrom` at start.
-//! Must not hold settings whose change should roll the pods: those go into the pod template.
-//! Invariant: scaling changes this ConfigMap only, so running pods are not restarted; new pods
-//! read the full route list and route gossip meshes the rest.
+//! routes to every pod, stream replicas), read by the pods through `envFrom` at start, and the
+//! hash of those that need a restart to apply (`restart_hash`, in the pod template).
+//! Must not hold a setting that needs a restart without it being in the hash.
+//! Invariant: a new route list alone restarts nothing (new pods read it, route gossip meshes
+//! the rest); a new stream replica count rolls the pods, one at a time, gated like any update.
 //! See `container` for the consumer and `names` for the keys.
 
 use std::collections::BTreeMap;
@@ -36,6 +37,26 @@ pub fn build(cluster: &HaCluster, namespace: &str) -> ConfigMap {
         data: Some(data),
         ..ConfigMap::default()
     }
+}
+
+/// A hash of the settings a running pod only takes at a restart (every key but the routes): in
+/// the pod template, so a change rolls the pods.
+pub fn restart_hash(cm: &ConfigMap) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (k, v) in cm.data.iter().flatten() {
+        if k != names::ENV_NATS_ROUTES {
+            ctx.update(k.as_bytes());
+            ctx.update(b"=");
+            ctx.update(v.as_bytes());
+            ctx.update(b"\n");
+        }
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `nats-route://<pod>.<name>-peers.<ns>.svc.cluster.local:<cluster port>` for every replica.
@@ -113,5 +134,21 @@ mod tests {
             build(&ext, "prod").metadata.name.as_deref(),
             Some("db-config")
         );
+    }
+
+    #[test]
+    fn the_restart_hash_follows_stream_replicas_not_routes() {
+        let hash = |spec: &str| restart_hash(&build(&cluster("db", spec), "prod"));
+        assert_eq!(
+            hash("replicas: 3"),
+            hash("replicas: 5"),
+            "routes alone roll nothing"
+        );
+        assert_ne!(
+            hash("replicas: 3"),
+            hash("replicas: 2"),
+            "HA_REPLICAS 3 → 2 rolls the pods"
+        );
+        assert_eq!(hash("replicas: 3").len(), 16);
     }
 }

@@ -31,6 +31,13 @@ pub fn build(cluster: &HaCluster) -> Container {
     if spec.postgres.enabled && spec.postgres.tls_secret.is_some() {
         mounts.push(mount(names::VOLUME_PG_TLS, names::PG_TLS_DIR, true));
     }
+    if spec.nats_clustered() && spec.nats_cluster_tls_secret().is_some() {
+        mounts.push(mount(
+            names::VOLUME_NATS_CLUSTER_TLS,
+            names::NATS_CLUSTER_TLS_DIR,
+            true,
+        ));
+    }
     if spec.database.interceptor.is_some() {
         mounts.push(mount(
             names::VOLUME_INTERCEPTOR,
@@ -190,6 +197,9 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
         ));
     }
     env.push(value("HA_PORT", spec.http.port.to_string()));
+    // Probes, the Service and peers reach the pod by its IP: listen on every interface (the
+    // node's own default without a token is loopback).
+    env.push(value("HA_LISTEN_ADDR", "0.0.0.0"));
     env.push(value("HA_LOG_LEVEL", spec.log_level.clone()));
     // Leave the node's default (15s) while the grace period allows it; a shorter grace period
     // gets half of it, so in-flight requests and nats-server both stop before SIGKILL.
@@ -198,8 +208,11 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
         "HA_SHUTDOWN_TIMEOUT",
         format!("{}s", (grace / 2).clamp(1, 15)),
     ));
-    if let Some(secret) = &spec.http.token_secret {
-        env.push(secret_ref("HA_TOKEN", secret, names::KEY_TOKEN));
+    // Every route but the probes needs the token: the user's Secret, else the generated one.
+    match (&spec.http.token_secret, spec.http.disable_token) {
+        (Some(secret), _) => env.push(secret_ref("HA_TOKEN", secret, names::KEY_TOKEN)),
+        (None, false) => env.push(secret_ref("HA_TOKEN", &credentials, names::KEY_HTTP_TOKEN)),
+        (None, true) => {}
     }
     pg_env(cluster, &credentials, &mut env);
     match &spec.nats.external {
@@ -276,6 +289,9 @@ fn embedded_nats_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVa
         "HA_NATS_PORT",
         spec.effective_nats_port().to_string(),
     ));
+    // Other pods reach the client port (a node's default is loopback); the user below is
+    // required there.
+    env.push(value("HA_NATS_HOST", "0.0.0.0"));
     // JetStream data on the volume, beside the database, so it survives restarts.
     env.push(value(
         "HA_NATS_STORE_DIR",
@@ -302,6 +318,23 @@ fn embedded_nats_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVa
             "HA_NATS_CLUSTER_PORT",
             spec.effective_nats_cluster_port().to_string(),
         ));
+        // Routes authenticate each other with their own generated user.
+        env.push(secret_ref(
+            "HA_NATS_CLUSTER_USER",
+            credentials,
+            names::KEY_NATS_CLUSTER_USERNAME,
+        ));
+        env.push(secret_ref(
+            "HA_NATS_CLUSTER_PASS",
+            credentials,
+            names::KEY_NATS_CLUSTER_PASSWORD,
+        ));
+        if spec.nats_cluster_tls_secret().is_some() {
+            let file = |key: &str| format!("{}/{key}", names::NATS_CLUSTER_TLS_DIR);
+            env.push(value("HA_NATS_CLUSTER_TLS_CERT", file(names::KEY_TLS_CRT)));
+            env.push(value("HA_NATS_CLUSTER_TLS_KEY", file(names::KEY_TLS_KEY)));
+            env.push(value("HA_NATS_CLUSTER_TLS_CA", file(names::KEY_CA_CRT)));
+        }
     }
 }
 
@@ -419,7 +452,23 @@ mod tests {
         assert_eq!(get(&env, "HA_DISABLE_DDL_SYNC"), None);
         // No secret value in the template, no unset option.
         assert!(env.iter().all(|e| e.value.as_deref() != Some("")));
-        assert_eq!(get(&env, "HA_TOKEN"), None);
+        // Secure by default: an HTTP token, route credentials, the client port on the pod
+        // network (behind the NATS user above).
+        assert_eq!(
+            secret_of(&env, "HA_TOKEN"),
+            pair("db-credentials", "http-token")
+        );
+        assert_eq!(
+            secret_of(&env, "HA_NATS_CLUSTER_USER"),
+            pair("db-credentials", "nats-cluster-username")
+        );
+        assert_eq!(
+            secret_of(&env, "HA_NATS_CLUSTER_PASS"),
+            pair("db-credentials", "nats-cluster-password")
+        );
+        assert_eq!(val(&env, "HA_NATS_HOST").as_deref(), Some("0.0.0.0"));
+        assert_eq!(val(&env, "HA_LISTEN_ADDR").as_deref(), Some("0.0.0.0"));
+        assert_eq!(get(&env, "HA_NATS_CLUSTER_TLS_CERT"), None);
         assert_eq!(get(&env, "HA_REPLICATION_URL"), None);
         assert_eq!(
             get(&env, "HA_NATS_ROUTES"),
@@ -613,5 +662,41 @@ mod tests {
             sc.capabilities.and_then(|c| c.drop),
             Some(vec!["ALL".to_string()])
         );
+    }
+
+    #[test]
+    fn routes_use_tls_from_their_secret_and_the_token_can_be_turned_off() {
+        let c = cluster(
+            "db",
+            "nats:\n  embedded:\n    clusterTlsSecret: routes-tls\nhttp:\n  disableToken: true",
+        );
+        let env = env(&c);
+        assert_eq!(
+            val(&env, "HA_NATS_CLUSTER_TLS_CA").as_deref(),
+            Some("/etc/ha/nats-cluster-tls/ca.crt")
+        );
+        assert_eq!(
+            val(&env, "HA_NATS_CLUSTER_TLS_CERT").as_deref(),
+            Some("/etc/ha/nats-cluster-tls/tls.crt")
+        );
+        assert_eq!(get(&env, "HA_TOKEN"), None);
+        let sts = crate::render::render(&c, "prod", &crate::render::tests::creds())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stateful_set;
+        let volumes = sts
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.volumes)
+            .unwrap_or_default();
+        assert!(volumes.iter().any(
+            |v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("routes-tls")
+        ));
+        // A standalone server has no routes: no route settings.
+        let one = env_of_one_replica();
+        assert_eq!(get(&one, "HA_NATS_CLUSTER_USER"), None);
+    }
+
+    fn env_of_one_replica() -> Vec<EnvVar> {
+        env(&cluster("db", "replicas: 1"))
     }
 }

@@ -34,8 +34,15 @@ pub use output::to_yaml_stream;
 pub struct Credentials {
     pub pg_user: String,
     pub pg_password: String,
+    /// The embedded nats-servers' client user (nodes and other NATS clients).
     pub nats_user: String,
     pub nats_password: String,
+    /// The user the embedded nats-servers' routes authenticate each other with.
+    pub nats_cluster_user: String,
+    pub nats_cluster_password: String,
+    /// The HTTP API's bearer token, unless `http.tokenSecret` names another or
+    /// `http.disableToken` turns it off.
+    pub http_token: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -43,6 +50,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("pg_user", &self.pg_user)
             .field("nats_user", &self.nats_user)
+            .field("nats_cluster_user", &self.nats_cluster_user)
             .finish_non_exhaustive()
     }
 }
@@ -75,13 +83,16 @@ pub fn render(cluster: &HaCluster, namespace: &str, credentials: &Credentials) -
         return Err(Error::InvalidSpec("the namespace is empty".into()));
     }
     crate::crd::validate(&cluster.spec).map_err(Error::InvalidSpec)?;
+    let config_map = config::build(cluster, namespace);
+    let mut stateful_set = statefulset::build(cluster, namespace);
+    statefulset::annotate_config(&mut stateful_set, &config::restart_hash(&config_map));
     Ok(Rendered {
-        config_map: config::build(cluster, namespace),
+        config_map,
         secret: secret::build(cluster, namespace, credentials),
         peers_service: services::peers(cluster, namespace),
         client_service: services::client(cluster, namespace),
         ingress: ingress::build(cluster, namespace),
-        stateful_set: statefulset::build(cluster, namespace),
+        stateful_set,
         pdb: pdb::build(cluster, namespace),
     })
 }
@@ -105,6 +116,9 @@ pub(crate) mod tests {
             pg_password: "pgpass".into(),
             nats_user: "natsuser".into(),
             nats_password: "natspass".into(),
+            nats_cluster_user: "routeuser".into(),
+            nats_cluster_password: "routepass".into(),
+            http_token: "httptoken".into(),
         }
     }
 
@@ -206,5 +220,6 @@ pub(crate) mod tests {
     fn credentials_debug_hides_passwords() {
         let d = format!("{:?}", creds());
         assert!(d.contains("pguser") && !d.contains("pgpass") && !d.contains("natspass"));
+        assert!(!d.contains("routepass") && !d.contains("httptoken"));
     }
 }

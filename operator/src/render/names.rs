@@ -71,11 +71,16 @@ pub const KEY_USERNAME: &str = "username";
 pub const KEY_PASSWORD: &str = "password";
 pub const KEY_NATS_USERNAME: &str = "nats-username";
 pub const KEY_NATS_PASSWORD: &str = "nats-password";
+/// Added by later operators to an existing Secret (never replacing a key it has).
+pub const KEY_NATS_CLUSTER_USERNAME: &str = "nats-cluster-username";
+pub const KEY_NATS_CLUSTER_PASSWORD: &str = "nats-cluster-password";
+pub const KEY_HTTP_TOKEN: &str = "http-token";
 /// Key of `http.tokenSecret`.
 pub const KEY_TOKEN: &str = "token";
 /// Keys of a `kubernetes.io/tls` Secret.
 pub const KEY_TLS_CRT: &str = "tls.crt";
 pub const KEY_TLS_KEY: &str = "tls.key";
+pub const KEY_CA_CRT: &str = "ca.crt";
 
 /// Port names (containers and Services).
 pub const PORT_HTTP: &str = "http";
@@ -88,6 +93,8 @@ pub const CONTAINER: &str = "ha";
 pub const VOLUME_DATA: &str = "data";
 pub const DATA_DIR: &str = "/data";
 pub const VOLUME_TMP: &str = "tmp";
+pub const VOLUME_NATS_CLUSTER_TLS: &str = "nats-cluster-tls";
+pub const NATS_CLUSTER_TLS_DIR: &str = "/etc/ha/nats-cluster-tls";
 pub const TMP_DIR: &str = "/tmp";
 pub const VOLUME_PG_TLS: &str = "pg-tls";
 pub const PG_TLS_DIR: &str = "/etc/ha/pg-tls";

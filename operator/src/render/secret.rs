@@ -1,5 +1,5 @@
-//! Owns the Secret `<name>-credentials`: the PostgreSQL login and the embedded NATS servers'
-//! user, from the `Credentials` the caller generated.
+//! Owns the Secret `<name>-credentials`: the PostgreSQL login, the embedded NATS servers'
+//! client and route users, the HTTP token, from the `Credentials` the caller generated.
 //! Must not generate anything (no randomness here: see `credentials`).
 //! Invariant: the controller creates this Secret only when it is absent and never overwrites it,
 //! so the credentials a cluster started with stay valid; the keys are in `names`.
@@ -26,6 +26,15 @@ pub fn build(cluster: &HaCluster, namespace: &str, credentials: &Credentials) ->
             entry(names::KEY_PASSWORD, &credentials.pg_password),
             entry(names::KEY_NATS_USERNAME, &credentials.nats_user),
             entry(names::KEY_NATS_PASSWORD, &credentials.nats_password),
+            entry(
+                names::KEY_NATS_CLUSTER_USERNAME,
+                &credentials.nats_cluster_user,
+            ),
+            entry(
+                names::KEY_NATS_CLUSTER_PASSWORD,
+                &credentials.nats_cluster_password,
+            ),
+            entry(names::KEY_HTTP_TOKEN, &credentials.http_token),
         ])),
         ..Secret::default()
     }
@@ -37,7 +46,7 @@ mod tests {
     use crate::render::tests::{cluster, creds};
 
     #[test]
-    fn the_secret_holds_the_four_keys() {
+    fn the_secret_holds_the_seven_keys() {
         let s = build(&cluster("db", ""), "prod", &creds());
         assert_eq!(s.metadata.name.as_deref(), Some("db-credentials"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("prod"));
@@ -50,6 +59,9 @@ mod tests {
         assert_eq!(get("password").as_deref(), Some("pgpass"));
         assert_eq!(get("nats-username").as_deref(), Some("natsuser"));
         assert_eq!(get("nats-password").as_deref(), Some("natspass"));
-        assert_eq!(data.len(), 4);
+        assert_eq!(get("nats-cluster-username").as_deref(), Some("routeuser"));
+        assert_eq!(get("nats-cluster-password").as_deref(), Some("routepass"));
+        assert_eq!(get("http-token").as_deref(), Some("httptoken"));
+        assert_eq!(data.len(), 7);
     }
 }

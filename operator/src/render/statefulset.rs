@@ -1,12 +1,14 @@
 //! Owns the StatefulSet `<name>`: the pod template around the ha container (volumes, security,
 //! scheduling), one PersistentVolumeClaim per pod, and how pods start and roll.
 //! Must not put anything that changes with the replica count into the pod template (that would
-//! restart every pod on a scale); such settings live in the ConfigMap (`config`).
+//! restart every pod on a scale); such settings live in the ConfigMap (`config`), and only the
+//! hash of those that need a restart (stream replicas, not routes) is annotated here.
 //! Invariant: the selector and `serviceName` never change for a cluster (both are immutable).
 //! See `container` for the ha container and `services` for the headless Service.
 
 use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaim,
@@ -49,9 +51,32 @@ pub fn build(cluster: &HaCluster, namespace: &str) -> StatefulSet {
             }),
             template: pod_template(cluster),
             volume_claim_templates: Some(vec![data_claim(cluster)]),
+            // A pod scaled away takes its volume with it: its data lives on in the stream and
+            // the other nodes, its JetStream peer was removed, and a pod added later under the
+            // same name starts clean from the latest snapshot instead of a removed peer's store.
+            // Deleting the HaCluster keeps the volumes (delete them yourself when sure).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Delete".into()),
+                },
+            ),
             ..StatefulSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Pod template annotation: the hash of the ConfigMap settings that need a restart.
+pub const CONFIG_HASH_ANNOTATION: &str = "ha.sqlite.dev/config-hash";
+
+/// Puts the ConfigMap's restart hash into the pod template: a change makes a new revision,
+/// which the operator rolls one pod at a time.
+pub fn annotate_config(sts: &mut StatefulSet, hash: &str) {
+    if let Some(meta) = sts.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(CONFIG_HASH_ANNOTATION.into(), hash.into());
     }
 }
 
@@ -151,6 +176,20 @@ fn volumes(cluster: &HaCluster) -> Vec<Volume> {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
                 // Owner root, group = fsGroup: readable by the node, by nobody else.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let (true, Some(secret)) = (
+        cluster.spec.nats_clustered(),
+        cluster.spec.nats_cluster_tls_secret(),
+    ) {
+        v.push(Volume {
+            name: names::VOLUME_NATS_CLUSTER_TLS.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),

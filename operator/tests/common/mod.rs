@@ -51,6 +51,9 @@ pub fn credentials() -> Credentials {
         pg_password: "pgPassw0rd".into(),
         nats_user: "ha-nats".into(),
         nats_password: "natsPassw0rd".into(),
+        nats_cluster_user: "ha-route".into(),
+        nats_cluster_password: "routePassw0rd".into(),
+        http_token: "httpT0ken".into(),
     }
 }
 
