@@ -17,6 +17,8 @@ pub struct Image {
     pub workdir: Option<String>,
     /// Absolute paths of files the image installs with COPY (e.g. `/usr/local/bin/ha`).
     pub files: Vec<String>,
+    /// `USER` (`uid[:gid]`), the user the container runs as.
+    pub user: Option<String>,
 }
 
 impl Image {
@@ -50,11 +52,25 @@ impl Image {
                         .context("COPY without a destination")?;
                     image.files.push(dest.to_string());
                 }
-                "USER" | "VOLUME" | "EXPOSE" | "LABEL" => {}
+                "USER" => image.user = Some(rest.to_string()),
+                "VOLUME" | "EXPOSE" | "LABEL" => {}
                 other => bail!("unexpected instruction {other} in the runtime stage"),
             }
         }
         Ok(image)
+    }
+
+    /// The numeric user id of `USER`, if the image sets one.
+    pub fn user_id(&self) -> Result<Option<i64>> {
+        match &self.user {
+            None => Ok(None),
+            Some(u) => {
+                let uid = u.split(':').next().unwrap_or(u);
+                uid.parse()
+                    .map(Some)
+                    .with_context(|| format!("USER {u} is not numeric"))
+            }
+        }
     }
 
     /// Directories of the image that hold binaries, with the local file standing in for each.
@@ -102,5 +118,6 @@ mod tests {
         );
         assert!(image.env.iter().any(|(k, _)| k == "HA_NATS_SERVER_BIN"));
         assert_eq!(image.workdir.as_deref(), Some("/data"));
+        assert_eq!(image.user_id().unwrap(), Some(65532));
     }
 }

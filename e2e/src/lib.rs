@@ -8,6 +8,7 @@
 //! See `network` (namespaces, partitions), `pod` (one pod), `cluster` (a StatefulSet of pods).
 
 pub mod cluster;
+pub mod compose;
 pub mod image;
 pub mod network;
 pub mod pod;
@@ -31,4 +32,14 @@ pub fn built_binary(name: &str) -> PathBuf {
         dir.pop();
     }
     dir.join(name)
+}
+
+/// The local file that stands in for the image's `/usr/local/bin/<name>`: the built `ha`
+/// binaries, and the pinned nats-server of `scripts/install-deps.sh`.
+pub fn local_binary(name: &str) -> Option<PathBuf> {
+    match name {
+        "nats-server" => Some(repo_root().join(".tools/bin/nats-server")),
+        "ha" => Some(built_binary(name)),
+        _ => None,
+    }
 }

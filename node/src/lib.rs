@@ -34,6 +34,7 @@ pub mod interceptor;
 pub mod metrics;
 pub mod node;
 pub mod pgwire;
+pub mod probe;
 pub mod replication;
 pub mod telemetry;
 

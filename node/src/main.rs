@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     if ha::check::wanted(&argv) {
         return ha::check::main(argv);
     }
+    if ha::probe::wanted(&argv) {
+        return ha::probe::main(argv);
+    }
     let config = match Command::parse(argv) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Version) => {
