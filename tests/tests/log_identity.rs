@@ -71,6 +71,17 @@ async fn a_recreated_stream_is_detected_refused_and_recovered_from_its_own_snaps
         assert!(id["problems_detected"].as_u64().unwrap() >= 1, "{st}");
         assert_eq!(st["replication"]["applied_seq"], json!(6), "{st}");
     }
+    // While it refuses the stream, a node takes no writes either: they would be built on data
+    // the new stream does not have.
+    let e = a
+        .sql("INSERT INTO t VALUES (50, 'refused')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not accept writes until it recovers"),
+        "{e}"
+    );
 
     // A new node on the new stream, seeded by a client, and its snapshot.
     let seed = c.join(&[], |_| Ok(()), true).await.unwrap();

@@ -813,8 +813,8 @@ fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
             Some(_) => vacuum_refusal(&w.conn, &stmts[0].sql),
             None => Ok(()),
         };
-        let r = refused
-            .and_then(|_| deadline::scope(&limits, || statement::run(&w.conn, &stmts[0])));
+        let r =
+            refused.and_then(|_| deadline::scope(&limits, || statement::run(&w.conn, &stmts[0])));
         let _ = reply.send(r.map(|r| vec![r]));
     }
     let mut pending: Vec<Ran> = Vec::new();

@@ -178,6 +178,7 @@ pub async fn connect(
         timeout: r.timeout,
         runtime: tokio::runtime::Handle::current(),
         metrics: metrics.clone(),
+        status: status.clone(),
     };
     let hooks = ReplicationHooks {
         sink: Arc::new(sink),

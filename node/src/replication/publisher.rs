@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use tokio::runtime::Handle;
 
+use super::status::ReplStatus;
 use crate::changeset::{self, ChangeSet, Seq};
 use crate::db::sink::{ChangeSink, PublishAfterError, PublishError};
 use crate::metrics::Metrics;
@@ -21,6 +22,22 @@ pub struct JetStreamSink {
     pub(crate) timeout: Duration,
     pub(crate) runtime: Handle,
     pub(crate) metrics: Arc<Metrics>,
+    /// The consumer's view of the stream: while it refuses the stream (not the one this
+    /// node's data came from), nothing is published to it either.
+    pub(crate) status: Arc<ReplStatus>,
+}
+
+impl JetStreamSink {
+    /// Refuses to publish while the node refuses the stream behind it (see `identity`): a
+    /// commit there would be built on data the stream does not have.
+    fn stream_trusted(&self) -> Result<(), PublishError> {
+        match self.status.identity() {
+            None => Ok(()),
+            Some(why) => Err(PublishError(format!(
+                "this node does not accept writes until it recovers: {why}"
+            ))),
+        }
+    }
 }
 
 /// Room left in a message for the subject, headers and protocol framing.
@@ -28,6 +45,7 @@ const PAYLOAD_MARGIN: usize = 4096;
 
 impl ChangeSink for JetStreamSink {
     fn publish(&self, cs: &ChangeSet) -> Result<Seq, PublishError> {
+        self.stream_trusted()?;
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(PublishError("not connected to NATS".into()));
         }
@@ -75,6 +93,7 @@ impl ChangeSink for JetStreamSink {
     /// message in between refuses the publish.
     fn publish_after(&self, cs: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
         let other = |m: String| PublishAfterError::Other(PublishError(m));
+        self.stream_trusted().map_err(PublishAfterError::Other)?;
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(other("not connected to NATS".into()));
         }
