@@ -261,6 +261,13 @@ async fn metrics_labels_come_from_a_fixed_set() -> Result<()> {
 async fn concurrent_backup_downloads_are_capped() -> Result<()> {
     let n = TestNode::start(&["file:t.db", "--max-concurrent-backups", "1"]).await?;
     n.sql("CREATE TABLE t(a)").await?;
+    // 32 MiB: more than loopback's socket buffers hold, so a download nobody reads stays in
+    // flight (a tiny database is sent whole at once and frees its place at once).
+    n.sql(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 32) \
+         INSERT INTO t SELECT randomblob(1048576) FROM c",
+    )
+    .await?;
     // A download whose body nobody reads holds its place.
     let stalled = n.client.get(n.url("/")).send().await?;
     assert_eq!(stalled.status().as_u16(), 200);
