@@ -89,7 +89,7 @@ fn ports_rule() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(STREAM_REPLICAS_RULE).message(STREAM_REPLICAS_MSG))]
 #[x_kube(validation = Rule::new(ports_rule()).message(PORTS_MSG))]
-#[x_kube(validation = Rule::new(CROSSING_RULE).message(crate::scaling::CROSSING_REFUSED))]
+#[x_kube(validation = Rule::new(CROSSING_RULE).message(CROSSING_REFUSED))]
 pub struct HaClusterSpec {
     /// Number of ha nodes (pods). Every node accepts writes.
     #[serde(default = "default_replicas")]
@@ -947,6 +947,13 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
         ))
     }
 }
+
+/// Why a cluster with embedded NATS cannot go between 1 and more replicas (the CRD's CEL rule
+/// says the same at admission).
+pub const CROSSING_REFUSED: &str = "with embedded NATS, replicas cannot change between 1 and more than 1: a standalone \
+     nats-server's stream and snapshot bucket are not adopted by a clustered one, so the data \
+     would be left behind; create a new HaCluster with the replicas you want and copy the data \
+     into it (docs/kubernetes.md, \"One replica and more\")";
 
 #[cfg(test)]
 mod defaults_tests {

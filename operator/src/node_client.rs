@@ -123,7 +123,7 @@ impl NodeClient {
     }
 
     /// The JetStream meta group as `node`'s server sees it (`GET /cluster/peers`).
-    pub async fn peers(&self, node: &NodeTarget) -> Result<crate::scaling::Meta, NodeError> {
+    pub async fn peers(&self, node: &NodeTarget) -> Result<Meta, NodeError> {
         self.send(
             node,
             reqwest::Method::GET,
@@ -279,6 +279,27 @@ impl StatusBody {
             gap: r.gap,
         }
     }
+}
+
+/// One member of the JetStream meta group, as `GET /cluster/peers` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct MetaPeer {
+    pub name: String,
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub offline: bool,
+}
+
+/// The meta group as its leader sees it (`cluster: None`: a standalone server).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Meta {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<MetaPeer>,
 }
 
 #[cfg(test)]

@@ -9,29 +9,9 @@
 //! standalone nats-server's stream is not adopted by a clustered one).
 //! See docs/kubernetes.md ("Scaling") for why, `members` for the departed-node cleanup.
 
-use crate::crd::HaCluster;
+use crate::crd::{CROSSING_REFUSED, HaCluster};
+pub use crate::node_client::{Meta, MetaPeer};
 use crate::observed::{Observed, ordinal_of};
-
-/// One member of the JetStream meta group, as `GET /cluster/peers` reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct MetaPeer {
-    pub name: String,
-    #[serde(default)]
-    pub current: bool,
-    #[serde(default)]
-    pub offline: bool,
-}
-
-/// The meta group as its leader sees it (`cluster: None`: a standalone server).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-pub struct Meta {
-    #[serde(default)]
-    pub cluster: Option<String>,
-    #[serde(default)]
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub peers: Vec<MetaPeer>,
-}
 
 /// What the scale decision looks at.
 #[derive(Clone, Copy, Debug)]
@@ -79,13 +59,6 @@ pub struct Decision {
     pub replicas: i32,
     pub scale: Scale,
 }
-
-/// Why a cluster with embedded NATS cannot go between 1 and more replicas (the CRD's CEL rule
-/// says the same at admission).
-pub const CROSSING_REFUSED: &str = "with embedded NATS, replicas cannot change between 1 and more than 1: a standalone \
-     nats-server's stream and snapshot bucket are not adopted by a clustered one, so the data \
-     would be left behind; create a new HaCluster with the replicas you want and copy the data \
-     into it (docs/kubernetes.md, \"One replica and more\")";
 
 /// `a→b→c…`: every StatefulSet size from `from` to `to`, one at a time.
 pub fn path(from: i32, to: i32) -> String {
