@@ -66,6 +66,13 @@ impl Local {
         )
         .map_err(|e| SyncError::Local(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // This connection only applies replicated changes, which are the *effects* of the
+        // origin's statements (the rows its triggers wrote are in the change set): the host's
+        // triggers must not run again on them.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+            false,
+        )?;
         conn.set_prepared_statement_cache_capacity(64);
         meta::ensure(&conn)?;
         Ok(Local {

@@ -658,3 +658,57 @@ async fn docs_examples_work_as_written() {
         r#"[(1, "ada"), (2, "grace")]"#
     );
 }
+
+/// Replicated rows are the effects of the origin's statements, triggers included: the replica's
+/// own copy of a trigger must not run again on them (it wrote the log row twice before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_do_not_fire_again_on_the_replica() {
+    let c = TestCluster::external(1, &[]).await.unwrap();
+    write(
+        &c,
+        0,
+        "CREATE TABLE items(id INTEGER PRIMARY KEY, price INT)",
+    )
+    .await;
+    write(&c, 0, "CREATE TABLE log(id INTEGER PRIMARY KEY, what TEXT)").await;
+    write(
+        &c,
+        0,
+        "CREATE TRIGGER items_log BEFORE INSERT ON items \
+         BEGIN INSERT INTO log(what) VALUES ('inserted ' || new.id); END",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("replica.db");
+    let conn = rust_host(&db);
+    conn.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE temp.ha USING HA(servers='{}', logger=none)",
+        c.nats_url()
+    ))
+    .unwrap();
+    conn.execute(
+        "INSERT INTO temp.ha(subject, policy) VALUES (?1, 'all')",
+        [SUBJECT],
+    )
+    .unwrap();
+    for i in 1..=3 {
+        write(&c, 0, &format!("INSERT INTO items VALUES ({i}, 10)")).await;
+    }
+    let timeout = Duration::from_secs(30);
+    wait_local(&db, "SELECT count(*) FROM items", &json!(3), timeout)
+        .await
+        .unwrap();
+    // The trigger exists on the replica, and the log holds the origin's three rows, not six.
+    assert_eq!(
+        local_scalar(
+            &db,
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"
+        ),
+        Some(json!(1))
+    );
+    assert_eq!(
+        local_scalar(&db, "SELECT count(*) FROM log"),
+        Some(json!(3))
+    );
+    assert_same_as_node(&db, c.node(0)).await;
+}

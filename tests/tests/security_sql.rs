@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use ha_tests::{NodeSpec, TestNode};
+use ha_tests::{NodeSpec, TestNode, eventually};
 use serde_json::{Value as Json, json};
 
 async fn refused(n: &TestNode, sql: &str) -> Result<Json> {
@@ -139,8 +139,13 @@ async fn the_start_banner_shows_the_user_but_never_the_password() -> Result<()> 
         "t0ken-Va1ue",
     ])
     .await?;
+    // The banner's lines follow the ready line: wait until the psql hint is there.
+    let shown = eventually(Duration::from_secs(10), "the psql hint", || async {
+        n.log_text().contains("postgres://alice@").then_some(())
+    })
+    .await;
     let log = n.log_text();
-    assert!(log.contains("postgres://alice@"), "{log}");
+    assert!(shown.is_ok(), "{log}");
     assert!(
         !log.contains("s3cret-Pa55") && !log.contains("t0ken-Va1ue"),
         "{log}"
