@@ -115,12 +115,16 @@ async fn shutdown_ends_within_its_timeout_even_with_runaway_statements() -> Resu
     .await?;
     n.sql("CREATE TABLE t(a)").await?;
     n.sql("INSERT INTO t VALUES (1)").await?;
-    for sql in [FOREVER, FOREVER_WRITE, "INSERT INTO t VALUES (2)"] {
+    let post = |sql: &'static str| {
         let client = n.client.clone();
         let url = n.url("/");
         tokio::spawn(async move { client.post(url).json(&json!({ "sql": sql })).send().await });
-    }
-    // The runaway write is running once the insert waits behind it.
+    };
+    post(FOREVER);
+    post(FOREVER_WRITE);
+    // The runaway write is running once an insert waits behind it. Which of the two reaches
+    // the writer first is not ours to choose, so each look that sees no one waiting sends
+    // another insert: one that arrives while the runaway write runs has to wait.
     eventually(
         Duration::from_secs(20),
         "a write waits for the writer",
@@ -134,9 +138,13 @@ async fn shutdown_ends_within_its_timeout_even_with_runaway_statements() -> Resu
                 .text()
                 .await
                 .ok()?;
-            text.lines()
-                .any(|l| l.starts_with("ha_write_queue_jobs ") && !l.ends_with(" 0"))
-                .then_some(())
+            let waiting = text
+                .lines()
+                .any(|l| l.starts_with("ha_write_queue_jobs ") && !l.ends_with(" 0"));
+            if !waiting {
+                post("INSERT INTO t VALUES (2)");
+            }
+            waiting.then_some(())
         },
     )
     .await?;
