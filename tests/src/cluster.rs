@@ -380,14 +380,18 @@ impl TestCluster {
         if let Some((u, p)) = self.nats_credentials() {
             opts = opts.user_and_password(u.into(), p.into());
         }
-        let url = match &self.nats {
-            Some(n) => n.url(),
-            None => format!(
-                "nats://127.0.0.1:{}",
-                self.members[0].nats_port.expect("node 0 has a nats-server")
-            ),
+        let urls: Vec<async_nats::ServerAddr> = match &self.nats {
+            Some(n) => vec![n.url().parse()?],
+            // The embedded servers of the running nodes (node 0's may be stopped).
+            None => self
+                .members
+                .iter()
+                .filter(|m| m.node.is_some())
+                .filter_map(|m| m.nats_port)
+                .map(|p| format!("nats://127.0.0.1:{p}").parse())
+                .collect::<Result<_, _>>()?,
         };
-        Ok(opts.connect(url).await?)
+        Ok(opts.connect(urls).await?)
     }
 
     /// A JetStream context on the cluster's NATS, for reading and publishing raw messages.
@@ -401,6 +405,27 @@ impl TestCluster {
             wait_ready(n, timeout).await?;
         }
         Ok(())
+    }
+
+    /// Waits until node `i` has applied everything the stream held when this was called (the
+    /// head as JetStream says): a write on it then sees every write acknowledged before.
+    pub async fn wait_caught_up(&self, i: usize, timeout: Duration) -> Result<()> {
+        let head = eventually(timeout, "the stream head", || async {
+            let js = self.jetstream().await.ok()?;
+            let mut stream = js.get_stream("ha_replication").await.ok()?;
+            Some(stream.info().await.ok()?.state.last_sequence)
+        })
+        .await?;
+        let n = self.node(i);
+        eventually(
+            timeout,
+            &format!("node {i} to apply up to {head}"),
+            || async {
+                let st = status(n).await.ok()?;
+                (st["replication"]["applied_seq"].as_u64()? >= head).then_some(())
+            },
+        )
+        .await
     }
 
     /// SIGKILL of node `i`; its data dir stays.
