@@ -60,15 +60,38 @@ pub fn apply(
                 stats.applied += 1;
             }
             Operation::Insert | Operation::Update | Operation::Delete => {
-                let Some(info) = tables.get(conn, "main", &change.table)? else {
-                    if meta::was_dropped(conn, &change.table)? {
-                        // Written concurrently with a DROP TABLE that the stream put first.
-                        stats.dropped_table += 1;
-                        continue;
+                let renamed;
+                let (info, change) = match tables.get(conn, "main", &change.table)? {
+                    Some(info) => (info, change),
+                    // Written concurrently with a RENAME TABLE that the stream put first: the
+                    // rows belong to the table under its new name.
+                    None => match renamed_table(conn, tables, change)? {
+                        Some((info, c)) => {
+                            renamed = c;
+                            (info, &renamed)
+                        }
+                        None if meta::was_dropped(conn, &change.table)? => {
+                            // Written concurrently with a DROP TABLE that the stream put first.
+                            stats.dropped_table += 1;
+                            continue;
+                        }
+                        None => {
+                            return Err(ApplyError::Prepare {
+                                message: format!(
+                                    "replicated change for missing table {:?}",
+                                    change.table
+                                ),
+                            });
+                        }
+                    },
+                };
+                let with_names;
+                let change = match renamed_columns(conn, &info, change)? {
+                    Some(c) => {
+                        with_names = c;
+                        &with_names
                     }
-                    return Err(ApplyError::Prepare {
-                        message: format!("replicated change for missing table {:?}", change.table),
-                    });
+                    None => change,
                 };
                 let fixed;
                 let change = match known_columns(&info, change, cs.is_legacy()) {
@@ -150,11 +173,62 @@ pub fn ddl_done(conn: &Connection, d: &ddl::Ddl, seq: u64) -> Result<(), ApplyEr
     ) {
         return Ok(());
     }
-    match d.verb {
-        ddl::Verb::Drop => meta::table_dropped(conn, &d.name, seq),
-        ddl::Verb::Create => meta::table_created(conn, &d.name),
-        ddl::Verb::Alter => Ok(()),
+    match (&d.verb, &d.rename) {
+        (ddl::Verb::Drop, _) => meta::table_dropped(conn, &d.name, seq),
+        (ddl::Verb::Create, _) => meta::table_created(conn, &d.name),
+        (ddl::Verb::Alter, Some(ddl::Rename::Table { to })) => {
+            meta::table_renamed(conn, &d.name, to)
+        }
+        (ddl::Verb::Alter, Some(ddl::Rename::Column { from, to })) => {
+            meta::column_renamed(conn, &d.name, from, to)
+        }
+        (ddl::Verb::Alter, None) => Ok(()),
     }
+}
+
+/// For a change of a table that is gone: the table it was renamed to and the change addressed
+/// to it; `None` when it was not renamed (or its new name is gone too).
+fn renamed_table(
+    conn: &Connection,
+    tables: &mut TableCache,
+    change: &Change,
+) -> Result<Option<(std::sync::Arc<TableInfo>, Change)>, ApplyError> {
+    let Some(to) = meta::renamed_to(conn, &change.table)? else {
+        return Ok(None);
+    };
+    let Some(info) = tables.get(conn, "main", &to)? else {
+        return Ok(None);
+    };
+    let mut c = change.clone();
+    c.table = to;
+    Ok(Some((info, c)))
+}
+
+/// The change with the columns it names by an old name (a RENAME COLUMN the stream put before
+/// it, unseen by its origin) named as the table names them now; `None` when all are current.
+fn renamed_columns(
+    conn: &Connection,
+    info: &TableInfo,
+    change: &Change,
+) -> Result<Option<Change>, ApplyError> {
+    let known = |name: &str| info.columns.iter().any(|c| c.name == name);
+    if change.columns.iter().all(|n| known(n)) {
+        return Ok(None);
+    }
+    let mut c = change.clone();
+    let mut any = false;
+    for name in &mut c.columns {
+        if known(name) {
+            continue;
+        }
+        if let Some(to) = meta::renamed_column(conn, &change.table, name)?
+            && known(&to)
+        {
+            *name = to;
+            any = true;
+        }
+    }
+    Ok(any.then_some(c))
 }
 
 /// The written (not generated, not hidden) columns of `table`, empty when it does not exist.

@@ -58,6 +58,8 @@ pub struct Ddl {
     pub has_if_clause: bool,
     /// `CREATE TABLE … AS SELECT …`.
     pub as_select: bool,
+    /// `ALTER TABLE … RENAME …`: what it renames.
+    pub rename: Option<Rename>,
     /// Byte offset just after the object keyword (`TABLE`, `INDEX`, …), where the clause goes.
     insert_at: usize,
 }
@@ -84,6 +86,15 @@ impl Ddl {
         let (head, tail) = sql.split_at(self.insert_at);
         Cow::Owned(format!("{head}{clause}{tail}"))
     }
+}
+
+/// What an `ALTER TABLE … RENAME` renames (names unquoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rename {
+    /// `RENAME TO new`.
+    Table { to: String },
+    /// `RENAME [COLUMN] from TO to`.
+    Column { from: String, to: String },
 }
 
 /// What the capture path does with one statement.
@@ -223,6 +234,10 @@ pub fn classify(sql: &str) -> Result<Option<Ddl>, DdlError> {
     let as_select = verb == Verb::Create
         && object == ObjectKind::Table
         && after.as_ref().is_some_and(|t| t.is_kw("AS"));
+    let rename = match &after {
+        Some(t) if verb == Verb::Alter && t.is_kw("RENAME") => rename_clause(&mut lx)?,
+        _ => None,
+    };
     Ok(Some(Ddl {
         verb,
         object,
@@ -235,8 +250,42 @@ pub fn classify(sql: &str) -> Result<Option<Ddl>, DdlError> {
         name,
         has_if_clause,
         as_select,
+        rename,
         insert_at,
     }))
+}
+
+/// The rest of `ALTER TABLE name RENAME …`: `TO new` or `[COLUMN] from TO to`.
+fn rename_clause(lx: &mut Lexer<'_>) -> Result<Option<Rename>, DdlError> {
+    let Some(mut t) = lx.next_token()? else {
+        return Ok(None);
+    };
+    if t.is_kw("TO") {
+        return Ok(lx
+            .next_token()?
+            .filter(Token::is_name)
+            .map(|n| Rename::Table { to: n.value }));
+    }
+    if t.is_kw("COLUMN") {
+        let Some(next) = lx.next_token()? else {
+            return Ok(None);
+        };
+        t = next;
+    }
+    if !t.is_name() {
+        return Ok(None);
+    }
+    let to_kw = lx.next_token()?;
+    if !to_kw.is_some_and(|k| k.is_kw("TO")) {
+        return Ok(None);
+    }
+    Ok(lx
+        .next_token()?
+        .filter(Token::is_name)
+        .map(|n| Rename::Column {
+            from: t.value,
+            to: n.value,
+        }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +524,31 @@ mod tests {
                 Plan::Replicate(Cow::Borrowed(_))
             ));
         }
+    }
+
+    #[test]
+    fn renames_are_read_from_alter_table() {
+        let r = |sql: &str| classify(sql).unwrap().and_then(|d| d.rename);
+        assert_eq!(
+            r("ALTER TABLE main.\"t x\" RENAME TO [t y]"),
+            Some(Rename::Table { to: "t y".into() })
+        );
+        assert_eq!(
+            r("alter table t rename column a to \"b c\""),
+            Some(Rename::Column {
+                from: "a".into(),
+                to: "b c".into()
+            })
+        );
+        assert_eq!(
+            r("ALTER TABLE t RENAME /* c */ `a` TO b"),
+            Some(Rename::Column {
+                from: "a".into(),
+                to: "b".into()
+            })
+        );
+        assert_eq!(r("ALTER TABLE t ADD COLUMN rename TEXT"), None);
+        assert_eq!(r("ALTER TABLE t RENAME"), None);
     }
 
     #[test]

@@ -194,6 +194,106 @@ pub fn was_dropped(conn: &Connection, name: &str) -> Result<bool, ApplyError> {
         .is_some())
 }
 
+/// The `_ha_meta` key that says table `name` was renamed (value: its new name).
+fn renamed_table_key(name: &str) -> String {
+    format!("renamed_table:{name}")
+}
+
+/// The `_ha_meta` key prefix of `table`'s column renames (`…<old column>` → new column).
+fn renamed_column_prefix(table: &str) -> String {
+    format!("renamed_column:{table}:")
+}
+
+/// Table `from` was renamed to `to` by DDL: its rows keep their versions under the new name,
+/// its column renames move with it, and changes written concurrently under the old name (by
+/// nodes that had not seen the rename) are applied to `to` (see `renamed_to`).
+pub fn table_renamed(conn: &Connection, from: &str, to: &str) -> Result<(), ApplyError> {
+    conn.prepare_cached("UPDATE _ha_versions SET tbl = ?2 WHERE tbl = ?1")?
+        .execute([from, to])?;
+    let (old_prefix, new_prefix) = (renamed_column_prefix(from), renamed_column_prefix(to));
+    conn.prepare_cached(
+        "UPDATE _ha_meta SET key = ?2 || substr(key, length(?1) + 1)
+         WHERE substr(key, 1, length(?1)) = ?1",
+    )?
+    .execute([&old_prefix, &new_prefix])?;
+    conn.prepare_cached(
+        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([renamed_table_key(from), to.to_string()])?;
+    // A table of the new name exists now: it was not dropped, nor renamed away.
+    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
+        .execute([renamed_table_key(to)])?;
+    table_created(conn, to)
+}
+
+/// The table that a change for the missing table `name` belongs to now: follows renames
+/// (`a` → `b` → `c`) to a name that is not renamed further; `None` when `name` was not renamed.
+pub fn renamed_to(conn: &Connection, name: &str) -> Result<Option<String>, ApplyError> {
+    let mut current = name.to_string();
+    let mut found = None;
+    // Bounded: a chain longer than this is a cycle (`a` → `b` → `a` leaves no marker on `a`).
+    for _ in 0..64 {
+        let next: Option<String> = conn
+            .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
+            .query_row([renamed_table_key(&current)], |r| r.get(0))
+            .optional()?;
+        match next {
+            Some(n) => {
+                current = n;
+                found = Some(current.clone());
+            }
+            None => break,
+        }
+    }
+    Ok(found)
+}
+
+/// Column `from` of `table` was renamed to `to`: images written concurrently under the old
+/// name are applied to the new one, and row bookkeeping (`lacks`) follows.
+pub fn column_renamed(
+    conn: &Connection,
+    table: &str,
+    from: &str,
+    to: &str,
+) -> Result<(), ApplyError> {
+    let prefix = renamed_column_prefix(table);
+    // Earlier renames to `from` now lead to `to`.
+    conn.prepare_cached(
+        "UPDATE _ha_meta SET value = ?3 WHERE substr(key, 1, length(?1)) = ?1 AND value = ?2",
+    )?
+    .execute([&prefix, from, to])?;
+    conn.prepare_cached(
+        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([format!("{prefix}{from}"), to.to_string()])?;
+    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
+        .execute([format!("{prefix}{to}")])?;
+    let sep = LACKS_SEP.to_string();
+    conn.prepare_cached(
+        "UPDATE _ha_versions
+         SET lacks = trim(replace(?4 || lacks || ?4, ?4 || ?2 || ?4, ?4 || ?3 || ?4), ?4)
+         WHERE tbl = ?1 AND lacks IS NOT NULL",
+    )?
+    .execute(params![table, from, to, sep])?;
+    Ok(())
+}
+
+/// The current name of column `column` of `table` if it was renamed, else `None`.
+pub fn renamed_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> Result<Option<String>, ApplyError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
+        .query_row([format!("{}{column}", renamed_column_prefix(table))], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
 /// The `_ha_meta` key of the node's position in its stream.
 pub const APPLIED_SEQ: &str = "applied_seq";
 

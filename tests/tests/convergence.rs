@@ -292,6 +292,69 @@ async fn a_transaction_writing_a_table_dropped_meanwhile_keeps_its_other_rows() 
     }
 }
 
+#[tokio::test]
+async fn a_column_renamed_while_another_node_updates_it_keeps_the_update() {
+    let c = TestCluster::external(2, &[]).await.unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE p(id INTEGER PRIMARY KEY, a TEXT, n INTEGER)")
+        .await
+        .unwrap();
+    a.sql("INSERT INTO p VALUES (1, 'x', 0)").await.unwrap();
+    converged(&c).await.unwrap();
+    // Node 1 updates `a` and inserts a row without having seen the rename: its images say `a`.
+    race(
+        &c,
+        &[
+            "UPDATE p SET a = 'y', n = 1 WHERE id = 1",
+            "INSERT INTO p VALUES (2, 'z', 2)",
+        ],
+        &["ALTER TABLE p RENAME COLUMN a TO b"],
+    )
+    .await;
+    converged(&c).await.unwrap();
+    for rows in rows_everywhere(&c, "SELECT id, b, n FROM p ORDER BY id")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([1, "y", 1]), json!([2, "z", 2])]);
+    }
+}
+
+#[tokio::test]
+async fn a_table_renamed_while_another_node_writes_it_keeps_the_writes_and_their_order() {
+    let c = TestCluster::external(2, &[]).await.unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    a.sql("INSERT INTO t VALUES (1, 'old')").await.unwrap();
+    converged(&c).await.unwrap();
+    race(
+        &c,
+        &[
+            "INSERT INTO t VALUES (2, 'b')",
+            "UPDATE t SET v = 'b' WHERE id = 1",
+        ],
+        &["ALTER TABLE t RENAME TO t2"],
+    )
+    .await;
+    converged(&c).await.unwrap();
+    // The renamed table goes on replicating, its rows' versions with it.
+    a.sql("UPDATE t2 SET v = 'newest' WHERE id = 1")
+        .await
+        .unwrap();
+    converged(&c).await.unwrap();
+    for n in c.nodes() {
+        assert_eq!(user_tables(n).await.unwrap(), vec!["t2".to_string()]);
+    }
+    for rows in rows_everywhere(&c, "SELECT id, v FROM t2 ORDER BY id")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([1, "newest"]), json!([2, "b"])]);
+    }
+}
+
 /// A small deterministic generator (splitmix64): the same seed gives the same operations.
 struct Rng(u64);
 
