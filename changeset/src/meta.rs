@@ -175,6 +175,7 @@ fn dropped_key(name: &str) -> String {
 pub fn table_dropped(conn: &Connection, name: &str, seq: u64) -> Result<(), ApplyError> {
     conn.prepare_cached("DELETE FROM _ha_versions WHERE tbl = ?1")?
         .execute([name])?;
+    forget_column_renames(conn, name)?;
     set_seq_of(conn, &dropped_key(name), seq)
 }
 
@@ -208,11 +209,13 @@ fn renamed_column_prefix(table: &str) -> String {
 /// its column renames move with it, and changes written concurrently under the old name (by
 /// nodes that had not seen the rename) are applied to `to` (see `renamed_to`).
 pub fn table_renamed(conn: &Connection, from: &str, to: &str) -> Result<(), ApplyError> {
-    conn.prepare_cached("UPDATE _ha_versions SET tbl = ?2 WHERE tbl = ?1")?
+    conn.prepare_cached("UPDATE OR REPLACE _ha_versions SET tbl = ?2 WHERE tbl = ?1")?
         .execute([from, to])?;
     let (old_prefix, new_prefix) = (renamed_column_prefix(from), renamed_column_prefix(to));
+    // Column renames of an earlier table of the new name are history; this table's follow it.
+    forget_column_renames(conn, to)?;
     conn.prepare_cached(
-        "UPDATE _ha_meta SET key = ?2 || substr(key, length(?1) + 1)
+        "UPDATE OR REPLACE _ha_meta SET key = ?2 || substr(key, length(?1) + 1)
          WHERE substr(key, 1, length(?1)) = ?1",
     )?
     .execute([&old_prefix, &new_prefix])?;
@@ -225,6 +228,12 @@ pub fn table_renamed(conn: &Connection, from: &str, to: &str) -> Result<(), Appl
     conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
         .execute([renamed_table_key(to)])?;
     table_created(conn, to)
+}
+
+fn forget_column_renames(conn: &Connection, table: &str) -> Result<(), ApplyError> {
+    conn.prepare_cached("DELETE FROM _ha_meta WHERE substr(key, 1, length(?1)) = ?1")?
+        .execute([renamed_column_prefix(table)])?;
+    Ok(())
 }
 
 /// The table that a change for the missing table `name` belongs to now: follows renames
@@ -404,6 +413,40 @@ mod tests {
         assert!(tx_seen(&c, "n1/1/5").unwrap());
         assert_eq!(prune_txids(&c, 6).unwrap(), 1);
         assert!(!tx_seen(&c, "n1/1/5").unwrap());
+    }
+
+    #[test]
+    fn renames_there_and_back_keep_one_answer_per_name() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        let k = row_key(None, 1);
+        set_version(&c, "a", &k, 5, false).unwrap();
+        column_renamed(&c, "a", "v", "w").unwrap();
+        table_renamed(&c, "a", "b").unwrap();
+        assert_eq!(renamed_to(&c, "a").unwrap().as_deref(), Some("b"));
+        assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
+        assert_eq!(version(&c, "b", &k).unwrap(), 5);
+        // And back, twice: no key is written twice, the answers follow the last rename.
+        for _ in 0..2 {
+            column_renamed(&c, "b", "w", "v").unwrap();
+            assert_eq!(renamed_column(&c, "b", "v").unwrap(), None);
+            assert_eq!(renamed_column(&c, "b", "w").unwrap().as_deref(), Some("v"));
+            column_renamed(&c, "b", "v", "w").unwrap();
+            assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
+            table_renamed(&c, "b", "a").unwrap();
+            assert_eq!(renamed_to(&c, "a").unwrap(), None);
+            assert_eq!(renamed_to(&c, "b").unwrap().as_deref(), Some("a"));
+            table_renamed(&c, "a", "b").unwrap();
+            assert_eq!(renamed_to(&c, "a").unwrap().as_deref(), Some("b"));
+            assert_eq!(version(&c, "b", &k).unwrap(), 5);
+        }
+        table_dropped(&c, "b", 9).unwrap();
+        assert_eq!(renamed_column(&c, "b", "v").unwrap(), None);
+        // A table renamed onto the name of one that had column renames of its own.
+        column_renamed(&c, "x", "v", "w").unwrap();
+        column_renamed(&c, "y", "v", "u").unwrap();
+        table_renamed(&c, "y", "x").unwrap();
+        assert_eq!(renamed_column(&c, "x", "v").unwrap().as_deref(), Some("u"));
     }
 
     #[test]

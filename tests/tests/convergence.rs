@@ -437,7 +437,17 @@ fn random_statement(r: &mut Rng, client: u64, step: u64) -> String {
             r.below(3)
         ),
         93 => format!("DROP TABLE IF EXISTS tmp{}", r.below(3)),
-        94..=96 => format!(
+        94 => {
+            // Renames there and back, racing the writes below (by name `tmp<k>` and `v`).
+            let k = r.below(3);
+            match r.below(4) {
+                0 => format!("ALTER TABLE tmp{k} RENAME TO tmpr{k}"),
+                1 => format!("ALTER TABLE tmpr{k} RENAME TO tmp{k}"),
+                2 => format!("ALTER TABLE tmp{k} RENAME COLUMN v TO w"),
+                _ => format!("ALTER TABLE tmp{k} RENAME COLUMN w TO v"),
+            }
+        }
+        95..=96 => format!(
             "INSERT OR REPLACE INTO tmp{}(id, v) VALUES ({id}, {v})",
             r.below(3)
         ),
