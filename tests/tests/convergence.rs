@@ -505,7 +505,11 @@ async fn client(
                 );
                 *tally.refused.entry(s).or_default() += 1;
                 let text = body.to_string();
-                if s == 409 && !["ALTER ", "CREATE ", "DROP "].iter().any(|k| text.contains(k)) {
+                if s == 409
+                    && !["ALTER ", "CREATE ", "DROP "]
+                        .iter()
+                        .any(|k| text.contains(k))
+                {
                     tally.plain_409 += 1;
                 }
             }
