@@ -1,0 +1,119 @@
+//! The Python data tools many users look at a PostgreSQL-speaking database with (issue 19):
+//! SQLAlchemy 2 (psycopg dialect) table reflection — tables, columns with types, primary keys,
+//! foreign keys, indexes — and `pandas.read_sql` of a query and of a table, against ha's pg port.
+//! Needs the Python venv of `scripts/install-deps.sh` in `<repo>/.tools` (or `HA_TEST_PYTHON`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::TestNode;
+use serde_json::{Value as Json, json};
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("HA_TEST_PYTHON") {
+        return p.into();
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/install-deps.sh (or set HA_TEST_PYTHON)",
+        p.display()
+    );
+    p
+}
+
+const SCRIPT: &str = r#"
+import json, sys
+import pandas as pd
+from sqlalchemy import create_engine, inspect, text
+
+engine = create_engine(sys.argv[1])
+with engine.begin() as c:
+    c.execute(text("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email VARCHAR(80))"))
+    c.execute(text("CREATE UNIQUE INDEX customers_email ON customers(email)"))
+    c.execute(text(
+        "CREATE TABLE orders(id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), "
+        "total REAL, placed_at TIMESTAMP, note TEXT)"))
+    c.execute(text("CREATE INDEX orders_customer ON orders(customer_id)"))
+    c.execute(text("INSERT INTO customers VALUES (1, 'ann', 'ann@x'), (2, 'bob', NULL)"))
+    c.execute(text("INSERT INTO orders VALUES (10, 1, 9.5, '2026-12-01 10:00:00', 'first'), (11, 2, 20.25, NULL, NULL)"))
+
+insp = inspect(engine)
+out = {
+    "tables": sorted(insp.get_table_names()),
+    "columns": [
+        {"name": c["name"], "type": str(c["type"]), "nullable": c["nullable"]}
+        for c in insp.get_columns("orders")
+    ],
+    "pk": insp.get_pk_constraint("orders")["constrained_columns"],
+    "fks": [
+        {"columns": f["constrained_columns"], "table": f["referred_table"], "referred": f["referred_columns"]}
+        for f in insp.get_foreign_keys("orders")
+    ],
+    "indexes": sorted(
+        [{"name": i["name"], "columns": i["column_names"], "unique": bool(i["unique"])}
+         for i in insp.get_indexes("customers") + insp.get_indexes("orders")],
+        key=lambda i: i["name"],
+    ),
+}
+q = pd.read_sql("SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id ORDER BY o.id", engine)
+out["query"] = {"columns": list(q.columns), "rows": q.values.tolist()}
+t = pd.read_sql_table("orders", engine)
+out["table"] = {"columns": list(t.columns), "rows": len(t), "total_sum": float(t["total"].sum())}
+print(json.dumps(out))
+"#;
+
+/// Fails today, so it is opt-in (`cargo test -p ha --test pg_python_tools -- --ignored`, after
+/// `pip install SQLAlchemy==2.0.44 pandas==2.3.3` into .tools): SQLAlchemy's reflection asks
+/// `pg_type` for domains, which the catalog does not answer; and `pandas.read_sql` of a query
+/// first asks `has_table(<the query text>)`, to which the catalog's `pg_class` answer says yes
+/// (it ignores the `relname` filter), so pandas tries to read a table of that name. Issue 19.
+#[tokio::test]
+#[ignore = "SQLAlchemy reflection and pandas' has_table are not answered right yet (issue 19)"]
+async fn sqlalchemy_reflection_and_pandas_read_sql_work() {
+    let node = TestNode::start().await;
+    let url = format!("postgresql+psycopg://ha:ha@127.0.0.1:{}/ha", node.pg.port());
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", SCRIPT, &url]);
+    let out = common::run_command(cmd, false).await;
+    let got: Json = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(got["tables"], json!(["customers", "orders"]), "{got:#}");
+    assert_eq!(
+        got["columns"],
+        json!([
+            {"name": "id", "type": "INTEGER", "nullable": false},
+            {"name": "customer_id", "type": "INTEGER", "nullable": false},
+            {"name": "total", "type": "REAL", "nullable": true},
+            {"name": "placed_at", "type": "TIMESTAMP", "nullable": true},
+            {"name": "note", "type": "TEXT", "nullable": true},
+        ]),
+        "{got:#}"
+    );
+    assert_eq!(got["pk"], json!(["id"]), "{got:#}");
+    assert_eq!(
+        got["fks"],
+        json!([{"columns": ["customer_id"], "table": "customers", "referred": ["id"]}]),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["indexes"],
+        json!([
+            {"name": "customers_email", "columns": ["email"], "unique": true},
+            {"name": "orders_customer", "columns": ["customer_id"], "unique": false},
+        ]),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["query"],
+        json!({"columns": ["id", "name", "total"], "rows": [[10, "ann", 9.5], [11, "bob", 20.25]]}),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["table"],
+        json!({"columns": ["id", "customer_id", "total", "placed_at", "note"], "rows": 2, "total_sum": 29.75}),
+        "{got:#}"
+    );
+}
