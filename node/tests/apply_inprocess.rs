@@ -457,3 +457,30 @@ async fn a_failing_publish_hook_rolls_the_transaction_back_and_says_why() {
         vec![vec![Value::Integer(30)]]
     );
 }
+
+#[tokio::test]
+async fn a_write_answers_with_the_stream_sequence_it_was_published_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    let last = || Some(Seq(log.messages.lock().unwrap().len() as u64));
+    let run = |sql: &str| a.execute_with(vec![Stmt::new(sql)], a.limits(None, None));
+    let created = run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    assert_eq!(created.commit_seq, last());
+    // Another node's message moves the stream on: the next write's sequence is after it.
+    let b = node(&log, "b", dir.path()).await;
+    catch_up(&log, &b).await;
+    b.execute(vec![Stmt::new("INSERT INTO t VALUES (7, 'b')")])
+        .await
+        .unwrap();
+    let written = run("INSERT INTO t VALUES (1, 'x')").await.unwrap();
+    assert_eq!(written.commit_seq, last());
+    assert_eq!(written.commit_seq, Some(Seq(3)));
+    let read = run("SELECT * FROM t").await.unwrap();
+    assert_eq!(read.commit_seq, None, "a read publishes nothing");
+    let nothing = run("DELETE FROM t WHERE id = 99").await.unwrap();
+    assert_eq!(nothing.commit_seq, None, "a write that changed nothing");
+    assert_eq!(log.messages.lock().unwrap().len(), 3);
+}

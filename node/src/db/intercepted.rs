@@ -10,8 +10,8 @@
 use rusqlite::Connection;
 
 use super::DbError;
-use super::apply::{self, ApplyStats};
-use super::schema::TableCache;
+use crate::changeset::apply::{self, ApplyStats};
+use crate::changeset::schema::TableCache;
 use crate::changeset::{ChangeSet, Seq};
 use crate::interceptor::{After, Before, Interceptor, Position};
 
