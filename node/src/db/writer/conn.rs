@@ -8,14 +8,13 @@
 use rusqlite::Connection;
 
 use super::WriterConfig;
-use super::publish::Published;
+use super::publish::{Published, Replicating};
 use crate::changeset::Seq;
 use crate::changeset::meta;
 use crate::changeset::schema::{TableCache, quote_ident};
 use crate::db::apply_mode::ApplyModeCache;
 use crate::db::capture::Capture;
 use crate::db::dsn::TxLock;
-use crate::db::sink::ReplicationHooks;
 use crate::db::statement::{self, Stmt, StmtResult};
 use crate::db::{DbError, OpenSpec};
 
@@ -24,20 +23,6 @@ pub(super) struct WriteConn {
     pub(super) conn: Connection,
     pub(super) tx_lock: TxLock,
     pub(super) repl: Option<Replicating>,
-}
-
-/// What the write connection keeps for replication.
-pub(super) struct Replicating {
-    pub(super) capture: Capture,
-    pub(super) tables: TableCache,
-    pub(super) hooks: ReplicationHooks,
-    /// Whether the schema has triggers and foreign keys are on, for applying (see `apply_mode`).
-    pub(super) apply_mode: ApplyModeCache,
-    /// Change sets applied since `_ha_txids` was last pruned.
-    pub(super) applied_since_prune: usize,
-    /// Open savepoints of an interactive session with the capture position at each, so that
-    /// ROLLBACK TO also drops what was captured after it.
-    savepoints: Vec<(String, usize)>,
 }
 
 impl WriteConn {

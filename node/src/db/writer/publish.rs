@@ -7,13 +7,13 @@
 
 use rusqlite::Connection;
 
-use super::conn::Replicating;
 use crate::changeset::apply;
 use crate::changeset::meta;
 use crate::changeset::schema::{TableCache, quote_ident};
 use crate::changeset::{Change, ChangeSet, Operation, Seq, ddl, sql};
-use crate::db::capture::Captured;
-use crate::db::sink::{ChangeSink, PublishAfterError};
+use crate::db::apply_mode::ApplyModeCache;
+use crate::db::capture::{Capture, Captured};
+use crate::db::sink::{ChangeSink, PublishAfterError, ReplicationHooks};
 use crate::db::{DbError, Value};
 use crate::interceptor::Publish;
 
@@ -22,6 +22,20 @@ fn is_create_virtual_table(sql: &str) -> bool {
         ddl::classify(sql),
         Ok(Some(d)) if d.verb == ddl::Verb::Create && d.object == ddl::ObjectKind::VirtualTable
     )
+}
+
+/// What the write connection keeps for replication.
+pub(super) struct Replicating {
+    pub(super) capture: Capture,
+    pub(super) tables: TableCache,
+    pub(super) hooks: ReplicationHooks,
+    /// Whether the schema has triggers and foreign keys are on, for applying (see `apply_mode`).
+    pub(super) apply_mode: ApplyModeCache,
+    /// Change sets applied since `_ha_txids` was last pruned.
+    pub(super) applied_since_prune: usize,
+    /// Open savepoints of an interactive session with the capture position at each, so that
+    /// ROLLBACK TO also drops what was captured after it.
+    pub(super) savepoints: Vec<(String, usize)>,
 }
 
 impl Replicating {
