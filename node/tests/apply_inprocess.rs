@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use ha::changeset::{self, ChangeSet, Seq};
 use ha::db::sink::{ChangeSink, Origin, PublishError, ReplicationHooks};
 use ha::db::{DbTarget, Stmt, StmtResult, Value};
-use ha::exec::{ExecConfig, Executor};
+use ha::exec::{ExecConfig, Executor, Session, TxControl};
 use ha::interceptor::Interceptor;
 use ha::metrics::InterceptorCounters;
 
@@ -483,4 +483,14 @@ async fn a_write_answers_with_the_stream_sequence_it_was_published_at() {
     let nothing = run("DELETE FROM t WHERE id = 99").await.unwrap();
     assert_eq!(nothing.commit_seq, None, "a write that changed nothing");
     assert_eq!(log.messages.lock().unwrap().len(), 3);
+
+    // An interactive session's COMMIT: the session remembers where its commit went.
+    let mut session = Session::new(a.clone(), None);
+    session.control(TxControl::Begin).await.unwrap();
+    let stmt = Stmt::new("INSERT INTO t VALUES (2, 'y')");
+    session.execute(stmt, a.limits(None, None)).await.unwrap();
+    assert_eq!(session.last_commit_seq(), None, "nothing committed yet");
+    session.control(TxControl::Commit).await.unwrap();
+    assert_eq!(session.last_commit_seq(), Some(Seq(4)));
+    assert_eq!(session.last_commit_seq(), last());
 }

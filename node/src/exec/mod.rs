@@ -10,8 +10,8 @@ mod executor;
 mod session;
 
 pub use crate::db::{
-    Column, Described, ExecSummary, Executed, Limits, Params, Rows, Stmt, StmtResult, Stop, Value,
-    split_sql,
+    Column, DbError, Described, ExecSummary, Executed, Limits, Params, Rows, Stmt, StmtResult,
+    Stop, Value, split_sql,
 };
 pub use client::{CancelSlot, run_reads_on_this_thread};
 pub use error::{Cause, ErrorCode, ExecError};

@@ -74,7 +74,7 @@ pub fn fatal(code: &str, message: impl Into<String>) -> ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::DbError;
+    use crate::exec::DbError;
 
     #[test]
     fn transaction_states_have_their_sqlstates() {
