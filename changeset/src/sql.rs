@@ -472,6 +472,32 @@ mod tests {
             std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
         ))]
 
+        /// Tokens are the input's own text, in order, and what lies between them is only white
+        /// space and comments.
+        #[test]
+        fn tokens_cover_the_input_with_trivia_between(
+            sql in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just("'a''b'"), proptest::strategy::Just("'"),
+                proptest::strategy::Just("\""), proptest::strategy::Just("-- c\n"),
+                proptest::strategy::Just("/*"), proptest::strategy::Just("*/"),
+                proptest::strategy::Just("["), proptest::strategy::Just("]"),
+                proptest::strategy::Just("`"), proptest::strategy::Just(" "),
+                proptest::strategy::Just("BEGIN"), proptest::strategy::Just("$1"),
+                proptest::strategy::Just("?"), proptest::strategy::Just(":"),
+                proptest::strategy::Just("::"), proptest::strategy::Just("1.5"),
+                proptest::strategy::Just("é"), proptest::strategy::Just(";"),
+            ], 0..30).prop_map(|v| v.concat())
+        ) {
+            let mut at = 0;
+            for t in tokens(&sql) {
+                proptest::prop_assert!(t.span.start >= at && t.span.end > t.span.start);
+                proptest::prop_assert_eq!(&sql[t.span.clone()], t.text);
+                proptest::prop_assert!(is_only_comments(&sql[at..t.span.start]));
+                at = t.span.end;
+            }
+            proptest::prop_assert!(is_only_comments(&sql[at..]));
+        }
+
         /// The one-pass splitter splits exactly where `sqlite3_complete` says statements end.
         #[test]
         fn split_agrees_with_sqlite_on_any_text(
