@@ -9,6 +9,8 @@ mod error;
 mod executor;
 mod session;
 
+/// The one SQL reader (tokens, comments, leading keyword, splitting), for front ends.
+pub use crate::changeset::sql;
 pub use crate::db::{
     Column, DbError, Described, ExecSummary, Executed, Limits, Params, Rows, Stmt, StmtResult,
     Stop, Value, split_sql,

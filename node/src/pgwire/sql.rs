@@ -1,5 +1,5 @@
 //! Owns the light-weight reading of PostgreSQL-flavoured SQL text: its tokens (from
-//! `changeset::sql`, the workspace's one SQL reader), the rewrite of
+//! `exec::sql`, the workspace's one SQL reader), the rewrite of
 //! PostgreSQL-only spellings SQLite does not know (`::type` casts, `version()`, …), recognition
 //! of session commands (SET/SHOW/RESET/DISCARD) and parameter-type inference for Describe.
 //! Must not parse SQL properly or run it: SQLite parses; this only looks at tokens.
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use pgwire::api::Type;
 
-use crate::changeset::sql::{self, Kind};
+use crate::exec::sql::{self, Kind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
