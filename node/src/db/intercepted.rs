@@ -5,7 +5,7 @@
 //! Invariant: a skipped or rescued message leaves nothing of itself in the database but its
 //! position (the writer records it as applied); a hook that fails is an error like any apply
 //! error, so the consumer quarantines the message — never a silent acknowledgement.
-//! See `writer::apply_group` for the caller and `interceptor` for the hooks.
+//! See `writer::replicated::apply_group` for the caller and `interceptor` for the hooks.
 
 use rusqlite::Connection;
 

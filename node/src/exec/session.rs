@@ -5,7 +5,7 @@
 //! Invariant: reads before the first write run on the read pool, each statement on a fresh
 //! snapshot (READ COMMITTED-like); from the first write the session holds the writer until it
 //! ends, and a dropped session leaves nothing behind (the writer rolls it back).
-//! See `db::writer::serve_session` for the writer's side and `pgwire` for the caller.
+//! See `db::writer::session::serve_session` for the writer's side and `pgwire` for the caller.
 
 use std::sync::Arc;
 use std::time::Duration;

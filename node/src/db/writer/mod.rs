@@ -7,13 +7,14 @@
 //! through `finish_transaction`, the one place where a transaction becomes durable.
 //! With replication, every statement's row changes are captured (see `capture`), and the commit
 //! publishes them through the `ChangeSink` before SQLite commits: nothing is committed that is
-//! not in the log. Replicated change sets are applied here too, in stream order (`apply`).
+//! not in the log. Replicated change sets are applied here too, in stream order (`replicated`).
 //! See `exec::Executor` and `exec::Session` for the callers.
 //!
 //! ## Layout
 //! - `mod.rs` (here): the jobs the writer thread takes and the loop that groups them;
 //! - `handle`: `WriterHandle` and `WriterSession`, the async side that sends jobs and commands;
-//! - `conn`: `WriteConn`, one statement and THE commit (`finish_transaction`);
+//! - `conn`: `WriteConn`, one statement, a session's savepoints (by name) and THE commit
+//!   (`finish_transaction`, which answers with the stream sequence it was published at);
 //! - `publish`: what a statement leaves for replication (DDL text, captured rows) and publishing
 //!   it at commit;
 //! - `group`: group commit of batches, each in its savepoint;
@@ -46,6 +47,7 @@ use replicated::{apply_group, quarantine, restore};
 use session::serve_session;
 
 pub(crate) use handle::{SessionCmd, WriterHandle, WriterSession};
+
 /// How many jobs one SQLite transaction may carry at most.
 const MAX_GROUP: usize = 256;
 
@@ -85,7 +87,7 @@ enum Job {
         limits: Limits,
         reply: Reply<Executed>,
     },
-    /// An interactive session takes the writer (see `serve_session`).
+    /// An interactive session takes the writer (see `session::serve_session`).
     Session(SessionStart),
     /// Apply replicated change sets, in this order, in one transaction if they all apply.
     Apply(Vec<ApplyItem>),
