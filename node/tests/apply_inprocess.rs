@@ -494,3 +494,21 @@ async fn a_write_answers_with_the_stream_sequence_it_was_published_at() {
     assert_eq!(session.last_commit_seq(), Some(Seq(4)));
     assert_eq!(session.last_commit_seq(), last());
 }
+
+#[tokio::test]
+async fn vacuum_into_behind_a_schema_name_or_a_comment_is_still_vacuum_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    // A table without a PRIMARY KEY: a plain VACUUM is refused on a replicated node.
+    exec(&a, "CREATE TABLE n(v TEXT)").await;
+    let out = dir.path().join("copy.db");
+    for sql in [
+        format!("VACUUM main INTO '{}'", out.display()),
+        format!("VACUUM /* c */ INTO '{}'", out.display()),
+    ] {
+        // VACUUM INTO changes nothing here: the authorizer's refusal, not the rowid one.
+        let e = a.execute(vec![Stmt::new(&sql)]).await.unwrap_err();
+        assert_eq!(e.code().as_str(), "forbidden", "{sql}: {e}");
+    }
+}
