@@ -1,7 +1,8 @@
 //! Owns the rules for DDL text in change sets: which statements are DDL, which are replicated,
 //! and the idempotent (`IF NOT EXISTS` / `IF EXISTS`) form sent on the wire (reference §2.11).
-//! Must not parse more than the statement head, and never rewrite by splitting on spaces: a
-//! small SQLite tokenizer (comments, string literals, all quoted identifier forms) finds the spot.
+//! Must not parse more than the statement head, and never rewrite by splitting on spaces: the
+//! workspace's SQL reader (`crate::sql`: comments, string literals, all quoted identifier forms)
+//! finds the spot.
 //! Invariant: the rewritten text differs from the input only by the inserted clause; everything
 //! else (comments, spacing, the body) is copied byte for byte.
 //! See `plan` for what the capture path does with a statement.
@@ -17,6 +18,8 @@
 //!   told apart from text; the caller checks `sqlite_temp_schema` if it matters.
 
 use std::borrow::Cow;
+
+use crate::sql;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DdlError {
@@ -318,124 +321,48 @@ impl Token {
     }
 }
 
-/// A minimal SQLite tokenizer: skips whitespace and comments, reads literals and identifiers.
+/// The statement's tokens as `classify` needs them, read by the workspace's one SQL reader
+/// (`crate::sql`); an unterminated literal is an error here.
 #[derive(Clone)]
 struct Lexer<'a> {
-    src: &'a str,
-    pos: usize,
+    tokens: sql::Tokens<'a>,
 }
 
 impl<'a> Lexer<'a> {
     fn new(src: &'a str) -> Self {
-        Lexer { src, pos: 0 }
-    }
-
-    fn peek(&self, off: usize) -> Option<u8> {
-        self.src.as_bytes().get(self.pos + off).copied()
-    }
-
-    fn skip_trivia(&mut self) {
-        loop {
-            match (self.peek(0), self.peek(1)) {
-                (Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0c), _) => self.pos += 1,
-                (Some(b'-'), Some(b'-')) => {
-                    self.pos = match self.src[self.pos..].find('\n') {
-                        Some(n) => self.pos + n + 1,
-                        None => self.src.len(),
-                    };
-                }
-                (Some(b'/'), Some(b'*')) => {
-                    // SQLite lets an unterminated block comment run to the end of input.
-                    self.pos = match self.src[self.pos + 2..].find("*/") {
-                        Some(n) => self.pos + 2 + n + 2,
-                        None => self.src.len(),
-                    };
-                }
-                _ => return,
-            }
+        Lexer {
+            tokens: sql::tokens(src),
         }
-    }
-
-    /// Reads a quoted run closed by `close`, where a doubled `close` (if `doubling`) escapes it.
-    fn quoted(
-        &mut self,
-        close: u8,
-        doubling: bool,
-        what: &'static str,
-    ) -> Result<String, DdlError> {
-        let start = self.pos;
-        let bytes = self.src.as_bytes();
-        let mut i = self.pos + 1;
-        let mut value = String::new();
-        let mut run = i;
-        while i < bytes.len() {
-            if bytes[i] == close {
-                if doubling && bytes.get(i + 1) == Some(&close) {
-                    value.push_str(&self.src[run..=i]);
-                    i += 2;
-                    run = i;
-                    continue;
-                }
-                value.push_str(&self.src[run..i]);
-                self.pos = i + 1;
-                return Ok(value);
-            }
-            i += 1;
-        }
-        Err(DdlError::Unterminated { what, at: start })
     }
 
     fn next_token(&mut self) -> Result<Option<Token>, DdlError> {
-        self.skip_trivia();
-        let Some(c) = self.peek(0) else {
+        let Some(t) = self.tokens.next() else {
             return Ok(None);
         };
-        let (kind, value) = match c {
-            b'\'' => (Kind::Str, self.quoted(b'\'', true, "string literal")?),
-            b'"' => (
-                Kind::QuotedIdent,
-                self.quoted(b'"', true, "quoted identifier")?,
-            ),
-            b'`' => (
-                Kind::QuotedIdent,
-                self.quoted(b'`', true, "quoted identifier")?,
-            ),
-            b'[' => (
-                Kind::QuotedIdent,
-                self.quoted(b']', false, "quoted identifier")?,
-            ),
-            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                let start = self.pos;
-                while let Some(c) = self.peek(0) {
-                    if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
-                        self.pos += 1;
-                    } else {
-                        break;
-                    }
-                }
-                (Kind::Word, self.src[start..self.pos].to_string())
-            }
-            c if c.is_ascii_digit() => {
-                let start = self.pos;
-                while let Some(c) = self.peek(0) {
-                    if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' {
-                        self.pos += 1;
-                    } else {
-                        break;
-                    }
-                }
-                (Kind::Number, self.src[start..self.pos].to_string())
-            }
-            _ => {
-                // One character (ASCII here, since bytes >= 0x80 start words).
-                self.pos += 1;
-                (Kind::Punct(c as char), (c as char).to_string())
+        if !t.closed {
+            let what = if t.kind == sql::Kind::Str {
+                "string literal"
+            } else {
+                "quoted identifier"
+            };
+            return Err(DdlError::Unterminated {
+                what,
+                at: t.span.start,
+            });
+        }
+        let kind = match t.kind {
+            sql::Kind::Word => Kind::Word,
+            sql::Kind::QuotedIdent => Kind::QuotedIdent,
+            sql::Kind::Str => Kind::Str,
+            sql::Kind::Number => Kind::Number,
+            sql::Kind::Param | sql::Kind::Punct => {
+                Kind::Punct(t.text.chars().next().unwrap_or_default())
             }
         };
         Ok(Some(Token {
             kind,
-            value,
-            end: self.pos,
+            value: t.value().into_owned(),
+            end: t.span.end,
         }))
     }
 }

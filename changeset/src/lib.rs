@@ -13,8 +13,9 @@
 //! (integers exact, blobs as blobs, reals as reals).
 //!
 //! ## Layout
-//! - pure: `codec` (wire format and its additive fields), `split` (parts), `ddl` (DDL text),
-//!   `names` (subjects, durables, `--replication-policy`);
+//! - pure: `codec` (wire format and its additive fields), `split` (parts), `sql` (THE SQL
+//!   reader: tokens, comments, leading keyword, statement splitting), `ddl` (DDL text, read
+//!   through `sql`), `names` (subjects, durables, `--replication-policy`);
 //! - SQLite: `value` (how `Value` moves in and out of rusqlite), `schema` (what a table looks
 //!   like), `meta` (the `_ha_*` tables), `apply` (one change set, last writer wins), `rows` (one row
 //!   image written as an effect), `conflict` (rows in the way of a UNIQUE constraint).
@@ -33,6 +34,7 @@ pub mod names;
 mod rows;
 pub mod schema;
 pub mod split;
+pub mod sql;
 mod value;
 
 pub use codec::{CodecError, FORMAT_VERSION, decode, encode};

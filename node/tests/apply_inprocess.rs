@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use ha::changeset::{self, ChangeSet, Seq};
 use ha::db::sink::{ChangeSink, Origin, PublishError, ReplicationHooks};
 use ha::db::{DbTarget, Stmt, StmtResult, Value};
-use ha::exec::{ExecConfig, Executor};
+use ha::exec::{ExecConfig, Executor, Session, TxControl};
 use ha::interceptor::Interceptor;
 use ha::metrics::InterceptorCounters;
 
@@ -456,4 +456,59 @@ async fn a_failing_publish_hook_rolls_the_transaction_back_and_says_why() {
         dump(&a, "SELECT count(*) FROM t").await,
         vec![vec![Value::Integer(30)]]
     );
+}
+
+#[tokio::test]
+async fn a_write_answers_with_the_stream_sequence_it_was_published_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    let last = || Some(Seq(log.messages.lock().unwrap().len() as u64));
+    let run = |sql: &str| a.execute_with(vec![Stmt::new(sql)], a.limits(None, None));
+    let created = run("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    assert_eq!(created.commit_seq, last());
+    // Another node's message moves the stream on: the next write's sequence is after it.
+    let b = node(&log, "b", dir.path()).await;
+    catch_up(&log, &b).await;
+    b.execute(vec![Stmt::new("INSERT INTO t VALUES (7, 'b')")])
+        .await
+        .unwrap();
+    let written = run("INSERT INTO t VALUES (1, 'x')").await.unwrap();
+    assert_eq!(written.commit_seq, last());
+    assert_eq!(written.commit_seq, Some(Seq(3)));
+    let read = run("SELECT * FROM t").await.unwrap();
+    assert_eq!(read.commit_seq, None, "a read publishes nothing");
+    let nothing = run("DELETE FROM t WHERE id = 99").await.unwrap();
+    assert_eq!(nothing.commit_seq, None, "a write that changed nothing");
+    assert_eq!(log.messages.lock().unwrap().len(), 3);
+
+    // An interactive session's COMMIT: the session remembers where its commit went.
+    let mut session = Session::new(a.clone(), None);
+    session.control(TxControl::Begin).await.unwrap();
+    let stmt = Stmt::new("INSERT INTO t VALUES (2, 'y')");
+    session.execute(stmt, a.limits(None, None)).await.unwrap();
+    assert_eq!(session.last_commit_seq(), None, "nothing committed yet");
+    session.control(TxControl::Commit).await.unwrap();
+    assert_eq!(session.last_commit_seq(), Some(Seq(4)));
+    assert_eq!(session.last_commit_seq(), last());
+}
+
+#[tokio::test]
+async fn vacuum_into_behind_a_schema_name_or_a_comment_is_still_vacuum_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    // A table without a PRIMARY KEY: a plain VACUUM is refused on a replicated node.
+    exec(&a, "CREATE TABLE n(v TEXT)").await;
+    let out = dir.path().join("copy.db");
+    for sql in [
+        format!("VACUUM main INTO '{}'", out.display()),
+        format!("VACUUM /* c */ INTO '{}'", out.display()),
+    ] {
+        // VACUUM INTO changes nothing here: the authorizer's refusal, not the rowid one.
+        let e = a.execute(vec![Stmt::new(&sql)]).await.unwrap_err();
+        assert_eq!(e.code().as_str(), "forbidden", "{sql}: {e}");
+    }
 }

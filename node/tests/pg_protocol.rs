@@ -254,6 +254,28 @@ async fn transactions_commit_roll_back_fail_and_recover_like_postgres() {
 }
 
 #[tokio::test]
+async fn transaction_control_behind_comments_is_still_transaction_control() {
+    let node = TestNode::start().await;
+    let (c, other) = (node.client().await, node.client().await);
+    setup(&c).await;
+    for sql in [
+        "/* x */ BEGIN",
+        "INSERT INTO users(id, name) VALUES (1, 'a')",
+        "/* keep a */ SAVEPOINT s1",
+        "INSERT INTO users(id, name) VALUES (2, 'b')",
+        "-- undo b\nROLLBACK TO /* the savepoint */ s1",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    let count = "SELECT count(*) FROM users";
+    let n: i64 = other.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "not visible before COMMIT");
+    c.batch_execute("-- c\nCOMMIT").await.unwrap();
+    let n: i64 = other.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "row 1 committed, row 2 rolled back");
+}
+
+#[tokio::test]
 async fn a_client_gone_mid_transaction_leaves_nothing_and_frees_the_writer() {
     let node = TestNode::start().await;
     let c = node.client().await;

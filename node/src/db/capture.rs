@@ -14,8 +14,8 @@ use rusqlite::hooks::{
     Action, PreUpdateCase, PreUpdateNewValueAccessor, PreUpdateOldValueAccessor,
 };
 
-use super::schema::TableCache;
 use super::{DbError, Value};
+use crate::changeset::schema::TableCache;
 use crate::changeset::{Change, Operation};
 
 /// What a row change did.

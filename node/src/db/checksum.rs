@@ -13,7 +13,8 @@ use rusqlite::types::ValueRef;
 use serde::Serialize;
 
 use super::DbError;
-use super::schema::quote_ident;
+use crate::changeset::meta;
+use crate::changeset::schema::quote_ident;
 
 /// One table's checksum.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -45,7 +46,7 @@ fn is_user(name: &str) -> bool {
 }
 
 fn compute_in_tx(conn: &Connection) -> Result<Checksum, DbError> {
-    let applied_seq = super::meta::applied_seq(conn).unwrap_or(0);
+    let applied_seq = meta::applied_seq(conn).unwrap_or(0);
     let mut schema = Context::new(&SHA256);
     let mut tables = Vec::new();
     {

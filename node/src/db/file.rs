@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{DbError, meta};
+use super::DbError;
+use crate::changeset::meta;
 
 /// Why a file is not a usable database copy.
 #[derive(Debug, thiserror::Error)]

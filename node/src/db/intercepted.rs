@@ -5,13 +5,13 @@
 //! Invariant: a skipped or rescued message leaves nothing of itself in the database but its
 //! position (the writer records it as applied); a hook that fails is an error like any apply
 //! error, so the consumer quarantines the message — never a silent acknowledgement.
-//! See `writer::apply_group` for the caller and `interceptor` for the hooks.
+//! See `writer::replicated::apply_group` for the caller and `interceptor` for the hooks.
 
 use rusqlite::Connection;
 
 use super::DbError;
-use super::apply::{self, ApplyStats};
-use super::schema::TableCache;
+use crate::changeset::apply::{self, ApplyStats};
+use crate::changeset::schema::TableCache;
 use crate::changeset::{ChangeSet, Seq};
 use crate::interceptor::{After, Before, Interceptor, Position};
 

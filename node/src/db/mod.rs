@@ -17,25 +17,22 @@ mod intercepted;
 mod open;
 mod reader;
 pub mod sink;
-mod split;
 mod statement;
-pub mod value;
 mod writer;
 
-// Applying change sets, the `_ha_*` tables and table descriptions live in `ha-changeset`,
-// shared with the `ha-sync` extension; the old paths stay.
-pub use crate::changeset::{apply, meta, schema};
+pub use crate::changeset::Value;
+/// Splits SQL text into statements (the workspace's one SQL reader, `changeset::sql`).
+pub use crate::changeset::sql::split as split_sql;
 pub use dsn::{DbTarget, DsnError, Location};
-pub use split::split_sql;
 pub use statement::{
     Column, Described, ExecSummary, Params, Rows, Stmt, StmtResult, starts_with_write,
 };
-pub use value::Value;
 
 pub use deadline::{Limits, Stop};
 pub(crate) use open::OpenSpec;
 pub use reader::CancelSlot;
 pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_here};
+pub use writer::Executed;
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};
 
 /// The SQLite library version, e.g. "3.46.0".

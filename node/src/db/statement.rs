@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, Statement};
 
 use super::{DbError, Value, authorizer, deadline};
+use crate::changeset::sql::leading_keyword;
 
 /// One statement with its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,25 +79,6 @@ pub struct Described {
     pub first_row: Option<Vec<Value>>,
 }
 
-pub(crate) fn is_only_comments(sql: &str) -> bool {
-    skip_comments(sql).is_empty()
-}
-
-/// `sql` from its first token on: white space and comments skipped.
-fn skip_comments(sql: &str) -> &str {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map(|(_, after)| after).unwrap_or("");
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map(|(_, after)| after).unwrap_or("");
-        } else {
-            return rest;
-        }
-    }
-}
-
 /// The result columns of a compiled statement, with their declared types.
 fn columns_of(ps: &Statement<'_>) -> Vec<Column> {
     ps.columns()
@@ -140,15 +122,6 @@ fn describe_client_sql(conn: &Connection, sql: &str) -> Result<Described, DbErro
         readonly,
         first_row,
     })
-}
-
-/// The first keyword of a statement, upper-cased, skipping white space and comments.
-pub(crate) fn leading_keyword(sql: &str) -> String {
-    let rest = skip_comments(sql);
-    rest.chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
 }
 
 /// Whether `sql` certainly writes (DML or DDL by its first keyword), so that reading it on a
@@ -367,13 +340,6 @@ mod tests {
         let d = describe(&c, "SELECT 1 AS one").unwrap();
         assert_eq!(d.first_row, Some(vec![Value::Integer(1)]));
         assert!(!describe(&c, "DELETE FROM t").unwrap().readonly);
-    }
-
-    #[test]
-    fn leading_keyword_skips_comments() {
-        assert_eq!(leading_keyword("  -- hi\n /* x */ begin;"), "BEGIN");
-        assert_eq!(leading_keyword("select 1"), "SELECT");
-        assert_eq!(leading_keyword(""), "");
     }
 
     #[test]

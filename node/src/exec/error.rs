@@ -1,10 +1,13 @@
-//! Owns `ExecError`, the only error type front ends see, and its stable classification.
-//! Must not map to HTTP statuses or SQLSTATEs: `http::error` and the pg front end do that.
-//! Invariant: `code()` strings are part of the API; add new ones, never rename.
+//! Owns `ExecError`, the only error type front ends see, and its classification, done once
+//! here: `cause()` says precisely what failed (a unique key, a missing table, a timeout, …) and
+//! `code()` the stable class it belongs to.
+//! Must not map to HTTP statuses or SQLSTATEs: `http::error` maps codes, `pgwire::error` causes.
+//! Invariant: `code()` strings are part of the API; add new ones, never rename. Every cause
+//! belongs to exactly one code (`Cause::code`).
 
 use rusqlite::ErrorCode as Sqlite;
 
-use crate::db::DbError;
+use crate::db::{DbError, Stop};
 
 /// Stable, machine-readable error classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,51 +82,181 @@ pub enum ExecError {
     NoSuchSavepoint(String),
 }
 
+/// What precisely failed: the classification front ends map from (pg to a SQLSTATE, HTTP via
+/// `code()` to a status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A malformed request or SQL text: several statements in one, none at all.
+    BadRequest,
+    /// Parameters that do not match the statement (missing, unused, wrong count).
+    BadParameters,
+    /// A statement sent to a transaction that already failed.
+    InFailedTransaction,
+    /// A savepoint command outside a transaction.
+    NoTransaction,
+    NoSuchSavepoint,
+    /// The session idled too long while holding the writer and was rolled back.
+    SessionTimedOut,
+    Unsupported,
+    Forbidden,
+    Timeout,
+    Cancelled,
+    /// The node is shutting down, or its writer has stopped.
+    Shutdown,
+    ResultTooLarge,
+    /// The transaction this work was grouped with was rolled back; retrying may succeed.
+    Aborted,
+    /// A schema change lost the race to the replication log; retry.
+    Conflict,
+    /// The replication log did not take the change set; nothing committed.
+    Publish,
+    /// The interceptor script refused or failed.
+    Interceptor,
+    // SQL that does not compile or run on its own terms.
+    NoSuchTable,
+    NoSuchColumn,
+    NoSuchFunction,
+    AlreadyExists,
+    Syntax,
+    /// Any other SQL error SQLite reports by message only.
+    OtherSqlError,
+    TypeMismatch,
+    /// A string or blob over SQLite's limits.
+    TooBig,
+    /// A write where the database (or the statement's target) is read-only.
+    ReadOnly,
+    ParameterOutOfRange,
+    // Constraints.
+    UniqueViolation,
+    ForeignKeyViolation,
+    NotNullViolation,
+    CheckViolation,
+    OtherConstraint,
+    // The database's state.
+    Busy,
+    Interrupted,
+    DiskFull,
+    /// Anything else: a bug or a broken database.
+    Internal,
+}
+
+impl Cause {
+    /// The stable class of this cause.
+    pub fn code(self) -> ErrorCode {
+        use Cause::*;
+        match self {
+            BadRequest | BadParameters => ErrorCode::BadRequest,
+            InFailedTransaction | NoTransaction | NoSuchSavepoint | SessionTimedOut => {
+                ErrorCode::Transaction
+            }
+            Unsupported => ErrorCode::Unsupported,
+            Forbidden => ErrorCode::Forbidden,
+            Timeout => ErrorCode::Timeout,
+            Cancelled => ErrorCode::Cancelled,
+            Shutdown | Aborted | Publish | Busy | Interrupted => ErrorCode::Unavailable,
+            ResultTooLarge => ErrorCode::ResultTooLarge,
+            Conflict => ErrorCode::Conflict,
+            Interceptor => ErrorCode::Interceptor,
+            NoSuchTable | NoSuchColumn | NoSuchFunction | AlreadyExists | Syntax
+            | OtherSqlError | TypeMismatch | TooBig | ReadOnly | ParameterOutOfRange => {
+                ErrorCode::InvalidSql
+            }
+            UniqueViolation | ForeignKeyViolation | NotNullViolation | CheckViolation
+            | OtherConstraint => ErrorCode::Constraint,
+            DiskFull => ErrorCode::StorageFull,
+            Internal => ErrorCode::Internal,
+        }
+    }
+}
+
+// SQLite extended result codes for constraints (sqlite3.h).
+const SQLITE_CONSTRAINT_CHECK: i32 = 275;
+const SQLITE_CONSTRAINT_FOREIGNKEY: i32 = 787;
+const SQLITE_CONSTRAINT_NOTNULL: i32 = 1299;
+const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+
+/// An SQL error SQLite reports by its message only (a compile error, SQLITE_ERROR).
+fn by_message(m: &str) -> Cause {
+    if m.starts_with("no such table") {
+        Cause::NoSuchTable
+    } else if m.starts_with("no such column") {
+        Cause::NoSuchColumn
+    } else if m.starts_with("no such function") {
+        Cause::NoSuchFunction
+    } else if m.contains("already exists") {
+        Cause::AlreadyExists
+    } else if m.contains("syntax error")
+        || m.contains("incomplete input")
+        || m.contains("unrecognized token")
+    {
+        Cause::Syntax
+    } else {
+        Cause::OtherSqlError
+    }
+}
+
+/// What SQLite's result code says of a statement that failed while running.
+fn sqlite_cause(db: &DbError) -> Cause {
+    match db.sqlite_extended_code() {
+        Some(SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY) => {
+            return Cause::UniqueViolation;
+        }
+        Some(SQLITE_CONSTRAINT_FOREIGNKEY) => return Cause::ForeignKeyViolation,
+        Some(SQLITE_CONSTRAINT_NOTNULL) => return Cause::NotNullViolation,
+        Some(SQLITE_CONSTRAINT_CHECK) => return Cause::CheckViolation,
+        _ => {}
+    }
+    match db.sqlite_code() {
+        Some(Sqlite::ConstraintViolation) => Cause::OtherConstraint,
+        Some(Sqlite::DatabaseBusy | Sqlite::DatabaseLocked) => Cause::Busy,
+        Some(Sqlite::OperationInterrupted) => Cause::Interrupted,
+        Some(Sqlite::DiskFull) => Cause::DiskFull,
+        Some(Sqlite::TooBig) => Cause::TooBig,
+        Some(Sqlite::TypeMismatch) => Cause::TypeMismatch,
+        Some(Sqlite::ReadOnly) => Cause::ReadOnly,
+        Some(Sqlite::ParameterOutOfRange) => Cause::ParameterOutOfRange,
+        Some(Sqlite::Unknown) => by_message(&db.to_string()),
+        _ => Cause::Internal,
+    }
+}
+
 impl ExecError {
-    pub fn code(&self) -> ErrorCode {
+    /// What precisely failed (the one classification of errors).
+    pub fn cause(&self) -> Cause {
         let db = match self {
-            ExecError::BadRequest(_) => return ErrorCode::BadRequest,
-            ExecError::InFailedTransaction
-            | ExecError::NoTransaction(_)
-            | ExecError::NoSuchSavepoint(_) => return ErrorCode::Transaction,
+            ExecError::BadRequest(_) => return Cause::BadRequest,
+            ExecError::InFailedTransaction => return Cause::InFailedTransaction,
+            ExecError::NoTransaction(_) => return Cause::NoTransaction,
+            ExecError::NoSuchSavepoint(_) => return Cause::NoSuchSavepoint,
             ExecError::Db(db) => db.root(),
         };
         match db {
-            DbError::MultipleStatements | DbError::EmptyStatement | DbError::Params(_) => {
-                ErrorCode::BadRequest
-            }
-            DbError::Prepare { .. } => ErrorCode::InvalidSql,
-            DbError::Unsupported(_) => ErrorCode::Unsupported,
-            DbError::Forbidden(_) => ErrorCode::Forbidden,
-            DbError::Stopped(crate::db::Stop::Timeout(_)) => ErrorCode::Timeout,
-            DbError::Stopped(crate::db::Stop::Cancelled) => ErrorCode::Cancelled,
-            DbError::Stopped(crate::db::Stop::Shutdown) => ErrorCode::Unavailable,
-            DbError::ResultTooLarge(_) => ErrorCode::ResultTooLarge,
-            DbError::Aborted(_) | DbError::WriterGone | DbError::Publish(_) => {
-                ErrorCode::Unavailable
-            }
-            DbError::SessionTimedOut => ErrorCode::Transaction,
-            DbError::Interceptor(_) => ErrorCode::Interceptor,
-            DbError::Conflict(_) => ErrorCode::Conflict,
-            DbError::Io(_) | DbError::Open { .. } | DbError::Extension(_) => ErrorCode::Internal,
-            DbError::InStatement { .. } => ErrorCode::Internal,
-            DbError::Run { .. } | DbError::Sqlite(_) => match db.sqlite_code() {
-                Some(Sqlite::ConstraintViolation) => ErrorCode::Constraint,
-                Some(
-                    Sqlite::Unknown
-                    | Sqlite::TypeMismatch
-                    | Sqlite::TooBig
-                    | Sqlite::ParameterOutOfRange
-                    | Sqlite::ReadOnly,
-                ) => ErrorCode::InvalidSql,
-                Some(
-                    Sqlite::DatabaseBusy | Sqlite::DatabaseLocked | Sqlite::OperationInterrupted,
-                ) => ErrorCode::Unavailable,
-                Some(Sqlite::DiskFull) => ErrorCode::StorageFull,
-                Some(_) => ErrorCode::Internal,
-                None => ErrorCode::Internal,
-            },
+            DbError::MultipleStatements | DbError::EmptyStatement => Cause::BadRequest,
+            DbError::Params(_) => Cause::BadParameters,
+            DbError::Prepare { message } => by_message(message),
+            DbError::Unsupported(_) => Cause::Unsupported,
+            DbError::Forbidden(_) => Cause::Forbidden,
+            DbError::Stopped(Stop::Timeout(_)) => Cause::Timeout,
+            DbError::Stopped(Stop::Cancelled) => Cause::Cancelled,
+            DbError::Stopped(Stop::Shutdown) | DbError::WriterGone => Cause::Shutdown,
+            DbError::ResultTooLarge(_) => Cause::ResultTooLarge,
+            DbError::Aborted(_) => Cause::Aborted,
+            DbError::Publish(_) => Cause::Publish,
+            DbError::SessionTimedOut => Cause::SessionTimedOut,
+            DbError::Interceptor(_) => Cause::Interceptor,
+            DbError::Conflict(_) => Cause::Conflict,
+            DbError::Io(_)
+            | DbError::Open { .. }
+            | DbError::Extension(_)
+            | DbError::InStatement { .. } => Cause::Internal,
+            DbError::Run { .. } | DbError::Sqlite(_) => sqlite_cause(db),
         }
+    }
+
+    /// The stable class of the error (`cause().code()`).
+    pub fn code(&self) -> ErrorCode {
+        self.cause().code()
     }
 
     /// Whether the interceptor script failed (sending the same again gives the same failure).

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::changeset::apply::ApplyStats;
 use crate::changeset::{ChangeSet, Seq};
-use crate::db::apply::ApplyStats;
 use crate::db::sink::ReplicationHooks;
 use crate::db::{
-    DbTarget, Described, Limits, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult, WriterConfig,
-    WriterHandle, WriterSession,
+    DbTarget, Described, Executed, Limits, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult,
+    WriterConfig, WriterHandle, WriterSession,
 };
 
 use super::ExecError;
@@ -96,19 +96,21 @@ impl Executor {
         self.inner.query_timeout
     }
 
-    /// Runs `batch` as one transaction with the server's default bounds.
+    /// Runs `batch` as one transaction with the server's default bounds, for the node's own
+    /// statements (bookkeeping, catalog queries), which need only the results.
     pub async fn execute(&self, batch: Vec<Stmt>) -> Result<Vec<StmtResult>, ExecError> {
         let limits = self.limits(None, None);
-        self.execute_with(batch, limits).await
+        Ok(self.execute_with(batch, limits).await?.results)
     }
 
     /// Runs `batch` as one transaction within `limits`: on a reader if it only reads, else on
-    /// the writer.
+    /// the writer. The answer carries the commit's stream sequence when it wrote on a
+    /// replicated node (the position a read-your-writes read waits for).
     pub async fn execute_with(
         &self,
         batch: Vec<Stmt>,
         limits: Limits,
-    ) -> Result<Vec<StmtResult>, ExecError> {
+    ) -> Result<Executed, ExecError> {
         if batch.is_empty() {
             return Err(ExecError::BadRequest("no statements to run".into()));
         }
@@ -123,7 +125,10 @@ impl Executor {
                 .try_read(batch.clone(), limits.clone())
                 .await
             {
-                Ok(ReadOutcome::Done(r)) => r,
+                Ok(ReadOutcome::Done(r)) => r.map(|results| Executed {
+                    results,
+                    commit_seq: None,
+                }),
                 Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch, limits).await,
                 Err(e) => Err(e),
             }
@@ -178,7 +183,7 @@ impl Executor {
         let n = self
             .inner
             .reader
-            .with_conn(|c| crate::db::meta::applied_seq(c).map_err(crate::db::DbError::from))
+            .with_conn(|c| crate::changeset::meta::applied_seq(c).map_err(crate::db::DbError::from))
             .await??;
         Ok(Seq(n))
     }
@@ -197,7 +202,9 @@ impl Executor {
         Ok(self
             .inner
             .reader
-            .with_conn(|c| crate::db::meta::quarantine_count(c).map_err(crate::db::DbError::from))
+            .with_conn(|c| {
+                crate::changeset::meta::quarantine_count(c).map_err(crate::db::DbError::from)
+            })
             .await??)
     }
 

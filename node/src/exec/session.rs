@@ -5,11 +5,12 @@
 //! Invariant: reads before the first write run on the read pool, each statement on a fresh
 //! snapshot (READ COMMITTED-like); from the first write the session holds the writer until it
 //! ends, and a dropped session leaves nothing behind (the writer rolls it back).
-//! See `db::writer::serve_session` for the writer's side and `pgwire` for the caller.
+//! See `db::writer::session::serve_session` for the writer's side and `pgwire` for the caller.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::changeset::{Seq, sql};
 use crate::db::{
     DbError, Described, Limits, ReadOutcome, SessionCmd, Stmt, StmtResult, WriterSession,
 };
@@ -33,15 +34,26 @@ pub enum TxControl {
 }
 
 impl TxControl {
-    /// Recognises transaction control; `None` for every other statement.
+    /// Recognises transaction control; `None` for every other statement. Read with the
+    /// workspace's SQL reader, so comments anywhere are skipped and a literal is never a
+    /// keyword.
     pub fn parse(sql: &str) -> Option<TxControl> {
-        let words: Vec<String> = sql
-            .trim()
-            .trim_end_matches(';')
-            .split_whitespace()
-            .map(|w| w.to_string())
+        let mut tokens: Vec<sql::Token<'_>> = sql::tokens(sql).collect();
+        while tokens
+            .last()
+            .is_some_and(|t| t.kind == sql::Kind::Punct && t.text == ";")
+        {
+            tokens.pop();
+        }
+        let words: Vec<&str> = tokens.iter().map(|t| t.text).collect();
+        // Keywords upper-cased; a literal, quoted name or symbol is never a keyword.
+        let upper: Vec<String> = tokens
+            .iter()
+            .map(|t| match t.kind {
+                sql::Kind::Word => t.text.to_ascii_uppercase(),
+                _ => String::new(),
+            })
             .collect();
-        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
         let u: Vec<&str> = upper.iter().map(String::as_str).collect();
         let tx_word = |w: Option<&&str>| matches!(w, None | Some(&"WORK") | Some(&"TRANSACTION"));
         match u.as_slice() {
@@ -75,12 +87,12 @@ impl TxControl {
                     i += 1;
                 }
                 (i + 1 == words.len())
-                    .then(|| savepoint_name(&words[i]).map(TxControl::RollbackTo))
+                    .then(|| savepoint_name(words[i]).map(TxControl::RollbackTo))
                     .flatten()
             }
-            ["SAVEPOINT", _] => savepoint_name(&words[1]).map(TxControl::Savepoint),
-            ["RELEASE", "SAVEPOINT", _] => savepoint_name(&words[2]).map(TxControl::Release),
-            ["RELEASE", _] => savepoint_name(&words[1]).map(TxControl::Release),
+            ["SAVEPOINT", _] => savepoint_name(words[1]).map(TxControl::Savepoint),
+            ["RELEASE", "SAVEPOINT", _] => savepoint_name(words[2]).map(TxControl::Release),
+            ["RELEASE", _] => savepoint_name(words[1]).map(TxControl::Release),
             _ => None,
         }
     }
@@ -95,10 +107,6 @@ fn savepoint_name(word: &str) -> Option<String> {
         .chars()
         .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
     (ok && !word.is_empty()).then(|| word.to_lowercase())
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Where a session stands, as PostgreSQL's ReadyForQuery reports it.
@@ -141,6 +149,9 @@ pub struct Session {
     exec: Executor,
     idle_timeout: Option<Duration>,
     tx: Option<Tx>,
+    /// The stream sequence of this session's last published commit (read-your-writes waits
+    /// for it).
+    last_commit_seq: Option<Seq>,
 }
 
 impl Session {
@@ -151,7 +162,13 @@ impl Session {
             exec,
             idle_timeout,
             tx: None,
+            last_commit_seq: None,
         }
+    }
+
+    /// The stream sequence of the last commit of this session that was published, if any.
+    pub fn last_commit_seq(&self) -> Option<Seq> {
+        self.last_commit_seq
     }
 
     pub fn status(&self) -> TxStatus {
@@ -200,8 +217,8 @@ impl Session {
                     return Err(ExecError::InFailedTransaction);
                 }
                 if let Some(w) = &tx.writer {
-                    let sql = format!("SAVEPOINT {}", quote_ident(&name));
-                    if let Err(e) = w.call(|reply| SessionCmd::Control { sql, reply }).await {
+                    let name = name.clone();
+                    if let Err(e) = w.call(|reply| SessionCmd::Savepoint { name, reply }).await {
                         tx.failed = true;
                         return Err(e.into());
                     }
@@ -216,8 +233,8 @@ impl Session {
                 }
                 let at = find_savepoint(&tx.savepoints, &name)?;
                 if let Some(w) = &tx.writer {
-                    let sql = format!("RELEASE {}", quote_ident(&name));
-                    if let Err(e) = w.call(|reply| SessionCmd::Control { sql, reply }).await {
+                    let name = name.clone();
+                    if let Err(e) = w.call(|reply| SessionCmd::Release { name, reply }).await {
                         tx.failed = true;
                         return Err(e.into());
                     }
@@ -229,8 +246,8 @@ impl Session {
                 let tx = self.open_tx("ROLLBACK TO SAVEPOINT")?;
                 let at = find_savepoint(&tx.savepoints, &name)?;
                 if let Some(w) = &tx.writer {
-                    let sql = format!("ROLLBACK TO {}", quote_ident(&name));
-                    if let Err(e) = w.call(|reply| SessionCmd::Control { sql, reply }).await {
+                    let name = name.clone();
+                    if let Err(e) = w.call(|reply| SessionCmd::RollbackTo { name, reply }).await {
                         tx.failed = true;
                         return Err(e.into());
                     }
@@ -271,9 +288,12 @@ impl Session {
     /// inside it otherwise.
     pub async fn execute(&mut self, stmt: Stmt, limits: Limits) -> Result<StmtResult, ExecError> {
         let Some(tx) = &mut self.tx else {
-            let mut out = self.exec.execute_with(vec![stmt], limits).await?;
-            return out
-                .pop()
+            let executed = self.exec.execute_with(vec![stmt], limits).await?;
+            self.last_commit_seq = executed.commit_seq.or(self.last_commit_seq);
+            return executed
+                .results
+                .into_iter()
+                .next()
                 .ok_or_else(|| ExecError::BadRequest("no result".into()));
         };
         if tx.failed {
@@ -307,7 +327,8 @@ impl Session {
         match t.writer {
             None => Ok(ControlOutcome::Committed),
             Some(w) => {
-                w.call(|reply| SessionCmd::Commit { reply }).await?;
+                let seq = w.call(|reply| SessionCmd::Commit { reply }).await?;
+                self.last_commit_seq = seq.or(self.last_commit_seq);
                 Ok(ControlOutcome::Committed)
             }
         }
@@ -348,8 +369,9 @@ async fn run_in_tx(
         }
         let w = exec.writer_session(idle_timeout).await?;
         for name in &tx.savepoints {
-            let sql = format!("SAVEPOINT {}", quote_ident(name));
-            w.call(|reply| SessionCmd::Control { sql, reply }).await?;
+            let name = name.clone();
+            w.call(|reply| SessionCmd::Savepoint { name, reply })
+                .await?;
         }
         tx.writer = Some(w);
         let stmt = Arc::try_unwrap(batch)
@@ -408,6 +430,15 @@ mod tests {
             ("SELECT 1", None),
             ("BEGINNING", None),
             ("COMMIT x y", None),
+            ("/* x */ BEGIN", Some(Begin)),
+            ("-- c\nCOMMIT", Some(Commit)),
+            (
+                "ROLLBACK /* why */ TO a1 -- end",
+                Some(RollbackTo("a1".into())),
+            ),
+            ("SAVEPOINT a1 ;", Some(Savepoint("a1".into()))),
+            ("SELECT 'BEGIN'", None),
+            ("'COMMIT'", None),
         ] {
             assert_eq!(TxControl::parse(sql), want, "{sql}");
         }

@@ -226,9 +226,9 @@ async fn query(
     // Answered: nothing to cancel any more.
     on_drop.0 = None;
     match result {
-        Ok(results) => (
+        Ok(executed) => (
             [(header::CONTENT_TYPE, "application/json")],
-            json::encode_response(&results, request.is_array),
+            json::encode_response(&executed.results, request.is_array),
         )
             .into_response(),
         Err(e) => {

@@ -13,7 +13,7 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::SecretKey;
 
-use crate::db::CancelSlot;
+use crate::exec::CancelSlot;
 
 type Key = (i32, Bytes);
 

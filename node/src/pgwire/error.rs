@@ -1,90 +1,46 @@
 //! Owns the translation of `ExecError` into PostgreSQL errors (SQLSTATE, severity, message).
-//! Must not decide what failed: `exec` classifies, this only names the class the pg way.
+//! Must not decide what failed: `exec` classifies (`ExecError::cause`), this only names each
+//! cause the pg way.
 //! Invariant: the message is SQLite's own text; the SQLSTATE is the one a PostgreSQL client
 //! would get for the same failure (23505 for a duplicate key, 42P01 for a missing table, …).
 
 use pgwire::error::{ErrorInfo, PgWireError, SEVERITY_ERROR, SEVERITY_FATAL};
 
-use crate::db::DbError;
-use crate::exec::ExecError;
+use crate::exec::{Cause, ExecError};
 
-// SQLite extended result codes for constraints (sqlite3.h).
-const SQLITE_CONSTRAINT_CHECK: i32 = 275;
-const SQLITE_CONSTRAINT_FOREIGNKEY: i32 = 787;
-const SQLITE_CONSTRAINT_NOTNULL: i32 = 1299;
-const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
-const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
-
-/// The SQLSTATE for an executor error.
+/// The SQLSTATE for an executor error: what a PostgreSQL client would get for its cause.
 pub fn sqlstate(e: &ExecError) -> &'static str {
-    let db = match e {
-        ExecError::InFailedTransaction => return "25P02",
-        ExecError::NoTransaction(_) => return "25P01",
-        ExecError::NoSuchSavepoint(_) => return "3B001",
-        ExecError::BadRequest(_) => return "42601",
-        ExecError::Db(db) => db.root(),
-    };
-    match db {
-        DbError::SessionTimedOut => "25P03",
-        DbError::MultipleStatements | DbError::EmptyStatement => "42601",
-        DbError::Params(_) => "08P01",
-        DbError::Unsupported(_) => "0A000",
-        DbError::Aborted(_) | DbError::Conflict(_) => "40001",
-        DbError::Forbidden(_) => "42501",
-        DbError::Stopped(crate::db::Stop::Shutdown) => "57P01",
-        DbError::Stopped(_) => "57014",
-        DbError::ResultTooLarge(_) => "54000",
-        DbError::WriterGone => "57P01",
-        DbError::Publish(_) => "57P03",
+    match e.cause() {
+        Cause::BadRequest | Cause::Syntax => "42601",
+        Cause::BadParameters => "08P01",
+        Cause::InFailedTransaction => "25P02",
+        Cause::NoTransaction => "25P01",
+        Cause::NoSuchSavepoint => "3B001",
+        Cause::SessionTimedOut => "25P03",
+        Cause::Unsupported => "0A000",
+        Cause::Forbidden => "42501",
+        Cause::Timeout | Cause::Cancelled | Cause::Interrupted => "57014",
+        Cause::Shutdown => "57P01",
+        Cause::ResultTooLarge | Cause::TooBig => "54000",
+        Cause::Aborted | Cause::Conflict => "40001",
+        Cause::Publish => "57P03",
         // raise_exception: the user's script said no.
-        DbError::Interceptor(_) => "P0001",
-        DbError::Prepare { message } => by_message(message),
-        DbError::Run { .. } | DbError::Sqlite(_) => {
-            if let Some(ext) = db.sqlite_extended_code() {
-                match ext {
-                    SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => return "23505",
-                    SQLITE_CONSTRAINT_FOREIGNKEY => return "23503",
-                    SQLITE_CONSTRAINT_NOTNULL => return "23502",
-                    SQLITE_CONSTRAINT_CHECK => return "23514",
-                    _ => {}
-                }
-            }
-            use rusqlite::ErrorCode as C;
-            match db.sqlite_code() {
-                Some(C::ConstraintViolation) => "23000",
-                Some(C::DatabaseBusy | C::DatabaseLocked) => "55P03",
-                Some(C::OperationInterrupted) => "57014",
-                Some(C::DiskFull) => "53100",
-                Some(C::TooBig) => "54000",
-                Some(C::TypeMismatch) => "42804",
-                Some(C::ReadOnly) => "25006",
-                Some(C::Unknown) => by_message(&db.to_string()),
-                _ => "XX000",
-            }
-        }
-        DbError::InStatement { .. }
-        | DbError::Open { .. }
-        | DbError::Io(_)
-        | DbError::Extension(_) => "XX000",
-    }
-}
-
-fn by_message(m: &str) -> &'static str {
-    if m.starts_with("no such table") {
-        "42P01"
-    } else if m.starts_with("no such column") {
-        "42703"
-    } else if m.starts_with("no such function") {
-        "42883"
-    } else if m.contains("already exists") {
-        "42P07"
-    } else if m.contains("syntax error")
-        || m.contains("incomplete input")
-        || m.contains("unrecognized token")
-    {
-        "42601"
-    } else {
-        "42000"
+        Cause::Interceptor => "P0001",
+        Cause::NoSuchTable => "42P01",
+        Cause::NoSuchColumn => "42703",
+        Cause::NoSuchFunction => "42883",
+        Cause::AlreadyExists => "42P07",
+        Cause::OtherSqlError => "42000",
+        Cause::TypeMismatch => "42804",
+        Cause::ReadOnly => "25006",
+        Cause::UniqueViolation => "23505",
+        Cause::ForeignKeyViolation => "23503",
+        Cause::NotNullViolation => "23502",
+        Cause::CheckViolation => "23514",
+        Cause::OtherConstraint => "23000",
+        Cause::Busy => "55P03",
+        Cause::DiskFull => "53100",
+        Cause::ParameterOutOfRange | Cause::Internal => "XX000",
     }
 }
 
@@ -118,6 +74,7 @@ pub fn fatal(code: &str, message: impl Into<String>) -> ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::DbError;
 
     #[test]
     fn transaction_states_have_their_sqlstates() {

@@ -208,7 +208,7 @@ pub fn start(
 }
 
 fn rusqlite_version() -> String {
-    crate::db::sqlite_version().to_string()
+    crate::exec::sqlite_version().to_string()
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
@@ -269,7 +269,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
 
 /// Runs one connection on a thread of its own, as a PostgreSQL backend: the socket is
 /// registered with that thread's own runtime and its reads run right there
-/// (`db::run_reads_here`), instead of two thread hand-offs per statement to the blocking pool
+/// (`exec::run_reads_on_this_thread`), instead of two thread hand-offs per statement to the blocking pool
 /// and back, which cost more than a point read itself. Runs it as a task on the shared runtime
 /// when `dedicated` (the thread's name) is None or no thread can be started (thread limits).
 fn spawn_connection<S, F>(
@@ -293,7 +293,7 @@ fn spawn_connection<S, F>(
                 .build();
             match (rt, take(&theirs)) {
                 (Ok(rt), Some((socket, serve))) => {
-                    crate::db::run_reads_here();
+                    crate::exec::run_reads_on_this_thread();
                     rt.block_on(serve_socket(socket, serve));
                 }
                 (Err(e), _) => tracing::warn!(error = %e, "pg connection runtime failed"),

@@ -1,4 +1,5 @@
-//! Owns the light-weight reading of PostgreSQL-flavoured SQL text: a tokenizer, the rewrite of
+//! Owns the light-weight reading of PostgreSQL-flavoured SQL text: its tokens (from
+//! `exec::sql`, the workspace's one SQL reader), the rewrite of
 //! PostgreSQL-only spellings SQLite does not know (`::type` casts, `version()`, …), recognition
 //! of session commands (SET/SHOW/RESET/DISCARD) and parameter-type inference for Describe.
 //! Must not parse SQL properly or run it: SQLite parses; this only looks at tokens.
@@ -7,6 +8,8 @@
 use std::collections::HashMap;
 
 use pgwire::api::Type;
+
+use crate::exec::sql::{self, Kind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
@@ -22,98 +25,22 @@ pub enum Tok {
     Punct(String),
 }
 
-/// Splits SQL into tokens with their byte spans; comments and white space are dropped.
+/// Splits SQL into tokens with their byte spans; comments and white space are dropped. The
+/// tokens are the workspace's SQL reader's (`changeset::sql`), in this module's shape.
 pub fn tokenize(sql: &str) -> Vec<(Tok, std::ops::Range<usize>)> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                i += 1;
-            }
-            i = (i + 2).min(b.len());
-            continue;
-        }
-        if c == b'\'' || c == b'"' || c == b'`' || c == b'[' {
-            let close = if c == b'[' { b']' } else { c };
-            i += 1;
-            loop {
-                if i >= b.len() {
-                    break;
-                }
-                if b[i] == close {
-                    if b.get(i + 1) == Some(&close) && close != b']' {
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                i += 1;
-            }
-            let text = &sql[start..i];
-            let tok = if c == b'\'' {
-                Tok::Str(text.to_string())
-            } else {
-                let inner = text
-                    .get(1..text.len().saturating_sub(1))
-                    .unwrap_or_default();
-                Tok::Quoted(inner.to_string())
+    sql::tokens(sql)
+        .map(|t| {
+            let tok = match t.kind {
+                Kind::Word => Tok::Word(t.text.to_string()),
+                Kind::QuotedIdent => Tok::Quoted(t.inner().to_string()),
+                Kind::Str => Tok::Str(t.text.to_string()),
+                Kind::Number => Tok::Number(t.text.to_string()),
+                Kind::Param => Tok::Param(t.text.to_string()),
+                Kind::Punct => Tok::Punct(t.text.to_string()),
             };
-            out.push((tok, start..i));
-            continue;
-        }
-        if c == b'$' || c == b'?' || ((c == b':' || c == b'@') && b.get(i + 1) != Some(&b':')) {
-            let mut j = i + 1;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                j += 1;
-            }
-            if j > i + 1 || c == b'?' {
-                out.push((Tok::Param(sql[i..j].to_string()), i..j));
-                i = j;
-                continue;
-            }
-        }
-        if c.is_ascii_digit() {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                i += 1;
-            }
-            out.push((Tok::Number(sql[start..i].to_string()), start..i));
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80) {
-                i += 1;
-            }
-            out.push((Tok::Word(sql[start..i].to_string()), start..i));
-            continue;
-        }
-        // Two-character operators first.
-        let two = sql.get(i..i + 2).unwrap_or("");
-        let len = if matches!(two, "::" | "<=" | ">=" | "<>" | "!=" | "||" | "==") {
-            2
-        } else {
-            // One whole UTF-8 character.
-            sql[i..].chars().next().map(char::len_utf8).unwrap_or(1)
-        };
-        out.push((Tok::Punct(sql[i..i + len].to_string()), i..i + len));
-        i += len;
-    }
-    out
+            (tok, t.span)
+        })
+        .collect()
 }
 
 fn is_word(t: &Tok, w: &str) -> bool {

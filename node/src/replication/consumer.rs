@@ -556,7 +556,7 @@ impl Consumer {
         Ok(())
     }
 
-    fn applied(&self, seq: Seq, ts: i64, stats: &crate::db::apply::ApplyStats) {
+    fn applied(&self, seq: Seq, ts: i64, stats: &crate::changeset::apply::ApplyStats) {
         if stats.collisions > 0 {
             self.status
                 .key_collisions
