@@ -10,14 +10,33 @@ use rusqlite::Connection;
 
 use super::conn::WriteConn;
 use super::{Executed, Pending, Ran};
-use crate::changeset::sql;
+use crate::changeset::{ddl, sql};
 use crate::db::DbError;
 use crate::db::deadline;
 use crate::db::statement::{self, Stmt, StmtResult};
 
+/// Whether a batch holds replicated DDL (see `commit_group`).
+fn changes_schema((stmts, _, _): &Pending) -> bool {
+    stmts
+        .iter()
+        .any(|s| matches!(ddl::classify(&s.sql), Ok(Some(d)) if !d.is_local_only()))
+}
+
 /// Runs the batches in one transaction, each in a savepoint, and answers every caller.
 pub(super) fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
     if batches.is_empty() {
+        return;
+    }
+    // A batch that changes the schema is published only right after the node's applied
+    // position, and is refused (409 / 40001) when another node's change came first: it commits
+    // in a transaction of its own, so that losing that race never refuses the batches it would
+    // have shared a group with.
+    if w.repl.is_some() && batches.len() > 1 && batches.iter().any(changes_schema) {
+        let (schema, rest): (Vec<_>, Vec<_>) = batches.into_iter().partition(changes_schema);
+        commit_group(w, rest);
+        for b in schema {
+            commit_group(w, vec![b]);
+        }
         return;
     }
     // VACUUM cannot run inside a transaction; alone in its request it runs on its own.
