@@ -32,10 +32,12 @@ pub mod exec;
 pub mod http;
 pub mod interceptor;
 pub mod metrics;
+pub mod nats;
 pub mod node;
 pub mod pgwire;
 pub mod probe;
 pub mod replication;
+pub mod snapshot;
 pub mod telemetry;
 
 /// `ha --version` output: version, commit and build date.

@@ -51,7 +51,7 @@ pub struct Consumer {
     pub status: Arc<ReplStatus>,
     pub metrics: Arc<Metrics>,
     /// Where to recover from when the stream no longer holds what this node needs.
-    pub snapshots: Option<Arc<super::snapshot::Snapshots>>,
+    pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
     /// How far the node is known complete; kept across restarts of `consume`.
     pub gaps: GapWatch,
     /// Set when `consume` stopped on a gap found while it ran; the next recovery says so.

@@ -4,7 +4,7 @@
 //! the password; readiness and status come from the server's loopback monitoring port.
 //! Invariant: the child never outlives the node — SIGTERM then SIGKILL on stop, SIGKILL when the
 //! handle's task is dropped, and `PR_SET_PDEATHSIG` when the node is killed with `kill -9`.
-//! See `nats_conf` for the generated file and DESIGN.md "Embedded NATS" for the why.
+//! See `conf` for the generated file and DESIGN.md "Embedded NATS" for the why.
 //!
 //! Ports: `port: 0` asks nats-server for a free port (`-1`); the chosen ports are read from
 //! the ports file nats-server writes (`--ports_file_dir`), and the client port is kept for
@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::nats_conf::{self, ClusterSpec, ConfSpec};
+use super::conf::{self as nats_conf, ClusterSpec, ConfSpec};
 use crate::config::{Config, NatsSync, Secret, TlsFiles};
 
 /// How to install nats-server; part of every "not found" error.
@@ -45,7 +45,7 @@ fn random_secret() -> Secret {
     let mut b = [0u8; 32];
     // The OS RNG does not fail on Linux; a zero key would only weaken a local-only password.
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    Secret::new(super::snapshot::hex(&b))
+    Secret::new(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
 /// The user and password the embedded server requires.
