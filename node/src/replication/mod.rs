@@ -191,11 +191,7 @@ pub async fn connect(
         },
         ddl_sync: r.ddl_sync,
         // The stream forgets messages after max-age; remember their identities as long.
-        dedupe_window: if r.max_age.is_zero() {
-            Duration::from_secs(30 * 24 * 3600)
-        } else {
-            r.max_age.max(Duration::from_secs(3600))
-        },
+        dedupe_window: ha_follow::group::dedupe_window(r.max_age),
         subject: subject.clone(),
         interceptor: interceptor.clone(),
     };
