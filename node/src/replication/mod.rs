@@ -137,10 +137,11 @@ pub async fn connect(
             }
         });
     // Credentials in the URL, else the flags (--nats-user/--nats-pass, token, nkey, creds), and TLS.
-    let opts = client_auth::apply(opts, config, &urls).map_err(|reason| ReplError::Connect {
-        urls: redact(&urls),
-        reason,
-    })?;
+    let opts =
+        client_auth::apply(opts, &config.nats, &urls).map_err(|reason| ReplError::Connect {
+            urls: redact(&urls),
+            reason,
+        })?;
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse())
