@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 
 pub mod cluster;
 pub mod converge;
+pub mod nats;
 pub mod poll;
 pub mod probes;
 pub mod replica;
