@@ -13,12 +13,17 @@
 //!   applying it: the `ha-changeset` crate, re-exported here (shared with the `ha-sync` extension).
 //! - `interceptor` the user's Rhai script (`--interceptor`): hooks around applying and publishing
 //!   change sets, sandboxed; the writer calls it.
-//! - `replication` NATS: names and policies, the supervised `nats-server` child.
+//! - `replication` the log: connecting to NATS, publishing, consuming (through `ha-follow`, shared
+//!   with ha-sync), gaps, the stream's identity, status.
+//! - `snapshot` the object-store bucket: taking, sweeping, restoring at start, the interval.
+//! - `nats`     the supervised `nats-server` child, its generated config, JetStream peers, and how
+//!   the node's client authenticates.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
 //! - `check`    `ha check --nodes …`: compares the nodes' `/checksum` (a client, not the node).
 //!
-//! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`.
-//! Front ends never import rusqlite.
+//! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`;
+//! `replication` → `snapshot`, `nats`; and everything reads `config`, which reads only the DSN
+//! grammar (`db::dsn`) and `ha-changeset`'s names (`scripts/structure.py` checks for circles). Front ends never import rusqlite.
 //!
 //! ## Errors
 //! Library code returns `thiserror` enums per boundary (`ConfigError`, `DbError`, `ExecError`,
@@ -32,10 +37,12 @@ pub mod exec;
 pub mod http;
 pub mod interceptor;
 pub mod metrics;
+pub mod nats;
 pub mod node;
 pub mod pgwire;
 pub mod probe;
 pub mod replication;
+pub mod snapshot;
 pub mod telemetry;
 
 /// `ha --version` output: version, commit and build date.

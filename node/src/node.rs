@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, PgPort};
 use crate::exec::{ExecConfig, Executor};
 use crate::http;
 use crate::interceptor::Interceptor;
 use crate::metrics::Metrics;
-use crate::replication::nats_server::{NatsServer, NatsServerConfig};
+use crate::nats::server::{NatsServer, NatsServerConfig};
 use crate::replication::{self, ReplicationHandle};
+use crate::snapshot;
 
 /// Where the embedded nats-server keeps JetStream data when `--nats-store-dir` is not given:
 /// beside the database file (or the working directory for memory databases), per node name.
@@ -31,7 +33,7 @@ fn default_store_dir(config: &Config) -> std::path::PathBuf {
     };
     base.join(format!(
         "nats-{}",
-        crate::replication::names::normalize_identifier(&config.name)
+        crate::changeset::names::normalize_identifier(&config.name)
     ))
 }
 
@@ -40,7 +42,7 @@ pub enum NodeError {
     #[error(transparent)]
     Replication(#[from] crate::replication::ReplError),
     #[error(transparent)]
-    NatsServer(#[from] crate::replication::nats_server::NatsServerError),
+    NatsServer(#[from] crate::nats::server::NatsServerError),
     #[error("cannot open the database: {0}")]
     Db(#[from] crate::exec::ExecError),
     #[error(transparent)]
@@ -67,6 +69,9 @@ pub struct RunningNode {
     /// Replication, when the node has NATS (embedded or external).
     pub replication: Option<ReplicationHandle>,
     consumer: Option<tokio::task::JoinHandle<()>>,
+    /// Background work beside the consumer (periodic snapshots, the start-up sweep); each ends
+    /// on the shutdown token and is awaited on shutdown.
+    background: TaskTracker,
     nats_client: Option<async_nats::Client>,
     nats_server: Option<NatsServer>,
     shutdown: CancellationToken,
@@ -91,7 +96,7 @@ pub fn preflight(
 /// Opens the database and starts every front end. Returns once the node serves.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
     let metrics = Arc::new(Metrics::new());
-    // 0. The files the configuration names: a script that does not compile or an extension
+    // 1. The files the configuration names: a script that does not compile or an extension
     //    that does not load stops start-up before anything else runs.
     let interceptor = preflight(&config, metrics.interceptor.clone())?.map(Arc::new);
     if let Some(i) = &interceptor {
@@ -100,7 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !config.db.extensions.is_empty() {
         tracing::info!(extensions = ?config.db.extensions, "SQLite extensions load on every connection");
     }
-    // 1. NATS: the embedded server (a supervised child) if configured, then the connection.
+    // 2. NATS: the embedded server (a supervised child) if configured, then the connection.
     //    The connection retries in the background: a node whose NATS is down still starts,
     //    serves reads, refuses writes and says it is not ready.
     let nats_server = match NatsServerConfig::from_config(&config) {
@@ -128,38 +133,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None
     };
 
-    // 2. The database: opened with the sink that publishes its commits. A replicated node's
-    //    log is the stream: a commit lost to a power cut is applied again from it (its
-    //    identity and the applied sequence are lost with it), so the WAL need not be synced at
-    //    every commit unless the DSN asks for it (`_sync`).
+    // 3. The database's settings (it opens with the sink that publishes its commits). A
+    //    replicated node's log is the stream: a commit lost to a power cut is applied again
+    //    from it (its identity and the applied sequence are lost with it), so the WAL need not
+    //    be synced at every commit unless the DSN asks for it (`_sync`).
     let mut target = config.db.clone();
     if connected.is_some() {
         target.default_synchronous("NORMAL");
     }
-    // 2a. `--from-latest-snapshot`: install the newest usable snapshot before the database is
-    //     opened (never one older than the local data); the consumer then resumes after it.
+    // 4. `--from-latest-snapshot`: install the newest usable snapshot before the database is
+    //    opened (never one older than the local data); the consumer then resumes after it.
     let mut _snapshot_file = None;
     if config.snapshots.restore_at_start {
         match &connected {
-            Some(c) => {
-                match replication::snapshot::restore_at_start(&c.handle.snapshots, &mut target)
-                    .await
-                {
-                    Ok(replication::snapshot::StartRestore::Memory { file, .. }) => {
-                        _snapshot_file = Some(file)
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "--from-latest-snapshot: COULD NOT RESTORE; starting normally from the local data and the stream"
-                    ),
-                }
-            }
+            Some(c) => match snapshot::restore_at_start(&c.handle.snapshots, &mut target).await {
+                Ok(snapshot::StartRestore::Memory { file, .. }) => _snapshot_file = Some(file),
+                Ok(_) => {}
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "--from-latest-snapshot: COULD NOT RESTORE; starting normally from the local data and the stream"
+                ),
+            },
             None => tracing::warn!(
                 "--from-latest-snapshot needs NATS (snapshots live in its object store); ignored"
             ),
         }
     }
+    // 5. Open the database.
     let executor = Executor::open(ExecConfig {
         target,
         read_connections: config.concurrent_queries,
@@ -171,7 +171,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     drop(_snapshot_file);
     tracing::info!(node = %config.name, database = %config.db, "database open");
 
-    // 3. The consumer applies the stream from where the database says it is.
+    // 6. The consumer applies the stream from where the database says it is.
     let (replication, consumer, nats_client) = match connected {
         Some(c) => {
             let (h, task, client) =
@@ -180,23 +180,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         None => (None, None, None),
     };
-    // 3a. Periodic snapshots, in the background: never in the way of start-up.
+    // 7. Periodic snapshots, in the background: never in the way of start-up.
+    let background = TaskTracker::new();
     if let Some(r) = &replication
         && !config.snapshots.interval.is_zero()
     {
-        replication::snapshot::spawn_interval(
+        background.spawn(snapshot::take_every(
             r.snapshots.clone(),
             executor.clone(),
             config.snapshots.interval,
             shutdown.child_token(),
-        );
+        ));
         tracing::info!(every = ?config.snapshots.interval, "periodic snapshots on");
     }
-    // 3b. What an upload killed mid-way left in the snapshot bucket, once, in the background.
+    // 8. What an upload killed mid-way left in the snapshot bucket, once, in the background.
     if let Some(r) = &replication {
         let snaps = r.snapshots.clone();
         let stop = shutdown.child_token();
-        tokio::spawn(async move {
+        background.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 r = snaps.sweep() => if let Err(e) = r {
@@ -206,7 +207,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
     }
 
-    // 2. HTTP: probes answer as soon as the database is there.
+    background.close();
+
+    // 9. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);
     if config.token.is_none() && !config.listen_addr.is_loopback() {
         tracing::warn!(%addr, "the HTTP API listens beyond this machine without --token: whoever reaches it reads and writes the data");
@@ -234,7 +237,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|source| NodeError::Listen { addr, source })?;
     tracing::info!(http_addr = %http.local_addr, "http listening");
 
-    // 3. PostgreSQL wire, beside HTTP, on the same executor.
+    // 10. PostgreSQL wire, beside HTTP, on the same executor.
     let pg_port = match config.pg_port {
         PgPort::Disabled => None,
         PgPort::Ephemeral => Some(0),
@@ -265,6 +268,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         executor,
         replication,
         consumer,
+        background,
         nats_client,
         nats_server,
         shutdown,
@@ -303,9 +307,17 @@ impl RunningNode {
                 Err(_) => tracing::warn!("pg connections did not finish in time"),
             }
         }
-        // 2. The consumer stops between messages (what it applied is committed).
+        // 2. The consumer stops between messages (what it applied is committed); the
+        //    background snapshot tasks end too (an upload in flight is abandoned: its chunks
+        //    are swept later).
         if let Some(c) = self.consumer {
             let _ = tokio::time::timeout_at(hard, c).await;
+        }
+        if tokio::time::timeout_at(hard, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background snapshot work did not stop in time");
         }
         // 3. The writer finishes its queue (interrupted past `soft`), checkpoints the WAL and
         //    closes.

@@ -12,16 +12,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt, StreamExt};
-use ha_changeset::names::DeliverPolicy;
-use ha_changeset::{Reassembler, Seq};
+use async_nats::jetstream;
+use futures::StreamExt;
+use ha_changeset::Seq;
+use ha_follow::{Backoff, InOrder, Received, pull};
 use tokio_util::sync::CancellationToken;
 
 use crate::SyncError;
 use crate::local::{self, Item, Local};
 use crate::options::Options;
-use crate::subscription::{Spec, Status};
+use crate::spec::{Spec, Status};
 
 /// How long the parts of a split change set may wait for the rest (its origin gave up).
 const PART_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,28 +74,25 @@ async fn follow(
     let _ = started.send(Ok(()));
 
     let mut local: Option<Local> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::restart();
     while !stop.is_cancelled() {
         let began = Instant::now();
         match consume(spec, &js, &mut local, status, stop).await {
             Ok(()) => break,
             Err(e) => {
                 status.following.store(false, Ordering::Release);
-                tracing::warn!(subject = %spec.subject, error = %e, retry_in = ?backoff, "following stopped; restarting");
+                let pause = backoff.after_life(began.elapsed());
+                tracing::warn!(subject = %spec.subject, error = %e, retry_in = ?pause, "following stopped; restarting");
                 status.set_error(Some(e.to_string()));
                 if matches!(e, SyncError::Local(_) | SyncError::Sqlite(_)) {
                     local = None;
                 }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
-        if began.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(100);
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     status.following.store(false, Ordering::Release);
     if status.delete_durable.load(Ordering::Acquire)
@@ -161,19 +158,6 @@ fn nats<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SyncError + '_ {
     move |e| SyncError::Nats(format!("{what}: {e}"))
 }
 
-/// The JetStream deliver policy of a `--replication-policy` value.
-fn deliver(policy: &DeliverPolicy) -> consumer::DeliverPolicy {
-    match policy {
-        DeliverPolicy::All => consumer::DeliverPolicy::All,
-        DeliverPolicy::Last => consumer::DeliverPolicy::Last,
-        DeliverPolicy::New => consumer::DeliverPolicy::New,
-        DeliverPolicy::ByStartSequence(n) => {
-            consumer::DeliverPolicy::ByStartSequence { start_sequence: *n }
-        }
-        DeliverPolicy::ByStartTime(t) => consumer::DeliverPolicy::ByStartTime { start_time: *t },
-    }
-}
-
 /// One life of the consumer: from the stored position until `stop` (Ok) or a failure (Err,
 /// the caller starts a new life after a pause).
 async fn consume(
@@ -197,87 +181,38 @@ async fn consume(
     let info = stream.info().await.map_err(nats("stream info"))?.clone();
     db.set_dedupe_window(info.config.max_age);
     let first = info.state.first_sequence;
-    let deliver_policy = if position > 0 {
-        if first > position + 1 {
-            tracing::error!(
-                subject = %spec.subject,
-                position,
-                first,
-                "gap in the replication stream: the database holds changes up to {position} but the stream starts at {first}; \
-                 the changes in between are gone (older than the stream's max age) — start again from a copy of a node's database"
-            );
-        }
-        consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: position + 1,
-        }
-    } else {
-        deliver(&spec.policy)
-    };
-    // The durable is only a cursor: recreate it where the database says we are.
-    if let Some(d) = &spec.durable {
-        let _ = stream.delete_consumer(d).await;
+    if position > 0 && first > position + 1 {
+        tracing::error!(
+            subject = %spec.subject,
+            position,
+            first,
+            "gap in the replication stream: the database holds changes up to {position} but the stream starts at {first}; \
+             the changes in between are gone (older than the stream's max age) — start again from a copy of a node's database"
+        );
     }
-    let config = consumer::pull::Config {
-        durable_name: spec.durable.clone(),
-        filter_subject: spec.subject.clone(),
-        deliver_policy,
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 1024,
-        ..Default::default()
-    };
-    let consumer: consumer::PullConsumer = match stream.create_consumer(config.clone()).await {
-        Ok(c) => c,
-        // The stream's peer set is short of its replica count (a removed server): as the node
-        // does, fall back to a one-replica cursor rather than not following at all.
-        Err(e)
-            if matches!(
-                e.kind(),
-                async_nats::jetstream::stream::ConsumerErrorKind::JetStream(j)
-                    if j.error_code() == async_nats::jetstream::ErrorCode::INSUFFICIENT_RESOURCES
-            ) =>
-        {
-            stream
-                .create_consumer(consumer::pull::Config {
-                    num_replicas: 1,
-                    ..config
-                })
-                .await
-                .map_err(nats("create consumer"))?
-        }
-        Err(e) => return Err(nats("create consumer")(e)),
-    };
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(256)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
+    // The durable is only a cursor: recreate it where the database says we are.
+    let deliver = pull::start_at(position, &spec.policy);
+    let config = pull::config(spec.durable.clone(), &spec.subject, deliver);
+    let consumer = pull::recreate(&stream, config)
         .await
-        .map_err(nats("pull"))?;
+        .map_err(nats("create consumer"))?;
+    let mut messages = pull::messages(&consumer).await.map_err(nats("pull"))?;
     status.set_pending(consumer.cached_info().num_pending);
     status.following.store(true, Ordering::Release);
     status.set_error(None);
     tracing::info!(subject = %spec.subject, durable = spec.durable.as_deref().unwrap_or(""), from = position + 1, "following");
 
-    let mut parts = Reassembler::default();
-    // Messages that arrived while a split change set was incomplete: applying them would move
-    // the position past its first part.
-    let mut held: Vec<Item> = Vec::new();
-    let mut pending_since: Option<Instant> = None;
+    // Nothing after the first part of a split change set still incomplete is applied before it.
+    let mut received = InOrder::new(PART_TIMEOUT);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                if pending_since.is_some_and(|t| t.elapsed() > PART_TIMEOUT) {
-                    tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
-                    parts.clear();
-                    pending_since = None;
-                    let ready = std::mem::take(&mut held);
-                    if !apply_all(db, ready, &mut position, status, stop).await {
-                        return Ok(());
-                    }
+                if let Some(all) = received.expired()
+                    && !apply_all(db, items(spec, all), &mut position, status, stop).await
+                {
+                    return Ok(());
                 }
                 continue;
             }
@@ -287,58 +222,54 @@ async fn consume(
             return Err(SyncError::Nats("the message stream ended".into()));
         };
         // Take what else is already here: applied together, they share one commit.
-        let mut batch = vec![msg.map_err(nats("receive"))?];
-        while batch.len() < 512 {
-            match messages.next().now_or_never() {
-                Some(Some(m)) => batch.push(m.map_err(nats("receive"))?),
-                _ => break,
-            }
-        }
+        let batch = pull::with_arrived(msg, &mut messages)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(nats("receive"))?;
         // Messages after the last one of the batch (JetStream says with each message).
         let mut after = 0;
         for msg in &batch {
             let info = msg.info().map_err(nats("message metadata"))?;
             let seq = info.stream_sequence;
             after = info.pending;
-            if seq <= position || held.iter().any(|i| i.seq() == seq) {
+            if seq <= position || received.holds(Seq(seq)) {
                 continue;
             }
-            match ha_changeset::decode(&msg.payload) {
-                Err(e) => {
-                    tracing::warn!(subject = %spec.subject, seq, error = %e, "skipping a message that is not a change set");
-                    held.push(Item::Skip { seq });
-                }
-                Ok(cs) if cs.part.is_some() => match parts.push(Seq(seq), cs) {
-                    Ok(Some(done)) => held.push(Item::Apply {
-                        seq: done.last_seq.0,
-                        cs: done.changeset,
-                    }),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(subject = %spec.subject, seq, error = %e, "ignoring a change-set part")
-                    }
-                },
-                Ok(cs) => held.push(Item::Apply { seq, cs }),
-            }
+            received.receive(Seq(seq), &msg.payload);
         }
-        // Everything before the first part of a still incomplete change set can go now.
-        let limit = parts.oldest_pending_seq().map_or(u64::MAX, |s| s.0);
-        if parts.pending() == 0 {
-            pending_since = None;
-        } else {
-            pending_since.get_or_insert_with(Instant::now);
-        }
-        held.sort_by_key(Item::seq);
-        let split = held.partition_point(|i| i.seq() < limit);
-        let ready: Vec<Item> = held.drain(..split).collect();
-        if !apply_all(db, ready, &mut position, status, stop).await {
+        let writing = Instant::now();
+        if !apply_all(
+            db,
+            items(spec, received.ready()),
+            &mut position,
+            status,
+            stop,
+        )
+        .await
+        {
             return Ok(());
         }
-        status.set_pending(after + held.len() as u64);
+        received.not_counting(writing.elapsed());
+        status.set_pending(after + received.held() as u64);
         for msg in batch {
             msg.ack().await.map_err(nats("ack"))?;
         }
     }
+}
+
+/// What `local` applies of what was received: a message that is not a change set only moves
+/// the position past it (nothing to retry).
+fn items(spec: &Spec, received: Vec<(Seq, Received)>) -> Vec<Item> {
+    received
+        .into_iter()
+        .map(|(seq, r)| match r {
+            Received::Change(cs, _) => Item::Apply { seq: seq.0, cs: *cs },
+            Received::Undecodable(e, _) => {
+                tracing::warn!(subject = %spec.subject, seq = seq.0, error = %e, "skipping a message that is not a change set");
+                Item::Skip { seq: seq.0 }
+            }
+        })
+        .collect()
 }
 
 /// Applies `items` in order, retrying a failing one with back-off until it applies; returns
@@ -350,7 +281,7 @@ async fn apply_all(
     status: &Status,
     stop: &CancellationToken,
 ) -> bool {
-    let mut wait = Duration::from_millis(100);
+    let mut wait = Backoff::new(Duration::from_millis(100), MAX_APPLY_BACKOFF);
     let mut attempt = 0u32;
     while !items.is_empty() {
         let out = db.apply(&items);
@@ -368,17 +299,17 @@ async fn apply_all(
         };
         attempt += 1;
         let seq = items.first().map_or(0, Item::seq);
+        let pause = wait.next_pause();
         if local::is_busy(&e) {
             tracing::debug!(seq, attempt, error = %e, "database busy; retrying");
         } else {
-            tracing::error!(seq, attempt, error = %e, retry_in = ?wait, "cannot apply change set; retrying (it is not acknowledged)");
+            tracing::error!(seq, attempt, error = %e, retry_in = ?pause, "cannot apply change set; retrying (it is not acknowledged)");
         }
         status.set_error(Some(format!("message {seq}: {e}")));
         tokio::select! {
             _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        wait = (wait * 2).min(MAX_APPLY_BACKOFF);
     }
     true
 }

@@ -12,8 +12,10 @@
 //! - `options`      `HA(servers=…, timeout=…, …)`: key=value arguments of CREATE VIRTUAL TABLE.
 //! - `logger`       the `logger=` option as a tracing dispatcher (stdout, stderr, file).
 //! - `vtab`         the `HA` module: INSERT starts following a subject, DELETE stops, SELECT lists.
-//! - `subscription` one followed subject: its thread, its status, how it stops.
-//! - `follow`       the thread's work: NATS, the durable pull consumer, parts, retries.
+//! - `spec`         what one subscription follows and what its thread reports.
+//! - `subscription` one followed subject: its thread, how it starts and stops.
+//! - `follow`       the thread's work: NATS, the durable pull consumer, parts, retries (the
+//!   mechanism is `ha-follow`'s, shared with the node; the retry-forever policy is ha-sync's).
 //! - `local`        the extension's own connection to the database file: apply, position.
 //! - `guard`        panics into SQLite errors.
 //!
@@ -28,6 +30,7 @@ mod guard;
 mod local;
 mod logger;
 mod options;
+mod spec;
 mod subscription;
 mod vtab;
 

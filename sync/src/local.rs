@@ -11,15 +11,13 @@ use std::time::Duration;
 
 use ha_changeset::schema::TableCache;
 use ha_changeset::{ChangeSet, apply, meta};
+use ha_follow::group::{self, GroupError, PRUNE_EVERY};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::SyncError;
 
 /// How long one statement waits for the host (or another process) to release a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How many applied change sets between two prunings of `_ha_txids`.
-const PRUNE_EVERY: usize = 10_000;
 
 /// One message, in stream order.
 #[derive(Debug)]
@@ -79,7 +77,7 @@ impl Local {
             conn,
             tables: TableCache::default(),
             key: meta::subject_seq_key(subject),
-            dedupe_window: Duration::from_secs(30 * 24 * 3600),
+            dedupe_window: group::dedupe_window(Duration::ZERO),
             applied_since_prune: 0,
         })
     }
@@ -92,106 +90,71 @@ impl Local {
     /// Sets how long transaction identities are remembered: as long as the stream keeps
     /// messages (`max_age`, 0 = forever), at least an hour, 30 days when unlimited.
     pub(crate) fn set_dedupe_window(&mut self, max_age: Duration) {
-        self.dedupe_window = if max_age.is_zero() {
-            Duration::from_secs(30 * 24 * 3600)
-        } else {
-            max_age.max(Duration::from_secs(3600))
-        };
+        self.dedupe_window = group::dedupe_window(max_age);
     }
 
     /// Applies `items` in order in one transaction, each in a savepoint, stopping at the first
     /// that fails; what came before it is committed.
     pub(crate) fn apply(&mut self, items: &[Item]) -> Applied {
-        if items.is_empty() {
-            return Applied {
-                done: 0,
-                error: None,
-            };
-        }
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            return Applied {
-                done: 0,
-                error: Some(e.into()),
-            };
-        }
-        let _ = self.conn.execute_batch("PRAGMA defer_foreign_keys = ON");
-        let mut done = 0;
-        let mut error = None;
-        for item in items {
-            match self.apply_one(item) {
-                Ok(()) => done += 1,
-                Err(e) => {
-                    self.tables.invalidate();
-                    error = Some(e);
-                    break;
+        let Local {
+            conn,
+            tables,
+            key,
+            dedupe_window,
+            applied_since_prune,
+        } = &mut *self;
+        let out = group::apply_group(
+            conn,
+            items,
+            "ha_sync_apply",
+            |item| apply_one(conn, tables, key, item),
+            |done| {
+                *applied_since_prune += done;
+                if *applied_since_prune >= PRUNE_EVERY {
+                    *applied_since_prune = 0;
+                    if let Err(e) = meta::prune_txids(conn, group::prune_before(*dedupe_window)) {
+                        tracing::warn!(error = %e, "pruning _ha_txids failed");
+                    }
+                }
+            },
+        );
+        let error = out.error.map(|e| {
+            // A failed item or transaction may have left the cached table shapes stale.
+            self.tables.invalidate();
+            match e {
+                GroupError::Item(e) => e,
+                GroupError::Sqlite(e) => SyncError::from(e),
+                GroupError::RolledBack => {
+                    SyncError::Local("SQLite rolled the apply transaction back".into())
                 }
             }
-        }
-        self.applied_since_prune += done;
-        if self.applied_since_prune >= PRUNE_EVERY && !self.conn.is_autocommit() {
-            self.applied_since_prune = 0;
-            let window = i64::try_from(self.dedupe_window.as_nanos()).unwrap_or(i64::MAX);
-            if let Err(e) = meta::prune_txids(&self.conn, now_ns().saturating_sub(window)) {
-                tracing::warn!(error = %e, "pruning _ha_txids failed");
-            }
-        }
-        let committed = if self.conn.is_autocommit() {
-            Err(SyncError::Local(
-                "SQLite rolled the apply transaction back".into(),
-            ))
-        } else if done == 0 {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            Ok(())
-        } else {
-            self.conn.execute_batch("COMMIT").map_err(|e| {
-                self.rollback();
-                SyncError::from(e)
-            })
-        };
-        match committed {
-            Ok(()) => Applied { done, error },
-            Err(e) => {
-                self.tables.invalidate();
-                Applied {
-                    done: 0,
-                    error: Some(e),
-                }
-            }
+        });
+        Applied {
+            done: out.done,
+            error,
         }
     }
+}
 
-    fn apply_one(&mut self, item: &Item) -> Result<(), SyncError> {
-        self.conn.execute_batch("SAVEPOINT ha_sync_apply")?;
-        let res = (|| -> Result<(), SyncError> {
-            if let Item::Apply { seq, cs } = item {
-                let stats = apply::apply_once(&self.conn, &mut self.tables, *seq, cs)?;
-                if stats.collisions > 0 {
-                    tracing::warn!(
-                        seq,
-                        collisions = stats.collisions,
-                        "two inserts of the same key; the later one wins"
-                    );
-                }
-            }
-            meta::set_seq_of(&self.conn, &self.key, item.seq())?;
-            Ok(())
-        })();
-        if res.is_err() && !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK TO ha_sync_apply")?;
-        }
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("RELEASE ha_sync_apply")?;
-        }
-        res
-    }
-
-    fn rollback(&self) {
-        if !self.conn.is_autocommit()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(error = %e, "rollback failed");
+/// One item inside its savepoint: the change set (last writer wins per row), then the position.
+fn apply_one(
+    conn: &Connection,
+    tables: &mut TableCache,
+    key: &str,
+    item: &Item,
+) -> Result<(), SyncError> {
+    if let Item::Apply { seq, cs } = item {
+        let stats = apply::apply_once(conn, tables, *seq, cs)?;
+        if stats.collisions > 0 {
+            tracing::warn!(
+                seq,
+                collisions = stats.collisions,
+                "two inserts of the same key; the later one wins"
+            );
         }
     }
+    meta::set_seq_of(conn, key, item.seq())?;
+    Ok(())
 }
 
 /// Whether an error only means that someone else holds the database right now.
@@ -205,11 +168,4 @@ pub(crate) fn is_busy(e: &SyncError) -> bool {
         sqlite.and_then(rusqlite::Error::sqlite_error_code),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

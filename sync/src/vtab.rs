@@ -30,7 +30,8 @@ use rusqlite::{Connection, Error, ffi};
 use crate::SyncError;
 use crate::guard::catch;
 use crate::options::Options;
-use crate::subscription::{Spec, Subscription};
+use crate::spec::Spec;
+use crate::subscription::Subscription;
 
 const SCHEMA: &CStr = c"CREATE TABLE x(subject TEXT, durable TEXT, policy TEXT, applied_seq INTEGER HIDDEN, pending INTEGER HIDDEN, error TEXT HIDDEN)";
 

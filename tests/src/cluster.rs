@@ -1,94 +1,20 @@
-//! Owns multi-process replication set-ups: a standalone `nats-server` (`NatsProcess`) and
-//! `TestCluster`s of `ha` nodes on real JetStream, with the one convergence oracle.
+//! Owns multi-process replication set-ups: `TestCluster`s of `ha` nodes on real JetStream (an
+//! external `NatsProcess` or the nodes' embedded servers), with the one convergence oracle.
 //! Must not mock anything: every server and node is a real child process on free ports in temp dirs.
 //! Invariant: `assert_converged` is the only definition of "the cluster agrees" — every
 //! acknowledged write on every node and every user table identical — so tests cannot drift apart.
 //! See `lib.rs` for `TestNode` and `eventually`, and `tests/tests/replication*.rs` for users.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value as Json, json};
 
-use crate::{NodeSpec, TestNode, eventually, free_port, nats_server_bin};
-
-/// A standalone nats-server with JetStream, on fixed (free) ports and its own store dir, so it
-/// can be stopped and started again "at the same place".
-pub struct NatsProcess {
-    child: Option<Child>,
-    pub port: u16,
-    pub monitor_port: u16,
-    pub store: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl NatsProcess {
-    pub async fn start() -> Result<NatsProcess> {
-        let tmp = tempfile::tempdir()?;
-        let mut n = NatsProcess {
-            child: None,
-            port: free_port(),
-            monitor_port: free_port(),
-            store: tmp.path().join("js"),
-            _tmp: tmp,
-        };
-        n.restart().await?;
-        Ok(n)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same ports and store, and waits until JetStream answers.
-    pub async fn restart(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            bail!("nats-server is already running");
-        }
-        let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-js", "-p"])
-            .arg(self.port.to_string())
-            .arg("-m")
-            .arg(self.monitor_port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", nats_server_bin().display()))?;
-        self.child = Some(child);
-        let url = format!(
-            "http://127.0.0.1:{}/healthz?js-enabled-only=true",
-            self.monitor_port
-        );
-        let client = reqwest::Client::new();
-        eventually(Duration::from_secs(15), "nats-server healthz", || {
-            let req = client.get(&url).send();
-            async move { req.await.ok().filter(|r| r.status().is_success()) }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// SIGKILL (a crash); the store stays.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use crate::nats::NatsProcess;
+use crate::{NodeSpec, TestNode, eventually, free_port};
 
 /// The client (and route) credentials of `Topology::EmbeddedRoutes` clusters: a clustered
 /// embedded nats-server refuses to start without them.

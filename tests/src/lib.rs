@@ -19,7 +19,12 @@ use serde_json::Value as Json;
 
 pub mod cluster;
 pub mod converge;
+pub mod nats;
+pub mod poll;
+pub mod probes;
 pub mod replica;
+
+pub use poll::{eventually, eventually_blocking, eventually_every};
 
 /// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.
 pub fn ha_bin() -> PathBuf {
@@ -63,26 +68,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
-}
-
-/// Polls `probe` until it returns `Some`, or fails after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut wait = Duration::from_millis(5);
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(200));
-    }
 }
 
 /// How to start a node.
@@ -298,16 +283,17 @@ impl TestNode {
             bail!("not running")
         };
         signal(pid, "TERM")?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_status()? {
+        let exited = eventually_every(Duration::from_millis(20), timeout, "ha to exit", || {
+            let s = self.try_status();
+            async move { s.ok().flatten() }
+        })
+        .await;
+        match exited {
+            Ok(s) => {
                 self.child = None;
-                return Ok(s);
+                Ok(s)
             }
-            if Instant::now() > deadline {
-                bail!("ha did not exit within {timeout:?}:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(e) => bail!("{e}:\n{}", self.log_text()),
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value as Json, json};
 
-use crate::{ha_bin, repo_root};
+use crate::{eventually_blocking, eventually_every, ha_bin, repo_root};
 
 /// The extension: `$HA_SYNC_LIB`, else `libha_sync.so` beside the `ha` binary (make builds it
 /// into the same target directory: `cargo build --manifest-path sync/Cargo.toml`).
@@ -213,17 +213,13 @@ impl Host {
     pub fn quit(mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
         let mut child = self.child.take().context("not running")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.try_wait()? {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("{} did not exit after its input ended", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let exited = eventually_blocking(Duration::from_secs(30), "the host to exit", || {
+            child.try_wait().ok().flatten()
+        });
+        exited.or_else(|e| {
+            let _ = child.kill();
+            bail!("{} did not exit after its input ended: {e}", self.name)
+        })
     }
 
     /// SIGKILL: the process dies wherever it is.
@@ -352,14 +348,13 @@ pub async fn wait_local(
     timeout: Duration,
 ) -> Result<Duration> {
     let start = Instant::now();
-    loop {
-        let got = local_scalar(path, sql);
-        if got.as_ref() == Some(want) {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            bail!("{sql} on the replica: want {want}, got {got:?} after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let what = format!("{sql} on the replica to be {want}");
+    let seen = eventually_every(Duration::from_millis(2), timeout, &what, || async {
+        (local_scalar(path, sql).as_ref() == Some(want)).then_some(())
+    })
+    .await;
+    match seen {
+        Ok(()) => Ok(start.elapsed()),
+        Err(e) => bail!("{e}; got {:?}", local_scalar(path, sql)),
     }
 }

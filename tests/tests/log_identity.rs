@@ -8,36 +8,12 @@ use std::time::Duration;
 
 use ha_tests::cluster::{TestCluster, status, wait_ready};
 use ha_tests::{TestNode, eventually};
-use serde_json::{Value as Json, json};
-
-async fn snapshot(n: &TestNode) -> u64 {
-    let r = n.client.post(n.url("/snapshot")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let j: Json = r.json().await.unwrap();
-    j["seq"].as_u64().unwrap_or_else(|| panic!("{j}"))
-}
+use serde_json::json;
 
 async fn count(n: &TestNode) -> i64 {
     n.rows("SELECT count(*) FROM t").await.unwrap()[0][0]
         .as_i64()
         .unwrap()
-}
-
-/// Waits until `/readyz` of `n` is 503 with a reason containing `what`; returns the body.
-async fn wait_unready(n: &TestNode, what: &str) -> String {
-    let url = n.url("/readyz");
-    eventually(
-        Duration::from_secs(60),
-        "/readyz 503 with the reason",
-        || async {
-            let r = n.client.get(&url).send().await.ok()?;
-            let code = r.status().as_u16();
-            let body = r.text().await.ok()?;
-            (code == 503 && body.contains(what)).then_some(body)
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", n.log_text()))
 }
 
 /// The stream is deleted and created again under running nodes: the new stream's sequences
@@ -60,7 +36,11 @@ async fn a_recreated_stream_is_detected_refused_and_recovered_from_its_own_snaps
     let js = c.jetstream().await.unwrap();
     js.delete_stream("ha_replication").await.unwrap();
     for i in 0..2 {
-        let body = wait_unready(c.node(i), "recreated").await;
+        let body = c
+            .node(i)
+            .wait_unready("recreated", Duration::from_secs(60))
+            .await
+            .unwrap();
         assert!(body.contains("does not consume"), "{body}");
         let st = status(c.node(i)).await.unwrap();
         let id = &st["replication"]["stream_identity"];
@@ -90,7 +70,7 @@ async fn a_recreated_stream_is_detected_refused_and_recovered_from_its_own_snaps
         .await
         .unwrap();
     s.sql("INSERT INTO t VALUES (100, 'new')").await.unwrap();
-    assert_eq!(snapshot(s).await, 2);
+    assert_eq!(s.take_snapshot().await.unwrap().seq(), 2);
     for i in 0..2 {
         wait_ready(c.node(i), Duration::from_secs(60))
             .await
@@ -134,7 +114,7 @@ async fn a_log_that_lost_acknowledged_messages_is_detected_and_recovered() {
             .unwrap();
     }
     c.assert_converged(&[]).await.unwrap();
-    assert_eq!(snapshot(a).await, 6);
+    assert_eq!(a.take_snapshot().await.unwrap().seq(), 6);
     for i in 6..=60 {
         a.sql(&format!("INSERT INTO t VALUES ({i}, 'maybe lost')"))
             .await

@@ -12,16 +12,11 @@ use serde_json::json;
 
 const SUBJECT: &str = "ha_replication.t_db";
 
-/// The rows of `SELECT v FROM t ORDER BY v` on `n`, once they equal `want`.
+/// Waits until `SELECT v FROM t ORDER BY v` on `n` returns `want`.
 async fn wait_rows(n: &TestNode, want: serde_json::Value) {
-    let r = eventually(Duration::from_secs(30), "the row to replicate", || async {
-        let rows = n.rows("SELECT v FROM t ORDER BY v").await.ok()?;
-        (json!(rows) == want).then_some(())
-    })
-    .await;
-    if let Err(e) = r {
-        panic!("{e}: {:?}", n.rows("SELECT v FROM t ORDER BY v").await);
-    }
+    n.wait_rows("SELECT v FROM t ORDER BY v", &want, Duration::from_secs(30))
+        .await
+        .unwrap();
 }
 
 /// Issue 14: node B joins node A's password-protected embedded NATS with the credentials in

@@ -14,35 +14,6 @@ use serde_json::{Value as Json, json};
 
 const BUCKET: &str = "ha_replication_SNAPSHOTS";
 
-/// Waits until node `n` has applied everything the stream holds.
-async fn settle(c: &TestCluster, n: &TestNode) -> u64 {
-    let js = c.jetstream().await.unwrap();
-    eventually(Duration::from_secs(30), "node to apply the stream", || {
-        let js = js.clone();
-        async move {
-            let mut s = js.get_stream("ha_replication").await.ok()?;
-            let head = s.info().await.ok()?.state.last_sequence;
-            let applied = status(n).await.ok()?["replication"]["applied_seq"].as_u64()?;
-            (applied >= head && head > 0).then_some(applied)
-        }
-    })
-    .await
-    .unwrap()
-}
-
-/// `POST /snapshot`: status, `X-Sequence` and the JSON body.
-async fn take(n: &TestNode) -> (u16, u64, Json) {
-    let r = n.client.post(n.url("/snapshot")).send().await.unwrap();
-    let s = r.status().as_u16();
-    let x = r
-        .headers()
-        .get("x-sequence")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX);
-    (s, x, r.json().await.unwrap_or(Json::Null))
-}
-
 /// The snapshots in the bucket: (name, seq header), newest first.
 async fn stored(c: &TestCluster) -> Vec<(String, u64)> {
     let js = c.jetstream().await.unwrap();
@@ -91,8 +62,8 @@ async fn post_and_get_snapshot_round_trip_and_a_second_post_is_a_no_op() {
         .await
         .unwrap();
     insert_range(n, "t", 1, 100).await;
-    let applied = settle(&c, n).await;
-    let (s, x, j) = take(n).await;
+    let applied = c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (s, x, j) = n.take_snapshot().await.unwrap().parts();
     assert_eq!(s, 200, "{j}");
     assert_eq!(x, applied, "{j}");
     assert_eq!(j["seq"].as_u64(), Some(applied), "{j}");
@@ -130,7 +101,7 @@ async fn post_and_get_snapshot_round_trip_and_a_second_post_is_a_no_op() {
     assert_eq!(ok, "ok");
 
     // Nothing applied since: a no-op, not an error.
-    let (s, x, j) = take(n).await;
+    let (s, x, j) = n.take_snapshot().await.unwrap().parts();
     assert_eq!((s, x), (200, 0), "{j}");
     assert_eq!(j["seq"], 0);
     assert_eq!(j["skipped"], true);
@@ -159,8 +130,8 @@ async fn file_and_memory_nodes_joining_later_restore_the_latest_snapshot() {
         .await
         .unwrap();
     insert_range(n, "t", 1, 200).await;
-    settle(&c, n).await;
-    let (_, seq, _) = take(n).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, seq, _) = n.take_snapshot().await.unwrap().parts();
     assert!(seq > 0);
     insert_range(c.node(0), "t", 201, 300).await;
 
@@ -201,8 +172,8 @@ async fn gaps_are_recovered_automatically_from_the_latest_snapshot() {
     c.assert_converged(&[]).await.unwrap();
     c.stop(1).await.unwrap();
     insert_range(c.node(0), "g", 1, 50).await;
-    settle(&c, c.node(0)).await;
-    let (s, seq, j) = take(c.node(0)).await;
+    c.settle(c.node(0), Duration::from_secs(30)).await.unwrap();
+    let (s, seq, j) = c.node(0).take_snapshot().await.unwrap().parts();
     assert_eq!(s, 200, "{j}");
     // Wait until the stream has dropped everything (max age 1 s).
     let js = c.jetstream().await.unwrap();
@@ -240,7 +211,7 @@ async fn interval_takes_snapshots_and_retention_keeps_the_newest_n() {
     let mut seen = Vec::new();
     for round in 0..4 {
         insert_range(n, "t", round * 10 + 1, round * 10 + 10).await;
-        let applied = settle(&c, n).await;
+        let applied = c.settle(n, Duration::from_secs(30)).await.unwrap();
         eventually(Duration::from_secs(20), "a periodic snapshot", || async {
             let s = stored(&c).await;
             s.first().filter(|(_, seq)| *seq >= applied).map(|_| ())
@@ -275,8 +246,8 @@ async fn corrupt_snapshots_are_refused_and_the_previous_one_is_used() {
         .await
         .unwrap();
     insert_range(n, "t", 1, 20).await;
-    settle(&c, n).await;
-    let (_, good, _) = take(n).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
     let js = c.jetstream().await.unwrap();
     let store = js.get_object_store(BUCKET).await.unwrap();
     let garbage = b"this is not an SQLite database, just bytes".to_vec();
@@ -321,8 +292,8 @@ async fn corrupt_snapshots_are_refused_and_the_previous_one_is_used() {
     assert!(log.contains(&format!("seq={good}")), "{log}");
     // A new snapshot is still taken (garbage does not block it).
     insert_range(c.node(0), "t", 31, 31).await;
-    settle(&c, c.node(0)).await;
-    let (s, x, body) = take(c.node(0)).await;
+    c.settle(c.node(0), Duration::from_secs(30)).await.unwrap();
+    let (s, x, body) = c.node(0).take_snapshot().await.unwrap().parts();
     assert_eq!(s, 200, "{body}");
     assert!(x > good, "{body}");
 }
@@ -362,7 +333,7 @@ async fn writes_continue_during_a_snapshot() {
         .await
         .unwrap();
     }
-    settle(&c, n).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
     let url = n.url("/");
     let client = n.client.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -391,7 +362,7 @@ async fn writes_continue_during_a_snapshot() {
     let before = n.rows("SELECT count(*) FROM w").await.unwrap()[0][0]
         .as_i64()
         .unwrap();
-    let (s, seq, j) = take(n).await;
+    let (s, seq, j) = n.take_snapshot().await.unwrap().parts();
     let after = n.rows("SELECT count(*) FROM w").await.unwrap()[0][0]
         .as_i64()
         .unwrap();
@@ -442,8 +413,8 @@ async fn a_memory_node_without_its_durable_restores_and_converges() {
     c.assert_converged(&keys("t", 1, 100)).await.unwrap();
     c.stop(m).await.unwrap();
     insert_range(c.node(0), "t", 101, 150).await;
-    settle(&c, c.node(0)).await;
-    let (_, seq, _) = take(c.node(0)).await;
+    c.settle(c.node(0), Duration::from_secs(30)).await.unwrap();
+    let (_, seq, _) = c.node(0).take_snapshot().await.unwrap().parts();
     let r = c
         .node(0)
         .client
@@ -468,7 +439,7 @@ async fn a_memory_node_loading_a_downloaded_backup_resumes_after_its_sequence() 
         .await
         .unwrap();
     insert_range(n, "t", 1, 40).await;
-    let applied = settle(&c, n).await;
+    let applied = c.settle(n, Duration::from_secs(30)).await.unwrap();
     let backup = n
         .client
         .get(n.url("/"))
@@ -507,8 +478,8 @@ async fn a_kill_during_an_upload_leaves_the_previous_snapshot_usable() {
     n.sql("INSERT INTO big(id, v) VALUES (0, x'00')")
         .await
         .unwrap();
-    settle(&c, n).await;
-    let (_, first, _) = take(n).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, first, _) = n.take_snapshot().await.unwrap().parts();
     for k in 0..10 {
         n.sql(&format!(
             "WITH RECURSIVE s(i) AS (SELECT {} UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
@@ -519,7 +490,7 @@ async fn a_kill_during_an_upload_leaves_the_previous_snapshot_usable() {
         .await
         .unwrap();
     }
-    settle(&c, n).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
     let js = c.jetstream().await.unwrap();
     let obj_stream = format!("OBJ_{BUCKET}");
     let before = js

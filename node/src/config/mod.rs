@@ -6,6 +6,7 @@
 
 mod file;
 mod nats;
+mod pg;
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -18,8 +19,9 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use crate::db::{DbTarget, DsnError};
 
 pub use file::FileValue;
-pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host};
+pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host, redact};
 use nats::{NatsSecurityArgs, check_embedded_nats_exposure, nats_security, parse_nats_sync};
+pub use pg::{AuthMethod, PgConfig};
 
 /// The command line, exactly as users write it. Each flag also reads `HA_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -369,7 +371,7 @@ pub struct ReplicationFlags {
     pub replicas: usize,
     pub max_age: Duration,
     pub timeout: Duration,
-    pub policy: crate::replication::names::DeliverPolicy,
+    pub policy: crate::changeset::names::DeliverPolicy,
     pub ddl_sync: bool,
 }
 
@@ -416,7 +418,7 @@ pub struct Config {
     pub replication: ReplicationFlags,
     pub snapshots: SnapshotFlags,
     pub pg_port: PgPort,
-    pub pg: crate::pgwire::PgConfig,
+    pub pg: PgConfig,
     /// The `--interceptor` script.
     pub interceptor: Option<PathBuf>,
     pub limits: LimitFlags,
@@ -431,7 +433,7 @@ pub enum PgPort {
     Port(u16),
 }
 
-/// The `--nats-*` settings, as given; `replication::nats_server::NatsServerConfig::from_config`
+/// The `--nats-*` settings, as given; `nats::server::NatsServerConfig::from_config`
 /// turns them into a server to supervise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsFlags {
@@ -774,7 +776,7 @@ impl Args {
                     }
                     self.replication_timeout
                 },
-                policy: crate::replication::names::DeliverPolicy::parse(&self.replication_policy)
+                policy: crate::changeset::names::DeliverPolicy::parse(&self.replication_policy)
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?,
                 ddl_sync: !self.disable_ddl_sync,
             },
@@ -793,7 +795,7 @@ impl Args {
                 },
             },
             pg_port: self.pg_port,
-            pg: crate::pgwire::PgConfig {
+            pg: PgConfig {
                 user: self.pg_user,
                 password: Secret(self.pg_pass),
                 auth: self.pg_auth.parse().map_err(ConfigError::Invalid)?,
@@ -819,7 +821,7 @@ impl Config {
         let mut c = self.clone();
         let strip = |urls: &[String]| -> Vec<String> {
             urls.iter()
-                .map(|u| crate::replication::redact(std::slice::from_ref(u)))
+                .map(|u| redact(std::slice::from_ref(u)))
                 .collect()
         };
         c.replication.urls = strip(&c.replication.urls);
@@ -850,7 +852,7 @@ impl Config {
                 replicas: 1,
                 max_age: Duration::from_secs(24 * 3600),
                 timeout: Duration::from_secs(15),
-                policy: crate::replication::names::DeliverPolicy::All,
+                policy: crate::changeset::names::DeliverPolicy::All,
                 ddl_sync: true,
             },
             snapshots: SnapshotFlags {
@@ -860,10 +862,10 @@ impl Config {
                 orphan_age: Duration::from_secs(600),
             },
             pg_port: PgPort::Ephemeral,
-            pg: crate::pgwire::PgConfig {
+            pg: PgConfig {
                 user: "ha".into(),
                 password: Secret::new("ha"),
-                auth: crate::pgwire::AuthMethod::ScramSha256,
+                auth: AuthMethod::ScramSha256,
                 cert: None,
                 key: None,
                 require_tls: false,
@@ -1170,7 +1172,7 @@ max-result-bytes: 1MiB
         assert!(run(&["--pg-port", "x"]).is_err());
         assert!(run(&["--pg-auth", "trust"]).is_err());
         let c = run(&["--pg-auth", "md5", "--pg-idle-in-transaction-timeout", "0"]).unwrap();
-        assert_eq!(c.pg.auth, crate::pgwire::AuthMethod::Md5);
+        assert_eq!(c.pg.auth, AuthMethod::Md5);
         assert_eq!(c.pg.idle_in_transaction_timeout, None);
     }
 }

@@ -173,6 +173,17 @@ pub(super) fn parse_nats_sync(s: &str) -> Result<NatsSync, String> {
     }
 }
 
+/// URLs for logs: credentials removed.
+pub fn redact(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),
+            _ => u.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::run;

@@ -1,6 +1,6 @@
 //! Owns `/cluster/peers`: the JetStream cluster's members (`GET`) and removing a departed one
 //! (`DELETE /cluster/peers/{server_name}[?force=true]`), for scale-down by the operator.
-//! Must not talk to NATS itself: `replication::peers` and `ReplicationHandle::remove_peer` do.
+//! Must not talk to NATS itself: `nats::peers` and `ReplicationHandle::remove_peer` do.
 //! Invariant: removal is idempotent — an unknown or already-removed peer answers 200 with
 //! `removed: false` and a reason, never 5xx; only "cannot reach JetStream" is 503.
 
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::replication::peers::{PeerAdmin, PeerError};
+use crate::nats::peers::{PeerAdmin, PeerError};
 use crate::replication::{RemovePeerError, ReplicationHandle};
 
 fn handle(state: &AppState) -> Result<&ReplicationHandle, ApiError> {

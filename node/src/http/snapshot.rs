@@ -1,6 +1,6 @@
 //! Owns `POST /snapshot` (take one now) and `GET /snapshot` (stream the latest), with the
 //! original's headers (`X-Sequence`, `Content-Disposition: attachment; filename="…_ha_snapshot_<seq>.db"`).
-//! Must not store or verify anything itself: `replication::snapshot` does.
+//! Must not store or verify anything itself: `snapshot` does.
 //! Invariant: a node without NATS answers 404 `not_replicating`; no snapshot is 404 `not_found`.
 
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::io::ReaderStream;
 
 use super::{ApiError, AppState};
-use crate::replication::snapshot::{SnapError, Snapshots};
+use crate::snapshot::{SnapError, Snapshots};
 
 fn snapshots(state: &AppState) -> Result<std::sync::Arc<Snapshots>, ApiError> {
     state

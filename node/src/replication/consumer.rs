@@ -13,13 +13,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use ha_follow::{Backoff, InOrder, Received, pull};
 use tokio_util::sync::CancellationToken;
 
 use super::gap::{DurableState, GapWatch, Verdict};
 use super::names::DeliverPolicy;
 use super::status::ReplStatus;
-use crate::changeset::{self, ChangeSet, Reassembler, Seq};
+use crate::changeset::{self, ChangeSet, Seq};
 use crate::exec::Executor;
 use crate::metrics::Metrics;
 
@@ -51,7 +52,7 @@ pub struct Consumer {
     pub status: Arc<ReplStatus>,
     pub metrics: Arc<Metrics>,
     /// Where to recover from when the stream no longer holds what this node needs.
-    pub snapshots: Option<Arc<super::snapshot::Snapshots>>,
+    pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
     /// How far the node is known complete; kept across restarts of `consume`.
     pub gaps: GapWatch,
     /// Set when `consume` stopped on a gap found while it ran; the next recovery says so.
@@ -72,15 +73,6 @@ pub enum ConsumeError {
     /// The stream is not the one the node's data came from (see `identity`).
     #[error(transparent)]
     Identity(#[from] super::identity::IdentityError),
-}
-
-/// JetStream's "insufficient resources": not enough servers to place what was asked.
-fn is_insufficient_resources(e: &stream::ConsumerError) -> bool {
-    matches!(
-        e.kind(),
-        stream::ConsumerErrorKind::JetStream(j)
-            if j.error_code() == jetstream::ErrorCode::INSUFFICIENT_RESOURCES
-    )
 }
 
 fn nats<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ConsumeError + '_ {
@@ -104,7 +96,7 @@ pub fn stream_config(c: &ConsumerConfig) -> stream::Config {
 impl Consumer {
     /// Consumes until `shutdown`, reconnecting and recreating the durable as needed.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::restart();
         while !shutdown.is_cancelled() {
             let started = Instant::now();
             match self.consume(&shutdown).await {
@@ -125,18 +117,15 @@ impl Consumer {
                 }
                 Err(e) => {
                     self.status.consuming.store(false, Ordering::Release);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "replication consumer stopped; restarting");
+                    let pause = backoff.after_life(started.elapsed());
+                    tracing::warn!(error = %e, retry_in = ?pause, "replication consumer stopped; restarting");
                     self.status.set_error(Some(e.to_string()));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(100);
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -207,24 +196,10 @@ impl Consumer {
                 *g = report;
             }
         }
-        let deliver = if applied > 0 {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: applied + 1,
-            }
-        } else if needs_history && first > 1 {
+        let deliver = if applied == 0 && needs_history && first > 1 {
             consumer::DeliverPolicy::All
         } else {
-            match &cfg.policy {
-                DeliverPolicy::All => consumer::DeliverPolicy::All,
-                DeliverPolicy::Last => consumer::DeliverPolicy::Last,
-                DeliverPolicy::New => consumer::DeliverPolicy::New,
-                DeliverPolicy::ByStartSequence(n) => {
-                    consumer::DeliverPolicy::ByStartSequence { start_sequence: *n }
-                }
-                DeliverPolicy::ByStartTime(t) => {
-                    consumer::DeliverPolicy::ByStartTime { start_time: *t }
-                }
-            }
+            pull::start_at(applied, &cfg.policy)
         };
         // Nothing older than where we start counts for catching up.
         if applied >= last || matches!(deliver, consumer::DeliverPolicy::New) {
@@ -233,52 +208,17 @@ impl Consumer {
         let catch_up_to = last;
 
         // The durable is only a cursor: recreate it where the database says we are.
-        let _ = stream.delete_consumer(&cfg.durable).await;
-        let config = consumer::pull::Config {
-            durable_name: Some(cfg.durable.clone()),
-            filter_subject: cfg.subject.clone(),
-            deliver_policy: deliver,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1024,
-            ..Default::default()
-        };
-        let consumer: consumer::PullConsumer = match stream.create_consumer(config.clone()).await {
-            Ok(c) => c,
-            Err(e) if is_insufficient_resources(&e) => {
-                // The stream's peer set is short of its replica count (a removed server, e.g.
-                // after a scale-down), so a consumer with as many replicas cannot be placed. The
-                // durable is only a cursor the node recreates from its database: one replica
-                // will do until the stream is whole again.
-                tracing::warn!(error = %e, "the stream has fewer servers than replicas; creating a one-replica consumer");
-                stream
-                    .create_consumer(consumer::pull::Config {
-                        num_replicas: 1,
-                        ..config
-                    })
-                    .await
-                    .map_err(nats("create consumer"))?
-            }
-            Err(e) => return Err(nats("create consumer")(e)),
-        };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(256)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
+        let config = pull::config(Some(cfg.durable.clone()), &cfg.subject, deliver);
+        let consumer = pull::recreate(&stream, config)
             .await
-            .map_err(nats("pull"))?;
+            .map_err(nats("create consumer"))?;
+        let mut messages = pull::messages(&consumer).await.map_err(nats("pull"))?;
         self.status.consuming.store(true, Ordering::Release);
         self.status.set_error(None);
         tracing::info!(stream = %cfg.stream, subject = %cfg.subject, durable = %cfg.durable, from = applied + 1, "replication consumer started");
 
-        let mut parts = Reassembler::default();
-        // What was received, in stream order, until it may be applied: nothing at or after the
-        // first part of a split change set that is still incomplete, or `applied_seq` would
-        // move past that part and a restart would never see it again.
-        let mut held = Held::default();
-        let mut pending_since: Option<Instant> = None;
+        // What was received, in stream order, until it may be applied (see `ha_follow::in_order`).
+        let mut received = InOrder::new(cfg.part_timeout);
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
         loop {
             let msg = tokio::select! {
@@ -294,11 +234,8 @@ impl Consumer {
                         }
                     }
                     self.metrics.lag_messages.set(self.status.lag_messages() as i64);
-                    if pending_since.is_some_and(|t| t.elapsed() > cfg.part_timeout) {
-                        tracing::warn!(parts = parts.pending(), "dropping the parts of a change set that never completed (its origin gave up)");
-                        parts.clear();
-                        pending_since = None;
-                        self.release(held.take_before(None), shutdown).await?;
+                    if let Some(all) = received.expired() {
+                        self.release(all, shutdown).await?;
                     }
                     continue;
                 }
@@ -308,15 +245,10 @@ impl Consumer {
                 return Err(ConsumeError::Nats("message stream ended".into()));
             };
             // Take what else is already here: applied together, they share one commit.
-            let mut batch = vec![msg.map_err(nats("receive"))?];
-            while batch.len() < 512 {
-                match messages.next().now_or_never() {
-                    Some(Some(m)) => batch.push(m.map_err(nats("receive"))?),
-                    _ => break,
-                }
-            }
-            // Whether a split change set became whole in this batch.
-            let mut completed = false;
+            let batch = pull::with_arrived(msg, &mut messages)
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(nats("receive"))?;
             // The highest sequence of this batch taken so far (applied or about to be).
             let mut taken = self.status.applied();
             for msg in &batch {
@@ -339,8 +271,7 @@ impl Consumer {
                     self.status.stream_first_seq.store(first, Ordering::Release);
                     if self.gaps.jump_is_gap(taken, seq.0, first) {
                         // What came before the hole is whole: keep it, then recover.
-                        self.release(held.take_before(parts.oldest_pending_seq()), shutdown)
-                            .await?;
+                        self.release(received.whole(), shutdown).await?;
                         return Err(ConsumeError::Gap {
                             applied: self.status.applied(),
                             first,
@@ -348,42 +279,13 @@ impl Consumer {
                     }
                 }
                 taken = taken.max(seq.0);
-                let payload = msg.payload.to_vec();
-                match changeset::decode(&payload) {
-                    // Not a change set at all: nothing to retry; quarantined in its turn.
-                    Err(e) => held.push(seq, Item::Undecodable(e.to_string(), payload)),
-                    // A whole split change set takes the place of its last part.
-                    Ok(cs) if cs.part.is_some() => match parts.push(seq, cs) {
-                        Ok(Some(done)) => {
-                            completed = true;
-                            held.push(
-                                done.last_seq,
-                                Item::Apply(Box::new(done.changeset), Vec::new()),
-                            );
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(%seq, error = %e, "ignoring a change-set part"),
-                    },
-                    Ok(cs) => held.push(seq, Item::Apply(Box::new(cs), payload)),
-                }
-            }
-            // The part timeout counts from the oldest wait without progress: a completed set
-            // restarts it for the ones still incomplete.
-            if parts.pending() == 0 {
-                pending_since = None;
-            } else if completed {
-                pending_since = Some(Instant::now());
-            } else {
-                pending_since.get_or_insert_with(Instant::now);
+                received.receive(seq, &msg.payload);
             }
             let writing = Instant::now();
-            self.release(held.take_before(parts.oldest_pending_seq()), shutdown)
-                .await?;
+            self.release(received.ready(), shutdown).await?;
             // Parts keep coming while the writer is busy (a long pg transaction holds it):
             // that wait is not the origin giving up, so it does not count.
-            if let Some(t) = &mut pending_since {
-                *t += writing.elapsed();
-            }
+            received.not_counting(writing.elapsed());
             for msg in batch {
                 msg.ack().await.map_err(nats("ack"))?;
             }
@@ -505,14 +407,14 @@ impl Consumer {
     /// Applies (or quarantines) `items`, in order.
     async fn release(
         &self,
-        items: Vec<(Seq, Item)>,
+        items: Vec<(Seq, Received)>,
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         let mut run = Vec::new();
         for (seq, item) in items {
             match item {
-                Item::Apply(cs, payload) => run.push((seq, *cs, payload)),
-                Item::Undecodable(e, payload) => {
+                Received::Change(cs, payload) => run.push((seq, *cs, payload)),
+                Received::Undecodable(e, payload) => {
                     self.apply_in_order(std::mem::take(&mut run), shutdown)
                         .await?;
                     self.quarantine(seq, format!("cannot decode: {e}"), 1, &payload)
@@ -592,7 +494,7 @@ impl Consumer {
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         let cs = Arc::new(cs);
-        let mut wait = Duration::from_millis(20);
+        let mut wait = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         for attempt in 1u32.. {
             let start = Instant::now();
             match self.exec.apply(seq, cs.clone()).await {
@@ -625,9 +527,8 @@ impl Consumer {
                 _ = shutdown.cancelled() => {
                     return Err(ConsumeError::Nats(format!("stopped while retrying message {seq}")));
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait.next_pause()) => {}
             }
-            wait = (wait * 2).min(Duration::from_secs(1));
         }
         Ok(())
     }
@@ -656,131 +557,5 @@ impl Consumer {
         self.status.quarantined.fetch_add(1, Ordering::Relaxed);
         self.metrics.quarantined.inc();
         Ok(())
-    }
-}
-
-/// A received message waiting for its turn.
-enum Item {
-    /// A whole change set and the payload it came in (empty when assembled from parts).
-    Apply(Box<ChangeSet>, Vec<u8>),
-    /// A message that is not a change set, and why.
-    Undecodable(String, Vec<u8>),
-}
-
-/// Received messages by stream sequence, until no incomplete split change set comes before them.
-#[derive(Default)]
-struct Held(std::collections::BTreeMap<Seq, Item>);
-
-impl Held {
-    fn push(&mut self, seq: Seq, item: Item) {
-        self.0.insert(seq, item);
-    }
-
-    /// Takes, in order, everything before `limit` (everything when None): the first sequence of
-    /// the oldest incomplete split change set.
-    fn take_before(&mut self, limit: Option<Seq>) -> Vec<(Seq, Item)> {
-        let later = match limit {
-            Some(limit) => self.0.split_off(&limit),
-            None => Default::default(),
-        };
-        std::mem::replace(&mut self.0, later).into_iter().collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::changeset::{Change, Operation, Value, decode, split};
-
-    fn set(node: &str, rows: usize, ts: i64) -> ChangeSet {
-        let mut cs = ChangeSet::new(node, 1, "t.db");
-        cs.timestamp_ns = ts;
-        for i in 0..rows {
-            let mut c = Change::new(Operation::Insert, "t");
-            c.columns = vec!["id".into(), "v".into()];
-            c.new_rowid = i as i64 + 1;
-            c.old_rowid = c.new_rowid;
-            c.new_values = vec![Value::Integer(i as i64 + 1), Value::Text("x".repeat(60))];
-            cs.changes.push(c);
-        }
-        cs
-    }
-
-    /// Feeds messages as the consumer does and returns, after each, what it would apply.
-    fn run(messages: Vec<(u64, Vec<u8>)>) -> Vec<Vec<u64>> {
-        let (mut parts, mut held) = (Reassembler::default(), Held::default());
-        let mut out = Vec::new();
-        for (seq, payload) in messages {
-            let cs = decode(&payload).unwrap();
-            if let Some(done) = parts.push(Seq(seq), cs).unwrap() {
-                held.push(
-                    done.last_seq,
-                    Item::Apply(Box::new(done.changeset), Vec::new()),
-                );
-            }
-            let released = held.take_before(parts.oldest_pending_seq());
-            out.push(released.into_iter().map(|(s, _)| s.0).collect());
-        }
-        out
-    }
-
-    #[test]
-    fn nothing_after_an_incomplete_split_set_is_applied_before_it_completes() {
-        let a = split(&set("a", 300, 1), 24 * 1024).unwrap();
-        let b = split(&set("b", 300, 2), 24 * 1024).unwrap();
-        assert_eq!((a.len(), b.len()), (3, 3), "the test wants 3 parts each");
-        let plain = crate::changeset::encode(&set("c", 1, 3)).unwrap();
-        // 1 plain, then A and B interleaved with a plain message between, A completing first.
-        let msgs = vec![
-            (1, plain.clone()),
-            (2, a[0].clone()),
-            (3, b[0].clone()),
-            (4, a[1].clone()),
-            (5, plain.clone()),
-            (6, a[2].clone()),
-            (7, b[1].clone()),
-            (8, b[2].clone()),
-            (9, plain),
-        ];
-        let applied = run(msgs);
-        // A is whole at 6, but B began at 3: applying A (or 5) then would put `applied_seq`
-        // past B's first part, which a restart would never read again.
-        assert_eq!(
-            applied,
-            vec![
-                vec![1],
-                vec![],
-                vec![],
-                vec![],
-                vec![],
-                vec![],
-                vec![],
-                vec![5, 6, 8],
-                vec![9]
-            ]
-        );
-    }
-
-    #[test]
-    fn an_abandoned_split_set_releases_what_waited_behind_it() {
-        let a = split(&set("a", 300, 1), 24 * 1024).unwrap();
-        let mut held = Held::default();
-        let mut parts = Reassembler::default();
-        assert!(
-            parts
-                .push(Seq(1), decode(&a[0]).unwrap())
-                .unwrap()
-                .is_none()
-        );
-        held.push(Seq(2), Item::Undecodable("garbage".into(), vec![1]));
-        held.push(Seq(3), Item::Apply(Box::new(set("c", 1, 3)), Vec::new()));
-        assert!(held.take_before(parts.oldest_pending_seq()).is_empty());
-        parts.clear();
-        let released: Vec<u64> = held
-            .take_before(parts.oldest_pending_seq())
-            .into_iter()
-            .map(|(s, _)| s.0)
-            .collect();
-        assert_eq!(released, vec![2, 3]);
     }
 }

@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::stream;
 
-use super::snapshot::Snapshots;
 use super::status::ReplStatus;
 use crate::db::{Params, Stmt, StmtResult, Value};
 use crate::exec::{ExecError, Executor};
 use crate::metrics::Metrics;
+use crate::snapshot::Snapshots;
 
 /// Why the consumer must not consume the stream (yet).
 #[derive(Debug, thiserror::Error)]

@@ -1,22 +1,18 @@
-//! Owns everything NATS: names and policies, the supervised `nats-server` child (the "embedded"
-//! server), the connection, publishing committed change sets and consuming the stream.
+//! Owns the replication log: connecting to NATS, publishing committed change sets, consuming
+//! the stream into the database, the stream's identity, gap detection and the `/replications`
+//! API.
 //! Must not touch SQLite; the writer reaches JetStream only through the sink it declares, and
-//! the consumer applies through `exec::Executor`.
+//! the consumer applies through `exec::Executor`. The `nats-server` child lives in `nats`,
+//! snapshots in `snapshot`.
 //! Invariant: names and policies are exactly the original's (reference §2.1, §2.5), so Go nodes
 //! and ha nodes can share one stream.
-//! See `publisher` for the write path, `consumer` for the apply path, `nats_server` for the child.
+//! See `publisher` for the write path, `consumer` for the apply path.
 
-pub mod client_auth;
 pub mod consumer;
 pub mod gap;
 pub mod identity;
 pub use crate::changeset::names;
-mod nats_conf;
-pub mod nats_server;
-pub mod peers;
 pub mod publisher;
-pub mod snapshot;
-pub mod snapshot_sweep;
 pub mod status;
 
 use std::sync::Arc;
@@ -26,9 +22,12 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde_json::{Value as Json, json};
 
-use crate::config::Config;
+use crate::config::{Config, redact};
 use crate::db::sink::{Origin, ReplicationHooks};
 use crate::metrics::Metrics;
+use crate::nats::server as nats_server;
+use crate::nats::{client_auth, peers};
+use crate::snapshot;
 use status::ReplStatus;
 
 /// Timeout of the consumer's JetStream API requests (stream info, consumer create, …).
@@ -138,10 +137,11 @@ pub async fn connect(
             }
         });
     // Credentials in the URL, else the flags (--nats-user/--nats-pass, token, nkey, creds), and TLS.
-    let opts = client_auth::apply(opts, config, &urls).map_err(|reason| ReplError::Connect {
-        urls: redact(&urls),
-        reason,
-    })?;
+    let opts =
+        client_auth::apply(opts, &config.nats, &urls).map_err(|reason| ReplError::Connect {
+            urls: redact(&urls),
+            reason,
+        })?;
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse())
@@ -192,11 +192,7 @@ pub async fn connect(
         },
         ddl_sync: r.ddl_sync,
         // The stream forgets messages after max-age; remember their identities as long.
-        dedupe_window: if r.max_age.is_zero() {
-            Duration::from_secs(30 * 24 * 3600)
-        } else {
-            r.max_age.max(Duration::from_secs(3600))
-        },
+        dedupe_window: ha_follow::group::dedupe_window(r.max_age),
         subject: subject.clone(),
         interceptor: interceptor.clone(),
     };
@@ -267,17 +263,6 @@ impl Connected {
         let task = tokio::spawn(c.run(shutdown));
         (self.handle, task, self.client)
     }
-}
-
-/// URLs for logs: credentials removed.
-pub(crate) fn redact(urls: &[String]) -> String {
-    urls.iter()
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),
-            _ => u.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 impl ReplicationHandle {

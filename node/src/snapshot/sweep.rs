@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, object_store::ObjectInfo};
 use futures::StreamExt;
 
-use super::snapshot::SnapError;
+use super::SnapError;
 
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]

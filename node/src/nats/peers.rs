@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::nats_server::NatsAuth;
+use super::server::NatsAuth;
 
 /// How long one system request may take (a meta leader election answers within it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@
 //! — `config` only allows that for a lone server on loopback. With client credentials no
 //! anonymous user exists. Routes authenticate (`cluster.authorization`) and may use TLS, and
 //! JetStream syncs before acknowledging unless a lazy `sync_interval` is asked for.
-//! See `nats_server` for how the file is used.
+//! See `server` for how the file is used.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -9,7 +9,7 @@
 use async_nats::ConnectOptions;
 use percent_encoding::percent_decode_str;
 
-use crate::config::Config;
+use crate::config::NatsFlags;
 
 /// Credentials found in the user-info part of a NATS URL.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,10 +35,9 @@ fn url_credentials(urls: &[String]) -> Option<UrlCredentials> {
 /// connects to. Errors are ready for the operator to read (flag and file named).
 pub fn apply(
     mut opts: ConnectOptions,
-    config: &Config,
+    n: &NatsFlags,
     urls: &[String],
 ) -> Result<ConnectOptions, String> {
-    let n = &config.nats;
     let c = &n.client;
     match url_credentials(urls) {
         Some(UrlCredentials::UserPassword(user, pass)) => {
@@ -101,6 +100,7 @@ fn check_readable(flag: &str, path: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn url_user_info_becomes_credentials_decoded() {
@@ -124,19 +124,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::for_test(dir.path());
         c.nats.client.creds = Some(dir.path().join("none.creds"));
-        let e = apply(ConnectOptions::new(), &c, &[]).err().unwrap();
+        let e = apply(ConnectOptions::new(), &c.nats, &[]).err().unwrap();
         assert!(e.starts_with("--nats-creds"), "{e}");
         c.nats.client.creds = None;
         std::fs::write(dir.path().join("seed"), "not a seed\n").unwrap();
         c.nats.client.nkey_seed = Some(dir.path().join("seed"));
-        let e = apply(ConnectOptions::new(), &c, &[]).err().unwrap();
+        let e = apply(ConnectOptions::new(), &c.nats, &[]).err().unwrap();
         assert!(
             e.contains("no user NKey seed") && !e.contains("not a seed"),
             "{e}"
         );
         c.nats.client.nkey_seed = None;
         c.nats.client.tls_ca = Some(dir.path().join("ca.pem"));
-        let e = apply(ConnectOptions::new(), &c, &[]).err().unwrap();
+        let e = apply(ConnectOptions::new(), &c.nats, &[]).err().unwrap();
         assert!(e.starts_with("--nats-tls-ca"), "{e}");
     }
 }

@@ -367,7 +367,7 @@ async fn killing_the_node_kills_its_nats_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut helper = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "replication::nats_server::tests::pdeathsig_helper",
+            "nats::server::tests::pdeathsig_helper",
             "--exact",
             "--ignored",
             "--nocapture",

@@ -1,35 +1,5 @@
-//! Owns snapshots: consistent copies of the database in the JetStream Object Store, taken on
-//! demand (`POST /snapshot`), on `--snapshot-interval`, and restored at start
-//! (`--from-latest-snapshot`) or automatically when the stream no longer holds what a node needs.
-//! Must not open SQLite itself: copies come from `Executor::backup_to`, file checks from
-//! `exec::file_check`, and a live restore goes through `Executor::restore_from` (the writer).
-//! Invariant: a snapshot's sequence is read *from the copy itself* (`_ha_meta.applied_seq`), so
-//! the header and the content always agree; and a restore never moves a database backwards.
-//!
-//! Layout (bucket `<stream>_SNAPSHOTS`, file storage, compressed, `--replicas` replicas):
-//! every snapshot is its own object `<db file name>.<seq>` (e.g. `t.db.42`) with headers `seq`
-//! (decimal) and `sha256` (hex of the content). There is no pointer to update: the latest is the
-//! complete object with the highest `seq`. The object store publishes an object's metadata only
-//! after all its chunks are stored, so a `kill -9` during an upload leaves no visible object
-//! (at most orphaned chunks) and the previous snapshots stay the latest — there is always a
-//! usable one once one was taken. After a new one is stored and its metadata read back, all
-//! but the newest `--snapshot-retain` are deleted, and `snapshot_sweep` removes the chunks of
-//! uploads that never completed (also once at start). An object named exactly `<db file name>`
-//! (the Go original's key, header `seq` only) is read as a candidate too but never written.
-//!
-//! Restore tries candidates from the newest: download to a temporary file while hashing,
-//! compare the `sha256` header and the size, open it read-only and run
-//! `PRAGMA integrity_check`; the first that passes every check and is newer than the local
-//! database wins. A refused one is logged with the check that failed and the next older one
-//! is tried.
-//!
-//! Automatic recovery (a gap: the stream's first sequence is past `applied_seq + 1`): the
-//! consumer, before it creates its durable, asks `recover` for a snapshot whose `seq` is at
-//! least `first - 1`; it is written *into the live database* by the writer with the online
-//! backup API (one job, so readers see the old or the new content, never a mix), and the
-//! consumer then starts at the restored `applied_seq + 1`. There are no local writes that the
-//! stream lacks (every commit is published before it commits), so nothing local is lost.
-//! See docs/operations.md.
+//! Owns the snapshot bucket: taking, listing, downloading and checking snapshots, and
+//! recovering the live database from one (the layout and the checks are in `snapshot`'s notes).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,55 +10,10 @@ use async_nats::jetstream::{self, object_store};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::{SnapError, io, nats};
 use crate::exec::{ExecError, Executor, file_check};
 
 /// Why a snapshot could not be taken, read or restored.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapError {
-    #[error("object store {what}: {reason}")]
-    Nats { what: &'static str, reason: String },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Db(#[from] ExecError),
-    #[error("snapshot {name}: sha256 check failed: header says {expected}, content is {actual}")]
-    Checksum {
-        name: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("snapshot {name}: size check failed: expected {expected} bytes, got {actual}")]
-    Size {
-        name: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("snapshot {name}: {source}")]
-    File {
-        name: String,
-        #[source]
-        source: file_check::FileCheckError,
-    },
-    #[error("no snapshot")]
-    NotFound,
-}
-
-fn nats<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> SnapError {
-    move |e| SnapError::Nats {
-        what,
-        reason: e.to_string(),
-    }
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapError {
-    let what = what.into();
-    move |source| SnapError::Io { what, source }
-}
-
 /// What `take` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Taken {
@@ -154,7 +79,7 @@ impl Snapshots {
     ) -> Snapshots {
         Snapshots {
             js,
-            bucket: super::names::snapshot_bucket(stream),
+            bucket: crate::changeset::names::snapshot_bucket(stream),
             key: db_file_name.to_string(),
             replicas,
             retain: retain.max(1),
@@ -363,11 +288,9 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Removes what unfinished uploads and deletes left in the bucket (see `snapshot_sweep`).
-    pub async fn sweep(&self) -> Result<super::snapshot_sweep::Swept, SnapError> {
-        let swept =
-            super::snapshot_sweep::sweep(&self.js, &self.bucket, &self.key, self.orphan_age)
-                .await?;
+    /// Removes what unfinished uploads and deletes left in the bucket (see `sweep`).
+    pub async fn sweep(&self) -> Result<super::sweep::Swept, SnapError> {
+        let swept = super::sweep::sweep(&self.js, &self.bucket, &self.key, self.orphan_age).await?;
         self.orphans_deleted
             .fetch_add(swept.orphan_uploads as u64, Ordering::Relaxed);
         if swept != Default::default() {
@@ -581,83 +504,6 @@ impl Snapshots {
     }
 }
 
-/// What `restore_at_start` did.
-pub enum StartRestore {
-    /// Nothing restored (no snapshot, none newer than the local data, or none usable).
-    Kept,
-    /// A file database was replaced by the snapshot at `seq`.
-    File { seq: u64 },
-    /// A memory database will load the snapshot at `seq` from this file; keep it until the
-    /// database is open.
-    Memory { seq: u64, file: tempfile::TempPath },
-}
-
-/// `--from-latest-snapshot`: before the database is opened, install the newest usable snapshot
-/// if it is newer than the local data. File database: the verified download replaces the file
-/// by a rename (stale `-wal`/`-shm` removed first); memory database: `db.location` is pointed
-/// at the download. Never goes backwards.
-pub async fn restore_at_start(
-    snaps: &Snapshots,
-    db: &mut crate::db::DbTarget,
-) -> Result<StartRestore, SnapError> {
-    use crate::db::Location;
-    let local_file = match &db.location {
-        Location::File(p) => Some(p.clone()),
-        Location::Memory { load_from, .. } => load_from.clone(),
-    };
-    let local = match local_file.clone() {
-        None => 0,
-        Some(p) => tokio::task::spawn_blocking(move || file_check::applied_seq_of(&p))
-            .await
-            .map_err(|e| io("reading the local database")(std::io::Error::other(e)))?
-            .map_err(|e| SnapError::Db(ExecError::Db(e)))?,
-    };
-    let dir = db.scratch_dir();
-    let (fetched, refused) = snaps.fetch_usable(local, 0, &dir).await?;
-    let Some(f) = fetched else {
-        if refused.is_empty() {
-            tracing::info!(local_seq = local, bucket = %snaps.bucket, "--from-latest-snapshot: no snapshot newer than the local data; starting normally");
-        } else {
-            tracing::error!(local_seq = local, refused = ?refused, "--from-latest-snapshot: NO USABLE SNAPSHOT (every candidate failed a check); starting normally from the local data and the stream");
-        }
-        return Ok(StartRestore::Kept);
-    };
-    match &mut db.location {
-        Location::File(p) => {
-            let target = p.clone();
-            for suffix in ["-wal", "-shm", "-journal"] {
-                let mut side = target.clone().into_os_string();
-                side.push(suffix);
-                match std::fs::remove_file(&side) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(io(format!("removing {}", PathBuf::from(side).display()))(e));
-                    }
-                }
-            }
-            f.path
-                .persist(&target)
-                .map_err(|e| io(format!("replacing {}", target.display()))(e.error))?;
-            if let Some(d) = target.parent().filter(|d| !d.as_os_str().is_empty())
-                && let Ok(dir) = std::fs::File::open(d)
-            {
-                let _ = dir.sync_all();
-            }
-            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, file = %target.display(), "restored the database file from the latest snapshot");
-            Ok(StartRestore::File { seq: f.seq })
-        }
-        Location::Memory { load_from, .. } => {
-            *load_from = Some(f.path.to_path_buf());
-            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, "loading the in-memory database from the latest snapshot");
-            Ok(StartRestore::Memory {
-                seq: f.seq,
-                file: f.path,
-            })
-        }
-    }
-}
-
 /// Snapshots of `key` in `store`, newest first: `<key>.<seq>` and the original's `<key>`.
 async fn list_in(
     store: &object_store::ObjectStore,
@@ -721,30 +567,4 @@ fn sha256_file(path: &Path) -> Result<(String, u64), SnapError> {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Takes a snapshot every `interval` until `shutdown`; never blocks start-up, errors are
-/// logged and counted.
-pub fn spawn_interval(
-    snapshots: std::sync::Arc<Snapshots>,
-    exec: Executor,
-    interval: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate; start one interval after start-up
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match snapshots.take(&exec).await {
-                Ok(t) if t.skipped => tracing::debug!("periodic snapshot: nothing new"),
-                Ok(t) => tracing::info!(seq = t.seq, bytes = t.bytes, "periodic snapshot taken"),
-                Err(e) => tracing::error!(error = %e, "periodic snapshot failed"),
-            }
-        }
-    })
 }

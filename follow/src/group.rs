@@ -1,0 +1,188 @@
+//! Owns the apply-group transaction a follower runs on its SQLite connection: one transaction
+//! (`BEGIN IMMEDIATE`, foreign keys deferred), each change set in its own savepoint, stopping at
+//! the first that fails, committing what came before; and how long transaction identities
+//! (`_ha_txids`) are kept and when they are pruned.
+//! Must not decide what a failure costs: the caller retries or quarantines.
+//! Invariant: after `apply_group` the first `done` items are committed and nothing else is.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// How many applied change sets between two prunings of `_ha_txids`.
+pub const PRUNE_EVERY: usize = 10_000;
+
+/// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long transaction identities are remembered: as long as the stream keeps messages
+/// (`max_age`; 0 = forever, then 30 days), and at least an hour.
+pub fn dedupe_window(max_age: Duration) -> Duration {
+    if max_age.is_zero() {
+        Duration::from_secs(30 * 24 * 3600)
+    } else {
+        max_age.max(Duration::from_secs(3600))
+    }
+}
+
+/// Identities older than this (ns since the epoch) may be pruned now.
+pub fn prune_before(window: Duration) -> i64 {
+    now_ns().saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Why a group did not commit what it applied.
+#[derive(Debug)]
+pub enum GroupError<E> {
+    /// `BEGIN`, a savepoint or `COMMIT` failed.
+    Sqlite(rusqlite::Error),
+    /// SQLite ended the transaction itself (e.g. on a full disk).
+    RolledBack,
+    /// An item failed (the group stopped there).
+    Item(E),
+}
+
+/// What `apply_group` did: the first `done` items are committed; `error` stopped the rest.
+#[derive(Debug)]
+pub struct Grouped<E> {
+    pub done: usize,
+    pub error: Option<GroupError<E>>,
+}
+
+/// Applies `items` in order in one transaction, each inside `SAVEPOINT <savepoint>` through
+/// `one`, stopping at the first that fails; commits what came before it. `before_commit` runs
+/// inside the transaction with the number applied (for bookkeeping such as pruning).
+pub fn apply_group<T, E>(
+    conn: &Connection,
+    items: &[T],
+    savepoint: &str,
+    mut one: impl FnMut(&T) -> Result<(), E>,
+    before_commit: impl FnOnce(usize),
+) -> Grouped<E> {
+    let failed = |e| Grouped {
+        done: 0,
+        error: Some(GroupError::Sqlite(e)),
+    };
+    if items.is_empty() {
+        return Grouped {
+            done: 0,
+            error: None,
+        };
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return failed(e);
+    }
+    let _ = conn.execute_batch("PRAGMA defer_foreign_keys = ON");
+    let mut done = 0;
+    let mut error = None;
+    for item in items {
+        match in_savepoint(conn, savepoint, || one(item)) {
+            Ok(()) => done += 1,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    if !conn.is_autocommit() {
+        before_commit(done);
+    }
+    if conn.is_autocommit() {
+        return Grouped {
+            done: 0,
+            error: Some(GroupError::RolledBack),
+        };
+    }
+    if done == 0 {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Grouped { done, error };
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Grouped { done, error },
+        Err(e) => {
+            if !conn.is_autocommit()
+                && let Err(e) = conn.execute_batch("ROLLBACK")
+            {
+                tracing::warn!(error = %e, "rollback failed");
+            }
+            failed(e)
+        }
+    }
+}
+
+/// Runs `f` inside a savepoint: released when it succeeds, rolled back to when it fails.
+fn in_savepoint<E>(
+    conn: &Connection,
+    name: &str,
+    f: impl FnOnce() -> Result<(), E>,
+) -> Result<(), GroupError<E>> {
+    conn.execute_batch(&format!("SAVEPOINT {name}"))
+        .map_err(GroupError::Sqlite)?;
+    let res = f().map_err(GroupError::Item);
+    if res.is_err() && !conn.is_autocommit() {
+        conn.execute_batch(&format!("ROLLBACK TO {name}"))
+            .map_err(GroupError::Sqlite)?;
+    }
+    if !conn.is_autocommit() {
+        conn.execute_batch(&format!("RELEASE {name}"))
+            .map_err(GroupError::Sqlite)?;
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        let mut st = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn commits_what_came_before_the_first_failure_and_nothing_of_it() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
+            .unwrap();
+        let mut counted = None;
+        let out = apply_group(
+            &conn,
+            &[1, 2, 3, 4],
+            "g",
+            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+            |n| counted = Some(n),
+        );
+        assert_eq!(out.done, 2);
+        assert!(matches!(out.error, Some(GroupError::Item(_))));
+        assert_eq!(counted, Some(2));
+        assert_eq!(rows(&conn), [1, 2]);
+        assert!(conn.is_autocommit(), "the transaction ended");
+    }
+
+    #[test]
+    fn a_first_failure_commits_nothing_and_identities_are_kept_long_enough() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
+            .unwrap();
+        let out = apply_group(
+            &conn,
+            &[5],
+            "g",
+            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+            |_| {},
+        );
+        assert_eq!(out.done, 0);
+        assert!(rows(&conn).is_empty() && conn.is_autocommit());
+        assert_eq!(dedupe_window(Duration::ZERO).as_secs(), 30 * 24 * 3600);
+        assert_eq!(dedupe_window(Duration::from_secs(60)).as_secs(), 3600);
+        assert_eq!(dedupe_window(Duration::from_secs(7200)).as_secs(), 7200);
+        assert!(prune_before(Duration::from_secs(1)) < now_ns());
+    }
+}

@@ -1,0 +1,98 @@
+//! Recognition, field matching, patterns and OIDs of the catalog answers.
+
+use super::fields::{C, O, T};
+use super::recognise::Known;
+use super::schema::oid_of;
+use super::*;
+
+fn known(sql: &str) -> Known {
+    match recognise(sql) {
+        Some(Query::Known(k)) => k,
+        other => panic!("not recognised: {other:?}"),
+    }
+}
+
+const DT: &str = r#"SELECT n.nspname as "Schema",
+  c.relname as "Name",
+  CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' END as "Type",
+  pg_catalog.pg_get_userbyid(c.relowner) as "Owner"
+FROM pg_catalog.pg_class c
+ LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
+WHERE c.relkind IN ('r','p','')
+  AND n.nspname <> 'pg_catalog'
+  AND pg_catalog.pg_table_is_visible(c.oid)
+ORDER BY 1,2;"#;
+
+#[test]
+fn psql_list_of_tables_is_recognised_by_its_relations() {
+    let k = known(DT);
+    assert_eq!(k.kind, Kind::Relations);
+    assert_eq!(k.relkinds, vec!['r', 'p']);
+    let cols: Vec<String> = columns(&k).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(cols, ["Schema", "Name", "Type", "Owner"]);
+}
+
+#[test]
+fn attribute_items_resolve_by_expression_words() {
+    let k = known(
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+         (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) FROM pg_catalog.pg_attrdef d \
+          WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef), a.attnotnull \
+         FROM pg_catalog.pg_attribute a WHERE a.attrelid = '16384' AND a.attnum > 0 ORDER BY a.attnum",
+    );
+    assert_eq!(k.kind, Kind::Attributes);
+    assert_eq!(k.arg, Some(Arg::Lit("16384".into())));
+    let f = fields(k.kind);
+    let keys: Vec<&str> = resolve(&k.items, f)
+        .into_iter()
+        .map(|i| i.map(|i| f[i].0).unwrap_or("-"))
+        .collect();
+    assert_eq!(keys, ["attname", "format_type", "adbin", "attnotnull"]);
+}
+
+#[test]
+fn unknown_catalogs_are_refused_and_functions_are_not_catalogs() {
+    assert_eq!(
+        recognise("SELECT * FROM pg_catalog.pg_stat_replication"),
+        Some(Query::Unsupported("pg_stat_replication".into()))
+    );
+    assert_eq!(
+        recognise("select * from information_schema.routines"),
+        Some(Query::Unsupported("information_schema.routines".into()))
+    );
+    assert_eq!(recognise("SELECT pg_catalog.version()"), None);
+    assert_eq!(recognise("SELECT x::pg_catalog.text FROM t"), None);
+    assert_eq!(recognise("SELECT * FROM users"), None);
+}
+
+#[test]
+fn tokio_postgres_type_lookup_takes_an_oid_parameter() {
+    let k = known(
+        "SELECT t.typname, t.typtype, t.typelem, r.rngsubtype, t.typbasetype, n.nspname, t.typrelid \
+         FROM pg_catalog.pg_type t LEFT OUTER JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid \
+         INNER JOIN pg_catalog.pg_namespace n ON t.typnamespace = n.oid WHERE t.oid = $1",
+    );
+    assert_eq!(k.kind, Kind::Types);
+    assert_eq!(k.params, vec![Type::OID]);
+    assert_eq!(k.arg, Some(Arg::Param(1)));
+    let types: Vec<Type> = columns(&k).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(types, [T, C, O, O, O, T, O]);
+}
+
+#[test]
+fn psql_patterns_match_like_postgres() {
+    assert!(psql_pattern_matches("^(users)$", "users"));
+    assert!(!psql_pattern_matches("^(users)$", "users2"));
+    assert!(psql_pattern_matches("^(us.*)$", "users"));
+    assert!(psql_pattern_matches("^(a|users)$", "users"));
+    assert!(psql_pattern_matches("^(u.ers)$", "users"));
+    assert!(!psql_pattern_matches("^(a(b)$", "a"));
+}
+
+#[test]
+fn oids_are_stable_and_above_the_reserved_range() {
+    assert_eq!(oid_of("users"), oid_of("users"));
+    assert_ne!(oid_of("users"), oid_of("posts"));
+    assert!(oid_of("x") >= 16384);
+}

@@ -1,0 +1,93 @@
+//! Owns snapshots: consistent copies of the database in the JetStream Object Store, taken on
+//! demand (`POST /snapshot`), on `--snapshot-interval`, and restored at start
+//! (`--from-latest-snapshot`) or automatically when the stream no longer holds what a node needs.
+//! Must not open SQLite itself: copies come from `Executor::backup_to`, file checks from
+//! `exec::file_check`, and a live restore goes through `Executor::restore_from` (the writer).
+//! Invariant: a snapshot's sequence is read *from the copy itself* (`_ha_meta.applied_seq`), so
+//! the header and the content always agree; and a restore never moves a database backwards.
+//!
+//! Layout (bucket `<stream>_SNAPSHOTS`, file storage, compressed, `--replicas` replicas):
+//! every snapshot is its own object `<db file name>.<seq>` (e.g. `t.db.42`) with headers `seq`
+//! (decimal) and `sha256` (hex of the content). There is no pointer to update: the latest is the
+//! complete object with the highest `seq`. The object store publishes an object's metadata only
+//! after all its chunks are stored, so a `kill -9` during an upload leaves no visible object
+//! (at most orphaned chunks) and the previous snapshots stay the latest — there is always a
+//! usable one once one was taken. After a new one is stored and its metadata read back, all
+//! but the newest `--snapshot-retain` are deleted, and `sweep` removes the chunks of
+//! uploads that never completed (also once at start). An object named exactly `<db file name>`
+//! (the Go original's key, header `seq` only) is read as a candidate too but never written.
+//!
+//! Restore tries candidates from the newest: download to a temporary file while hashing,
+//! compare the `sha256` header and the size, open it read-only and run
+//! `PRAGMA integrity_check`; the first that passes every check and is newer than the local
+//! database wins. A refused one is logged with the check that failed and the next older one
+//! is tried.
+//!
+//! Automatic recovery (a gap: the stream's first sequence is past `applied_seq + 1`): the
+//! consumer, before it creates its durable, asks `recover` for a snapshot whose `seq` is at
+//! least `first - 1`; it is written *into the live database* by the writer with the online
+//! backup API (one job, so readers see the old or the new content, never a mix), and the
+//! consumer then starts at the restored `applied_seq + 1`. There are no local writes that the
+//! stream lacks (every commit is published before it commits), so nothing local is lost.
+//! See docs/operations.md.
+//!
+//! Files: `store` (the bucket: take, list, fetch, recover), `sweep` (unfinished uploads and
+//! deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
+//! (`--snapshot-interval`).
+
+mod interval;
+mod restore;
+mod store;
+pub mod sweep;
+
+pub use interval::take_every;
+pub use restore::{StartRestore, restore_at_start};
+pub use store::{Candidate, Fetched, Snapshots, Taken, hex};
+
+use crate::exec::{ExecError, file_check};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapError {
+    #[error("object store {what}: {reason}")]
+    Nats { what: &'static str, reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] ExecError),
+    #[error("snapshot {name}: sha256 check failed: header says {expected}, content is {actual}")]
+    Checksum {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("snapshot {name}: size check failed: expected {expected} bytes, got {actual}")]
+    Size {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("snapshot {name}: {source}")]
+    File {
+        name: String,
+        #[source]
+        source: file_check::FileCheckError,
+    },
+    #[error("no snapshot")]
+    NotFound,
+}
+
+pub(crate) fn nats<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> SnapError {
+    move |e| SnapError::Nats {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SnapError {
+    let what = what.into();
+    move |source| SnapError::Io { what, source }
+}
