@@ -15,6 +15,7 @@
 //!   change sets, sandboxed; the writer calls it.
 //! - `replication` NATS: names and policies, the supervised `nats-server` child.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
+//! - `backup`   off-cluster backups to S3: snapshots, change-log archive, point-in-time restore.
 //! - `check`    `ha check --nodes …`: compares the nodes' `/checksum` (a client, not the node).
 //!
 //! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`.
@@ -25,6 +26,7 @@
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
 pub use ha_changeset as changeset;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod db;

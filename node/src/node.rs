@@ -47,6 +47,8 @@ pub enum NodeError {
     Interceptor(#[from] crate::interceptor::LoadError),
     #[error(transparent)]
     Extension(#[from] crate::db::extensions::ExtensionError),
+    #[error("--restore-from: {0}")]
+    Restore(#[from] crate::backup::BackupError),
     #[error("postgres front end: {0}")]
     Pg(#[from] crate::pgwire::PgError),
     #[error("cannot listen on {addr}: {source}")]
@@ -160,6 +162,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ),
         }
     }
+    // 2b. `--restore-from`: an empty node of a new cluster builds its database from the
+    //     off-cluster backup first (a failure stops start-up rather than serve nothing).
+    if let Some(rc) = &config.restore {
+        crate::backup::bootstrap::at_start(rc, &target, connected.as_ref().map(|c| &c.handle))
+            .await?;
+    }
     let executor = Executor::open(ExecConfig {
         target,
         read_connections: config.concurrent_queries,
@@ -206,6 +214,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
     }
 
+    // 3c. Off-cluster backups (`--backup-url`): lease, archive and uploads in the background.
+    let backup = crate::backup::service::start(
+        &config,
+        replication.as_ref(),
+        &executor,
+        &metrics,
+        shutdown.child_token(),
+    );
+
     // 2. HTTP: probes answer as soon as the database is there.
     let addr = SocketAddr::new(config.listen_addr, config.http_port);
     if config.token.is_none() && !config.listen_addr.is_loopback() {
@@ -225,6 +242,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         backups: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_concurrent_backups,
         )),
+        backup,
     };
     let conn_limits = http::ConnLimits {
         header_timeout: config.limits.http_header_timeout,

@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 pub mod cluster;
 pub mod converge;
 pub mod replica;
+pub mod s3;
 
 /// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.
 pub fn ha_bin() -> PathBuf {
