@@ -96,6 +96,19 @@ impl S3Server {
         ]
     }
 
+    /// A client of the backup storage at `url` on this server (for tests that damage it).
+    pub fn storage(&self, url: &str) -> Result<ha::backup::Storage> {
+        Ok(ha::backup::Storage::open_with_keys(
+            &ha::config::StorageConfig {
+                url: url.into(),
+                endpoint: Some(self.endpoint()),
+                region: "us-east-1".into(),
+            },
+            ACCESS_KEY,
+            SECRET_KEY,
+        )?)
+    }
+
     /// Kills the server (storage unreachable); `restart` brings it back, empty.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -440,16 +440,12 @@ async fn a_corrupt_or_missing_segment_stops_restore_at_the_last_consistent_point
     let list = run_ha(&["backup", "list", "--url", &url, "--json"], &s3_env(&env))?;
     ensure!(list.status.success());
     // The segments, by name, from the bucket itself.
-    let keys = reqwest::get(format!("{}/{BUCKET}?prefix=bad/archive/", s3.endpoint()))
+    let storage = s3.storage(&url)?;
+    let mut objects: Vec<String> = storage
+        .list("archive/")
         .await?
-        .text()
-        .await?;
-    let mut objects: Vec<String> = keys
-        .split("<Key>")
-        .skip(1)
-        .filter_map(|k| k.split("</Key>").next())
+        .into_iter()
         .filter(|k| k.ends_with(".jsonl.zst"))
-        .map(String::from)
         .collect();
     objects.sort();
     ensure!(objects.len() >= 3, "segments: {objects:?}");
@@ -463,12 +459,9 @@ async fn a_corrupt_or_missing_segment_stops_restore_at_the_last_consistent_point
     let out = tempfile::tempdir()?;
     let file = out.path().join("r.db").display().to_string();
     // Corrupt: overwrite the object's bytes.
-    let put = reqwest::Client::new()
-        .put(format!("{}/{BUCKET}/{victim}", s3.endpoint()))
-        .body("not what was archived")
-        .send()
+    storage
+        .put(&victim, bytes::Bytes::from_static(b"not what was archived"))
         .await?;
-    ensure!(put.status().is_success());
     let verify = run_ha(&["backup", "verify", "--url", &url], &s3_env(&env))?;
     ensure!(
         !verify.status.success() && String::from_utf8_lossy(&verify.stdout).contains("CORRUPT")
@@ -499,13 +492,10 @@ async fn a_corrupt_or_missing_segment_stops_restore_at_the_last_consistent_point
     )?;
     ensure!(code == 0, "{stderr}");
     // Missing: the object and its manifest gone.
-    for key in [victim.clone(), victim.replace(".jsonl.zst", ".json")] {
-        let d = reqwest::Client::new()
-            .delete(format!("{}/{BUCKET}/{key}", s3.endpoint()))
-            .send()
-            .await?;
-        ensure!(d.status().is_success());
-    }
+    storage.delete(&victim).await?;
+    storage
+        .delete(&victim.replace(".jsonl.zst", ".json"))
+        .await?;
     let (code, _, stderr) = restore(&env, &["--from", &url, "--latest", "--out", &file])?;
     ensure!(code == 3, "{stderr}");
     ensure!(

@@ -128,7 +128,7 @@ pub async fn restore_base(
         target: crate::db::DbTarget::parse(Some(&dsn), false)
             .map_err(|e| BackupError::Invalid(e.to_string()))?,
         read_connections: 1,
-        replication: None,
+        replication: Some(replay_hooks()),
         query_timeout: None,
         max_result_bytes: None,
     })
@@ -176,6 +176,33 @@ pub async fn restore_base(
     })
 }
 
+/// A restore applies like a node but publishes nothing: the writer's apply path needs the
+/// replication hooks, whose sink here refuses.
+struct NoPublish;
+
+impl crate::db::sink::ChangeSink for NoPublish {
+    fn publish(&self, _: &ChangeSet) -> Result<Seq, crate::db::sink::PublishError> {
+        Err(crate::db::sink::PublishError(
+            "a restore does not publish".into(),
+        ))
+    }
+}
+
+fn replay_hooks() -> crate::db::sink::ReplicationHooks {
+    crate::db::sink::ReplicationHooks {
+        sink: Arc::new(NoPublish),
+        origin: crate::db::sink::Origin {
+            node: "ha-restore".into(),
+            process_id: 0,
+            filename: "restore".into(),
+        },
+        ddl_sync: true,
+        dedupe_window: std::time::Duration::from_secs(24 * 3600),
+        subject: "restore".into(),
+        interceptor: None,
+    }
+}
+
 /// Applies the archive after `snap` up to `target`; returns how many change sets were applied
 /// and why it stopped short, if it did.
 async fn replay(
@@ -207,7 +234,9 @@ async fn replay(
     let mut reached_target = matches!(target, RestoreTarget::Seq(n) if n <= snap.seq);
     let mut stop: Option<String> = None;
     for seg in &segs {
-        if reached_target {
+        if reached_target || past(seg.first, seg.first_time_ns) {
+            // Nothing in this segment is wanted: the target lies before it.
+            reached_target = true;
             break;
         }
         let linked = match chained_to {
@@ -241,6 +270,9 @@ async fn replay(
         }
         chained_to = Some(seg.last);
         covered = seg.last;
+        if matches!(target, RestoreTarget::Seq(n) if seg.last >= n) {
+            reached_target = true;
+        }
     }
     applier.release(None).await?;
     if let (None, RestoreTarget::Seq(n)) = (&stop, target)

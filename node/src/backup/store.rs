@@ -32,8 +32,21 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// A client for `cfg` (no request is made yet).
+    /// A client for `cfg` (no request is made yet); credentials from the `AWS_*` variables.
     pub fn open(cfg: &StorageConfig) -> Result<Storage, BackupError> {
+        Self::open_with(cfg, None)
+    }
+
+    /// A client with the given key and secret instead of the environment's (tests, benches).
+    pub fn open_with_keys(
+        cfg: &StorageConfig,
+        key: &str,
+        secret: &str,
+    ) -> Result<Storage, BackupError> {
+        Self::open_with(cfg, Some((key, secret)))
+    }
+
+    fn open_with(cfg: &StorageConfig, keys: Option<(&str, &str)>) -> Result<Storage, BackupError> {
         let rest = cfg.url.trim().strip_prefix("s3://").ok_or_else(|| {
             BackupError::Invalid(format!("{:?}: expected s3://bucket/prefix", cfg.url))
         })?;
@@ -57,6 +70,9 @@ impl Storage {
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
             );
+        if let Some((key, secret)) = keys {
+            b = b.with_access_key_id(key).with_secret_access_key(secret);
+        }
         if let Some(e) = &cfg.endpoint {
             b = b
                 .with_endpoint(e)
