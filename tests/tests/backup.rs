@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 
 const BUCKET: &str = "ha-backups";
 
-fn s3_env<'a>(env: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+fn s3_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
