@@ -2,7 +2,8 @@
 //! an ordered consumer of its own (raw, as published) and written in segments of at most
 //! `--archive-max-messages`, each closed within `--archive-interval` of its first message.
 //! Must not decode or apply anything: restore does, with the node's decoder and apply path.
-//! Invariant: segments are written in stream order and chain (`prev` = the previous `last`),
+//! Invariant: a segment holds every message of the subject in (`prev`, `last`]; a hole the
+//! stream no longer fills shows as a `prev` past the previous segment's `last`,
 //! so the archive has no silent holes; a failed upload is retried with the same messages.
 
 use std::sync::Arc;
@@ -60,14 +61,19 @@ impl Archiver {
             .await
             .map_err(|e| nats("stream")(e.to_string()))?;
         let first = stream.cached_info().state.first_sequence.max(1);
-        if prev + 1 < first && stream.cached_info().state.messages > 0 {
-            tracing::warn!(
-                archived = prev,
-                stream_first = first,
-                "the archive ends before the stream begins: messages in between were never archived (restore cannot pass this point)"
-            );
-        }
         let start = (prev + 1).max(first);
+        if start > prev + 1 {
+            // The stream no longer holds what comes after the archive: the next segment's
+            // `prev` says so, and restore does not pass this hole without a newer snapshot.
+            if prev > 0 {
+                tracing::warn!(
+                    archived = prev,
+                    stream_first = first,
+                    "the archive ends before the stream begins: messages in between were never archived (restore cannot pass this point; a newer snapshot can)"
+                );
+            }
+            prev = start - 1;
+        }
         let c = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: self.subject.clone(),

@@ -222,10 +222,9 @@ async fn replay(
         held: BTreeMap::new(),
         applied: 0,
     };
-    // The chain: each segment starts right after the one before it.
+    // The chain: what the segments applied so far cover, from the snapshot on.
     let mut covered = snap.seq;
     let mut last_seen = snap.seq;
-    let mut chained_to = None::<u64>;
     let past = |seq: u64, time_ns: i128| match target {
         RestoreTarget::Latest => false,
         RestoreTarget::Seq(n) => seq > n,
@@ -239,13 +238,15 @@ async fn replay(
             reached_target = true;
             break;
         }
-        let linked = match chained_to {
-            None => seg.prev <= snap.seq,
-            Some(prev) => seg.prev == prev,
-        };
-        if !linked {
+        if seg.last <= covered {
+            // Overlaps what is applied already (two uploaders around a lease hand-over).
+            continue;
+        }
+        // Each segment holds every message of (prev, last]: it links when it starts at or
+        // before what is covered so far.
+        if seg.prev > covered {
             stop = Some(format!(
-                "the archive is missing the segment after sequence {covered} (the next one stored starts after {})",
+                "the archive is missing the messages after sequence {covered} (the next segment stored starts after {})",
                 seg.prev
             ));
             break;
@@ -268,7 +269,6 @@ async fn replay(
             last_seen = line.seq;
             applier.push(Seq(line.seq), &line.data).await?;
         }
-        chained_to = Some(seg.last);
         covered = seg.last;
         if matches!(target, RestoreTarget::Seq(n) if seg.last >= n) {
             reached_target = true;

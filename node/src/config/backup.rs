@@ -214,6 +214,46 @@ mod tests {
         assert!(RestoreTarget::parse(Some(1), Some("1970-01-01T00:00:01Z")).is_err());
     }
 
+    fn run(args: &[&str]) -> Result<crate::config::Config, ConfigError> {
+        let mut argv = vec!["ha", "--nats-port", "0"];
+        argv.extend_from_slice(args);
+        match crate::config::Command::parse(argv)? {
+            crate::config::Command::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_flags_come_from_flags_and_the_config_file() {
+        let c = run(&[]).unwrap();
+        assert!(c.backup.is_none() && c.restore.is_none());
+        let c = run(&["--backup-url", "s3://b/p", "--archive-interval", "2s"]).unwrap();
+        let b = c.backup.unwrap();
+        assert_eq!(b.storage.url, "s3://b/p");
+        assert_eq!(b.storage.region, "us-east-1");
+        assert_eq!(b.interval, Duration::from_secs(3600));
+        assert_eq!(b.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(b.archive_interval, Duration::from_secs(2));
+        assert_eq!(b.archive_max_messages, 1000);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ha.yaml");
+        std::fs::write(&f, "backup-url: s3://f/x\nbackup-endpoint: http://127.0.0.1:9000\nrestore-from: s3://f/y\nrestore-to-seq: 7\n").unwrap();
+        let c = run(&["--config", f.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            c.backup.unwrap().storage.endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        let r = c.restore.unwrap();
+        assert_eq!(
+            (r.storage.url.as_str(), r.target),
+            ("s3://f/y", RestoreTarget::Seq(7))
+        );
+        assert!(run(&["--restore-to-seq", "5"]).is_err());
+        assert!(run(&["--backup-url", "http://b"]).is_err());
+        assert!(run(&["--backup-url", "s3://b", "--archive-interval", "0s"]).is_err());
+        assert!(run(&["--restore-from", "s3://b", "--restore-to-time", "soon"]).is_err());
+    }
+
     #[test]
     fn urls_must_name_a_bucket() {
         assert!(check_url("--backup-url", "s3://b/p").is_ok());
