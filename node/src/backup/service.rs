@@ -40,7 +40,18 @@ impl Service {
     async fn run(self, shutdown: CancellationToken) {
         let mut lease = loop {
             match Lease::open(&self.js, &self.stream, self.replicas, &self.node).await {
-                Ok(l) => break l,
+                Ok(l) => {
+                    self.status.update(|s| {
+                        if s.last_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("lease"))
+                        {
+                            s.last_error = None;
+                            s.attempt_failed = false;
+                        }
+                    });
+                    break l;
+                }
                 Err(e) => {
                     self.status.failed("lease", &e);
                     tokio::select! {
