@@ -179,8 +179,38 @@ async fn archive_and_snapshots_restore_any_point_and_rebuild_a_destroyed_cluster
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
-
+    // `fetch`: the newest snapshot as a database file, at the sequence the listing names.
     let out = tempfile::tempdir()?;
+    let fetched = out.path().join("fetched.db");
+    let f = run_ha(
+        &[
+            "backup",
+            "fetch",
+            "--url",
+            &url,
+            "--out",
+            &fetched.display().to_string(),
+        ],
+        &s3_env(&env),
+    )?;
+    ensure!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    let newest = list["snapshots"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|s| s["seq"].as_u64())
+        .context("newest snapshot")?;
+    let (fetched_seq, fetched_sum) = checksum_of(&fetched).await?;
+    ensure!(
+        fetched_seq == newest,
+        "fetched {fetched_seq}, newest {newest}"
+    );
+    if let Some(p) = points.iter().find(|p| p.0 == newest) {
+        ensure!(
+            fetched_sum == p.2,
+            "fetched snapshot differs from the source at {newest}"
+        );
+    }
+
     // To a sequence in the middle, to a time, and to the latest: each equals the source then.
     for (name, args, expected) in [
         (
