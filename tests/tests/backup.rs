@@ -200,14 +200,15 @@ async fn archive_and_snapshots_restore_any_point_and_rebuild_a_destroyed_cluster
         .and_then(|s| s["seq"].as_u64())
         .context("newest snapshot")?;
     let (fetched_seq, fetched_sum) = checksum_of(&fetched).await?;
+    // (A newer one may have been uploaded since the listing.)
     ensure!(
-        fetched_seq == newest,
-        "fetched {fetched_seq}, newest {newest}"
+        fetched_seq >= newest,
+        "fetched {fetched_seq}, newest listed {newest}"
     );
-    if let Some(p) = points.iter().find(|p| p.0 == newest) {
+    if let Some(p) = points.iter().find(|p| p.0 == fetched_seq) {
         ensure!(
             fetched_sum == p.2,
-            "fetched snapshot differs from the source at {newest}"
+            "fetched snapshot differs from the source at {fetched_seq}"
         );
     }
 
