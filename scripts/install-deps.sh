@@ -23,6 +23,8 @@ PY_PACKAGES=(
   "check-jsonschema==0.39.0"
   # --extensions tests: sqlite-vec's loadable vec0.so.
   "sqlite-vec==0.1.9"
+  # Backup tests: an S3-compatible server (moto_server) that object_store talks to.
+  "moto[server]==5.2.5"
 )
 APT_PACKAGES=(libclang-dev libsqlite3-dev sqlite3 sqlite3-pcre python3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 

@@ -19,6 +19,7 @@
 //! - `nats`     the supervised `nats-server` child, its generated config, JetStream peers, and how
 //!   the node's client authenticates.
 //! - `metrics`, `telemetry`: Prometheus registry and logging.
+//! - `backup`   off-cluster backups to S3: snapshots, change-log archive, point-in-time restore.
 //! - `check`    `ha check --nodes …`: compares the nodes' `/checksum` (a client, not the node).
 //!
 //! Dependencies point down only: `http`, `pgwire` → `exec` → `db` → `interceptor` → `changeset`;
@@ -30,6 +31,7 @@
 //! `NodeError`); `anyhow` appears only in `main.rs` and tests.
 
 pub use ha_changeset as changeset;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod db;

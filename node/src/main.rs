@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     if ha::probe::wanted(&argv) {
         return ha::probe::main(argv);
     }
+    if ha::backup::cli::wanted(&argv) {
+        return ha::backup::cli::main(argv);
+    }
     let config = match Command::parse(argv) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Version) => {

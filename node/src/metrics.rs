@@ -226,6 +226,13 @@ impl Metrics {
         }
     }
 
+    /// Registers metrics owned elsewhere (e.g. `backup`); a name registered twice is ignored.
+    pub fn register(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            let _ = self.registry.register(c);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();

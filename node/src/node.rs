@@ -49,6 +49,8 @@ pub enum NodeError {
     Interceptor(#[from] crate::interceptor::LoadError),
     #[error(transparent)]
     Extension(#[from] crate::db::extensions::ExtensionError),
+    #[error("--restore-from: {0}")]
+    Restore(#[from] crate::backup::BackupError),
     #[error("postgres front end: {0}")]
     Pg(#[from] crate::pgwire::PgError),
     #[error("cannot listen on {addr}: {source}")]
@@ -159,7 +161,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ),
         }
     }
-    // 5. Open the database.
+    // 5. Open the database. With `--restore-from`, an empty node of a new cluster first builds
+    //    it from the off-cluster backup (a failure stops start-up rather than serve nothing).
+    if let Some(rc) = &config.restore {
+        crate::backup::bootstrap::at_start(rc, &target, connected.as_ref().map(|c| &c.handle))
+            .await?;
+    }
     let executor = Executor::open(ExecConfig {
         target,
         read_connections: config.concurrent_queries,
@@ -207,6 +214,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
     }
 
+    // Off-cluster backups (`--backup-url`): lease, archive and uploads, in the background too.
+    let backup = crate::backup::service::start(
+        &config,
+        replication.as_ref(),
+        &executor,
+        &metrics,
+        shutdown.child_token(),
+    );
     background.close();
 
     // 9. HTTP: probes answer as soon as the database is there.
@@ -228,6 +243,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         backups: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_concurrent_backups,
         )),
+        backup,
     };
     let conn_limits = http::ConnLimits {
         header_timeout: config.limits.http_header_timeout,

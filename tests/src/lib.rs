@@ -23,6 +23,7 @@ pub mod nats;
 pub mod poll;
 pub mod probes;
 pub mod replica;
+pub mod s3;
 
 pub use poll::{eventually, eventually_blocking, eventually_every};
 

@@ -8,7 +8,7 @@ use ha_tests::run_ha;
 fn check(env: &[(&str, &str)]) -> (i32, String) {
     let out = run_ha(&["--check-config", "--nats-port", "0"], env).unwrap();
     let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        String::from_utf8_lossy(&out.stdout).to_string() + &*String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 

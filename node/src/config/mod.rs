@@ -4,6 +4,7 @@
 //! Invariant: every accepted setting has an effect; a bad value stops start-up with a message.
 //! The table of settings is `Args` below and docs/configuration.md.
 
+mod backup;
 mod file;
 mod nats;
 mod pg;
@@ -18,6 +19,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::db::{DbTarget, DsnError};
 
+pub use backup::{BackupConfig, RestoreConfig, RestoreTarget, StorageConfig, check_url};
 pub use file::FileValue;
 pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host, redact};
 use nats::{NatsSecurityArgs, check_embedded_nats_exposure, nats_security, parse_nats_sync};
@@ -349,6 +351,9 @@ struct Args {
     #[arg(long, env = "HA_FROM_LATEST_SNAPSHOT", action = ArgAction::SetTrue,
           alias = "from-latest-snapsot")]
     from_latest_snapshot: bool,
+
+    #[command(flatten)]
+    backup: backup::BackupArgs,
 }
 
 /// The `--snapshot-*` settings.
@@ -422,6 +427,9 @@ pub struct Config {
     /// The `--interceptor` script.
     pub interceptor: Option<PathBuf>,
     pub limits: LimitFlags,
+    /// `--backup-url` (off-cluster backups) and `--restore-from` (bootstrap); see `backup`.
+    pub backup: Option<BackupConfig>,
+    pub restore: Option<RestoreConfig>,
 }
 
 /// Where the PostgreSQL front end listens.
@@ -620,6 +628,7 @@ fn file_args(
 
 impl Args {
     fn validate(self) -> Result<Config, ConfigError> {
+        let (backup, restore) = self.backup.validate()?;
         let mut db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
         db.extensions = self
             .extensions
@@ -810,6 +819,8 @@ impl Args {
             },
             interceptor: self.interceptor,
             limits,
+            backup,
+            restore,
         })
     }
 }
@@ -876,6 +887,8 @@ impl Config {
             },
             interceptor: None,
             limits: LimitFlags::default(),
+            backup: None,
+            restore: None,
         }
     }
 }

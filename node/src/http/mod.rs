@@ -48,6 +48,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Backup downloads (`GET /`) running at once are capped (`--max-concurrent-backups`).
     pub backups: Arc<tokio::sync::Semaphore>,
+    /// Off-cluster backups (`--backup-url`), for `/status` `backup`.
+    pub backup: Option<Arc<crate::backup::BackupStatus>>,
 }
 
 pub struct HttpServer {

@@ -57,6 +57,7 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
         },
         "write_queue": state.exec.write_queue_len(),
         "replication": state.replication.as_ref().map(|r| r.status_json()),
+        "backup": state.backup.as_ref().map(|b| b.json()),
     }))
 }
 

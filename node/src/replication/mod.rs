@@ -267,6 +267,11 @@ impl Connected {
 
 impl ReplicationHandle {
     /// `/status` → `replication`.
+    /// The JetStream context and stream name (the backup archiver reads the stream itself).
+    pub fn jetstream(&self) -> (&jetstream::Context, &str) {
+        (&self.js, &self.stream)
+    }
+
     pub fn status_json(&self) -> Json {
         let mut j = self.status.to_json();
         j["stream"] = json!(self.stream);
