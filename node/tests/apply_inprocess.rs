@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use ha::changeset::{self, ChangeSet, Seq};
-use ha::db::sink::{ChangeSink, Origin, PublishError, ReplicationHooks};
+use ha::db::sink::{ChangeSink, Origin, PublishAfterError, PublishError, ReplicationHooks};
 use ha::db::{DbTarget, Stmt, StmtResult, Value};
 use ha::exec::{ExecConfig, Executor, Session, TxControl};
 use ha::interceptor::Interceptor;
@@ -15,6 +15,10 @@ use ha::metrics::InterceptorCounters;
 struct Log {
     messages: Mutex<Vec<Vec<u8>>>,
     fail: Mutex<bool>,
+    /// Every ordered publish (a schema change) loses its race.
+    race: Mutex<bool>,
+    /// The tables of the change sets that lost.
+    lost: Mutex<Vec<String>>,
 }
 
 struct Sink(Arc<Log>);
@@ -28,6 +32,18 @@ impl ChangeSink for Sink {
         let mut m = self.0.messages.lock().unwrap();
         m.push(bytes);
         Ok(Seq(m.len() as u64))
+    }
+
+    fn publish_after(&self, cs: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
+        if *self.0.race.lock().unwrap() {
+            let mut lost = self.0.lost.lock().unwrap();
+            lost.extend(cs.changes.iter().map(|c| c.table.clone()));
+            return Err(PublishAfterError::Race(format!(
+                "another node's change came after {}",
+                after.0
+            )));
+        }
+        self.publish(cs).map_err(PublishAfterError::Other)
     }
 }
 
@@ -511,4 +527,57 @@ async fn vacuum_into_behind_a_schema_name_or_a_comment_is_still_vacuum_into() {
         let e = a.execute(vec![Stmt::new(&sql)]).await.unwrap_err();
         assert_eq!(e.code().as_str(), "forbidden", "{sql}: {e}");
     }
+}
+
+/// A schema change that loses the race for the log's position (another node's change came
+/// first) is refused alone: the writes that waited in the same group commit go through.
+#[tokio::test]
+async fn a_schema_change_that_loses_its_race_refuses_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let a = node(&log, "a", dir.path()).await;
+    exec(&a, "CREATE TABLE t(id INTEGER PRIMARY KEY)").await;
+    *log.race.lock().unwrap() = true;
+    // A session holds the writer, so that the two batches below wait in one group.
+    let mut session = Session::new(a.clone(), None);
+    session.control(TxControl::Begin).await.unwrap();
+    session
+        .execute(Stmt::new("INSERT INTO t VALUES (1)"), a.limits(None, None))
+        .await
+        .unwrap();
+    let run = |sql: &'static str| {
+        let a = a.clone();
+        tokio::spawn(async move { a.execute(vec![Stmt::new(sql)]).await })
+    };
+    let ddl = run("CREATE TABLE u(x)");
+    let plain = run("INSERT INTO t VALUES (2)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.write_queue_len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batches never queued"
+        );
+        tokio::task::yield_now().await;
+    }
+    session.control(TxControl::Commit).await.unwrap();
+    plain
+        .await
+        .unwrap()
+        .expect("a plain write is not refused with the schema change");
+    let e = ddl
+        .await
+        .unwrap()
+        .expect_err("the schema change lost its race");
+    assert_eq!(e.code().as_str(), "serialization_failure", "{e}");
+    assert_eq!(
+        dump(&a, "SELECT count(*) FROM t").await,
+        vec![vec![Value::Integer(2)]]
+    );
+    // Not even once did the plain write travel with the schema change (and get refused with
+    // it, to be retried by luck).
+    let lost = log.lost.lock().unwrap().clone();
+    assert!(
+        !lost.is_empty() && !lost.iter().any(|t| t == "t"),
+        "{lost:?}"
+    );
 }

@@ -152,3 +152,43 @@ async fn the_start_banner_shows_the_user_but_never_the_password() -> Result<()> 
     );
     Ok(())
 }
+
+/// `_ha_*` tables hold the node's position, row versions and applied transactions: a client
+/// that changed them would make the node skip or repeat replicated writes.
+#[tokio::test]
+async fn the_replication_bookkeeping_can_be_read_but_not_changed() -> Result<()> {
+    let c = ha_tests::cluster::TestCluster::external(1, &[]).await?;
+    let n = c.node(0);
+    n.sql("CREATE TABLE t(a INTEGER PRIMARY KEY)").await?;
+    n.sql("INSERT INTO t VALUES (1)").await?;
+    let meta = "SELECT value FROM _ha_meta WHERE key = 'stream_created'";
+    let before = n.rows(meta).await?;
+    assert_eq!(
+        before.len(),
+        1,
+        "the node records its stream's identity in _ha_meta"
+    );
+    for sql in [
+        "DELETE FROM _ha_meta",
+        "UPDATE _ha_versions SET seq = 0",
+        "DROP TABLE _ha_txids",
+        "INSERT INTO _ha_quarantine VALUES (1, 'x', 1, NULL, 0)",
+    ] {
+        let j = refused(n, sql).await?;
+        assert!(
+            j["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bookkeeping")),
+            "{sql}: {j}"
+        );
+    }
+    // A trigger's body is judged when a client's statement fires it.
+    n.sql("CREATE TABLE t2(a)").await?;
+    n.sql("CREATE TRIGGER sneak AFTER INSERT ON t2 BEGIN DELETE FROM _ha_meta; END")
+        .await?;
+    refused(n, "INSERT INTO t2 VALUES (1)").await?;
+    assert_eq!(n.rows(meta).await?, before);
+    n.sql("INSERT INTO t VALUES (2)").await?;
+    assert_eq!(n.rows("SELECT count(*) FROM t").await?, vec![json!([2])]);
+    Ok(())
+}

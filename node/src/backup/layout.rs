@@ -128,7 +128,7 @@ async fn manifests<T: serde::de::DeserializeOwned>(
 
 /// SHA-256 (hex) of bytes.
 pub fn sha256(data: &[u8]) -> String {
-    crate::replication::snapshot::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+    crate::snapshot::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 #[cfg(test)]

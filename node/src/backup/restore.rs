@@ -135,12 +135,7 @@ pub async fn restore_base(
     .await?;
     let replay = replay(storage, &exec, &snap, target).await;
     let forget = if for_new_stream && replay.is_ok() {
-        exec.execute(vec![crate::exec::Stmt {
-            sql: "DELETE FROM _ha_meta WHERE key = 'stream_created'".into(),
-            params: crate::exec::Params::Positional(Vec::new()),
-        }])
-        .await
-        .map(|_| ())
+        exec.set_meta(crate::replication::identity::KEY, None).await
     } else {
         Ok(())
     };

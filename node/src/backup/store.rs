@@ -173,7 +173,7 @@ impl Storage {
         out.sync_all()
             .await
             .map_err(super::io(format!("writing {}", file.display())))?;
-        Ok((crate::replication::snapshot::hex(ctx.finish().as_ref()), n))
+        Ok((crate::snapshot::hex(ctx.finish().as_ref()), n))
     }
 
     /// Keys under `prefix` (relative to the backup URL).

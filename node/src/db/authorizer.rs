@@ -62,7 +62,11 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
     if !UNTRUSTED.get() {
         return Authorization::Allow;
     }
-    match refusal(&ctx.action) {
+    // The bookkeeping lives in `main`; VACUUM copies every table into its own `vacuum_db`.
+    let in_main = ctx
+        .database_name
+        .is_none_or(|d| d.eq_ignore_ascii_case("main"));
+    match refusal(&ctx.action).filter(|_| in_main || !changes_a_table(&ctx.action)) {
         None => Authorization::Allow,
         Some(why) => {
             REFUSAL.set(Some(why));
@@ -94,6 +98,26 @@ pub fn refusal(action: &AuthAction<'_>) -> Option<String> {
                     .into(),
             )
         }
+        AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+        | AuthAction::CreateTable { table_name }
+        | AuthAction::CreateTempTable { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::DropTempTable { table_name }
+        | AuthAction::AlterTable { table_name, .. }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::DropIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::DropTrigger { table_name, .. }
+            if is_bookkeeping(table_name) =>
+        {
+            Some(format!(
+                "{table_name} is the node's replication bookkeeping: clients may read it but \
+                 not change it (a change there would make this node skip or repeat replicated \
+                 writes)"
+            ))
+        }
         AuthAction::Pragma {
             pragma_name,
             pragma_value: Some(_),
@@ -110,6 +134,32 @@ pub fn refusal(action: &AuthAction<'_>) -> Option<String> {
     }
 }
 
+/// Whether `action` writes or changes the schema of a table (what `refusal` judges by name).
+fn changes_a_table(action: &AuthAction<'_>) -> bool {
+    matches!(
+        action,
+        AuthAction::Insert { .. }
+            | AuthAction::Update { .. }
+            | AuthAction::Delete { .. }
+            | AuthAction::CreateTable { .. }
+            | AuthAction::CreateTempTable { .. }
+            | AuthAction::DropTable { .. }
+            | AuthAction::DropTempTable { .. }
+            | AuthAction::AlterTable { .. }
+            | AuthAction::CreateIndex { .. }
+            | AuthAction::DropIndex { .. }
+            | AuthAction::CreateTrigger { .. }
+            | AuthAction::DropTrigger { .. }
+    )
+}
+
+/// The node's own tables (`_ha_meta`, `_ha_versions`, …; see `changeset::meta`).
+fn is_bookkeeping(table: &str) -> bool {
+    table
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("_ha_"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +167,8 @@ mod tests {
     fn conn() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
         install(&mut c).unwrap();
-        c.execute_batch("CREATE TABLE t(a)").unwrap();
+        c.execute_batch("CREATE TABLE t(a); CREATE TABLE _ha_meta(key TEXT PRIMARY KEY, value)")
+            .unwrap();
         c
     }
 
@@ -136,6 +187,25 @@ mod tests {
         assert!(m.contains("VACUUM INTO"), "{m}");
         assert!(!out.exists());
         refused(&c, "ATTACH 'x.db' AS x");
+        for sql in [
+            "INSERT INTO _ha_meta VALUES ('applied_seq', 0)",
+            "UPDATE _HA_META SET value = 0",
+            "DELETE FROM _ha_meta",
+            "DROP TABLE _ha_meta",
+            "ALTER TABLE _ha_meta ADD COLUMN x",
+            "CREATE INDEX i ON _ha_meta(value)",
+            "CREATE TABLE _ha_mine(x)",
+        ] {
+            let m = refused(&c, sql);
+            assert!(m.contains("bookkeeping"), "{sql}: {m}");
+        }
+        // A trigger's body is judged when a client's statement fires it.
+        untrusted(|| {
+            c.execute_batch("CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM _ha_meta; END")
+        })
+        .unwrap();
+        let m = refused(&c, "INSERT INTO t VALUES (1)");
+        assert!(m.contains("bookkeeping"), "{m}");
         refused(&c, "SELECT load_extension('x')");
         for p in [
             "writable_schema = ON",
@@ -159,7 +229,8 @@ mod tests {
         untrusted(|| {
             c.execute_batch(
                 "PRAGMA journal_mode; PRAGMA table_info(t); SELECT * FROM pragma_table_info('t');
-                 PRAGMA integrity_check; VACUUM; INSERT INTO t VALUES (1)",
+                 PRAGMA integrity_check; VACUUM; INSERT INTO t VALUES (1);
+                 SELECT * FROM _ha_meta",
             )
         })
         .unwrap();

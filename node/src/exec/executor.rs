@@ -252,6 +252,16 @@ impl Executor {
             .map_err(|e| self.observe(e.into()))
     }
 
+    /// Sets (`Some`) or removes (`None`) one key of the node's bookkeeping in `_ha_meta` —
+    /// the node's own write, which client SQL may not make.
+    pub async fn set_meta(&self, key: &str, value: Option<&str>) -> Result<(), ExecError> {
+        self.inner
+            .writer
+            .set_meta(key.to_string(), value.map(str::to_string))
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
     /// Replaces the whole database with the (verified) SQLite file at `from`, on the writer,
     /// after the writes queued before it; readers see the old or the new content, never a mix.
     pub async fn restore_from(&self, from: PathBuf) -> Result<(), ExecError> {

@@ -127,14 +127,7 @@ async fn stored(c: &Node<'_>) -> Result<Option<String>, IdentityError> {
 
 /// Records `created` as the identity of the stream the data comes from.
 async fn record(c: &Node<'_>, created: &str) -> Result<(), IdentityError> {
-    c.exec
-        .execute(vec![Stmt {
-            sql: "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2) \
-                  ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-                .into(),
-            params: Params::Positional(vec![Value::Text(KEY.into()), Value::Text(created.into())]),
-        }])
-        .await?;
+    c.exec.set_meta(KEY, Some(created)).await?;
     Ok(())
 }
 

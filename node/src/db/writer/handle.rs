@@ -225,6 +225,16 @@ impl WriterHandle {
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
+    /// Sets or removes one key of the node's `_ha_meta` (see `Job::SetMeta`).
+    pub(crate) async fn set_meta(&self, key: String, value: Option<String>) -> Result<(), DbError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::SetMeta { key, value, reply })
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
     /// Replaces the database's content with the SQLite file at `from` (see `Job::Restore`).
     pub(crate) async fn restore_from(&self, from: PathBuf) -> Result<(), DbError> {
         let (reply, rx) = oneshot::channel();

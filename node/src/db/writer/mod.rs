@@ -103,8 +103,29 @@ enum Job {
     /// online backup API into the write connection: readers see the new content once it is
     /// complete, never a mix.
     Restore { from: PathBuf, reply: Reply<()> },
+    /// Set (`Some`) or remove (`None`) one key of the node's own `_ha_meta`, outside any
+    /// client's judgement (clients may read the bookkeeping, not change it).
+    SetMeta {
+        key: String,
+        value: Option<String>,
+        reply: Reply<()>,
+    },
     /// Finish what is queued, then stop.
     Shutdown,
+}
+
+/// One key of `_ha_meta`, in a transaction of its own.
+fn set_meta(conn: &rusqlite::Connection, key: &str, value: Option<&str>) -> Result<(), DbError> {
+    match value {
+        Some(v) => conn.execute(
+            "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, v],
+        ),
+        None => conn.execute("DELETE FROM _ha_meta WHERE key = ?1", [key]),
+    }
+    .map(|_| ())
+    .map_err(DbError::from)
 }
 
 fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool) {
@@ -156,6 +177,11 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
                     commit_group(&mut w, std::mem::take(&mut batches));
                     apply_group(&mut w, std::mem::take(&mut applies));
                     let _ = reply.send(restore(&mut w, &from));
+                }
+                Job::SetMeta { key, value, reply } => {
+                    commit_group(&mut w, std::mem::take(&mut batches));
+                    apply_group(&mut w, std::mem::take(&mut applies));
+                    let _ = reply.send(set_meta(&w.conn, &key, value.as_deref()));
                 }
                 Job::Shutdown => rx.close(),
             }
