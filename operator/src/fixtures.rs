@@ -91,6 +91,16 @@ impl HaCluster {
         self
     }
 
+    /// Off-cluster backups to a bucket with a credentials Secret.
+    pub fn with_backup(mut self) -> Self {
+        self.spec.backup = Some(crate::crd::BackupSpec {
+            url: "s3://backups/db".into(),
+            credentials_secret: Some("s3-creds".into()),
+            ..crate::crd::BackupSpec::default()
+        });
+        self
+    }
+
     pub fn without_pdb(mut self) -> Self {
         self.spec.disruption_budget.enabled = false;
         self
@@ -889,6 +899,8 @@ pub struct NodeBehaviour {
     pub snapshot_seq: u64,
     /// Members of the JetStream meta group `GET /cluster/peers` lists (`db-0` leads).
     pub members: Vec<String>,
+    /// The `backup` object of `/status` (null: backups off).
+    pub backup: Value,
 }
 
 impl Default for NodeBehaviour {
@@ -900,6 +912,7 @@ impl Default for NodeBehaviour {
             peer_removal: 204,
             snapshot_seq: 42,
             members: (0..3).map(|i| format!("{NAME}-{i}")).collect(),
+            backup: Value::Null,
         }
     }
 }
@@ -953,7 +966,8 @@ impl NodeMock {
                             "lag_messages": s.b.lag,
                             "caught_up": s.b.caught_up,
                             "gap": null,
-                        }
+                        },
+                        "backup": s.b.backup,
                     }))
                 }),
             )

@@ -48,6 +48,30 @@ pub struct NodeReport {
     pub caught_up: bool,
     /// A history gap the node reports (it resynchronises from a snapshot).
     pub gap: Option<String>,
+    /// The node's off-cluster backup state (`None`: backups are off on that node).
+    pub backup: Option<BackupReport>,
+}
+
+/// A node's `/status` `backup` object (docs/operations.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct BackupReport {
+    #[serde(default)]
+    pub url: String,
+    /// This node holds the upload lease (one node uploads at a time).
+    #[serde(default)]
+    pub uploader: bool,
+    /// RFC 3339.
+    #[serde(default)]
+    pub last_upload_time: Option<String>,
+    #[serde(default)]
+    pub last_snapshot_seq: Option<u64>,
+    #[serde(default)]
+    pub archived_seq: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The last upload or archive attempt failed, or nothing was uploaded for 2 × interval.
+    #[serde(default)]
+    pub failing: bool,
 }
 
 /// What `POST /snapshot` answered.
@@ -244,6 +268,8 @@ struct StatusBody {
     ready: bool,
     #[serde(default)]
     replication: Option<ReplicationBody>,
+    #[serde(default)]
+    backup: Option<BackupReport>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +293,7 @@ impl StatusBody {
             return NodeReport {
                 ready: self.ready,
                 caught_up: true,
+                backup: self.backup,
                 ..NodeReport::default()
             };
         };
@@ -277,6 +304,7 @@ impl StatusBody {
             lag: r.lag_messages,
             caught_up: r.caught_up,
             gap: r.gap,
+            backup: self.backup,
         }
     }
 }
@@ -323,8 +351,28 @@ mod tests {
                 lag: Some(2),
                 caught_up: true,
                 gap: None,
+                backup: None,
             }
         );
+    }
+
+    #[test]
+    fn the_backup_object_of_status_is_read() {
+        let body: StatusBody = serde_json::from_value(serde_json::json!({
+            "ready": true, "replication": null,
+            "backup": {"url": "s3://b/p", "uploader": true,
+                       "last_upload_time": "2026-12-07T01:00:00Z", "last_snapshot_seq": 12,
+                       "archived_seq": 40, "archive_lag_seconds": 1.5,
+                       "last_error": null, "failing": false}
+        }))
+        .unwrap();
+        let b = body.into_report().backup.expect("backup read");
+        assert!(b.uploader && !b.failing);
+        assert_eq!(b.last_upload_time.as_deref(), Some("2026-12-07T01:00:00Z"));
+        assert_eq!((b.last_snapshot_seq, b.archived_seq), (Some(12), Some(40)));
+        let off: StatusBody =
+            serde_json::from_value(serde_json::json!({"ready": true, "backup": null})).unwrap();
+        assert_eq!(off.into_report().backup, None);
     }
 
     #[test]
