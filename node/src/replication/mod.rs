@@ -281,6 +281,11 @@ pub(crate) fn redact(urls: &[String]) -> String {
 }
 
 impl ReplicationHandle {
+    /// The JetStream context and the replication stream's name (`GET /cluster/streams`).
+    pub fn jetstream(&self) -> (&jetstream::Context, &str) {
+        (&self.js, &self.stream)
+    }
+
     /// `/status` → `replication`.
     pub fn status_json(&self) -> Json {
         let mut j = self.status.to_json();
