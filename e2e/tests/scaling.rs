@@ -67,6 +67,12 @@ fn observe(sim: &SimCluster) -> Observed {
     seen
 }
 
+/// The stream's and the snapshot bucket's replica state, as the operator reads it.
+fn streams(sim: &SimCluster) -> Result<Vec<scaling::StreamState>, String> {
+    let j = get(sim, 0, "/cluster/streams").map_err(|e| format!("{e:#}"))?;
+    serde_json::from_value(j["streams"].clone()).map_err(|e| e.to_string())
+}
+
 fn meta(sim: &SimCluster) -> Result<Meta, String> {
     let j = get(sim, 0, "/cluster/peers").map_err(|e| format!("{e:#}"))?;
     serde_json::from_value(j).map_err(|e| e.to_string())
@@ -85,6 +91,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         live: Some(sim.pods.len() as i32),
         embedded: true,
         seen: &seen,
+        streams: None,
         meta: Some(&members),
         departed: &[],
         rolling: false,
@@ -96,6 +103,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         let live = sim.pods.len() as i32;
         let seen = observe(sim);
         let members = meta(sim);
+        let replicas = streams(sim);
         // Departed peers still in the meta group: remove them (the operator's cleanup).
         let departed = scaling::departed_in_meta(&name, live, Some(&members));
         for d in &departed {
@@ -123,6 +131,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
             live: Some(live),
             embedded: true,
             seen: &seen,
+            streams: Some(&replicas),
             meta: Some(&members),
             departed: &departed,
             rolling: false,

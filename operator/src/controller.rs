@@ -297,10 +297,18 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         .and_then(|s| s.replicas);
     let at = live_replicas.unwrap_or(desired);
     let embedded = cluster.spec.embedded_nats();
-    let meta = if embedded && at > 1 {
-        Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await)
+    let (meta, streams) = if embedded && at > 1 && desired != at {
+        (
+            Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await),
+            Some(read_streams(cluster, at, &seen, token.as_deref(), ctx).await),
+        )
+    } else if embedded && at > 1 {
+        (
+            Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await),
+            None,
+        )
     } else {
-        None
+        (None, None)
     };
     let revisions = revisions_of(live.as_ref());
 
@@ -314,6 +322,7 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         embedded,
         seen: &seen,
         meta: meta.as_ref(),
+        streams: streams.as_ref(),
         departed: &pending.clean,
         rolling,
     });
@@ -807,6 +816,25 @@ async fn apply_service_monitor(
         )),
         Err(e) => Err(format!("ServiceMonitor {name}: {e}")),
     }
+}
+
+/// The stream's and the snapshot bucket's replica state, asked through a ready node.
+async fn read_streams(
+    cluster: &HaCluster,
+    live: i32,
+    seen: &Observed,
+    token: Option<&str>,
+    ctx: &Context,
+) -> Result<Vec<scaling::StreamState>, String> {
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < live)
+        .find_map(|p| target(p, cluster.spec.http.port, token))
+        .ok_or_else(|| "no ready node to ask".to_string())?;
+    ctx.nodes
+        .streams(&via)
+        .await
+        .map_err(|e| format!("{}: {e}", via.name))
 }
 
 /// Deletes objects of kind `K` this cluster controls (label + controller owner reference).

@@ -1,4 +1,5 @@
-//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `GET /cluster/peers`, `POST /snapshot`,
+//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `GET /cluster/peers`,
+//! `GET /cluster/streams`, `POST /snapshot`,
 //! `DELETE /replications/{name}` and `DELETE /cluster/peers/{server_name}`.
 //! Must not decide anything: callers choose which node to ask and what a failure means.
 //! Invariant: every call has a timeout, so an unreachable pod costs seconds, never a stuck reconcile.
@@ -160,6 +161,32 @@ impl NodeClient {
         .map_err(|e| NodeError::Decode(e.to_string()))
     }
 
+    /// The replica state of the replication stream and the snapshot bucket
+    /// (`GET /cluster/streams`); a node without the route (an older image) reports none.
+    pub async fn streams(&self, node: &NodeTarget) -> Result<Vec<StreamState>, NodeError> {
+        #[derive(Deserialize)]
+        struct Body {
+            streams: Vec<StreamState>,
+        }
+        match self
+            .send(
+                node,
+                reqwest::Method::GET,
+                "/cluster/streams",
+                self.short_timeout,
+            )
+            .await
+        {
+            Ok(resp) => resp
+                .json::<Body>()
+                .await
+                .map(|b| b.streams)
+                .map_err(|e| NodeError::Decode(e.to_string())),
+            Err(NodeError::Status { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the durable consumer `name` (a departed node's) through `node`.
     pub async fn remove_consumer(
         &self,
@@ -307,6 +334,33 @@ impl StatusBody {
             backup: self.backup,
         }
     }
+}
+
+/// One JetStream stream's replicas, as `GET /cluster/streams` reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct StreamState {
+    pub name: String,
+    /// `false`: not created yet (e.g. no snapshot taken), nothing to wait for.
+    #[serde(default)]
+    pub exists: bool,
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Every replica has a leader, is online, current and without lag.
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub peers: Vec<StreamPeer>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct StreamPeer {
+    pub name: String,
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub offline: bool,
+    #[serde(default)]
+    pub lag: u64,
 }
 
 /// One member of the JetStream meta group, as `GET /cluster/peers` reports it.
