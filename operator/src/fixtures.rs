@@ -397,6 +397,37 @@ pub struct World {
     pub old_secret: bool,
 }
 
+impl World {
+    /// A cluster of `n` nodes that runs as it should: the Secret exists, the StatefulSet has
+    /// `n` replicas at revision `r1`, every pod is ready at it.
+    pub fn running(n: i32) -> Self {
+        World {
+            secret_exists: true,
+            live_sts: Some(live_sts(n, n, "r1", "r1", n)),
+            applied_status: Some(sts_status(n, n, "r1", "r1")),
+            pods: (0..n).map(|i| pod(i, true, "r1")).collect(),
+            ..World::default()
+        }
+    }
+
+    /// The Event reasons the reconcile publishes, in order.
+    pub fn with_events(mut self, reasons: &[&'static str]) -> Self {
+        self.events = reasons.to_vec();
+        self
+    }
+}
+
+/// The status the API server reports on a StatefulSet.
+pub fn sts_status(replicas: i32, ready: i32, current: &str, update: &str) -> StatefulSetStatus {
+    StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(ready),
+        current_revision: Some(current.into()),
+        update_revision: Some(update.into()),
+        ..StatefulSetStatus::default()
+    }
+}
+
 /// The calls the verifier saw, for the test to assert on afterwards.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::runtime::controller::Action;
@@ -14,21 +13,12 @@ use super::{Context, backoff, error_policy, reconcile};
 use crate::backups::BACKUP_FAILING;
 use crate::crd::{HaCluster, HaClusterStatus};
 use crate::fixtures::{
-    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, timeout_after_1s,
+    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, sts_status,
+    timeout_after_1s,
 };
 use crate::status::{DEGRADED, PROGRESSING, READY, SNAPSHOT_SUCCEEDED};
 
 const APPLY: &str = "?&force=true&fieldManager=ha-operator";
-
-fn sts_status(replicas: i32, ready: i32, current: &str, update: &str) -> StatefulSetStatus {
-    StatefulSetStatus {
-        replicas,
-        ready_replicas: Some(ready),
-        current_revision: Some(current.into()),
-        update_revision: Some(update.into()),
-        ..StatefulSetStatus::default()
-    }
-}
 
 /// Runs one reconcile of `cluster` in `scenario`; returns its result and what the API saw.
 async fn reconcile_in(
@@ -185,13 +175,7 @@ async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(3);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
     let status = recorded.status();
@@ -225,14 +209,7 @@ async fn failing_backups_are_reported_in_status_a_condition_and_an_event() {
         .with_backup()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["BackupFailing"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["BackupFailing"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let status = recorded.status();
@@ -279,14 +256,7 @@ async fn backups_that_work_again_are_said_once() {
             crate::fixtures::now(),
         ));
     }
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["BackupRecovered"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["BackupRecovered"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let status = recorded.status();
@@ -305,13 +275,7 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
         .replicas(1)
         .http_port(closed)
         .running_with_nodes(&["db-0"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
-        applied_status: Some(sts_status(1, 1, "r1", "r1")),
-        pods: vec![pod(0, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(1);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let status = recorded.status();
@@ -393,14 +357,7 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&before);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["DepartedNodesRemoved"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
     let (result, recorded, _) = reconcile_in(
         c.clone(),
         Scenario::Apply(c.clone(), Box::new(world.clone())),
@@ -535,14 +492,7 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
     .await;
     // The status was lost (e.g. the HaCluster restored from a backup without it).
     let c = HaCluster::test().http_port(node.port);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: (0..3).map(|i| pod(i, true, "r1")).collect(),
-        events: vec!["DepartedNodesRemoved"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
     let (result, _, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     assert_eq!(
@@ -596,14 +546,7 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["CleanupFailed"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["CleanupFailed"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     let err = result.unwrap_err();
     assert_eq!(err.metric_label(), "node_api");
@@ -632,14 +575,7 @@ async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
             "no ready node to take the snapshot".into(),
         ));
     }
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["SnapshotTaken"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["SnapshotTaken"]);
     let (ctx, verifier) = Context::test();
     let server = verifier.run(Scenario::Apply(c.clone(), Box::new(world)));
     let result = reconcile(Arc::new(c), ctx.clone()).await;
@@ -685,13 +621,7 @@ async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
         .http_port(node.port)
         .schedule("0 * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(3);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
     assert!(node.calls().is_empty());
