@@ -143,6 +143,9 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
             eprintln!("{}", d.message().unwrap_or_default());
             sim.apply(scaling::at_step(base, d.replicas))?;
             sizes.push(d.replicas);
+        } else if let Some(why) = d.message() {
+            // What the step waits for, so a timeout says it.
+            bail!("{why}");
         }
         Ok(None)
     })?;

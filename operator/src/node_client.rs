@@ -345,7 +345,8 @@ pub struct StreamState {
     pub exists: bool,
     #[serde(default)]
     pub leader: Option<String>,
-    /// Every replica has a leader, is online, current and without lag.
+    /// There is a leader and every replica is online and current (JetStream's own judgement;
+    /// `lag` moves under writes and is only shown).
     #[serde(default)]
     pub current: bool,
     #[serde(default)]
@@ -359,8 +360,9 @@ pub struct StreamPeer {
     pub current: bool,
     #[serde(default)]
     pub offline: bool,
+    /// Operations behind the leader (JetStream leaves it out, as null, when it does not know).
     #[serde(default)]
-    pub lag: u64,
+    pub lag: Option<u64>,
 }
 
 /// One member of the JetStream meta group, as `GET /cluster/peers` reports it.
@@ -436,6 +438,24 @@ mod tests {
                 .unwrap();
         let r = body.into_report();
         assert!(r.caught_up && r.ready && r.applied_seq.is_none());
+    }
+
+    #[test]
+    fn stream_replicas_decode_with_and_without_a_lag() {
+        let s: StreamState = serde_json::from_value(serde_json::json!({
+            "kind": "stream", "name": "ha_replication", "exists": true, "replicas": 3,
+            "leader": "db-0", "current": false, "messages": 9, "last_seq": 9,
+            "peers": [{"name": "db-1", "current": true, "offline": false, "lag": null, "active_ms": 3},
+                      {"name": "db-2", "current": false, "offline": false, "lag": 4, "active_ms": 3}]
+        }))
+        .unwrap();
+        assert_eq!(s.peers[0].lag, None);
+        assert_eq!(s.peers[1].lag, Some(4));
+        let missing: StreamState = serde_json::from_value(
+            serde_json::json!({"kind": "snapshot_bucket", "name": "OBJ_x", "exists": false}),
+        )
+        .unwrap();
+        assert!(!missing.exists);
     }
 
     #[test]

@@ -229,12 +229,12 @@ fn stream_blockers(s: &StreamState) -> Vec<String> {
     let lagging: Vec<String> = s
         .peers
         .iter()
-        .filter(|p| p.offline || !p.current || p.lag > 0)
+        .filter(|p| p.offline || !p.current)
         .map(|p| {
             if p.offline {
                 format!("{} (offline)", p.name)
             } else {
-                format!("{} ({} behind)", p.name, p.lag)
+                format!("{} ({} behind)", p.name, p.lag.unwrap_or(0))
             }
         })
         .collect();
@@ -351,14 +351,14 @@ mod tests {
             name: name.into(),
             exists: true,
             leader: Some("db-0".into()),
-            current: peers.iter().all(|(_, c, lag)| *c && *lag == 0),
+            current: peers.iter().all(|(_, c, _)| *c),
             peers: peers
                 .iter()
                 .map(|(n, c, lag)| crate::node_client::StreamPeer {
                     name: n.to_string(),
                     current: *c,
                     offline: false,
-                    lag: *lag,
+                    lag: Some(*lag),
                 })
                 .collect(),
         }

@@ -79,11 +79,12 @@ async fn describe(js: &jetstream::Context, kind: &str, name: &str) -> Result<Jso
                 .collect()
         })
         .unwrap_or_default();
-    // The leader is current by definition; every other replica must say so itself.
+    // The leader is current by definition; every other replica must say so itself (JetStream's
+    // `current`: caught up with the leader; `lag` moves under writes and is only reported).
     let all_current = cluster.is_some_and(|c| c.leader.is_some())
         && replicas
             .iter()
-            .all(|r| r["current"] == true && r["offline"] == false && r["lag"] == 0);
+            .all(|r| r["current"] == true && r["offline"] == false);
     Ok(json!({
         "kind": kind,
         "name": name,
