@@ -57,6 +57,16 @@ CASES = {
         "postgres": {"enabled": False},
         "disruptionBudget": {"enabled": False},
     },
+    "backups": {
+        "backup": {"url": "s3://orders-backups/prod", "endpoint": "http://minio.minio:9000",
+                   "credentialsSecret": "s3-creds", "interval": "30m", "retention": "14d"},
+        "bootstrap": {"fromBackup": {"url": "s3://orders-backups/old", "region": "eu-west-1",
+                                     "toSeq": 1234}},
+    },
+    "bootstrap-only": {
+        "bootstrap": {"fromBackup": {"url": "s3://b/p", "credentialsSecret": "old-creds",
+                                     "toTime": "2026-12-07T01:00:00Z"}},
+    },
     "two-nodes-custom-nats": {
         "replicas": 2,
         "replication": {"streamReplicas": 1, "ddlSync": False, "policy": "new"},
@@ -71,6 +81,17 @@ CASES = {
 }
 
 MANAGER_LABELS = ("app.kubernetes.io/managed-by", "helm.sh/chart")
+
+
+class KubeLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: an unquoted RFC 3339 time stays a string (sigs.k8s.io/yaml
+    does not resolve timestamps; serde_yaml does not quote them)."""
+
+
+KubeLoader.yaml_implicit_resolvers = {
+    k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def strip_manager_labels(obj):
@@ -103,7 +124,7 @@ def operator_objects(operator, name, spec):
         f.flush()
         out = subprocess.run([operator, "render", "-f", f.name, "-n", NAMESPACE],
                              capture_output=True, text=True, check=True).stdout
-    return by_kind([d for d in yaml.safe_load_all(out) if d])
+    return by_kind([d for d in yaml.load_all(out, Loader=KubeLoader) if d])
 
 
 def chart_values(name, spec):
@@ -125,7 +146,7 @@ def chart_objects(name, spec):
     docs = []
     for path, text in rendered.items():
         if not path.endswith("NOTES.txt"):
-            docs.extend(d for d in yaml.safe_load_all(text) if d)
+            docs.extend(d for d in yaml.load_all(text, Loader=KubeLoader) if d)
     return by_kind(docs)
 
 
@@ -135,8 +156,8 @@ def compare(case, op, ch):
     def same(what, a, b):
         a, b = strip_manager_labels(a), strip_manager_labels(b)
         if a != b:
-            problems.append(f"{case}: {what} differs\n operator: {json.dumps(a, sort_keys=True)}\n"
-                            f" chart:    {json.dumps(b, sort_keys=True)}")
+            problems.append(f"{case}: {what} differs\n operator: {json.dumps(a, sort_keys=True, default=str)}\n"
+                            f" chart:    {json.dumps(b, sort_keys=True, default=str)}")
 
     for kind in ("StatefulSet", "Service", "PodDisruptionBudget", "Ingress"):
         a, b = op.get(kind, []), ch.get(kind, [])

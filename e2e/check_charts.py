@@ -34,6 +34,11 @@ REFUSED = [
     ({"storage": {"size": "lots"}}, "size"),
     ({"replicas": 0}, "replicas"),
     ({"replica": 3}, "replica"),
+    ({"backup": {"url": "https://b.example.com/p"}}, "url"),
+    ({"bootstrap": {"fromBackup": {"url": "s3://b/p", "toSeq": 5,
+                                   "toTime": "2026-12-07T01:00:00Z"}}}, "at most one of toSeq"),
+    ({"backup": {"url": "s3://b/n", "region": "a"},
+      "bootstrap": {"fromBackup": {"url": "s3://b/o", "region": "b"}}}, "same endpoint"),
 ]
 
 

@@ -49,3 +49,23 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 .tools/bin/nats-server --version >/dev/null
+
+# promtool (checks the chart's Prometheus alert rules): only the binary, taken out of Debian's
+# pinned prometheus package (checked by its sha256), so no Prometheus service gets installed.
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+deb12u1
+PROMETHEUS_DEB_SHA256=81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55
+if [ ! -x .tools/bin/promtool ]; then
+  echo "installing promtool from prometheus ${PROMETHEUS_DEB_VERSION}"
+  work="$(mktemp -d)"
+  (cd "$work" && apt-get download -qq "prometheus=${PROMETHEUS_DEB_VERSION}" >/dev/null 2>&1) || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    (cd "$work" && apt-get download -qq "prometheus=${PROMETHEUS_DEB_VERSION}")
+  }
+  deb="$(ls "$work"/prometheus_*.deb)"
+  echo "${PROMETHEUS_DEB_SHA256}  ${deb}" | sha256sum -c --quiet -
+  dpkg-deb -x "$deb" "$work/x"
+  install -m 0755 "$work/x/usr/bin/promtool" .tools/bin/promtool
+  rm -rf "$work"
+fi
+.tools/bin/promtool --version >/dev/null

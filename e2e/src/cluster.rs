@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ha_operator::crd::HaCluster;
 use ha_operator::render::{Credentials, Rendered, render};
-use k8s_openapi::api::core::v1::{Container, Secret};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::image::Image;
@@ -145,15 +145,19 @@ impl SimCluster {
         o
     }
 
-    fn container(&self) -> Result<Container> {
-        let template = &self
+    /// The rendered StatefulSet's pod template.
+    fn template(&self) -> Result<&PodTemplateSpec> {
+        Ok(&self
             .rendered
             .stateful_set
             .spec
             .as_ref()
             .context("StatefulSet without spec")?
-            .template;
-        Ok(Pod::container(template)?.clone())
+            .template)
+    }
+
+    fn container(&self) -> Result<Container> {
+        Ok(Pod::container(self.template()?)?.clone())
     }
 
     /// A container port by name or number.
@@ -220,14 +224,7 @@ impl SimCluster {
 
     /// Rolls pod `i` to the rendered template (a StatefulSet replacing it).
     pub fn roll(&mut self, i: usize) -> Result<()> {
-        let template = self
-            .rendered
-            .stateful_set
-            .spec
-            .as_ref()
-            .context("StatefulSet without spec")?
-            .template
-            .clone();
+        let template = self.template()?.clone();
         let objects = self.objects();
         self.pods[i].stop(Duration::from_secs(30));
         self.pods[i].replace(template, objects)
@@ -245,14 +242,7 @@ impl SimCluster {
             new_hosts.push((i, self.net.add_host(&format!("p{i}"), POD_OCTET + i as u8)?));
         }
         self.write_dns(replicas)?;
-        let template = self
-            .rendered
-            .stateful_set
-            .spec
-            .as_ref()
-            .context("StatefulSet without spec")?
-            .template
-            .clone();
+        let template = self.template()?.clone();
         let claims: Vec<String> = self
             .rendered
             .stateful_set
@@ -263,13 +253,7 @@ impl SimCluster {
             .into_iter()
             .filter_map(|c| c.metadata.name)
             .collect();
-        let ha = built_binary("ha");
-        let nats = repo_root().join(".tools/bin/nats-server");
-        let binaries = self.image.binaries(&|name| match name {
-            "ha" => Some(ha.clone()),
-            "nats-server" => Some(nats.clone()),
-            _ => None,
-        })?;
+        let binaries = self.image.binaries(&crate::local_binary)?;
         for (i, host) in new_hosts {
             let pod_name = self.pod_name(i);
             let mut claim_dirs = BTreeMap::new();
@@ -461,10 +445,7 @@ fn tail(s: &str) -> String {
 }
 
 /// Gives the volume to the pod's user (`runAsUser`/`fsGroup`), as a volume with fsGroup would be.
-fn chown_to_pod_user(
-    dir: &std::path::Path,
-    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
-) -> Result<()> {
+fn chown_to_pod_user(dir: &std::path::Path, template: &PodTemplateSpec) -> Result<()> {
     let sc = template
         .spec
         .as_ref()

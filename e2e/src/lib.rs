@@ -7,6 +7,7 @@
 //! points) is removed when its owner drops, also when a test fails.
 //! See `network` (namespaces, partitions), `pod` (one pod), `cluster` (a StatefulSet of pods).
 
+pub mod client;
 pub mod cluster;
 pub mod compose;
 pub mod image;

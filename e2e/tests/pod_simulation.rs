@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ha_e2e::client::{credentials, insert, sql, stream_info};
 use ha_e2e::cluster::SimCluster;
 use ha_e2e::pod::exec;
-use ha_e2e::{repo_root, wait};
+use ha_e2e::wait;
 use ha_operator::crd::HaCluster;
-use ha_operator::render::Credentials;
 use serde_json::Value as Json;
 
 const CLUSTER: &str = r#"
@@ -30,49 +30,10 @@ spec:
 const READY: Duration = Duration::from_secs(120);
 const CONVERGE: Duration = Duration::from_secs(60);
 
-fn credentials() -> Credentials {
-    Credentials {
-        pg_user: "ha".into(),
-        pg_password: "e2e-pg-secret".into(),
-        nats_user: "ha-nats".into(),
-        nats_password: "e2e-nats-secret".into(),
-        nats_cluster_user: "ha-route".into(),
-        nats_cluster_password: "routePassw0rd".into(),
-        http_token: "httpT0ken".into(),
-    }
-}
-
-fn http(sim: &SimCluster, host: &str, sql: &str) -> Result<Json> {
-    let body = serde_json::json!({ "sql": sql }).to_string();
-    let out = sim.curl(&format!("http://{host}:8080/"), Some(&body))?;
-    serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))
-}
-
 /// Rows of `SELECT id, v FROM items ORDER BY id` on pod `i`, straight from the pod.
 fn items_on(sim: &SimCluster, i: usize) -> Result<Vec<Json>> {
-    let j = http(sim, &sim.pod_dns(i), "SELECT id, v FROM items ORDER BY id")?;
+    let j = sql(sim, &sim.pod_dns(i), "SELECT id, v FROM items ORDER BY id")?;
     Ok(j["rows"].as_array().cloned().unwrap_or_default())
-}
-
-/// Inserts rows `from..to` through `host`, each retried until acknowledged: right after a pod dies
-/// JetStream may be electing a stream leader and the node answers 503 (nothing committed). The
-/// upsert keeps a retry after an ambiguous failure (a timeout) from failing on its own row.
-fn insert(sim: &SimCluster, host: &str, from: i64, to: i64, tag: &str) -> Result<()> {
-    for id in from..to {
-        let sql = format!("INSERT OR REPLACE INTO items(id, v) VALUES ({id}, '{tag}-{id}')");
-        wait::until(
-            CONVERGE,
-            &format!("insert {id} via {host} acknowledged"),
-            || {
-                let j = http(sim, host, &sql)?;
-                if j.get("error").is_some() {
-                    bail!("insert {id} via {host}: {j}");
-                }
-                Ok(Some(()))
-            },
-        )?;
-    }
-    Ok(())
 }
 
 /// Every listed pod holds exactly `expected` rows, identical everywhere.
@@ -100,34 +61,6 @@ fn converged(sim: &SimCluster, pods: &[usize], expected: usize) -> Result<()> {
     )
 }
 
-/// The stream as JetStream reports it, asked from the client namespace with nats-py.
-fn stream_info(sim: &SimCluster, pod: usize) -> Result<Json> {
-    let c = credentials();
-    let script = format!(
-        r#"
-import asyncio, json, nats
-async def main():
-    nc = await nats.connect("nats://{host}:4222", user={user:?}, password={pw:?}, connect_timeout=5)
-    info = await nc.jetstream().stream_info("ha_replication")
-    print(json.dumps({{"replicas": info.config.num_replicas,
-                      "leader": info.cluster.leader if info.cluster else None,
-                      "peers": [[r.name, r.current] for r in (info.cluster.replicas or [])] if info.cluster else []}}))
-    await nc.close()
-asyncio.run(main())
-"#,
-        host = sim.pod_dns(pod),
-        user = c.nats_user,
-        pw = c.nats_password,
-    );
-    let python = repo_root().join(".tools/bin/python");
-    let out = exec(
-        &sim.client,
-        python.to_str().context("path")?,
-        &["-c", &script],
-    )?;
-    serde_json::from_str(out.trim()).with_context(|| format!("stream info: {out}"))
-}
-
 #[test]
 fn rendered_cluster_forms_replicates_heals_and_scales() {
     let cluster: HaCluster = serde_yaml::from_str(CLUSTER).expect("cluster yaml");
@@ -146,7 +79,7 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
 
     // The three embedded nats-servers form one JetStream cluster holding an R3 stream.
     let info = wait::until(READY, "an R3 stream with two current followers", || {
-        let info = stream_info(sim, 0)?;
+        let info = stream_info(sim, 0, "ha_replication")?;
         let peers = info["peers"].as_array().cloned().unwrap_or_default();
         let current = peers.iter().filter(|p| p[1] == Json::Bool(true)).count();
         Ok((info["replicas"] == 3 && current == 2).then_some(info))
@@ -155,7 +88,7 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
 
     // curl and psql through the client Service's DNS name.
     let svc = sim.service_dns();
-    let created = http(
+    let created = sql(
         sim,
         &svc,
         "CREATE TABLE items(id INTEGER PRIMARY KEY, v TEXT)",
@@ -164,19 +97,19 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
         created.get("error").is_none(),
         "create via Service: {created}"
     );
-    insert(sim, &svc, 1, 11, "svc")?;
+    insert(sim, &svc, 1, 11, "svc", CONVERGE)?;
     let count = sim.psql(&svc, "SELECT count(*) FROM items")?;
     assert_eq!(count, "10", "psql through the Service");
 
     // A write on pod 0 is read on pod 2.
-    insert(sim, &sim.pod_dns(0), 11, 21, "pod0")?;
+    insert(sim, &sim.pod_dns(0), 11, 21, "pod0", CONVERGE)?;
     converged(sim, &[0, 2], 20)?;
     let on_two = sim.psql(&sim.pod_dns(2), "SELECT v FROM items WHERE id = 20")?;
     assert_eq!(on_two, "pod0-20");
 
     // Pod 1 killed; writes go on; restarted on the same volume it catches up.
     sim.pods[1].kill();
-    insert(sim, &sim.pod_dns(0), 21, 41, "while-down")?;
+    insert(sim, &sim.pod_dns(0), 21, 41, "while-down", CONVERGE)?;
     sim.pods[1].restart()?;
     sim.wait_ready(1, READY)?;
     converged(sim, &[0, 1, 2], 40)?;
@@ -189,7 +122,7 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
     )?;
     let snap: Json = serde_json::from_str(&snap)?;
     assert!(snap["seq"].as_u64().unwrap_or(0) > 0, "snapshot: {snap}");
-    insert(sim, &sim.pod_dns(2), 41, 51, "after-snapshot")?;
+    insert(sim, &sim.pod_dns(2), 41, 51, "after-snapshot", CONVERGE)?;
     let mut bigger = cluster.clone();
     bigger.spec.replicas = 5;
     sim.apply(bigger)?;
@@ -207,8 +140,8 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
 
     // Pod 4 isolated: the others stay writable; after healing pod 4 converges.
     sim.partition(4)?;
-    insert(sim, &sim.pod_dns(0), 51, 61, "partitioned")?;
-    insert(sim, &sim.pod_dns(3), 61, 71, "partitioned")?;
+    insert(sim, &sim.pod_dns(0), 51, 61, "partitioned", CONVERGE)?;
+    insert(sim, &sim.pod_dns(3), 61, 71, "partitioned", CONVERGE)?;
     converged(sim, &[0, 1, 2, 3], 70)?;
     let isolated = items_on_local(sim, 4)?;
     assert_eq!(

@@ -11,15 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ha_e2e::client::{credentials, get, sql, stream_info};
 use ha_e2e::cluster::SimCluster;
 use ha_e2e::pod::exec;
-use ha_e2e::{repo_root, wait};
+use ha_e2e::wait;
 use ha_operator::crd::HaCluster;
 use ha_operator::node_client::NodeReport;
 use ha_operator::observed::{Observed, PodView};
-use ha_operator::render::Credentials;
 use ha_operator::scaling::{self, Meta, Scale};
-use serde_json::Value as Json;
 
 const CLUSTER: &str = r#"
 apiVersion: ha.sqlite.dev/v1alpha1
@@ -35,29 +34,6 @@ spec:
 
 const READY: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(180);
-
-fn credentials() -> Credentials {
-    Credentials {
-        pg_user: "ha".into(),
-        pg_password: "e2e-pg-secret".into(),
-        nats_user: "ha-nats".into(),
-        nats_password: "e2e-nats-secret".into(),
-        nats_cluster_user: "ha-route".into(),
-        nats_cluster_password: "e2e-route-secret".into(),
-        http_token: "e2e-token".into(),
-    }
-}
-
-fn get(sim: &SimCluster, i: usize, path: &str) -> Result<Json> {
-    let out = sim.curl(&format!("http://{}:8080{path}", sim.pod_dns(i)), None)?;
-    serde_json::from_str(&out).with_context(|| format!("{path}: not JSON: {out}"))
-}
-
-fn sql(sim: &SimCluster, host: &str, sql: &str) -> Result<Json> {
-    let body = serde_json::json!({ "sql": sql }).to_string();
-    let out = sim.curl(&format!("http://{host}:8080/"), Some(&body))?;
-    serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))
-}
 
 /// What the operator would observe: each pod's readiness and `/status`.
 fn observe(sim: &SimCluster) -> Observed {
@@ -82,12 +58,19 @@ fn observe(sim: &SimCluster) -> Observed {
                 lag: r["lag_messages"].as_u64(),
                 caught_up: r["caught_up"] == true,
                 gap: None,
+                backup: None,
             }
         });
         seen.reports
             .insert(format!("{name}-{i}"), report.map_err(|e| format!("{e:#}")));
     }
     seen
+}
+
+/// The stream's and the snapshot bucket's replica state, as the operator reads it.
+fn streams(sim: &SimCluster) -> Result<Vec<scaling::StreamState>, String> {
+    let j = get(sim, 0, "/cluster/streams").map_err(|e| format!("{e:#}"))?;
+    serde_json::from_value(j["streams"].clone()).map_err(|e| e.to_string())
 }
 
 fn meta(sim: &SimCluster) -> Result<Meta, String> {
@@ -108,6 +91,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         live: Some(sim.pods.len() as i32),
         embedded: true,
         seen: &seen,
+        streams: None,
         meta: Some(&members),
         departed: &[],
         rolling: false,
@@ -119,6 +103,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         let live = sim.pods.len() as i32;
         let seen = observe(sim);
         let members = meta(sim);
+        let replicas = streams(sim);
         // Departed peers still in the meta group: remove them (the operator's cleanup).
         let departed = scaling::departed_in_meta(&name, live, Some(&members));
         for d in &departed {
@@ -146,6 +131,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
             live: Some(live),
             embedded: true,
             seen: &seen,
+            streams: Some(&replicas),
             meta: Some(&members),
             departed: &departed,
             rolling: false,
@@ -157,38 +143,13 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
             eprintln!("{}", d.message().unwrap_or_default());
             sim.apply(scaling::at_step(base, d.replicas))?;
             sizes.push(d.replicas);
+        } else if let Some(why) = d.message() {
+            // What the step waits for, so a timeout says it.
+            bail!("{why}");
         }
         Ok(None)
     })?;
     Ok(sizes)
-}
-
-/// The stream as JetStream reports it, asked from the client namespace with nats-py.
-fn stream_replicas(sim: &SimCluster) -> Result<i64> {
-    let c = credentials();
-    let script = format!(
-        r#"
-import asyncio, nats
-async def main():
-    nc = await nats.connect("nats://{host}:4222", user={user:?}, password={pw:?}, connect_timeout=5)
-    info = await nc.jetstream().stream_info("ha_replication")
-    print(info.config.num_replicas)
-    await nc.close()
-asyncio.run(main())
-"#,
-        host = sim.pod_dns(0),
-        user = c.nats_user,
-        pw = c.nats_password,
-    );
-    let python = repo_root().join(".tools/bin/python");
-    let out = exec(
-        &sim.client,
-        python.to_str().context("path")?,
-        &["-c", &script],
-    )?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("replicas: {out}"))
 }
 
 /// The checks after a step, with no write in flight.
@@ -214,7 +175,9 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
         bail!("no JetStream meta leader: {m:?}");
     }
     let got = wait::until(READY, &format!("an R{replicas} stream"), || {
-        let r = stream_replicas(sim)?;
+        let r = stream_info(sim, 0, "ha_replication")?["replicas"]
+            .as_i64()
+            .context("replicas")?;
         Ok((r == replicas).then_some(r))
     })?;
     eprintln!(

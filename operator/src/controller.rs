@@ -297,10 +297,18 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         .and_then(|s| s.replicas);
     let at = live_replicas.unwrap_or(desired);
     let embedded = cluster.spec.embedded_nats();
-    let meta = if embedded && at > 1 {
-        Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await)
+    let (meta, streams) = if embedded && at > 1 && desired != at {
+        (
+            Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await),
+            Some(read_streams(cluster, at, &seen, token.as_deref(), ctx).await),
+        )
+    } else if embedded && at > 1 {
+        (
+            Some(read_meta(cluster, at, &seen, token.as_deref(), ctx).await),
+            None,
+        )
     } else {
-        None
+        (None, None)
     };
     let revisions = revisions_of(live.as_ref());
 
@@ -314,6 +322,7 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         embedded,
         seen: &seen,
         meta: meta.as_ref(),
+        streams: streams.as_ref(),
         departed: &pending.clean,
         rolling,
     });
@@ -339,6 +348,12 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         None => storage::Change::None,
     };
     let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
+    if let Some(sm) = &rendered.service_monitor
+        && let Err(e) = apply_service_monitor(ctx, &ns, sm).await
+    {
+        // Opt-in and outside the cluster's own objects: said, never blocking the reconcile.
+        events.warning("ServiceMonitorFailed", "Monitoring", e);
+    }
     let volumes = storage_step(cluster, &ns, &storage_change, ctx, &mut events).await?;
     note_changes(
         cluster,
@@ -393,6 +408,16 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         failure: None,
         now,
     });
+    let before = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    if let Some(t) = crate::backups::transition(before, &status.conditions) {
+        if t.warning {
+            events.warning(t.reason, "Backup", t.note);
+        } else {
+            events.normal(t.reason, "Backup", t.note);
+        }
+    }
     patch_status(ctx, cluster, &status).await?;
     events.publish(ctx, cluster).await;
     if let Some(e) = deferred {
@@ -772,6 +797,46 @@ where
     })
 }
 
+/// Server-side apply of the prometheus-operator ServiceMonitor; the error says what to do.
+async fn apply_service_monitor(
+    ctx: &Context,
+    ns: &str,
+    sm: &kube::api::DynamicObject,
+) -> std::result::Result<(), String> {
+    let ar = crate::render::monitoring::service_monitor_resource();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let name = sm.name_any();
+    match api.patch(&name, &pp, &Patch::Apply(sm)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(a)) if a.code == 404 => Err(format!(
+            "ServiceMonitor {name}: the monitoring.coreos.com/v1 ServiceMonitor kind is not \
+             installed; install prometheus-operator (or its CRDs) or set \
+             spec.monitoring.serviceMonitor to false"
+        )),
+        Err(e) => Err(format!("ServiceMonitor {name}: {e}")),
+    }
+}
+
+/// The stream's and the snapshot bucket's replica state, asked through a ready node.
+async fn read_streams(
+    cluster: &HaCluster,
+    live: i32,
+    seen: &Observed,
+    token: Option<&str>,
+    ctx: &Context,
+) -> Result<Vec<scaling::StreamState>, String> {
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < live)
+        .find_map(|p| target(p, cluster.spec.http.port, token))
+        .ok_or_else(|| "no ready node to ask".to_string())?;
+    ctx.nodes
+        .streams(&via)
+        .await
+        .map_err(|e| format!("{}: {e}", via.name))
+}
+
 /// Deletes objects of kind `K` this cluster controls (label + controller owner reference).
 async fn prune<K>(cluster: &HaCluster, ns: &str, ctx: &Context) -> Result<()>
 where
@@ -1060,8 +1125,17 @@ fn failed_status(cluster: &HaCluster, e: &Error, now: Timestamp) -> HaClusterSta
             c.reason = e.reason().into();
         }
     }
-    // Nothing was observed: keep what the last good reconcile saw of the nodes.
+    // Nothing was observed: keep what the last good reconcile saw of the nodes and backups.
+    s.conditions
+        .retain(|c| c.type_ != crate::backups::BACKUP_FAILING);
     if let Some(p) = previous {
+        s.backup = p.backup.clone();
+        s.conditions.extend(
+            p.conditions
+                .iter()
+                .filter(|c| c.type_ == crate::backups::BACKUP_FAILING)
+                .cloned(),
+        );
         s.nodes = p.nodes.clone();
         s.ready_replicas = p.ready_replicas;
         s.replicas = p.replicas;

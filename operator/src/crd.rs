@@ -50,6 +50,16 @@ pub const STREAM_NAME_MSG: &str =
     "replication.stream cannot change: the nodes would start a new, empty stream";
 pub const NATS_KIND_MSG: &str = "nats.external cannot be added or removed: the stream lives on the NATS that holds it; create a new HaCluster and copy the data into it";
 pub const INGRESS_TOKEN_MSG: &str = "http.ingress exposes the HTTP API and needs a token: remove http.disableToken (the operator then generates one) or name http.tokenSecret";
+pub const BACKUP_URL_MSG: &str = "backup.url must start with s3:// (s3://bucket/prefix)";
+pub const BOOTSTRAP_URL_MSG: &str =
+    "bootstrap.fromBackup.url must start with s3:// (s3://bucket/prefix)";
+pub const BOOTSTRAP_TARGET_MSG: &str =
+    "bootstrap.fromBackup: set at most one of toSeq and toTime (neither restores the latest)";
+pub const BOOTSTRAP_IMMUTABLE_MSG: &str = "bootstrap cannot change: it is only read when the cluster is first created; remove it, or create a new HaCluster to restore another backup";
+/// The node reads one endpoint, region and set of AWS credentials for both its backups and its
+/// bootstrap restore, so the two sections must agree where both say something.
+const BACKUP_STORE_RULE: &str = "!has(self.backup) || !has(self.bootstrap) || !has(self.bootstrap.fromBackup) || ((!has(self.bootstrap.fromBackup.endpoint) || !has(self.backup.endpoint) || self.bootstrap.fromBackup.endpoint == self.backup.endpoint) && (!has(self.bootstrap.fromBackup.region) || !has(self.backup.region) || self.bootstrap.fromBackup.region == self.backup.region) && (!has(self.bootstrap.fromBackup.credentialsSecret) || !has(self.backup.credentialsSecret) || self.bootstrap.fromBackup.credentialsSecret == self.backup.credentialsSecret))";
+pub const BACKUP_STORE_MSG: &str = "bootstrap.fromBackup and backup must use the same endpoint, region and credentialsSecret (a node has one set of object-storage settings); omit them in bootstrap.fromBackup to use backup's";
 pub const TOKEN_EXCLUSIVE_MSG: &str = "http.tokenSecret and http.disableToken exclude each other";
 
 /// Every pair of the ports the ha container listens on differs (the defaults filled in).
@@ -90,6 +100,7 @@ fn ports_rule() -> String {
 #[x_kube(validation = Rule::new(STREAM_REPLICAS_RULE).message(STREAM_REPLICAS_MSG))]
 #[x_kube(validation = Rule::new(ports_rule()).message(PORTS_MSG))]
 #[x_kube(validation = Rule::new(CROSSING_RULE).message(CROSSING_REFUSED))]
+#[x_kube(validation = Rule::new(BACKUP_STORE_RULE).message(BACKUP_STORE_MSG))]
 pub struct HaClusterSpec {
     /// Number of ha nodes (pods). Every node accepts writes.
     #[serde(default = "default_replicas")]
@@ -136,6 +147,20 @@ pub struct HaClusterSpec {
     /// Scheduled snapshots into the JetStream Object Store.
     #[serde(default)]
     pub snapshots: SnapshotsSpec,
+
+    /// Off-cluster backups to S3-compatible object storage: snapshots on an interval and a
+    /// continuous archive of the change log, so the data outlives the cluster's volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// How a new cluster gets its first data. Only read when the cluster is first created: a
+    /// node with data (or a stream with messages) ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
+
+    /// Prometheus scraping of the nodes' `/metrics`.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
 
     /// The client Service (pg and http).
     #[serde(default)]
@@ -400,6 +425,106 @@ pub struct SnapshotsSpec {
     pub retain: i32,
 }
 
+/// Off-cluster backups (`--backup-url` and friends).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://')").message(BACKUP_URL_MSG))]
+pub struct BackupSpec {
+    /// Where backups go: `s3://bucket/prefix`.
+    pub url: String,
+
+    /// S3-compatible endpoint (MinIO, …), e.g. `http://minio.minio:9000`; AWS when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Region of the bucket (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub region: Option<String>,
+
+    /// Secret with keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN`, given to the pods as environment variables (never in a ConfigMap).
+    /// When omitted the pods use whatever credentials their environment provides (e.g. IRSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+
+    /// How often a snapshot is uploaded, e.g. `1h` (the node's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+
+    /// How long snapshots are kept, e.g. `7d` (the node's default); the newest always stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub retention: Option<String>,
+}
+
+/// Where a new cluster's first data comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message(BOOTSTRAP_IMMUTABLE_MSG))]
+pub struct BootstrapSpec {
+    /// Restore a backup (point in time optional) before the first node serves; the other nodes
+    /// then restore from the snapshot it publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore (`--restore-from`, `--restore-to-seq`, `--restore-to-time`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.url.startsWith('s3://')").message(BOOTSTRAP_URL_MSG))]
+#[x_kube(validation = Rule::new("!(has(self.toSeq) && has(self.toTime))").message(BOOTSTRAP_TARGET_MSG))]
+pub struct FromBackup {
+    /// The backup: `s3://bucket/prefix`.
+    pub url: String,
+
+    /// S3-compatible endpoint; `backup.endpoint` when omitted, else AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Region of the bucket; `backup.region` when omitted, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub region: Option<String>,
+
+    /// Secret with the AWS credentials (keys as in `backup.credentialsSecret`, which is used
+    /// when this is omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+
+    /// Restore up to and including this stream sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub to_seq: Option<i64>,
+
+    /// Restore the database as it was at this time (RFC 3339, e.g. `2026-12-07T01:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    ))]
+    pub to_time: Option<String>,
+}
+
+/// Prometheus scraping.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a prometheus-operator `ServiceMonitor` that scrapes every node's `/metrics` with
+    /// the HTTP token (the CRD must be installed). Off by default.
+    #[serde(default)]
+    pub service_monitor: bool,
+
+    /// Extra labels of the ServiceMonitor (e.g. the `release` label a Prometheus selects on).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Scrape interval, e.g. `30s` (Prometheus' own when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
@@ -530,6 +655,10 @@ pub struct HaClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<SnapshotStatus>,
 
+    /// Off-cluster backups as the uploading node reports them (when `spec.backup` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+
     /// Where clients connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
@@ -579,6 +708,27 @@ pub struct SnapshotStatus {
     /// Size in bytes, or the error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What the nodes' `/status` `backup` objects say, merged: the uploader's view first.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// When the last snapshot upload succeeded (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upload_time: Option<String>,
+    /// Stream sequence contained in the last uploaded snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_seq: Option<i64>,
+    /// Last stream sequence in the change-log archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_seq: Option<i64>,
+    /// The node that uploads (one at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<String>,
+    /// The last upload or archive error, with the node that had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -757,6 +907,28 @@ impl HaClusterSpec {
             .unwrap_or(6222)
     }
 
+    /// The object-storage settings the pods get: `backup`'s, filled in by the bootstrap's where
+    /// `backup` says nothing (validation makes sure they never disagree).
+    pub fn object_store(&self) -> ObjectStore<'_> {
+        fn pick<'a>(
+            a: Option<&'a Option<String>>,
+            b: Option<&'a Option<String>>,
+        ) -> Option<&'a str> {
+            a.and_then(|x| x.as_deref())
+                .or_else(|| b.and_then(|x| x.as_deref()))
+        }
+        let backup = self.backup.as_ref();
+        let from = self.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref());
+        ObjectStore {
+            endpoint: pick(backup.map(|b| &b.endpoint), from.map(|f| &f.endpoint)),
+            region: pick(backup.map(|b| &b.region), from.map(|f| &f.region)),
+            credentials_secret: pick(
+                backup.map(|b| &b.credentials_secret),
+                from.map(|f| &f.credentials_secret),
+            ),
+        }
+    }
+
     /// Seconds a pod gets to stop.
     pub fn effective_termination_grace_seconds(&self) -> i64 {
         self.pod.termination_grace_period_seconds.unwrap_or(30)
@@ -774,6 +946,14 @@ impl HaClusterSpec {
         }
         ports
     }
+}
+
+/// Endpoint, region and credentials of the object storage the nodes back up to and restore from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectStore<'a> {
+    pub endpoint: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub credentials_secret: Option<&'a str>,
 }
 
 /// Checks everything the CRD schema checks (patterns, ranges, CEL rules) plus what it cannot
@@ -890,6 +1070,11 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
         return Err("http.ingress.host must not be empty".into());
     }
 
+    backup_checks(spec)?;
+    if let Some(i) = &spec.monitoring.interval {
+        check_duration(i).map_err(|e| format!("monitoring.interval: {e}"))?;
+    }
+
     // What the schema cannot express.
     if spec.embedded_nats() && spec.effective_stream_replicas() > spec.replicas {
         return Err(STREAM_REPLICAS_MSG.into());
@@ -922,6 +1107,62 @@ pub fn validate(spec: &HaClusterSpec) -> Result<(), String> {
     for (i, (a, pa)) in ports.iter().enumerate() {
         if let Some((b, _)) = ports[i + 1..].iter().find(|(_, pb)| pb == pa) {
             return Err(format!("{PORTS_MSG}; {a} and {b} are both port {pa}"));
+        }
+    }
+    Ok(())
+}
+
+/// The schema's and CEL rules' checks of `backup` and `bootstrap`, in their words.
+fn backup_checks(spec: &HaClusterSpec) -> Result<(), String> {
+    use crate::syntax::check_duration;
+    if let Some(b) = &spec.backup {
+        if !b.url.starts_with("s3://") {
+            return Err(BACKUP_URL_MSG.into());
+        }
+        if let Some(i) = &b.interval {
+            check_duration(i).map_err(|e| format!("backup.interval: {e}"))?;
+        }
+        if let Some(r) = &b.retention {
+            check_duration(r).map_err(|e| format!("backup.retention: {e}"))?;
+        }
+        if b.region.as_deref() == Some("") {
+            return Err("backup.region must not be empty".into());
+        }
+    }
+    let Some(from) = spec.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) else {
+        return Ok(());
+    };
+    if !from.url.starts_with("s3://") {
+        return Err(BOOTSTRAP_URL_MSG.into());
+    }
+    if from.to_seq.is_some() && from.to_time.is_some() {
+        return Err(BOOTSTRAP_TARGET_MSG.into());
+    }
+    if let Some(n) = from.to_seq
+        && n < 1
+    {
+        return Err(format!(
+            "bootstrap.fromBackup.toSeq must be at least 1, got {n}"
+        ));
+    }
+    if let Some(t) = &from.to_time
+        && t.parse::<k8s_openapi::jiff::Timestamp>().is_err()
+    {
+        return Err(format!(
+            "bootstrap.fromBackup.toTime {t:?} must be an RFC 3339 time like 2026-12-07T01:00:00Z"
+        ));
+    }
+    if from.region.as_deref() == Some("") {
+        return Err("bootstrap.fromBackup.region must not be empty".into());
+    }
+    if let Some(b) = &spec.backup {
+        let differs =
+            |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(x), Some(y)) if x != y);
+        if differs(&from.endpoint, &b.endpoint)
+            || differs(&from.region, &b.region)
+            || differs(&from.credentials_secret, &b.credentials_secret)
+        {
+            return Err(BACKUP_STORE_MSG.into());
         }
     }
     Ok(())
@@ -987,5 +1228,8 @@ mod defaults_tests {
         same::<StorageSpec>();
         same::<NatsSpec>();
         same::<PodSettings>();
+        same::<MonitoringSpec>();
+        assert!(spec.backup.is_none() && spec.bootstrap.is_none());
+        assert!(!spec.monitoring.service_monitor, "ServiceMonitor is opt-in");
     }
 }

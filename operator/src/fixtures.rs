@@ -91,6 +91,16 @@ impl HaCluster {
         self
     }
 
+    /// Off-cluster backups to a bucket with a credentials Secret.
+    pub fn with_backup(mut self) -> Self {
+        self.spec.backup = Some(crate::crd::BackupSpec {
+            url: "s3://backups/db".into(),
+            credentials_secret: Some("s3-creds".into()),
+            ..crate::crd::BackupSpec::default()
+        });
+        self
+    }
+
     pub fn without_pdb(mut self) -> Self {
         self.spec.disruption_budget.enabled = false;
         self
@@ -385,6 +395,37 @@ pub struct World {
     /// The credentials Secret exists as an older operator wrote it (four keys): the reconcile
     /// adds the three it lacks.
     pub old_secret: bool,
+}
+
+impl World {
+    /// A cluster of `n` nodes that runs as it should: the Secret exists, the StatefulSet has
+    /// `n` replicas at revision `r1`, every pod is ready at it.
+    pub fn running(n: i32) -> Self {
+        World {
+            secret_exists: true,
+            live_sts: Some(live_sts(n, n, "r1", "r1", n)),
+            applied_status: Some(sts_status(n, n, "r1", "r1")),
+            pods: (0..n).map(|i| pod(i, true, "r1")).collect(),
+            ..World::default()
+        }
+    }
+
+    /// The Event reasons the reconcile publishes, in order.
+    pub fn with_events(mut self, reasons: &[&'static str]) -> Self {
+        self.events = reasons.to_vec();
+        self
+    }
+}
+
+/// The status the API server reports on a StatefulSet.
+pub fn sts_status(replicas: i32, ready: i32, current: &str, update: &str) -> StatefulSetStatus {
+    StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(ready),
+        current_revision: Some(current.into()),
+        update_revision: Some(update.into()),
+        ..StatefulSetStatus::default()
+    }
 }
 
 /// The calls the verifier saw, for the test to assert on afterwards.
@@ -889,6 +930,8 @@ pub struct NodeBehaviour {
     pub snapshot_seq: u64,
     /// Members of the JetStream meta group `GET /cluster/peers` lists (`db-0` leads).
     pub members: Vec<String>,
+    /// The `backup` object of `/status` (null: backups off).
+    pub backup: Value,
 }
 
 impl Default for NodeBehaviour {
@@ -900,6 +943,7 @@ impl Default for NodeBehaviour {
             peer_removal: 204,
             snapshot_seq: 42,
             members: (0..3).map(|i| format!("{NAME}-{i}")).collect(),
+            backup: Value::Null,
         }
     }
 }
@@ -953,7 +997,8 @@ impl NodeMock {
                             "lag_messages": s.b.lag,
                             "caught_up": s.b.caught_up,
                             "gap": null,
-                        }
+                        },
+                        "backup": s.b.backup,
                     }))
                 }),
             )

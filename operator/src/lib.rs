@@ -13,6 +13,7 @@
 //! - `observed`: what one reconcile saw (pods, what each node's `/status` said).
 //! - `status`, `scaling`, `rollout`, `members`, `snapshots`: pure decisions — the status to report,
 //!   the StatefulSet replicas of the next scale step, the partition of a rolling update, the departed nodes to clean up, the snapshot tick.
+//! - `backups`: `status.backup`, the BackupFailing condition and its Events (pure).
 //! - `node_client`: HTTP calls to the nodes; `credentials`: the generated credentials Secret.
 //! - `lease`: leader election; `metrics`, `telemetry`, `web`: what the process exposes.
 
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod render;
 pub mod syntax;
 
+pub mod backups;
 pub mod controller;
 pub mod lease;
 pub mod members;

@@ -1,4 +1,5 @@
-//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `GET /cluster/peers`, `POST /snapshot`,
+//! Owns the operator's HTTP calls to the ha nodes: `GET /status`, `GET /cluster/peers`,
+//! `GET /cluster/streams`, `POST /snapshot`,
 //! `DELETE /replications/{name}` and `DELETE /cluster/peers/{server_name}`.
 //! Must not decide anything: callers choose which node to ask and what a failure means.
 //! Invariant: every call has a timeout, so an unreachable pod costs seconds, never a stuck reconcile.
@@ -48,6 +49,30 @@ pub struct NodeReport {
     pub caught_up: bool,
     /// A history gap the node reports (it resynchronises from a snapshot).
     pub gap: Option<String>,
+    /// The node's off-cluster backup state (`None`: backups are off on that node).
+    pub backup: Option<BackupReport>,
+}
+
+/// A node's `/status` `backup` object (docs/operations.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct BackupReport {
+    #[serde(default)]
+    pub url: String,
+    /// This node holds the upload lease (one node uploads at a time).
+    #[serde(default)]
+    pub uploader: bool,
+    /// RFC 3339.
+    #[serde(default)]
+    pub last_upload_time: Option<String>,
+    #[serde(default)]
+    pub last_snapshot_seq: Option<u64>,
+    #[serde(default)]
+    pub archived_seq: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The last upload or archive attempt failed, or nothing was uploaded for 2 × interval.
+    #[serde(default)]
+    pub failing: bool,
 }
 
 /// What `POST /snapshot` answered.
@@ -134,6 +159,32 @@ impl NodeClient {
         .json()
         .await
         .map_err(|e| NodeError::Decode(e.to_string()))
+    }
+
+    /// The replica state of the replication stream and the snapshot bucket
+    /// (`GET /cluster/streams`); a node without the route (an older image) reports none.
+    pub async fn streams(&self, node: &NodeTarget) -> Result<Vec<StreamState>, NodeError> {
+        #[derive(Deserialize)]
+        struct Body {
+            streams: Vec<StreamState>,
+        }
+        match self
+            .send(
+                node,
+                reqwest::Method::GET,
+                "/cluster/streams",
+                self.short_timeout,
+            )
+            .await
+        {
+            Ok(resp) => resp
+                .json::<Body>()
+                .await
+                .map(|b| b.streams)
+                .map_err(|e| NodeError::Decode(e.to_string())),
+            Err(NodeError::Status { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the durable consumer `name` (a departed node's) through `node`.
@@ -244,6 +295,8 @@ struct StatusBody {
     ready: bool,
     #[serde(default)]
     replication: Option<ReplicationBody>,
+    #[serde(default)]
+    backup: Option<BackupReport>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +320,7 @@ impl StatusBody {
             return NodeReport {
                 ready: self.ready,
                 caught_up: true,
+                backup: self.backup,
                 ..NodeReport::default()
             };
         };
@@ -277,8 +331,38 @@ impl StatusBody {
             lag: r.lag_messages,
             caught_up: r.caught_up,
             gap: r.gap,
+            backup: self.backup,
         }
     }
+}
+
+/// One JetStream stream's replicas, as `GET /cluster/streams` reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct StreamState {
+    pub name: String,
+    /// `false`: not created yet (e.g. no snapshot taken), nothing to wait for.
+    #[serde(default)]
+    pub exists: bool,
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// There is a leader and every replica is online and current (JetStream's own judgement;
+    /// `lag` moves under writes and is only shown).
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub peers: Vec<StreamPeer>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct StreamPeer {
+    pub name: String,
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub offline: bool,
+    /// Operations behind the leader (JetStream leaves it out, as null, when it does not know).
+    #[serde(default)]
+    pub lag: Option<u64>,
 }
 
 /// One member of the JetStream meta group, as `GET /cluster/peers` reports it.
@@ -323,8 +407,28 @@ mod tests {
                 lag: Some(2),
                 caught_up: true,
                 gap: None,
+                backup: None,
             }
         );
+    }
+
+    #[test]
+    fn the_backup_object_of_status_is_read() {
+        let body: StatusBody = serde_json::from_value(serde_json::json!({
+            "ready": true, "replication": null,
+            "backup": {"url": "s3://b/p", "uploader": true,
+                       "last_upload_time": "2026-12-07T01:00:00Z", "last_snapshot_seq": 12,
+                       "archived_seq": 40, "archive_lag_seconds": 1.5,
+                       "last_error": null, "failing": false}
+        }))
+        .unwrap();
+        let b = body.into_report().backup.expect("backup read");
+        assert!(b.uploader && !b.failing);
+        assert_eq!(b.last_upload_time.as_deref(), Some("2026-12-07T01:00:00Z"));
+        assert_eq!((b.last_snapshot_seq, b.archived_seq), (Some(12), Some(40)));
+        let off: StatusBody =
+            serde_json::from_value(serde_json::json!({"ready": true, "backup": null})).unwrap();
+        assert_eq!(off.into_report().backup, None);
     }
 
     #[test]
@@ -334,6 +438,24 @@ mod tests {
                 .unwrap();
         let r = body.into_report();
         assert!(r.caught_up && r.ready && r.applied_seq.is_none());
+    }
+
+    #[test]
+    fn stream_replicas_decode_with_and_without_a_lag() {
+        let s: StreamState = serde_json::from_value(serde_json::json!({
+            "kind": "stream", "name": "ha_replication", "exists": true, "replicas": 3,
+            "leader": "db-0", "current": false, "messages": 9, "last_seq": 9,
+            "peers": [{"name": "db-1", "current": true, "offline": false, "lag": null, "active_ms": 3},
+                      {"name": "db-2", "current": false, "offline": false, "lag": 4, "active_ms": 3}]
+        }))
+        .unwrap();
+        assert_eq!(s.peers[0].lag, None);
+        assert_eq!(s.peers[1].lag, Some(4));
+        let missing: StreamState = serde_json::from_value(
+            serde_json::json!({"kind": "snapshot_bucket", "name": "OBJ_x", "exists": false}),
+        )
+        .unwrap();
+        assert!(!missing.exists);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! See docs/kubernetes.md ("Scaling") for why, `members` for the departed-node cleanup.
 
 use crate::crd::{CROSSING_REFUSED, HaCluster};
-pub use crate::node_client::{Meta, MetaPeer};
+pub use crate::node_client::{Meta, MetaPeer, StreamState};
 use crate::observed::{Observed, ordinal_of};
 
 /// What the scale decision looks at.
@@ -26,6 +26,9 @@ pub struct Inputs<'a> {
     pub seen: &'a Observed,
     /// The meta group, or why it could not be read (`None` when not asked: not clustered).
     pub meta: Option<&'a Result<Meta, String>>,
+    /// The replica state of the stream and the snapshot bucket (`GET /cluster/streams`), or why
+    /// it could not be read (`None` when not asked: not clustered).
+    pub streams: Option<&'a Result<Vec<StreamState>, String>>,
     /// Departed nodes whose consumer and peer are still to be removed.
     pub departed: &'a [String],
     /// A rolling update is in progress (scaling waits for it).
@@ -207,7 +210,43 @@ fn blockers(i: &Inputs<'_>, live: i32) -> Vec<String> {
             }
         }
     }
+    match i.streams {
+        None => {}
+        Some(Err(e)) => out.push(format!("the streams' replica state: {e}")),
+        Some(Ok(streams)) => out.extend(streams.iter().flat_map(stream_blockers)),
+    }
     out
+}
+
+/// Why one stream's replicas are not all current (a step could take the last good copy).
+fn stream_blockers(s: &StreamState) -> Vec<String> {
+    if !s.exists || s.current {
+        return Vec::new();
+    }
+    if s.leader.as_deref().is_none_or(str::is_empty) {
+        return vec![format!("stream {} to elect a leader", s.name)];
+    }
+    let lagging: Vec<String> = s
+        .peers
+        .iter()
+        .filter(|p| p.offline || !p.current)
+        .map(|p| {
+            if p.offline {
+                format!("{} (offline)", p.name)
+            } else {
+                format!("{} ({} behind)", p.name, p.lag.unwrap_or(0))
+            }
+        })
+        .collect();
+    if lagging.is_empty() {
+        vec![format!("stream {} to be current", s.name)]
+    } else {
+        vec![format!(
+            "stream {}: replicas {} to be current",
+            s.name,
+            lagging.join(", ")
+        )]
+    }
 }
 
 /// The cluster as a StatefulSet of `replicas` pods runs it (the step being taken): routes to
@@ -301,9 +340,71 @@ mod tests {
             embedded: true,
             seen,
             meta,
+            streams: None,
             departed: &[],
             rolling: false,
         }
+    }
+
+    fn stream(name: &str, peers: &[(&str, bool, u64)]) -> StreamState {
+        StreamState {
+            name: name.into(),
+            exists: true,
+            leader: Some("db-0".into()),
+            current: peers.iter().all(|(_, c, _)| *c),
+            peers: peers
+                .iter()
+                .map(|(n, c, lag)| crate::node_client::StreamPeer {
+                    name: n.to_string(),
+                    current: *c,
+                    offline: false,
+                    lag: Some(*lag),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_step_waits_until_every_replica_of_the_stream_and_the_bucket_is_current() {
+        let o = seen(&[0, 1, 2]);
+        let m = meta(&[0, 1, 2]);
+        let lagging = Ok(vec![
+            stream("ha_replication", &[("db-1", true, 0), ("db-2", false, 40)]),
+            stream("OBJ_ha_replication_SNAPSHOTS", &[("db-1", true, 0)]),
+        ]);
+        let mut i = inputs(2, Some(3), &o, Some(&m));
+        i.streams = Some(&lagging);
+        let d = decide(&i);
+        assert_eq!(d.replicas, 3, "no step while a replica lags");
+        let msg = d.message().unwrap_or_default();
+        assert!(
+            msg.contains("stream ha_replication: replicas db-2 (40 behind) to be current"),
+            "{msg}"
+        );
+        let no_leader = Ok(vec![StreamState {
+            leader: None,
+            current: false,
+            ..stream("OBJ_ha_replication_SNAPSHOTS", &[])
+        }]);
+        i.streams = Some(&no_leader);
+        let msg = decide(&i).message().unwrap_or_default();
+        assert!(
+            msg.contains("OBJ_ha_replication_SNAPSHOTS to elect a leader"),
+            "{msg}"
+        );
+        let unreadable = Err("db-0: unreachable".to_string());
+        i.streams = Some(&unreadable);
+        assert_eq!(decide(&i).replicas, 3);
+        // Current everywhere, or a bucket not created yet: the step goes.
+        let fine = Ok(vec![
+            stream("ha_replication", &[("db-1", true, 0), ("db-2", true, 0)]),
+            StreamState {
+                name: "OBJ_ha_replication_SNAPSHOTS".into(),
+                ..StreamState::default()
+            },
+        ]);
+        i.streams = Some(&fine);
+        assert_eq!(decide(&i).replicas, 2);
     }
 
     #[test]

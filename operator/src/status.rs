@@ -1,5 +1,5 @@
 //! Owns the status the operator reports (phase, readyReplicas, the Ready / Progressing / Degraded /
-//! SnapshotSucceeded conditions, per-node sequences and lag, endpoints) as a pure function of
+//! SnapshotSucceeded / BackupFailing conditions, per-node sequences and lag, endpoints) as a pure function of
 //! what one reconcile observed and decided, and the server-side-apply patch that writes it.
 //! Must not do I/O or read a clock: `now` and every observation come in as arguments.
 //! Invariant: a condition keeps its lastTransitionTime while its status does not change.
@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use serde_json::json;
 
+use crate::backups;
 use crate::crd::{
     Endpoints, HaCluster, HaClusterSpec, HaClusterStatus, NodeStatus, ProgressMark, SnapshotStatus,
 };
@@ -209,6 +210,18 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
     if let Some(st) = &i.storage {
         conditions.push(cond(STORAGE, st.ok, st.reason, st.message.clone()));
     }
+    let backup = backups::summarize(i.spec, i.seen, i.previous.and_then(|p| p.backup.as_ref()));
+    if let Some(b) = &backup {
+        conditions.push(condition(
+            previous,
+            backups::BACKUP_FAILING,
+            b.failing,
+            b.reason,
+            b.message.clone(),
+            i.generation,
+            i.now,
+        ));
+    }
 
     HaClusterStatus {
         observed_generation: i.generation,
@@ -227,6 +240,7 @@ pub fn compute(i: &Inputs<'_>) -> HaClusterStatus {
         nodes: nodes(i),
         last_progress,
         last_snapshot: i.last_snapshot.clone(),
+        backup: backup.and_then(|b| b.status),
         endpoints: i.endpoints.clone(),
     }
 }

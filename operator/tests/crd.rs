@@ -253,6 +253,46 @@ fn invalid_specs_are_rejected_by_the_crd_and_by_validate() {
             "  http:\n    disableToken: true\n    tokenSecret: t",
             Layer::Cel,
         ),
+        (
+            "backup url not s3",
+            "  backup:\n    url: https://bucket.example.com/db",
+            Layer::Cel,
+        ),
+        (
+            "backup interval",
+            "  backup:\n    url: s3://b/p\n    interval: hourly",
+            Layer::Schema,
+        ),
+        (
+            "bootstrap url not s3",
+            "  bootstrap:\n    fromBackup:\n      url: /backups/db",
+            Layer::Cel,
+        ),
+        (
+            "bootstrap to a sequence and a time",
+            "  bootstrap:\n    fromBackup:\n      url: s3://b/p\n      toSeq: 10\n      toTime: \"2026-12-07T01:00:00Z\"",
+            Layer::Cel,
+        ),
+        (
+            "bootstrap time not RFC 3339",
+            "  bootstrap:\n    fromBackup:\n      url: s3://b/p\n      toTime: yesterday",
+            Layer::Schema,
+        ),
+        (
+            "bootstrap sequence 0",
+            "  bootstrap:\n    fromBackup:\n      url: s3://b/p\n      toSeq: 0",
+            Layer::Schema,
+        ),
+        (
+            "bootstrap and backup on two endpoints",
+            "  backup:\n    url: s3://b/new\n    endpoint: http://a:9000\n  bootstrap:\n    fromBackup:\n      url: s3://b/old\n      endpoint: http://b:9000",
+            Layer::Cel,
+        ),
+        (
+            "monitoring interval",
+            "  monitoring:\n    serviceMonitor: true\n    interval: often",
+            Layer::Schema,
+        ),
     ];
     // One check-jsonschema run over every case; it names each failing file in its report.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -314,6 +354,20 @@ fn validate_mirrors_every_cel_rule() {
         "storage: {size: 20Gi}",
         "storage: {size: '0'}",
         "storage: {size: lots}",
+        "backup: {url: 's3://b/p'}",
+        "backup: {url: 'gs://b/p'}",
+        "backup: {url: 's3://b/p', endpoint: 'http://minio:9000', credentialsSecret: c, interval: 30m, retention: 7d}",
+        "bootstrap: {fromBackup: {url: 's3://b/p'}}",
+        "bootstrap: {fromBackup: {url: 'b/p'}}",
+        "bootstrap: {fromBackup: {url: 's3://b/p', toSeq: 5}}",
+        "bootstrap: {fromBackup: {url: 's3://b/p', toTime: '2026-12-07T01:00:00Z'}}",
+        "bootstrap: {fromBackup: {url: 's3://b/p', toSeq: 5, toTime: '2026-12-07T01:00:00Z'}}",
+        "bootstrap: {}",
+        "{backup: {url: 's3://b/n', region: a}, bootstrap: {fromBackup: {url: 's3://b/o', region: b}}}",
+        "{backup: {url: 's3://b/n', region: a}, bootstrap: {fromBackup: {url: 's3://b/o', region: a}}}",
+        "{backup: {url: 's3://b/n', credentialsSecret: a}, bootstrap: {fromBackup: {url: 's3://b/o'}}}",
+        "{backup: {url: 's3://b/n', credentialsSecret: a}, bootstrap: {fromBackup: {url: 's3://b/o', credentialsSecret: b}}}",
+        "{backup: {url: 's3://b/n'}, bootstrap: {fromBackup: {url: 's3://b/o', endpoint: 'http://m:9000'}}}",
     ];
     for spec in specs {
         let object = json!({
@@ -411,6 +465,23 @@ fn transition_rules_refuse_what_a_running_cluster_cannot_take() {
         ),
         ("{}", ext, Some("nats.external cannot be added or removed")),
         ("{}", "{snapshots: {schedule: '@daily'}}", None),
+        ("{}", "{backup: {url: 's3://b/p'}}", None),
+        (
+            "{backup: {url: 's3://b/p'}}",
+            "{backup: {url: 's3://b/q', interval: 5m}}",
+            None,
+        ),
+        (
+            "{bootstrap: {fromBackup: {url: 's3://b/p'}}}",
+            "{bootstrap: {fromBackup: {url: 's3://b/p', toSeq: 9}}}",
+            Some("bootstrap cannot change"),
+        ),
+        (
+            "{bootstrap: {fromBackup: {url: 's3://b/p'}}}",
+            "{bootstrap: {fromBackup: {url: 's3://b/p'}}, logLevel: debug}",
+            None,
+        ),
+        ("{bootstrap: {fromBackup: {url: 's3://b/p'}}}", "{}", None),
     ];
     for (old, new, want) in cases {
         let got = check_cel_update(old, new);

@@ -65,4 +65,8 @@ for the optional objects a spec stops asking for. */}}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.monitoring.serviceMonitor (prometheus-operator's kind; absent CRDs are reported, not fatal).
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch"]
 {{- end -}}

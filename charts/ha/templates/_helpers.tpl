@@ -73,4 +73,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and $v.http.ingress.enabled $v.http.disableToken -}}
 {{- fail "http.ingress exposes the HTTP API and needs a token: remove http.disableToken (the chart then generates one) or name http.tokenSecret" -}}
 {{- end -}}
+{{- $f := (($v.bootstrap | default dict).fromBackup) | default dict -}}
+{{- if and $f.toSeq $f.toTime -}}
+{{- fail "bootstrap.fromBackup: set at most one of toSeq and toTime (neither restores the latest)" -}}
+{{- end -}}
+{{- $b := $v.backup | default dict -}}
+{{- if and $b.url $f.url -}}
+{{- range $k := list "endpoint" "region" "credentialsSecret" -}}
+{{- if and (get $b $k) (get $f $k) (ne (get $b $k) (get $f $k)) -}}
+{{- fail "bootstrap.fromBackup and backup must use the same endpoint, region and credentialsSecret (a node has one set of object-storage settings); omit them in bootstrap.fromBackup to use backup's" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -13,6 +13,7 @@ mod peers;
 mod replications;
 mod snapshot;
 mod status;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,6 +153,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         )
         .route("/cluster/peers", get(peers::list))
         .route("/cluster/peers/{name}", delete(peers::remove))
+        .route("/cluster/streams", get(streams::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(status::healthz))

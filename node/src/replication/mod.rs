@@ -266,6 +266,11 @@ impl Connected {
 }
 
 impl ReplicationHandle {
+    /// The JetStream context and the replication stream's name (`GET /cluster/streams`).
+    pub fn jetstream(&self) -> (&jetstream::Context, &str) {
+        (&self.js, &self.stream)
+    }
+
     /// `/status` → `replication`.
     /// The JetStream context and stream name (the backup archiver reads the stream itself).
     pub fn jetstream(&self) -> (&jetstream::Context, &str) {

@@ -116,7 +116,10 @@ impl Snapshots {
     /// Opens the bucket, creating it if it is missing.
     async fn store(&self) -> Result<object_store::ObjectStore, SnapError> {
         match self.js.get_object_store(&self.bucket).await {
-            Ok(s) => Ok(s),
+            Ok(s) => {
+                self.follow_replicas().await;
+                Ok(s)
+            }
             Err(_) => self
                 .js
                 .create_object_store(object_store::Config {
@@ -129,6 +132,32 @@ impl Snapshots {
                 })
                 .await
                 .map_err(nats("create bucket")),
+        }
+    }
+
+    /// Keeps the bucket's replicas at `--replicas`, as the replication stream's are: the cluster
+    /// size changes after the bucket was created. Best effort: the snapshot goes on either way.
+    async fn follow_replicas(&self) {
+        let name = format!("OBJ_{}", self.bucket);
+        let Ok(mut stream) = self.js.get_stream(&name).await else {
+            return;
+        };
+        let Ok(info) = stream.info().await else {
+            return;
+        };
+        let from = info.config.num_replicas;
+        if from == self.replicas {
+            return;
+        }
+        let mut config = info.config.clone();
+        config.num_replicas = self.replicas;
+        match self.js.update_stream(config).await {
+            Ok(_) => {
+                tracing::info!(bucket = %self.bucket, from, to = self.replicas, "snapshot bucket replicas follow the cluster size")
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %self.bucket, from, to = self.replicas, error = %e, "changing the snapshot bucket's replicas failed; will try again at the next snapshot")
+            }
         }
     }
 

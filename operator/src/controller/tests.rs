@@ -5,29 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::{Context, backoff, error_policy, reconcile};
+use crate::backups::BACKUP_FAILING;
 use crate::crd::{HaCluster, HaClusterStatus};
 use crate::fixtures::{
-    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, timeout_after_1s,
+    NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, sts_status,
+    timeout_after_1s,
 };
 use crate::status::{DEGRADED, PROGRESSING, READY, SNAPSHOT_SUCCEEDED};
 
 const APPLY: &str = "?&force=true&fieldManager=ha-operator";
-
-fn sts_status(replicas: i32, ready: i32, current: &str, update: &str) -> StatefulSetStatus {
-    StatefulSetStatus {
-        replicas,
-        ready_replicas: Some(ready),
-        current_revision: Some(current.into()),
-        update_revision: Some(update.into()),
-        ..StatefulSetStatus::default()
-    }
-}
 
 /// Runs one reconcile of `cluster` in `scenario`; returns its result and what the API saw.
 async fn reconcile_in(
@@ -184,13 +175,7 @@ async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(3);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
     let status = recorded.status();
@@ -209,6 +194,77 @@ async fn a_running_cluster_reports_ready_nodes_with_their_sequences_and_lag() {
 }
 
 #[tokio::test]
+async fn failing_backups_are_reported_in_status_a_condition_and_an_event() {
+    let node = NodeMock::start(NodeBehaviour {
+        backup: serde_json::json!({
+            "url": "s3://backups/db", "uploader": true,
+            "last_upload_time": "2026-01-01T11:00:00Z", "last_snapshot_seq": 30,
+            "archived_seq": 41, "archive_lag_seconds": 0.5,
+            "last_error": "PUT s3://backups/db: 403 AccessDenied", "failing": true
+        }),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .with_backup()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World::running(3).with_events(&["BackupFailing"]);
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let status = recorded.status();
+    let b = status.backup.clone().expect("status.backup");
+    assert_eq!(b.last_upload_time.as_deref(), Some("2026-01-01T11:00:00Z"));
+    assert_eq!((b.last_snapshot_seq, b.archived_seq), (Some(30), Some(41)));
+    assert!(
+        b.last_error
+            .as_deref()
+            .unwrap()
+            .contains("403 AccessDenied"),
+        "{b:?}"
+    );
+    let failing = condition(&status, BACKUP_FAILING);
+    assert_eq!(failing.status, "True");
+    assert!(failing.message.contains("db-0: PUT"), "{failing:?}");
+    // Backups failing is not the cluster failing.
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
+async fn backups_that_work_again_are_said_once() {
+    let node = NodeMock::start(NodeBehaviour {
+        backup: serde_json::json!({
+            "url": "s3://backups/db", "uploader": true,
+            "last_upload_time": "2026-01-01T11:59:00Z", "last_snapshot_seq": 42,
+            "archived_seq": 42, "archive_lag_seconds": 0.1, "last_error": null, "failing": false
+        }),
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let mut c = HaCluster::test()
+        .with_backup()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    if let Some(s) = c.status.as_mut() {
+        s.conditions.push(crate::status::condition(
+            &[],
+            BACKUP_FAILING,
+            "True",
+            "BackupFailing",
+            "db-0: 403".into(),
+            Some(1),
+            crate::fixtures::now(),
+        ));
+    }
+    let world = World::running(3).with_events(&["BackupRecovered"]);
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    let status = recorded.status();
+    assert_eq!(condition(&status, BACKUP_FAILING).status, "False");
+    assert_eq!(status.backup.unwrap().last_snapshot_seq, Some(42));
+}
+
+#[tokio::test]
 async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
     // Nothing listens on this port: the nodes' /status cannot be read.
     let closed = {
@@ -219,13 +275,7 @@ async fn an_unreachable_node_is_reported_in_its_status_not_as_an_error() {
         .replicas(1)
         .http_port(closed)
         .running_with_nodes(&["db-0"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
-        applied_status: Some(sts_status(1, 1, "r1", "r1")),
-        pods: vec![pod(0, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(1);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let status = recorded.status();
@@ -307,14 +357,7 @@ async fn scaling_down_removes_departed_nodes_through_a_ready_node_once() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&before);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["DepartedNodesRemoved"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
     let (result, recorded, _) = reconcile_in(
         c.clone(),
         Scenario::Apply(c.clone(), Box::new(world.clone())),
@@ -449,14 +492,7 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
     .await;
     // The status was lost (e.g. the HaCluster restored from a backup without it).
     let c = HaCluster::test().http_port(node.port);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: (0..3).map(|i| pod(i, true, "r1")).collect(),
-        events: vec!["DepartedNodesRemoved"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
     let (result, _, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     assert_eq!(
@@ -510,14 +546,7 @@ async fn a_failed_peer_removal_keeps_the_node_listed_and_fails_for_a_retry() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["CleanupFailed"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["CleanupFailed"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     let err = result.unwrap_err();
     assert_eq!(err.metric_label(), "node_api");
@@ -546,14 +575,7 @@ async fn a_due_snapshot_tick_takes_one_snapshot_on_a_ready_node() {
             "no ready node to take the snapshot".into(),
         ));
     }
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["SnapshotTaken"],
-        ..World::default()
-    };
+    let world = World::running(3).with_events(&["SnapshotTaken"]);
     let (ctx, verifier) = Context::test();
     let server = verifier.run(Scenario::Apply(c.clone(), Box::new(world)));
     let result = reconcile(Arc::new(c), ctx.clone()).await;
@@ -599,13 +621,7 @@ async fn a_snapshot_tick_that_is_not_due_waits_and_says_when() {
         .http_port(node.port)
         .schedule("0 * * * *")
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        ..World::default()
-    };
+    let world = World::running(3);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
     assert!(node.calls().is_empty());

@@ -245,11 +245,71 @@ pub fn env(cluster: &HaCluster) -> Vec<EnvVar> {
         "HA_SNAPSHOT_RETAIN",
         spec.snapshots.retain.to_string(),
     ));
+    backup_env(cluster, &mut env);
 
     let user = &spec.pod.env;
     env.retain(|e| !user.iter().any(|u| u.name == e.name));
     env.extend(user.iter().cloned());
     env
+}
+
+/// Off-cluster backups and the bootstrap restore (docs/operations.md): URLs and schedule as
+/// `HA_*` values, the AWS credentials only by reference to the user's Secret.
+fn backup_env(cluster: &HaCluster, env: &mut Vec<EnvVar>) {
+    let spec = &cluster.spec;
+    let from = spec.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref());
+    if spec.backup.is_none() && from.is_none() {
+        return;
+    }
+    if let Some(b) = &spec.backup {
+        env.push(value("HA_BACKUP_URL", b.url.clone()));
+        if let Some(i) = &b.interval {
+            env.push(value("HA_BACKUP_INTERVAL", i.clone()));
+        }
+        if let Some(r) = &b.retention {
+            env.push(value("HA_BACKUP_RETENTION", r.clone()));
+        }
+    }
+    if let Some(f) = from {
+        // Read by a node only while its database and the stream are empty: the first node of
+        // a new cluster restores, the others restore the snapshot it publishes.
+        env.push(value("HA_RESTORE_FROM", f.url.clone()));
+        if let Some(n) = f.to_seq {
+            env.push(value("HA_RESTORE_TO_SEQ", n.to_string()));
+        }
+        if let Some(t) = &f.to_time {
+            env.push(value("HA_RESTORE_TO_TIME", t.clone()));
+        }
+    }
+    let store = spec.object_store();
+    if let Some(e) = store.endpoint {
+        env.push(value("HA_BACKUP_ENDPOINT", e));
+    }
+    if let Some(r) = store.region {
+        env.push(value("HA_BACKUP_REGION", r));
+    }
+    if let Some(secret) = store.credentials_secret {
+        env.push(secret_ref(
+            "AWS_ACCESS_KEY_ID",
+            secret,
+            names::KEY_AWS_ACCESS_KEY_ID,
+        ));
+        env.push(secret_ref(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            names::KEY_AWS_SECRET_ACCESS_KEY,
+        ));
+        let mut token = secret_ref("AWS_SESSION_TOKEN", secret, names::KEY_AWS_SESSION_TOKEN);
+        if let Some(s) = token
+            .value_from
+            .as_mut()
+            .and_then(|f| f.secret_key_ref.as_mut())
+        {
+            // Only temporary credentials have one.
+            s.optional = Some(true);
+        }
+        env.push(token);
+    }
 }
 
 fn pg_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVar>) {
@@ -479,6 +539,90 @@ mod tests {
             get(&env, "HA_REPLICAS"),
             None,
             "replicas come from the ConfigMap"
+        );
+    }
+
+    #[test]
+    fn backup_settings_are_values_and_its_credentials_secret_references() {
+        let env = env(&cluster(
+            "db",
+            "backup:\n  url: s3://bkt/db\n  endpoint: http://minio:9000\n  region: eu-west-1\n  credentialsSecret: s3-creds\n  interval: 30m\n  retention: 14d",
+        ));
+        assert_eq!(val(&env, "HA_BACKUP_URL").as_deref(), Some("s3://bkt/db"));
+        assert_eq!(
+            val(&env, "HA_BACKUP_ENDPOINT").as_deref(),
+            Some("http://minio:9000")
+        );
+        assert_eq!(val(&env, "HA_BACKUP_REGION").as_deref(), Some("eu-west-1"));
+        assert_eq!(val(&env, "HA_BACKUP_INTERVAL").as_deref(), Some("30m"));
+        assert_eq!(val(&env, "HA_BACKUP_RETENTION").as_deref(), Some("14d"));
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            assert_eq!(secret_of(&env, key), pair("s3-creds", key), "{key}");
+            assert_eq!(val(&env, key), None, "{key} is never a value");
+        }
+        let optional = |name: &str| {
+            get(&env, name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .and_then(|s| s.optional)
+        };
+        assert_eq!(optional("AWS_ACCESS_KEY_ID"), Some(false));
+        assert_eq!(optional("AWS_SESSION_TOKEN"), Some(true));
+        assert_eq!(get(&env, "HA_RESTORE_FROM"), None);
+        // Without `backup` nothing of it is rendered.
+        let plain = env_names(&cluster("db", ""));
+        assert!(
+            !plain.iter().any(|n| n.starts_with("HA_BACKUP")
+                || n.starts_with("HA_RESTORE")
+                || n.starts_with("AWS_")),
+            "{plain:?}"
+        );
+    }
+
+    fn env_names(c: &HaCluster) -> Vec<String> {
+        env(c).into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn bootstrap_restores_to_its_target_with_backups_store_settings() {
+        let env = env(&cluster(
+            "db",
+            "backup:\n  url: s3://bkt/new\n  endpoint: http://minio:9000\n  credentialsSecret: s3-creds\nbootstrap:\n  fromBackup:\n    url: s3://bkt/old\n    toTime: \"2026-12-07T01:00:00Z\"",
+        ));
+        assert_eq!(
+            val(&env, "HA_RESTORE_FROM").as_deref(),
+            Some("s3://bkt/old")
+        );
+        assert_eq!(
+            val(&env, "HA_RESTORE_TO_TIME").as_deref(),
+            Some("2026-12-07T01:00:00Z")
+        );
+        assert_eq!(get(&env, "HA_RESTORE_TO_SEQ"), None);
+        assert_eq!(val(&env, "HA_BACKUP_URL").as_deref(), Some("s3://bkt/new"));
+        assert_eq!(
+            val(&env, "HA_BACKUP_ENDPOINT").as_deref(),
+            Some("http://minio:9000")
+        );
+        assert_eq!(
+            secret_of(&env, "AWS_ACCESS_KEY_ID"),
+            pair("s3-creds", "AWS_ACCESS_KEY_ID")
+        );
+
+        // A bootstrap alone brings its own store settings; no backups are configured.
+        let env = env_of(
+            "bootstrap:\n  fromBackup:\n    url: s3://bkt/old\n    region: eu-north-1\n    credentialsSecret: old-creds\n    toSeq: 1234",
+        );
+        assert_eq!(val(&env, "HA_RESTORE_TO_SEQ").as_deref(), Some("1234"));
+        assert_eq!(val(&env, "HA_BACKUP_REGION").as_deref(), Some("eu-north-1"));
+        assert_eq!(get(&env, "HA_BACKUP_URL"), None);
+        assert_eq!(get(&env, "HA_BACKUP_ENDPOINT"), None);
+        assert_eq!(
+            secret_of(&env, "AWS_SECRET_ACCESS_KEY"),
+            pair("old-creds", "AWS_SECRET_ACCESS_KEY")
         );
     }
 

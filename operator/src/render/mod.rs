@@ -9,11 +9,12 @@ mod config;
 mod container;
 mod ingress;
 pub mod labels;
+pub mod monitoring;
 pub mod names;
 mod output;
 mod pdb;
 mod secret;
-mod services;
+pub(crate) mod services;
 mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -68,6 +69,8 @@ pub struct Rendered {
     pub ingress: Option<Ingress>,
     pub stateful_set: StatefulSet,
     pub pdb: Option<PodDisruptionBudget>,
+    /// prometheus-operator's ServiceMonitor (`spec.monitoring.serviceMonitor`).
+    pub service_monitor: Option<kube::api::DynamicObject>,
 }
 
 /// Renders every object of `cluster` in `namespace`. Fails (`Error::InvalidSpec`) when the spec
@@ -94,6 +97,7 @@ pub fn render(cluster: &HaCluster, namespace: &str, credentials: &Credentials) -
         ingress: ingress::build(cluster, namespace),
         stateful_set,
         pdb: pdb::build(cluster, namespace),
+        service_monitor: monitoring::build(cluster, namespace),
     })
 }
 
@@ -147,7 +151,16 @@ pub(crate) mod tests {
         for m in metas {
             let name = m.name.clone().unwrap_or_default();
             assert_eq!(m.namespace.as_deref(), Some("prod"), "{name}");
-            assert_eq!(m.labels, Some(labels::common_labels("db")), "{name}");
+            // Every object carries the cluster's labels; the peers Service also its role (what
+            // the ServiceMonitor selects).
+            let mut labels = m.labels.clone().unwrap_or_default();
+            if name == "db-peers" {
+                assert_eq!(
+                    labels.remove(monitoring::SERVICE_ROLE).as_deref(),
+                    Some(monitoring::ROLE_PEERS)
+                );
+            }
+            assert_eq!(labels, labels::common_labels("db"), "{name}");
             let owners = m.owner_references.clone().unwrap_or_default();
             assert_eq!(owners.len(), 1, "{name}");
             assert_eq!(owners[0].uid, "u-1", "{name}");

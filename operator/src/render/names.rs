@@ -81,6 +81,10 @@ pub const KEY_TOKEN: &str = "token";
 pub const KEY_TLS_CRT: &str = "tls.crt";
 pub const KEY_TLS_KEY: &str = "tls.key";
 pub const KEY_CA_CRT: &str = "ca.crt";
+/// Keys of `backup.credentialsSecret`: the AWS SDK's own variable names.
+pub const KEY_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const KEY_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const KEY_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 
 /// Port names (containers and Services).
 pub const PORT_HTTP: &str = "http";

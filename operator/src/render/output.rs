@@ -15,7 +15,7 @@ pub const SECRET_COMMENT: &str = "\
 ";
 
 /// Every object as YAML documents: ConfigMap, Secret, Services, StatefulSet, then the optional
-/// PodDisruptionBudget and Ingress.
+/// PodDisruptionBudget, Ingress and ServiceMonitor.
 pub fn to_yaml_stream(r: &Rendered) -> Result<String> {
     let mut out = String::new();
     doc(&mut out, "", &r.config_map)?;
@@ -28,6 +28,9 @@ pub fn to_yaml_stream(r: &Rendered) -> Result<String> {
     }
     if let Some(i) = &r.ingress {
         doc(&mut out, "", i)?;
+    }
+    if let Some(m) = &r.service_monitor {
+        doc(&mut out, "", m)?;
     }
     Ok(out)
 }

@@ -26,8 +26,16 @@ fn port(name: &str, number: i32) -> ServicePort {
 /// The headless Service: every container port (http, pg, nats, nats-cluster).
 pub fn peers(cluster: &HaCluster, namespace: &str) -> Service {
     let name = cluster_name(cluster);
+    let mut metadata = object_meta(cluster, names::peers_service(&name), namespace);
+    // What the ServiceMonitor selects (the client Service has the same cluster labels).
+    if let Some(l) = metadata.labels.as_mut() {
+        l.insert(
+            super::monitoring::SERVICE_ROLE.into(),
+            super::monitoring::ROLE_PEERS.into(),
+        );
+    }
     Service {
-        metadata: object_meta(cluster, names::peers_service(&name), namespace),
+        metadata,
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
