@@ -266,17 +266,13 @@ impl Connected {
 }
 
 impl ReplicationHandle {
-    /// The JetStream context and the replication stream's name (`GET /cluster/streams`).
+    /// The JetStream context and the replication stream's name (`GET /cluster/streams`; the
+    /// backup archiver reads the stream itself).
     pub fn jetstream(&self) -> (&jetstream::Context, &str) {
         (&self.js, &self.stream)
     }
 
     /// `/status` → `replication`.
-    /// The JetStream context and stream name (the backup archiver reads the stream itself).
-    pub fn jetstream(&self) -> (&jetstream::Context, &str) {
-        (&self.js, &self.stream)
-    }
-
     pub fn status_json(&self) -> Json {
         let mut j = self.status.to_json();
         j["stream"] = json!(self.stream);
