@@ -106,7 +106,8 @@ impl Context {
         }
     }
 
-    fn remembered_attempt(&self, key: &str) -> Option<Timestamp> {
+    /// When this operator last asked `key`'s cluster for a snapshot (its scenario tests read it).
+    pub(crate) fn remembered_attempt(&self, key: &str) -> Option<Timestamp> {
         self.snapshot_attempts
             .lock()
             .ok()
@@ -1230,6 +1231,3 @@ pub async fn run(
         })
         .await;
 }
-
-#[cfg(test)]
-mod tests;

@@ -38,6 +38,9 @@ pub mod storage;
 pub mod telemetry;
 pub mod web;
 
+/// The reconciler's scenarios against the mocked API server (`fixtures`).
+#[cfg(test)]
+mod controller_tests;
 #[cfg(test)]
 mod fixtures;
 

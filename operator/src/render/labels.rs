@@ -16,6 +16,9 @@ pub const NAME: &str = "app.kubernetes.io/name";
 pub const INSTANCE: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const CLUSTER: &str = "ha.sqlite.dev/cluster";
+/// Label that tells the peers Service from the client Service (both carry the cluster's labels).
+pub const SERVICE_ROLE: &str = "ha.sqlite.dev/service";
+pub const ROLE_PEERS: &str = "peers";
 
 /// Value of `app.kubernetes.io/name`.
 pub const APP: &str = "ha";

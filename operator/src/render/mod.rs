@@ -30,7 +30,7 @@ pub use container::{ENV_EXTERNAL_NATS_PASSWORD, ENV_EXTERNAL_NATS_USERNAME};
 pub use output::to_yaml_stream;
 
 /// Credentials the operator generates once per cluster and keeps in `<name>-credentials`
-/// (`Credentials::generate` in `crate::credentials` draws them).
+/// (drawn by `Credentials::generate`, in the credentials module, which uses this type).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub pg_user: String,
@@ -156,8 +156,8 @@ pub(crate) mod tests {
             let mut labels = m.labels.clone().unwrap_or_default();
             if name == "db-peers" {
                 assert_eq!(
-                    labels.remove(monitoring::SERVICE_ROLE).as_deref(),
-                    Some(monitoring::ROLE_PEERS)
+                    labels.remove(labels::SERVICE_ROLE).as_deref(),
+                    Some(labels::ROLE_PEERS)
                 );
             }
             assert_eq!(labels, labels::common_labels("db"), "{name}");

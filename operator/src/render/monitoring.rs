@@ -10,13 +10,9 @@
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-use super::labels::{cluster_name, object_meta, selector_labels};
+use super::labels::{ROLE_PEERS, SERVICE_ROLE, cluster_name, object_meta, selector_labels};
 use super::names;
 use crate::crd::HaCluster;
-
-/// Label that tells the peers Service from the client Service (both carry the cluster's labels).
-pub const SERVICE_ROLE: &str = "ha.sqlite.dev/service";
-pub const ROLE_PEERS: &str = "peers";
 
 /// The ServiceMonitor kind (prometheus-operator's CRD, `monitoring.coreos.com/v1`).
 pub fn service_monitor_resource() -> ApiResource {

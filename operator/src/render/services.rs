@@ -30,8 +30,8 @@ pub fn peers(cluster: &HaCluster, namespace: &str) -> Service {
     // What the ServiceMonitor selects (the client Service has the same cluster labels).
     if let Some(l) = metadata.labels.as_mut() {
         l.insert(
-            super::monitoring::SERVICE_ROLE.into(),
-            super::monitoring::ROLE_PEERS.into(),
+            super::labels::SERVICE_ROLE.into(),
+            super::labels::ROLE_PEERS.into(),
         );
     }
     Service {

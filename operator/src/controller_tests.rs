@@ -9,8 +9,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::runtime::controller::Action;
 
-use super::{Context, backoff, error_policy, reconcile};
 use crate::backups::BACKUP_FAILING;
+use crate::controller::{Context, backoff, error_policy, reconcile};
 use crate::crd::{HaCluster, HaClusterStatus};
 use crate::fixtures::{
     NodeBehaviour, NodeMock, Recorded, Scenario, World, live_sts, pod, pvc, sts_status,
@@ -791,7 +791,9 @@ async fn a_missing_crd_fails_fast_with_an_install_hint() {
             .await
             .not_found();
     });
-    let err = super::check_crd(&client, None).await.unwrap_err();
+    let err = crate::controller::check_crd(&client, None)
+        .await
+        .unwrap_err();
     timeout_after_1s(server).await;
     assert!(
         err.contains("ha-operator crd | kubectl apply -f -"),
@@ -815,7 +817,9 @@ async fn an_installed_crd_passes_the_start_up_check_in_one_namespace() {
                                    "metadata": {}, "items": []}),
             );
     });
-    super::check_crd(&client, Some("prod")).await.unwrap();
+    crate::controller::check_crd(&client, Some("prod"))
+        .await
+        .unwrap();
     timeout_after_1s(server).await;
 }
 
