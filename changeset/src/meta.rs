@@ -181,9 +181,7 @@ pub fn table_dropped(conn: &Connection, name: &str, seq: u64) -> Result<(), Appl
 
 /// Table `name` exists (again): forget that it was dropped.
 pub fn table_created(conn: &Connection, name: &str) -> Result<(), ApplyError> {
-    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
-        .execute([dropped_key(name)])?;
-    Ok(())
+    remove(conn, &dropped_key(name))
 }
 
 /// Whether table `name` was dropped by replicated DDL (and not created again since).
@@ -219,14 +217,9 @@ pub fn table_renamed(conn: &Connection, from: &str, to: &str) -> Result<(), Appl
          WHERE substr(key, 1, length(?1)) = ?1",
     )?
     .execute([&old_prefix, &new_prefix])?;
-    conn.prepare_cached(
-        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([renamed_table_key(from), to.to_string()])?;
+    set_text(conn, &renamed_table_key(from), to)?;
     // A table of the new name exists now: it was not dropped, nor renamed away.
-    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
-        .execute([renamed_table_key(to)])?;
+    remove(conn, &renamed_table_key(to))?;
     table_created(conn, to)
 }
 
@@ -243,11 +236,7 @@ pub fn renamed_to(conn: &Connection, name: &str) -> Result<Option<String>, Apply
     let mut found = None;
     // Bounded: a chain longer than this is a cycle (`a` → `b` → `a` leaves no marker on `a`).
     for _ in 0..64 {
-        let next: Option<String> = conn
-            .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
-            .query_row([renamed_table_key(&current)], |r| r.get(0))
-            .optional()?;
-        match next {
+        match text_of(conn, &renamed_table_key(&current))? {
             Some(n) => {
                 current = n;
                 found = Some(current.clone());
@@ -272,13 +261,8 @@ pub fn column_renamed(
         "UPDATE _ha_meta SET value = ?3 WHERE substr(key, 1, length(?1)) = ?1 AND value = ?2",
     )?
     .execute([&prefix, from, to])?;
-    conn.prepare_cached(
-        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([format!("{prefix}{from}"), to.to_string()])?;
-    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
-        .execute([format!("{prefix}{to}")])?;
+    set_text(conn, &format!("{prefix}{from}"), to)?;
+    remove(conn, &format!("{prefix}{to}"))?;
     let sep = LACKS_SEP.to_string();
     conn.prepare_cached(
         "UPDATE _ha_versions
@@ -295,12 +279,7 @@ pub fn renamed_column(
     table: &str,
     column: &str,
 ) -> Result<Option<String>, ApplyError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
-        .query_row([format!("{}{column}", renamed_column_prefix(table))], |r| {
-            r.get(0)
-        })
-        .optional()?)
+    text_of(conn, &format!("{}{column}", renamed_column_prefix(table)))
 }
 
 /// The `_ha_meta` key of the node's position in its stream.
@@ -330,11 +309,35 @@ pub fn seq_of(conn: &Connection, key: &str) -> Result<u64, ApplyError> {
 }
 
 pub fn set_seq_of(conn: &Connection, key: &str, seq: u64) -> Result<(), ApplyError> {
+    set_value(conn, key, seq as i64)
+}
+
+/// The text stored under `key` in `_ha_meta`, if any.
+pub fn text_of(conn: &Connection, key: &str) -> Result<Option<String>, ApplyError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM _ha_meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Stores `value` under `key` in `_ha_meta`.
+pub fn set_text(conn: &Connection, key: &str, value: &str) -> Result<(), ApplyError> {
+    set_value(conn, key, value)
+}
+
+fn set_value(conn: &Connection, key: &str, value: impl rusqlite::ToSql) -> Result<(), ApplyError> {
     conn.prepare_cached(
         "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )?
-    .execute(params![key, seq as i64])?;
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// Forgets `key` in `_ha_meta`.
+pub fn remove(conn: &Connection, key: &str) -> Result<(), ApplyError> {
+    conn.prepare_cached("DELETE FROM _ha_meta WHERE key = ?1")?
+        .execute([key])?;
     Ok(())
 }
 

@@ -116,16 +116,10 @@ enum Job {
 
 /// One key of `_ha_meta`, in a transaction of its own.
 fn set_meta(conn: &rusqlite::Connection, key: &str, value: Option<&str>) -> Result<(), DbError> {
-    match value {
-        Some(v) => conn.execute(
-            "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2) \
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [key, v],
-        ),
-        None => conn.execute("DELETE FROM _ha_meta WHERE key = ?1", [key]),
-    }
-    .map(|_| ())
-    .map_err(DbError::from)
+    Ok(match value {
+        Some(v) => crate::changeset::meta::set_text(conn, key, v),
+        None => crate::changeset::meta::remove(conn, key),
+    }?)
 }
 
 fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool) {
