@@ -609,3 +609,90 @@ async fn retention_deletes_old_snapshots_and_the_segments_before_them() -> Resul
     );
     Ok(())
 }
+
+/// A single node backs up like Litestream does with nothing but its own embedded nats-server:
+/// snapshots and the change-log archive, restored to the latest point. Without any change log
+/// (`--nats-port 0`, no `--replication-url`) `--backup-url` is refused at start-up, not accepted
+/// and left failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_with_its_embedded_nats_backs_up_and_one_without_a_change_log_is_refused()
+-> Result<()> {
+    let refused = run_ha(
+        &[
+            "--check-config",
+            "--nats-port",
+            "0",
+            "--backup-url",
+            "s3://b/p",
+        ],
+        &[],
+    )?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success() && said.contains("--backup-url needs the change log"),
+        "exit {:?}: {said}",
+        refused.status.code()
+    );
+
+    let s3 = S3Server::start().await?;
+    s3.create_bucket(BUCKET).await?;
+    let env = s3.env();
+    let url = format!("s3://{BUCKET}/single");
+    let dir = tempfile::tempdir()?;
+    let nats_port = ha_tests::free_port().to_string();
+    let mut spec = ha_tests::NodeSpec::new(&[
+        "file:t.db",
+        "--name",
+        "solo",
+        "--nats-port",
+        &nats_port,
+        "--backup-url",
+        &url,
+        "--backup-interval",
+        "2s",
+        "--archive-interval",
+        "1s",
+    ])
+    .dir(dir.path());
+    for (k, v) in &env {
+        spec = spec.env(k, v);
+    }
+    let n = TestNode::start_spec(spec).await?;
+    wait_ready(&n, Duration::from_secs(30)).await?;
+    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await?;
+    for i in 0..5 {
+        n.sql(&format!("INSERT INTO t(v) VALUES ('row {i}')"))
+            .await?;
+    }
+    let (first, _) = settled(&n).await?;
+    eventually(Duration::from_secs(30), "a snapshot uploaded", || async {
+        let b = backup_status(&n).await.ok()?;
+        (b["uploader"] == true && b["last_snapshot_seq"].as_u64()? >= first).then_some(())
+    })
+    .await?;
+    // Writes after the snapshot reach the restore through the archive.
+    n.sql("UPDATE t SET v = v || '+' WHERE id > 2").await?;
+    n.sql("INSERT INTO t(v) VALUES ('after')").await?;
+    let (seq, sum) = settled(&n).await?;
+    eventually(Duration::from_secs(30), "archived", || async {
+        let b = backup_status(&n).await.ok()?;
+        (b["archived_seq"].as_u64()? >= seq && b["failing"] == false).then_some(())
+    })
+    .await?;
+    let out = tempfile::tempdir()?;
+    let file = out.path().join("latest.db");
+    let f = file.display().to_string();
+    let (code, stdout, stderr) = restore(&env, &["--from", &url, "--latest", "--out", &f])?;
+    ensure!(code == 0, "restore: exit {code}: {stdout} {stderr}");
+    let (restored_seq, restored) = checksum_of(&file).await?;
+    ensure!(
+        restored_seq == seq,
+        "restored to {restored_seq}, wrote up to {seq}"
+    );
+    ensure!(
+        restored == sum,
+        "restored content differs:\n{restored}\nvs\n{sum}"
+    );
+    Ok(())
+}

@@ -132,3 +132,67 @@ impl BackupStatus {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i128 = 1_000_000_000;
+
+    fn status() -> BackupStatus {
+        BackupStatus::new("s3://b/p".into(), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn failing_when_nothing_was_uploaded_for_two_intervals() {
+        let st = status();
+        let now = 10_000 * SEC;
+        let uploaded = |ago: i128| Shared {
+            since_ns: now - 5_000 * SEC,
+            last_upload_ns: Some(now - ago * SEC),
+            ..Default::default()
+        };
+        assert!(!st.failing(&uploaded(60), now), "one interval ago is fine");
+        assert!(!st.failing(&uploaded(119), now), "just under two intervals");
+        assert!(st.failing(&uploaded(121), now), "over two intervals");
+        // Never uploaded: counted from when the uploader started.
+        let fresh = Shared {
+            since_ns: now - 100 * SEC,
+            ..Default::default()
+        };
+        assert!(!st.failing(&fresh, now));
+        let stuck = Shared {
+            since_ns: now - 121 * SEC,
+            ..Default::default()
+        };
+        assert!(st.failing(&stuck, now));
+        // A failed attempt is failing at once; a node that never held the lease is not.
+        assert!(st.failing(
+            &Shared {
+                attempt_failed: true,
+                ..uploaded(1)
+            },
+            now
+        ));
+        assert!(!st.failing(&Shared::default(), now));
+    }
+
+    #[test]
+    fn the_status_json_says_failing_for_a_stale_upload() {
+        let st = status();
+        st.set_role(
+            true,
+            Some(Shared {
+                node: "n1".into(),
+                since_ns: crate::backup::now_ns() - 600 * SEC,
+                last_upload_ns: Some(crate::backup::now_ns() - 300 * SEC),
+                last_snapshot_seq: Some(7),
+                ..Default::default()
+            }),
+        );
+        let j = st.json();
+        assert_eq!(j["failing"], true, "{j}");
+        assert_eq!(j["last_snapshot_seq"], 7);
+        assert_eq!(j["uploader"], true);
+    }
+}

@@ -215,7 +215,13 @@ mod tests {
     }
 
     fn run(args: &[&str]) -> Result<crate::config::Config, ConfigError> {
-        let mut argv = vec!["ha", "--nats-port", "0"];
+        let mut argv = vec![
+            "ha",
+            "--nats-port",
+            "0",
+            "--replication-url",
+            "nats://127.0.0.1:4222",
+        ];
         argv.extend_from_slice(args);
         match crate::config::Command::parse(argv)? {
             crate::config::Command::Run(c) => Ok(*c),
@@ -252,6 +258,16 @@ mod tests {
         assert!(run(&["--backup-url", "http://b"]).is_err());
         assert!(run(&["--backup-url", "s3://b", "--archive-interval", "0s"]).is_err());
         assert!(run(&["--restore-from", "s3://b", "--restore-to-time", "soon"]).is_err());
+    }
+
+    #[test]
+    fn backups_without_a_change_log_are_refused() {
+        let argv = ["ha", "--nats-port", "0", "--backup-url", "s3://b/p"];
+        let e = crate::config::Command::parse(argv).unwrap_err().to_string();
+        assert!(e.contains("--backup-url needs the change log"), "{e}");
+        // A restore at start needs no log of its own.
+        let argv = ["ha", "--nats-port", "0", "--restore-from", "s3://b/p"];
+        assert!(crate::config::Command::parse(argv).is_ok());
     }
 
     #[test]
