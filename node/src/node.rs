@@ -98,6 +98,10 @@ pub fn preflight(
 /// Opens the database and starts every front end. Returns once the node serves.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
     let metrics = Arc::new(Metrics::new());
+    // What start-up spawns stops with `shutdown`, and also when start-up fails half-way (the
+    // guard cancels it unless start-up gets to the end).
+    let tasks = shutdown.child_token();
+    let started = tasks.clone().drop_guard();
     // 1. The files the configuration names: a script that does not compile or an extension
     //    that does not load stops start-up before anything else runs.
     let interceptor = preflight(&config, metrics.interceptor.clone())?.map(Arc::new);
@@ -107,6 +111,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !config.db.extensions.is_empty() {
         tracing::info!(extensions = ?config.db.extensions, "SQLite extensions load on every connection");
     }
+    // 1b. The ports: one already taken stops start-up before anything is started.
+    let http_addr = SocketAddr::new(config.listen_addr, config.http_port);
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: http_addr,
+            source,
+        })?;
+    let pg_port = match config.pg_port {
+        PgPort::Disabled => None,
+        PgPort::Ephemeral => Some(0),
+        PgPort::Port(p) => Some(p),
+    };
+    let pg_listener = match pg_port {
+        None => None,
+        Some(port) => {
+            let addr = SocketAddr::new(config.listen_addr, port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+            )
+        }
+    };
     // 2. NATS: the embedded server (a supervised child) if configured, then the connection.
     //    The connection retries in the background: a node whose NATS is down still starts,
     //    serves reads, refuses writes and says it is not ready.
@@ -182,7 +210,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (replication, consumer, nats_client) = match connected {
         Some(c) => {
             let (h, task, client) =
-                c.spawn_consumer(executor.clone(), metrics.clone(), shutdown.child_token());
+                c.spawn_consumer(executor.clone(), metrics.clone(), tasks.child_token());
             (Some(h), Some(task), Some(client))
         }
         None => (None, None, None),
@@ -196,14 +224,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             r.snapshots.clone(),
             executor.clone(),
             config.snapshots.interval,
-            shutdown.child_token(),
+            tasks.child_token(),
         ));
         tracing::info!(every = ?config.snapshots.interval, "periodic snapshots on");
     }
     // 8. What an upload killed mid-way left in the snapshot bucket, once, in the background.
     if let Some(r) = &replication {
         let snaps = r.snapshots.clone();
-        let stop = shutdown.child_token();
+        let stop = tasks.child_token();
         background.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
@@ -220,18 +248,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         replication.as_ref(),
         &executor,
         &metrics,
-        shutdown.child_token(),
+        tasks.child_token(),
     );
     background.close();
 
     // 9. HTTP: probes answer as soon as the database is there.
-    let addr = SocketAddr::new(config.listen_addr, config.http_port);
+    let addr = http_addr;
     if config.token.is_none() && !config.listen_addr.is_loopback() {
         tracing::warn!(%addr, "the HTTP API listens beyond this machine without --token: whoever reaches it reads and writes the data");
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Listen { addr, source })?;
     let state = http::AppState {
         exec: executor.clone(),
         replication: replication.clone(),
@@ -239,7 +264,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         node_name: config.name.clone().into(),
         started: Instant::now(),
         token: config.token.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: tasks.clone(),
         backups: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_concurrent_backups,
         )),
@@ -249,34 +274,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         header_timeout: config.limits.http_header_timeout,
         max_connections: config.limits.http_max_connections,
     };
-    let http = http::start(listener, state, config.max_body_size, conn_limits)
+    let http = http::start(http_listener, state, config.max_body_size, conn_limits)
         .map_err(|source| NodeError::Listen { addr, source })?;
     tracing::info!(http_addr = %http.local_addr, "http listening");
 
     // 10. PostgreSQL wire, beside HTTP, on the same executor.
-    let pg_port = match config.pg_port {
-        PgPort::Disabled => None,
-        PgPort::Ephemeral => Some(0),
-        PgPort::Port(p) => Some(p),
-    };
-    let pg = match pg_port {
+    let pg = match pg_listener {
         None => None,
-        Some(port) => {
-            let addr = SocketAddr::new(config.listen_addr, port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| NodeError::Listen { addr, source })?;
-            let server = crate::pgwire::start(
-                listener,
-                executor.clone(),
-                config.pg.clone(),
-                shutdown.clone(),
-            )?;
+        Some(listener) => {
+            let server =
+                crate::pgwire::start(listener, executor.clone(), config.pg.clone(), tasks.clone())?;
             tracing::info!(pg_addr = %server.local_addr, auth = ?config.pg.auth, tls = config.pg.cert.is_some(), "pg listening");
             Some(server)
         }
     };
 
+    started.disarm();
     Ok(RunningNode {
         http_addr: http.local_addr,
         pg_addr: pg.as_ref().map(|p| p.local_addr),

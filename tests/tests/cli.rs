@@ -101,3 +101,53 @@ async fn flags_beat_environment_beats_file() -> Result<()> {
     assert_eq!(node_name(spec).await?, "from-plain");
     Ok(())
 }
+
+/// A port already taken stops start-up before anything is started or created: no nats-server
+/// child, no database file, no store directory — the node says which address and exits.
+#[test]
+fn a_taken_port_stops_start_up_before_anything_starts() -> Result<()> {
+    for taken_flag in ["--port", "--pg-port"] {
+        let dir = tempfile::tempdir()?;
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let taken_port = taken.local_addr()?.port().to_string();
+        let (http, pg, nats) = (
+            ha_tests::free_port().to_string(),
+            ha_tests::free_port().to_string(),
+            ha_tests::free_port().to_string(),
+        );
+        let mut args = vec![
+            "file:t.db".to_string(),
+            "--nats-port".into(),
+            nats,
+            "--nats-store-dir".into(),
+            dir.path().join("nats").display().to_string(),
+        ];
+        for (flag, port) in [("--port", http), ("--pg-port", pg)] {
+            args.push(flag.into());
+            args.push(if flag == taken_flag {
+                taken_port.clone()
+            } else {
+                port
+            });
+        }
+        let out = std::process::Command::new(ha_tests::ha_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{taken_flag}: started on a taken port"
+        );
+        assert!(
+            said.contains(&taken_port),
+            "{taken_flag}: names the address: {said}"
+        );
+        assert!(
+            !dir.path().join("t.db").exists() && !dir.path().join("nats").exists(),
+            "{taken_flag}: start-up created the database or started NATS before noticing the port"
+        );
+    }
+    Ok(())
+}
