@@ -100,7 +100,10 @@ mod tests {
             .wait_for(Seq(1005), Duration::from_secs(1))
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("up to 5"), "{e}");
+        assert!(
+            e.to_string().contains("up to sequence 5, not yet 1005"),
+            "{e}"
+        );
         assert_eq!(e.code().as_str(), "seq_not_reached");
     }
 
