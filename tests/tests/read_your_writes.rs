@@ -111,7 +111,12 @@ async fn a_read_on_another_node_waits_until_it_has_applied_the_write() {
     assert!(!read.is_finished(), "the read answered before b applied");
 
     holder.batch_execute("ROLLBACK").await.unwrap();
+    let released = std::time::Instant::now();
     let (code, body) = read.await.unwrap().unwrap();
+    eprintln!(
+        "the waiting read answered {:?} after b's writer was released",
+        released.elapsed()
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["rows"], json!([["x"], ["y"]]));
     wait_for_waiting_reads(b, 0).await.unwrap();
