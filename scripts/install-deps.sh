@@ -25,6 +25,7 @@ PY_PACKAGES=(
   "sqlite-vec==0.1.9"
   # Backup tests: an S3-compatible server (moto_server) that object_store talks to.
   "moto[server]==5.2.5"
+  "openapi-spec-validator==0.9.0"  # tests/tests/openapi.rs validates GET /openapi.json
 )
 APT_PACKAGES=(libclang-dev libsqlite3-dev sqlite3 sqlite3-pcre python3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 

@@ -92,7 +92,7 @@ async fn catch_up(log: &Log, node: &Executor) {
 }
 
 async fn exec(node: &Executor, sql: &str) -> Vec<StmtResult> {
-    node.execute(vec![Stmt::new(sql)]).await.unwrap()
+    node.execute(vec![Stmt::new(sql)]).await.unwrap().results
 }
 
 async fn dump(node: &Executor, sql: &str) -> Vec<Vec<Value>> {

@@ -7,6 +7,7 @@
 
 use rusqlite::ErrorCode as Sqlite;
 
+use crate::changeset::Seq;
 use crate::db::{DbError, Stop};
 
 /// Stable, machine-readable error classes.
@@ -43,6 +44,8 @@ pub enum ErrorCode {
     Cancelled,
     /// The result is larger than `--max-result-bytes`.
     ResultTooLarge,
+    /// The node did not apply the stream sequence a read asked for (read-your-writes) in time.
+    SeqNotReached,
 }
 
 impl ErrorCode {
@@ -62,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::ResultTooLarge => "result_too_large",
+            ErrorCode::SeqNotReached => "seq_not_reached",
         }
     }
 }
@@ -80,6 +84,19 @@ pub enum ExecError {
     NoTransaction(String),
     #[error("savepoint \"{0}\" does not exist")]
     NoSuchSavepoint(String),
+    /// A read asked for a stream sequence this node had not applied within the wait.
+    #[error(
+        "this node has applied the replication stream up to sequence {reached}, not yet {wanted} (waited {waited:?}); \
+         retry, wait longer, or read on the node that wrote"
+    )]
+    SeqNotReached {
+        wanted: Seq,
+        reached: Seq,
+        waited: std::time::Duration,
+    },
+    /// A read asked for a stream sequence on a node that does not replicate.
+    #[error("this node does not replicate: it never reaches stream sequence {wanted}")]
+    NotReplicating { wanted: Seq },
 }
 
 /// What precisely failed: the classification front ends map from (pg to a SQLSTATE, HTTP via
@@ -136,6 +153,8 @@ pub enum Cause {
     Busy,
     Interrupted,
     DiskFull,
+    /// A read-your-writes wait ended before the node applied the sequence asked for.
+    SeqNotReached,
     /// Anything else: a bug or a broken database.
     Internal,
 }
@@ -150,6 +169,7 @@ impl Cause {
                 ErrorCode::Transaction
             }
             Unsupported => ErrorCode::Unsupported,
+            SeqNotReached => ErrorCode::SeqNotReached,
             Forbidden => ErrorCode::Forbidden,
             Timeout => ErrorCode::Timeout,
             Cancelled => ErrorCode::Cancelled,
@@ -229,6 +249,8 @@ impl ExecError {
             ExecError::InFailedTransaction => return Cause::InFailedTransaction,
             ExecError::NoTransaction(_) => return Cause::NoTransaction,
             ExecError::NoSuchSavepoint(_) => return Cause::NoSuchSavepoint,
+            ExecError::SeqNotReached { .. } => return Cause::SeqNotReached,
+            ExecError::NotReplicating { .. } => return Cause::Unsupported,
             ExecError::Db(db) => db.root(),
         };
         match db {

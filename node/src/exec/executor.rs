@@ -11,11 +11,12 @@ use crate::changeset::apply::ApplyStats;
 use crate::changeset::{ChangeSet, Seq};
 use crate::db::sink::ReplicationHooks;
 use crate::db::{
-    DbTarget, Described, Executed, Limits, OpenSpec, ReadOutcome, ReadPool, Stmt, StmtResult,
-    WriterConfig, WriterHandle, WriterSession,
+    DbTarget, Described, Executed, Limits, OpenSpec, ReadOutcome, ReadPool, Stmt, WriterConfig,
+    WriterHandle, WriterSession,
 };
 
 use super::ExecError;
+use super::applied::Applied;
 
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
@@ -44,6 +45,8 @@ struct Inner {
     writer: WriterHandle,
     /// Set when SQLite reported the database broken (corrupt, disk I/O); `/readyz` reads it.
     unhealthy: AtomicBool,
+    /// The applied stream position, which read-your-writes reads wait on.
+    applied: Applied,
 }
 
 impl Executor {
@@ -62,7 +65,8 @@ impl Executor {
                 .await
                 .map_err(|e| ExecError::Db(crate::db::DbError::Io(std::io::Error::other(e))))??;
         let reader = ReadPool::new(spec.clone(), config.read_connections);
-        Ok(Executor {
+        let replicated = config.replication.is_some();
+        let exec = Executor {
             inner: Arc::new(Inner {
                 target: config.target,
                 spec,
@@ -71,8 +75,15 @@ impl Executor {
                 reader,
                 writer,
                 unhealthy: AtomicBool::new(false),
+                applied: Applied::new(replicated),
             }),
-        })
+        };
+        // Where the database says it is (read once; applies move it from here). A standalone
+        // node has no position (and no `_ha_meta`).
+        if replicated {
+            exec.applied_seq().await?;
+        }
+        Ok(exec)
     }
 
     /// The bounds of a client job that asked for `timeout` (only a shorter one than
@@ -96,11 +107,28 @@ impl Executor {
         self.inner.query_timeout
     }
 
-    /// Runs `batch` as one transaction with the server's default bounds, for the node's own
-    /// statements (bookkeeping, catalog queries), which need only the results.
-    pub async fn execute(&self, batch: Vec<Stmt>) -> Result<Vec<StmtResult>, ExecError> {
+    /// Runs `batch` as one transaction with the server's default bounds; the answer carries
+    /// the commit's stream sequence when it wrote on a replicated node.
+    pub async fn execute(&self, batch: Vec<Stmt>) -> Result<Executed, ExecError> {
         let limits = self.limits(None, None);
-        Ok(self.execute_with(batch, limits).await?.results)
+        self.execute_with(batch, limits).await
+    }
+
+    /// Waits until this node has applied the stream up to `min` (read-your-writes: `min` is a
+    /// commit's sequence, from any node), at most `timeout`; answers the position reached.
+    /// Fails with `SeqNotReached` naming the position when the time runs out.
+    pub async fn wait_applied(&self, min: Seq, timeout: Duration) -> Result<Seq, ExecError> {
+        self.inner.applied.wait_for(min, timeout).await
+    }
+
+    /// The applied stream position as last committed (cheap: no database read).
+    pub fn applied_position(&self) -> Seq {
+        self.inner.applied.current()
+    }
+
+    /// Requests waiting in `wait_applied` now.
+    pub fn waiting_for_seq(&self) -> usize {
+        self.inner.applied.waiting()
     }
 
     /// Runs `batch` as one transaction within `limits`: on a reader if it only reads, else on
@@ -154,13 +182,22 @@ impl Executor {
         &self,
         items: Vec<(Seq, Arc<ChangeSet>)>,
     ) -> Vec<Result<ApplyStats, ExecError>> {
-        self.inner
+        let seqs: Vec<Seq> = items.iter().map(|(s, _)| *s).collect();
+        let results: Vec<Result<ApplyStats, ExecError>> = self
+            .inner
             .writer
             .apply(items)
             .await
             .into_iter()
             .map(|r| r.map_err(|e| self.observe(e.into())))
-            .collect()
+            .collect();
+        // Committed: readers see them now, so waiting reads may go.
+        for (seq, r) in seqs.iter().zip(&results) {
+            if r.is_ok() {
+                self.inner.applied.advance(seq.0);
+            }
+        }
+        results
     }
 
     /// Records a message that cannot be applied and moves past it.
@@ -171,11 +208,12 @@ impl Executor {
         attempts: u32,
         payload: Vec<u8>,
     ) -> Result<(), ExecError> {
-        Ok(self
-            .inner
+        self.inner
             .writer
             .quarantine(seq, error, attempts, payload)
-            .await?)
+            .await?;
+        self.inner.applied.advance(seq.0);
+        Ok(())
     }
 
     /// The last stream sequence applied to this database (0: none), as committed.
@@ -185,6 +223,7 @@ impl Executor {
             .reader
             .with_conn(|c| crate::changeset::meta::applied_seq(c).map_err(crate::db::DbError::from))
             .await??;
+        self.inner.applied.advance(n);
         Ok(Seq(n))
     }
 
@@ -269,7 +308,17 @@ impl Executor {
             .writer
             .restore_from(from)
             .await
-            .map_err(|e| self.observe(e.into()))
+            .map_err(|e| self.observe(e.into()))?;
+        // The restored file has a position of its own (maybe behind the one before).
+        if let Ok(Ok(n)) = self
+            .inner
+            .reader
+            .with_conn(crate::changeset::meta::applied_seq)
+            .await
+        {
+            self.inner.applied.reset(n);
+        }
+        Ok(())
     }
 
     /// The database's size in bytes (pages in use times page size).

@@ -4,11 +4,13 @@
 //! into their own answers.
 //! Invariant: there is exactly one write path (the `db` writer), whatever the front end.
 
+mod applied;
 mod client;
 mod error;
 mod executor;
 mod session;
 
+pub use crate::changeset::Seq;
 /// The one SQL reader (tokens, comments, leading keyword, splitting), for front ends.
 pub use crate::changeset::sql;
 pub use crate::db::{

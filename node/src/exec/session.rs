@@ -152,6 +152,9 @@ pub struct Session {
     /// The stream sequence of this session's last published commit (read-your-writes waits
     /// for it).
     last_commit_seq: Option<Seq>,
+    /// Read-your-writes (pg `SET ha.min_seq`): every statement first waits, at most the
+    /// given time, until the node has applied this sequence.
+    min_seq: Option<(Seq, Duration)>,
 }
 
 impl Session {
@@ -163,7 +166,14 @@ impl Session {
             idle_timeout,
             tx: None,
             last_commit_seq: None,
+            min_seq: None,
         }
+    }
+
+    /// From now on every statement waits until the node has applied `min` (at most `wait`);
+    /// `None` stops waiting.
+    pub fn set_min_seq(&mut self, min: Option<Seq>, wait: Duration) {
+        self.min_seq = min.map(|m| (m, wait));
     }
 
     /// The stream sequence of the last commit of this session that was published, if any.
@@ -287,6 +297,18 @@ impl Session {
     /// Runs one statement within `limits`: on its own (autocommit) outside a transaction,
     /// inside it otherwise.
     pub async fn execute(&mut self, stmt: Stmt, limits: Limits) -> Result<StmtResult, ExecError> {
+        if let Some((min, wait)) = self.min_seq {
+            // A session that holds the writer keeps the consumer from applying anything: it
+            // would wait for what cannot come, so it only looks.
+            let holds_writer = self.tx.as_ref().is_some_and(|t| t.writer.is_some());
+            let wait = if holds_writer { Duration::ZERO } else { wait };
+            if let Err(e) = self.exec.wait_applied(min, wait).await {
+                if let Some(t) = &mut self.tx {
+                    t.failed = true;
+                }
+                return Err(e);
+            }
+        }
         let Some(tx) = &mut self.tx else {
             let executed = self.exec.execute_with(vec![stmt], limits).await?;
             self.last_commit_seq = executed.commit_seq.or(self.last_commit_seq);

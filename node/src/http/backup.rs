@@ -12,6 +12,20 @@ use tokio_util::io::ReaderStream;
 
 use super::{ApiError, AppState};
 
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "backup",
+    tag = "backup",
+    responses(
+        (status = 200, description = "A consistent copy of the database (an SQLite file)", content_type = "application/octet-stream",
+         headers(("Content-Disposition" = String, description = "attachment; filename=\"<UTC YYYY-MM-DD HH:MM:SS>_<db file name>\""))),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+        (status = 429, description = "`--max-concurrent-backups` downloads run already (`too_many_backups`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The copy failed (`internal`)", body = super::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn download(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Ok(permit) = state.backups.clone().try_acquire_owned() else {
         return Err(ApiError::new(

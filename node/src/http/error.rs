@@ -49,7 +49,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Transaction => StatusCode::CONFLICT,
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Timeout | ErrorCode::SeqNotReached => StatusCode::GATEWAY_TIMEOUT,
         // The client is gone or asked for it: nobody reads this answer.
         ErrorCode::Cancelled => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::ResultTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde_json::Value as Json;
 
-use crate::exec::{Params, Stmt, StmtResult, Value};
+use crate::exec::{Params, Seq, Stmt, StmtResult, Value};
 
 /// A request: one statement (answered with a bare result) or several (one transaction,
 /// answered with `{"results": [...]}`).
@@ -230,15 +230,20 @@ impl Serialize for RowOut<'_> {
     }
 }
 
-/// The whole answer: a bare result for an object request, `{"results": [...]}` for an array.
-pub fn encode_response(results: &[StmtResult], is_array: bool) -> Vec<u8> {
+/// The whole answer: a bare result for an object request (the original's shape, nothing
+/// added), `{"results": [...]}` for an array, with `"seq"` beside `results` when the
+/// transaction was published as stream sequence `seq` (also in the `X-Ha-Seq` header).
+pub fn encode_response(results: &[StmtResult], is_array: bool, seq: Option<Seq>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Many<'a> {
         results: Vec<ResultOut<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     }
     let out = if is_array {
         serde_json::to_vec(&Many {
             results: results.iter().map(ResultOut).collect(),
+            seq: seq.map(|s| s.0),
         })
     } else {
         match results.first() {
@@ -298,7 +303,7 @@ mod tests {
             rows: vec![vec![Value::Integer(9007199254740993)]],
         });
         assert_eq!(
-            String::from_utf8(encode_response(&[res], false)).unwrap(),
+            String::from_utf8(encode_response(&[res], false, None)).unwrap(),
             "{\"columns\":[\"x\"],\"rows\":[[9007199254740993]]}\n"
         );
     }
@@ -342,8 +347,22 @@ mod tests {
             last_insert_id: 5,
         });
         assert_eq!(
-            String::from_utf8(encode_response(&[res], true)).unwrap(),
+            String::from_utf8(encode_response(std::slice::from_ref(&res), true, None)).unwrap(),
             "{\"results\":[{\"columns\":[\"rows_affected\",\"last_insert_id\"],\"rows\":[[2,5]]}]}\n"
+        );
+        // A published write: its sequence beside the results; a bare result stays the original's.
+        assert_eq!(
+            String::from_utf8(encode_response(
+                std::slice::from_ref(&res),
+                true,
+                Some(Seq(12))
+            ))
+            .unwrap(),
+            "{\"results\":[{\"columns\":[\"rows_affected\",\"last_insert_id\"],\"rows\":[[2,5]]}],\"seq\":12}\n"
+        );
+        assert_eq!(
+            String::from_utf8(encode_response(&[res], false, Some(Seq(12)))).unwrap(),
+            "{\"columns\":[\"rows_affected\",\"last_insert_id\"],\"rows\":[[2,5]]}\n"
         );
     }
 }

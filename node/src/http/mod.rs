@@ -7,10 +7,13 @@
 
 mod backup;
 mod checksum;
+pub mod consistency;
 mod error;
 pub mod json;
+pub mod openapi;
 mod peers;
 mod replications;
+pub mod routes;
 mod snapshot;
 mod status;
 mod streams;
@@ -25,7 +28,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -140,24 +142,9 @@ async fn serve(
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
-    let protected = Router::new()
-        .route("/", post(query).get(backup::download))
-        .route("/snapshot", post(snapshot::take).get(snapshot::latest))
-        .route("/status", get(status::status))
-        .route("/checksum", get(checksum::checksum))
-        .route("/metrics", get(status::metrics))
-        .route("/replications", get(replications::list))
-        .route(
-            "/replications/{name}",
-            get(replications::show).delete(replications::remove),
-        )
-        .route("/cluster/peers", get(peers::list))
-        .route("/cluster/peers/{name}", delete(peers::remove))
-        .route("/cluster/streams", get(streams::list))
+    let protected = routes::router(true)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
+    routes::router(false)
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -180,26 +167,45 @@ impl Drop for CancelOnDrop {
 
 /// The `timeout=` query parameter: a duration with a unit (`500ms`, `2s`) or milliseconds.
 fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>, String> {
-    let Some(value) = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == "timeout")
-            .map(|(_, v)| v)
-    }) else {
+    let Some(value) = consistency::query_param(query, "timeout") else {
         return Ok(None);
     };
-    let parsed = match value.parse::<u64>() {
-        Ok(ms) => Ok(std::time::Duration::from_millis(ms)),
-        Err(_) => humantime::parse_duration(value),
-    };
-    parsed
-        .map(|d| Some(d).filter(|d| !d.is_zero()))
-        .map_err(|e| format!("timeout={value}: {e}; write e.g. timeout=500ms or timeout=2s"))
+    consistency::parse_duration("timeout", value).map(|d| Some(d).filter(|d| !d.is_zero()))
 }
 
 /// `POST /`: one statement or an array of statements run as one transaction, within the
-/// request's `timeout=` (at most `--query-timeout`).
+/// request's `timeout=` (at most `--query-timeout`), after the node has applied the request's
+/// `min_seq` if it asked for one; a write's answer carries its commit's sequence (`X-Ha-Seq`).
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "sql",
+    request_body = openapi::QueryRequest,
+    params(
+        ("timeout" = Option<String>, Query, description = "Bounds the request (`500ms`, `2s`, or milliseconds); at most `--query-timeout`"),
+        ("min_seq" = Option<u64>, Query, description = "Read-your-writes: first wait until this node has applied this stream sequence (as `X-Ha-Min-Seq`)"),
+        ("min_seq_timeout" = Option<String>, Query, description = "How long to wait for `min_seq` (default 5s; as `X-Ha-Min-Seq-Timeout-Ms`)"),
+        ("X-Ha-Min-Seq" = Option<u64>, Header, description = "Read-your-writes: first wait until this node has applied this stream sequence (a write's `X-Ha-Seq`, from any node)"),
+        ("X-Ha-Min-Seq-Timeout-Ms" = Option<u64>, Header, description = "How long to wait for `X-Ha-Min-Seq`, in milliseconds (default 5000, at most `--query-timeout`)"),
+    ),
+    responses(
+        (status = 200, description = "The results (a bare result for one statement, `results` for an array)", body = openapi::QueryResponse,
+         headers(("X-Ha-Seq" = u64, description = "The commit's stream sequence, when the request wrote on a replicated node: send it as `X-Ha-Min-Seq` to read this write on any node"))),
+        (status = 400, description = "Malformed body, several statements in one `sql`, parameter mismatch (`bad_request`), SQL that does not compile (`invalid_sql`), transaction control (`unsupported`), a malformed `min_seq`", body = openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = openapi::ErrorBody),
+        (status = 403, description = "SQL that would leave the database or change its settings (`forbidden`)", body = openapi::ErrorBody),
+        (status = 409, description = "A constraint refused the change (`constraint_violation`), or a schema change lost the race to the log (`serialization_failure`)", body = openapi::ErrorBody),
+        (status = 413, description = "Body over `--max-body-size` (`payload_too_large`) or results over `--max-result-bytes` (`result_too_large`)", body = openapi::ErrorBody),
+        (status = 500, description = "A bug, a broken database, or the interceptor script failed (`internal`, `interceptor_failed`)", body = openapi::ErrorBody),
+        (status = 503, description = "Busy, aborted for a reason outside the request, or shutting down (`unavailable`); retry", body = openapi::ErrorBody),
+        (status = 504, description = "Past `timeout=` or `--query-timeout` (`timeout`), or the node did not apply `min_seq` in time (`seq_not_reached`, the message names the sequence reached)", body = openapi::ErrorBody),
+        (status = 507, description = "The disk is full (`storage_full`)", body = openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 async fn query(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     axum::extract::RawQuery(raw_query): axum::extract::RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -223,18 +229,34 @@ async fn query(
         Ok(t) => t,
         Err(m) => return ApiError::bad_request(m).into_response(),
     };
+    let min_seq =
+        match consistency::min_seq(&headers, raw_query.as_deref(), state.exec.query_timeout()) {
+            Ok(m) => m,
+            Err(m) => return ApiError::bad_request(m).into_response(),
+        };
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let limits = state.exec.limits(timeout, Some(cancel.clone()));
     let mut on_drop = CancelOnDrop(Some(cancel));
-    let result = state.exec.execute_with(request.stmts, limits).await;
+    let result = match min_seq {
+        Some(m) => match state.exec.wait_applied(m.seq, m.wait).await {
+            Ok(_) => state.exec.execute_with(request.stmts, limits).await,
+            Err(e) => Err(e),
+        },
+        None => state.exec.execute_with(request.stmts, limits).await,
+    };
     // Answered: nothing to cancel any more.
     on_drop.0 = None;
     match result {
-        Ok(executed) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            json::encode_response(&executed.results, request.is_array),
-        )
-            .into_response(),
+        Ok(executed) => {
+            let body =
+                json::encode_response(&executed.results, request.is_array, executed.commit_seq);
+            let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            if let Some(seq) = executed.commit_seq {
+                resp.headers_mut()
+                    .insert(consistency::SEQ_HEADER, header::HeaderValue::from(seq.0));
+            }
+            resp
+        }
         Err(e) => {
             state
                 .metrics

@@ -50,6 +50,21 @@ fn api_error(e: SnapError, doing: &str) -> ApiError {
 }
 
 /// `POST /snapshot`: `{seq, bytes, duration_ms, skipped}` and `X-Sequence` (0 when skipped).
+#[utoipa::path(
+    post,
+    path = "/snapshot",
+    operation_id = "take_snapshot",
+    tag = "snapshots",
+    responses(
+        (status = 200, description = "Taken (or skipped: nothing new since the last one)", body = super::openapi::SnapshotTaken,
+         headers(("X-Sequence" = u64, description = "The snapshot's stream sequence (0 when skipped)"))),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The snapshot failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn take(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snaps = snapshots(&state)?;
     let taken = snaps
@@ -69,6 +84,22 @@ pub async fn take(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// `GET /snapshot`: the latest snapshot as a file download.
+#[utoipa::path(
+    get,
+    path = "/snapshot",
+    operation_id = "latest_snapshot",
+    tag = "snapshots",
+    responses(
+        (status = 200, description = "The latest snapshot (an SQLite file)", content_type = "application/octet-stream",
+         headers(("X-Sequence" = u64, description = "The snapshot's stream sequence"),
+                 ("Content-Disposition" = String, description = "attachment; filename=\"<UTC time>_ha_snapshot_<seq>.db\""))),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+        (status = 404, description = "The node does not replicate (`not_replicating`) or there is no snapshot (`not_found`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "Reading the snapshot failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snaps = snapshots(&state)?;
     let (c, obj) = snaps

@@ -10,11 +10,18 @@ use serde_json::json;
 use super::AppState;
 
 /// The process is alive and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process serves HTTP")))]
 pub async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
 /// The node can take reads and writes now.
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses(
+        (status = 200, description = "Ready for reads and writes", body = super::openapi::Readiness),
+        (status = 503, description = "Not ready (shutting down, database broken, catching up, …): see `reasons`", body = super::openapi::Readiness),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     if state.shutdown.is_cancelled() {
@@ -37,6 +44,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/status", tag = "probes",
+    responses(
+        (status = 200, description = "Node name, version, database, writer queue, read-your-writes position (`read_your_writes.applied_seq`, `waiting`), replication and backup state", body = Object),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])))]
 pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
     let target = state.exec.target();
     let size = state.exec.size_bytes().await.ok();
@@ -56,11 +69,22 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
             "size_bytes": size,
         },
         "write_queue": state.exec.write_queue_len(),
+        // Read-your-writes: the applied position reads wait on, and how many wait now.
+        "read_your_writes": {
+            "applied_seq": state.exec.applied_position().0,
+            "waiting": state.exec.waiting_for_seq(),
+        },
         "replication": state.replication.as_ref().map(|r| r.status_json()),
         "backup": state.backup.as_ref().map(|b| b.json()),
     }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(size) = state.exec.size_bytes().await {
         state.metrics.db_size.set(size as i64);

@@ -20,6 +20,8 @@ pub fn sqlstate(e: &ExecError) -> &'static str {
         Cause::Unsupported => "0A000",
         Cause::Forbidden => "42501",
         Cause::Timeout | Cause::Cancelled | Cause::Interrupted => "57014",
+        // Like a statement timeout: the wait for `ha.min_seq` ran out.
+        Cause::SeqNotReached => "57014",
         Cause::Shutdown => "57P01",
         Cause::ResultTooLarge | Cause::TooBig => "54000",
         Cause::Aborted | Cause::Conflict => "40001",

@@ -29,6 +29,7 @@ use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 
 use super::catalog;
 use super::error::{error_info, to_pg, user_error};
+use super::seq;
 use super::sql::{self, RewriteContext, SessionCommand};
 use super::types::{column_type, decode_param, encode_cell, type_for_decl, type_for_value};
 use crate::exec::{
@@ -139,6 +140,9 @@ impl ConnState {
         if let Some(cmd) = sql::session_command(sql) {
             return Plan::Session(cmd);
         }
+        if let Some(column) = seq::last_seq_query(sql) {
+            return Plan::LastSeq(column);
+        }
         if let Some(q) = catalog::recognise(sql) {
             return Plan::Catalog(q);
         }
@@ -203,6 +207,14 @@ impl ConnState {
                 })
             }
             Plan::Session(cmd) => self.session_command(session, cmd, formats),
+            Plan::LastSeq(column) => {
+                if session.status() == TxStatus::Failed {
+                    return Err(to_pg(crate::exec::ExecError::InFailedTransaction));
+                }
+                let rows = seq::last_seq_rows(column, session.last_commit_seq());
+                let announced = [(column.clone(), Type::INT8)];
+                Ok(rows_response(rows, Some(&announced), formats, "SELECT"))
+            }
             Plan::Catalog(q) => {
                 if session.status() == TxStatus::Failed {
                     return Err(to_pg(crate::exec::ExecError::InFailedTransaction));
@@ -276,7 +288,7 @@ impl ConnState {
 
     fn session_command(
         &self,
-        session: &Session,
+        session: &mut Session,
         cmd: &SessionCommand,
         formats: &Format,
     ) -> Result<Response, PgWireError> {
@@ -299,7 +311,19 @@ impl ConnState {
                         ),
                     ));
                 }
+                if name == seq::MIN_SEQ_TIMEOUT
+                    && let Err(e) = parse_pg_duration(value)
+                {
+                    return Err(user_error(
+                        "22023",
+                        format!("invalid value for parameter \"{name}\": \"{value}\": {e}"),
+                    ));
+                }
+                if name == seq::MIN_SEQ {
+                    seq::parse_min_seq(value).map_err(|e| user_error("22023", e))?;
+                }
                 settings.insert(name.clone(), value.clone());
+                apply_min_seq(&settings, session);
                 Ok(Response::Execution(Tag::new("SET")))
             }
             SessionCommand::Reset(name) => {
@@ -315,6 +339,7 @@ impl ConnState {
                     },
                     None => *settings = defaults,
                 }
+                apply_min_seq(&settings, session);
                 Ok(Response::Execution(Tag::new("RESET")))
             }
             SessionCommand::Show(name) => {
@@ -458,6 +483,9 @@ impl ConnState {
                 // An unknown catalog fails at Parse, as a missing relation does in PostgreSQL.
                 self.catalog(q, &Default::default()).await?;
             }
+            Plan::LastSeq(column) => {
+                prepared.columns = vec![(column.clone(), Type::INT8)];
+            }
             Plan::Control(_) | Plan::Session(_) => {}
         }
         Ok(prepared)
@@ -529,6 +557,8 @@ pub(crate) enum Plan {
     Control(TxControl),
     Session(SessionCommand),
     Catalog(catalog::Query),
+    /// `SELECT ha_last_seq()`, answered from the session when it runs; the column's name.
+    LastSeq(String),
 }
 
 /// Statement verb for command tags: the first keyword, or the DML verb after a WITH clause.
@@ -673,6 +703,23 @@ fn parse_pg_duration(value: &str) -> Result<Option<Duration>, String> {
         return Err("out of range".into());
     }
     Ok((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+/// Hands the session what `ha.min_seq` and `ha.min_seq_timeout` say now (both validated when
+/// set).
+fn apply_min_seq(settings: &HashMap<String, String>, session: &mut Session) {
+    let min = settings
+        .get(seq::MIN_SEQ)
+        .and_then(|v| seq::parse_min_seq(v).ok().flatten());
+    let wait = match settings
+        .get(seq::MIN_SEQ_TIMEOUT)
+        .map(|v| parse_pg_duration(v))
+    {
+        Some(Ok(Some(d))) => d,
+        Some(Ok(None)) => Duration::ZERO,
+        _ => seq::DEFAULT_WAIT,
+    };
+    session.set_min_seq(min, wait);
 }
 
 fn pg_status(s: TxStatus) -> TransactionStatus {

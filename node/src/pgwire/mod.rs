@@ -12,6 +12,7 @@ mod catalog;
 mod cork;
 mod error;
 mod handler;
+mod seq;
 mod sql;
 mod types;
 

@@ -211,6 +211,17 @@ pub fn session_command(sql: &str) -> Option<SessionCommand> {
         Tok::Punct(p) => p.clone(),
         Tok::Param(p) => p.clone(),
     };
+    // A setting's name from token `k` on, dotted names (custom settings) joined.
+    let dotted = |k: usize| -> String {
+        let mut name = toks.get(k).map(word_text).unwrap_or_default();
+        let mut k = k + 1;
+        while matches!(toks.get(k), Some(Tok::Punct(p)) if p == ".") {
+            name.push('.');
+            name.push_str(&toks.get(k + 1).map(word_text).unwrap_or_default());
+            k += 2;
+        }
+        name.to_ascii_lowercase()
+    };
     match first.as_str() {
         "SET" => {
             let mut k = 1;
@@ -252,9 +263,7 @@ pub fn session_command(sql: &str) -> Option<SessionCommand> {
         }
         "RESET" => match toks.get(1) {
             Some(t) if is_word(t, "ALL") => Some(SessionCommand::Reset(None)),
-            Some(t) => Some(SessionCommand::Reset(Some(
-                word_text(t).to_ascii_lowercase(),
-            ))),
+            Some(_) => Some(SessionCommand::Reset(Some(dotted(1)))),
             None => None,
         },
         "SHOW" => match toks.get(1) {
@@ -263,7 +272,7 @@ pub fn session_command(sql: &str) -> Option<SessionCommand> {
             Some(t) if is_word(t, "TRANSACTION") => {
                 Some(SessionCommand::Show("transaction_isolation".into()))
             }
-            Some(t) => Some(SessionCommand::Show(word_text(t).to_ascii_lowercase())),
+            Some(_) => Some(SessionCommand::Show(dotted(1))),
             None => None,
         },
         "DISCARD" => Some(SessionCommand::Noop(format!(
@@ -482,6 +491,21 @@ mod tests {
         assert_eq!(
             session_command("SHOW server_version;"),
             Some(SessionCommand::Show("server_version".into()))
+        );
+        assert_eq!(
+            session_command("SET ha.min_seq = 12"),
+            Some(SessionCommand::Set {
+                name: "ha.min_seq".into(),
+                value: "12".into()
+            })
+        );
+        assert_eq!(
+            session_command("RESET ha.min_seq"),
+            Some(SessionCommand::Reset(Some("ha.min_seq".into())))
+        );
+        assert_eq!(
+            session_command("show HA.min_seq_timeout"),
+            Some(SessionCommand::Show("ha.min_seq_timeout".into()))
         );
         assert_eq!(session_command("select 1"), None);
     }

@@ -115,7 +115,7 @@ async fn stored(c: &Node<'_>) -> Result<Option<String>, IdentityError> {
             params: Params::Positional(vec![Value::Text(KEY.into())]),
         }])
         .await?;
-    Ok(match r.into_iter().next() {
+    Ok(match r.results.into_iter().next() {
         Some(StmtResult::Rows(rows)) => rows.rows.into_iter().next().and_then(|r| match &r[..] {
             [Value::Text(s)] => Some(s.clone()),
             [Value::Integer(i)] => Some(i.to_string()),

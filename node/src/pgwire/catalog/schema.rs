@@ -96,7 +96,7 @@ pub(super) fn n(v: Option<&Value>) -> i64 {
 impl Schema {
     pub(super) async fn load(exec: &Executor) -> Result<Schema, ExecError> {
         let batch = SCHEMA_SQL.iter().map(|q| Stmt::new(*q)).collect();
-        let mut results = exec.execute(batch).await?.into_iter();
+        let mut results = exec.execute(batch).await?.results.into_iter();
         let mut next = || match results.next() {
             Some(StmtResult::Rows(r)) => Ok(r),
             _ => Err(ExecError::BadRequest(
@@ -257,6 +257,7 @@ async fn read(exec: &Executor, sql: &str) -> Result<Rows, ExecError> {
             params: Params::None,
         }])
         .await?
+        .results
         .pop()
     {
         Some(StmtResult::Rows(r)) => Ok(r),
