@@ -15,6 +15,9 @@ pub fn oid_of(name: &str) -> u32 {
     16384 + (h % 2_000_000_000) as u32
 }
 
+/// The column name shown for an index key that is an expression.
+pub(super) const EXPRESSION: &str = "<expression>";
+
 /// ha's and SQLite's own tables: never shown.
 pub(super) fn internal(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
@@ -136,7 +139,7 @@ impl Schema {
         for r in &idx_cols.rows {
             let c = match r.get(1) {
                 Some(Value::Text(t)) => t.clone(),
-                _ => "<expression>".into(),
+                _ => EXPRESSION.into(),
             };
             idx_columns.entry(s(r.first())).or_default().push(c);
         }
@@ -203,6 +206,15 @@ impl Schema {
     pub(super) fn by_oid(&self, oid: Option<&str>) -> Option<&Object> {
         let oid: u32 = oid?.parse().ok()?;
         self.objects.iter().find(|o| oid_of(&o.name) == oid)
+    }
+
+    /// The primary key columns of a table (any case of its name), in key order.
+    pub(super) fn primary_key_of(&self, table: &str) -> Vec<String> {
+        self.indexes
+            .iter()
+            .find(|i| i.origin == "pk" && i.table.eq_ignore_ascii_case(table))
+            .map(|i| i.columns.clone())
+            .unwrap_or_default()
     }
 
     pub(super) fn fks_of(&self, table: &str) -> Vec<&ForeignKey> {

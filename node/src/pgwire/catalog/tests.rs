@@ -1,7 +1,7 @@
 //! Recognition, field matching, patterns and OIDs of the catalog answers.
 
 use super::fields::{C, O, T};
-use super::recognise::Known;
+use super::recognise::{Arg, Known};
 use super::schema::oid_of;
 use super::*;
 
@@ -28,7 +28,14 @@ ORDER BY 1,2;"#;
 fn psql_list_of_tables_is_recognised_by_its_relations() {
     let k = known(DT);
     assert_eq!(k.kind, Kind::Relations);
-    assert_eq!(k.relkinds, vec!['r', 'p']);
+    assert_eq!(
+        k.filters.relkinds,
+        Some(vec![
+            Arg::Lit("r".into()),
+            Arg::Lit("p".into()),
+            Arg::Lit("".into())
+        ])
+    );
     let cols: Vec<String> = columns(&k).into_iter().map(|(n, _)| n).collect();
     assert_eq!(cols, ["Schema", "Name", "Type", "Owner"]);
 }
@@ -95,4 +102,15 @@ fn oids_are_stable_and_above_the_reserved_range() {
     assert_eq!(oid_of("users"), oid_of("users"));
     assert_ne!(oid_of("users"), oid_of("posts"));
     assert!(oid_of("x") >= 16384);
+}
+
+const SQLALCHEMY_TABLE_COMMENT: &str = "SELECT pg_catalog.pg_class.relname, pg_catalog.pg_description.description \
+FROM pg_catalog.pg_class LEFT OUTER JOIN pg_catalog.pg_description ON pg_catalog.pg_class.oid = pg_catalog.pg_description.objoid AND pg_catalog.pg_description.objsubid = $1::INTEGER AND pg_catalog.pg_description.classoid = CAST($2 AS REGCLASS) JOIN pg_catalog.pg_namespace ON pg_catalog.pg_namespace.oid = pg_catalog.pg_class.relnamespace \
+WHERE pg_catalog.pg_class.relkind = ANY (ARRAY[$3::VARCHAR, $4::VARCHAR, $5::VARCHAR, $6::VARCHAR, $7::VARCHAR]) AND pg_catalog.pg_table_is_visible(pg_catalog.pg_class.oid) AND pg_catalog.pg_namespace.nspname != $8::VARCHAR AND pg_catalog.pg_class.relname IN ($9::VARCHAR)";
+
+#[test]
+fn sqlalchemy_table_comment_is_a_relation_question_filtered_by_name() {
+    let k = known(SQLALCHEMY_TABLE_COMMENT);
+    assert_eq!(k.kind, Kind::Relations);
+    assert_eq!(k.filters.names, Some(vec![Arg::Param(9)]));
 }
