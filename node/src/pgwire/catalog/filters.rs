@@ -20,6 +20,13 @@ pub(super) struct Filters {
     pub(super) contype: Option<Vec<Arg>>,
     pub(super) typtype: Option<Vec<Arg>>,
     pub(super) not_primary: bool,
+    /// `relkind <> v` / `relname != v` exclusions.
+    pub(super) not_relkinds: Vec<Arg>,
+    pub(super) not_names: Vec<Arg>,
+    /// A relname or relkind condition that is not a comparison with values (a join, a
+    /// subquery, LIKE, a pattern from a parameter): the query is refused rather than answered
+    /// as if the condition were not there.
+    pub(super) unreadable: Option<&'static str>,
 }
 
 /// The filters with their parameters bound.
@@ -32,6 +39,8 @@ pub(super) struct Resolved {
     pub(super) contype: Option<Vec<String>>,
     pub(super) typtype: Option<Vec<String>>,
     pub(super) not_primary: bool,
+    pub(super) not_relkinds: Vec<char>,
+    pub(super) not_names: Vec<String>,
     /// The OID or type name the query is about (see `recognise::argument`).
     pub(super) arg: Option<String>,
 }
@@ -51,6 +60,24 @@ pub(super) fn filters(toks: &[Tok]) -> Filters {
             continue;
         }
         let w = w.to_ascii_lowercase();
+        let rest = &toks[i + 1..];
+        if let Some(v) = excluded_value(rest) {
+            match w.as_str() {
+                "relkind" => f.not_relkinds.push(v),
+                "relname" => f.not_names.push(v),
+                _ => {}
+            }
+            continue;
+        }
+        if matches!(w.as_str(), "relname" | "relkind")
+            && compared(rest)
+            && compared_values(rest).is_none()
+            && !(w == "relname" && literal_pattern(rest))
+        {
+            f.unreadable
+                .get_or_insert(if w == "relname" { "relname" } else { "relkind" });
+            continue;
+        }
         let slot = match w.as_str() {
             "relkind" => &mut f.relkinds,
             "relname" => &mut f.names,
@@ -78,6 +105,44 @@ fn not_primary(toks: &[Tok]) -> bool {
         }
         matches!(toks.get(k), Some(Tok::Word(c)) if c.eq_ignore_ascii_case("indisprimary"))
     })
+}
+
+/// The value after `<> v` / `!= v` (then `AND`, `)`, the end, …); `None` for anything else.
+fn excluded_value(rest: &[Tok]) -> Option<Arg> {
+    if !matches!(rest.first(), Some(Tok::Punct(p)) if p == "<>" || p == "!=") {
+        return None;
+    }
+    let mut eq = rest[..rest.len().min(3)].to_vec();
+    eq[0] = Tok::Punct("=".into());
+    compared_values(&eq)?.pop()
+}
+
+/// Whether a comparison follows a column (`=`, `<>`, `IN`, `LIKE`, `~`, `OPERATOR(…)`, …).
+fn compared(rest: &[Tok]) -> bool {
+    match rest.first() {
+        Some(Tok::Punct(p)) => matches!(
+            p.as_str(),
+            "=" | "==" | "<>" | "!=" | "<" | ">" | "<=" | ">=" | "~" | "~~" | "!~"
+        ),
+        Some(Tok::Word(w)) => matches!(
+            w.to_ascii_lowercase().as_str(),
+            "in" | "not" | "like" | "ilike" | "similar" | "operator" | "glob" | "regexp"
+        ),
+        _ => false,
+    }
+}
+
+/// psql's `relname ~ '…'` / `relname OPERATOR(pg_catalog.~) '…'` with a literal pattern.
+fn literal_pattern(rest: &[Tok]) -> bool {
+    let after = match rest.first() {
+        Some(Tok::Punct(p)) if p == "~" => rest.get(1),
+        Some(Tok::Word(w)) if w.eq_ignore_ascii_case("operator") => rest
+            .iter()
+            .position(|t| matches!(t, Tok::Punct(p) if p == ")"))
+            .and_then(|k| rest.get(k + 1)),
+        _ => None,
+    };
+    matches!(after, Some(Tok::Str(_)))
 }
 
 /// The values after `= v`, `IN (v, …)` or `= ANY (ARRAY[v, …])`; `None` if the comparison is
@@ -177,6 +242,17 @@ impl Filters {
             contype: all(&self.contype),
             typtype: all(&self.typtype),
             not_primary: self.not_primary,
+            not_relkinds: self
+                .not_relkinds
+                .iter()
+                .filter_map(|a| resolve_arg(a, params))
+                .flat_map(|s| s.chars().collect::<Vec<_>>())
+                .collect(),
+            not_names: self
+                .not_names
+                .iter()
+                .filter_map(|a| resolve_arg(a, params))
+                .collect(),
             arg: arg.and_then(|a| resolve_arg(a, params)),
         }
     }

@@ -74,6 +74,16 @@ pub async fn answer(
                 ),
             ));
         }
+        Query::Unreadable(column) => {
+            return Err(user_error(
+                "0A000",
+                format!(
+                    "ha cannot evaluate this catalog query's condition on {column}: compare it \
+                     with values (= 'x', IN ('x', 'y'), = ANY (ARRAY['x'])) or a psql pattern \
+                     (~ '^(x)$') (see docs/postgres.md)"
+                ),
+            ));
+        }
         Query::Known(k) => k,
     };
     let filter = q.filters.resolve(q.arg.as_ref(), params);

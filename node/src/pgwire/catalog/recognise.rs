@@ -50,6 +50,9 @@ pub enum Query {
     Known(Known),
     /// A catalog relation ha does not provide: answered with 42P01 naming it.
     Unsupported(String),
+    /// A condition on this column that ha cannot evaluate (see `filters`): refused, never
+    /// answered as if it were not there.
+    Unreadable(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +213,9 @@ pub fn recognise(sql: &str) -> Option<Query> {
     let word = |w: &str| words.iter().any(|x| x == w);
     let items = select_list(&toks);
     let filters = filters(&toks);
+    if let Some(column) = filters.unreadable {
+        return Some(Query::Unreadable(column));
+    }
     // Catalogs that are always empty here decide first: psql's publication query also reads
     // pg_attribute, its inheritance query pg_class.
     let empty_catalog = rels.iter().any(|r| {

@@ -98,6 +98,7 @@ impl Schema {
             .iter()
             .filter(|o| f.relkinds.as_ref().is_none_or(|k| k.contains(&o.kind)))
             .filter(|o| f.names.as_ref().is_none_or(|n| n.contains(&o.name)))
+            .filter(|o| !f.not_relkinds.contains(&o.kind) && !f.not_names.contains(&o.name))
             .filter(|o| match &pattern {
                 None => true,
                 Some(Some(r)) => r.is_match(&o.name),

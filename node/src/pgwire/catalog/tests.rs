@@ -4,6 +4,7 @@ use super::fields::{C, O, T};
 use super::recognise::{Arg, Known};
 use super::schema::oid_of;
 use super::*;
+use std::collections::BTreeMap;
 
 fn known(sql: &str) -> Known {
     match recognise(sql) {
@@ -113,4 +114,73 @@ fn sqlalchemy_table_comment_is_a_relation_question_filtered_by_name() {
     let k = known(SQLALCHEMY_TABLE_COMMENT);
     assert_eq!(k.kind, Kind::Relations);
     assert_eq!(k.filters.names, Some(vec![Arg::Param(9)]));
+}
+
+#[test]
+fn value_filters_are_read_from_literals_lists_arrays_and_parameters() {
+    let k = known(
+        "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname = $1::VARCHAR \
+         AND c.relkind = ANY (ARRAY[$2::VARCHAR, 'v'])",
+    );
+    assert_eq!(k.kind, Kind::Relations);
+    assert_eq!(k.filters.names, Some(vec![Arg::Param(1)]));
+    assert_eq!(
+        k.filters.relkinds,
+        Some(vec![Arg::Param(2), Arg::Lit("v".into())])
+    );
+    let params: BTreeMap<String, Value> = [
+        ("1".to_string(), Value::Text("users".into())),
+        ("2".to_string(), Value::Text("r".into())),
+    ]
+    .into_iter()
+    .collect();
+    let r = k.filters.resolve(None, &params);
+    assert_eq!(r.names, Some(vec!["users".to_string()]));
+    assert_eq!(r.relkinds, Some(vec!['r', 'v']));
+    // A join on an OID column is not a filter; a literal list is.
+    let k = known(
+        "SELECT i.indrelid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c \
+         ON i.indexrelid = c.oid WHERE NOT pg_catalog.pg_index.indisprimary \
+         AND i.indrelid IN (16385, '16386') AND pg_catalog.pg_get_indexdef(i.indexrelid) IS NOT NULL",
+    );
+    assert_eq!(k.kind, Kind::TableIndexes);
+    assert_eq!(
+        k.filters.oids,
+        Some(vec![Arg::Lit("16385".into()), Arg::Lit("16386".into())])
+    );
+    assert!(k.filters.not_primary);
+}
+
+#[test]
+fn name_conditions_that_cannot_be_evaluated_are_refused_not_ignored() {
+    for sql in [
+        "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') AND relname LIKE 'us%'",
+        "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') AND relname = $1 || 's'",
+        "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') \
+         AND relname IN (SELECT name FROM t)",
+        "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') AND relname ~ $1",
+        "SELECT relname FROM pg_catalog.pg_class c WHERE relkind <> c.relkind",
+    ] {
+        assert!(
+            matches!(recognise(sql), Some(Query::Unreadable(_))),
+            "{sql}: {:?}",
+            recognise(sql)
+        );
+    }
+    // psql's literal patterns and exclusions stay readable.
+    let k = known(
+        "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'i') \
+         AND relkind <> 'i' AND relkind != $1",
+    );
+    assert_eq!(
+        k.filters.not_relkinds,
+        vec![Arg::Lit("i".into()), Arg::Param(1)]
+    );
+    assert_eq!(known(DT).kind, Kind::Relations);
+    let k = known(
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname OPERATOR(pg_catalog.~) '^(users)$' COLLATE pg_catalog.default",
+    );
+    assert_eq!(k.kind, Kind::FindRelation);
 }
