@@ -48,6 +48,7 @@ out = {
         {"name": c["name"], "type": str(c["type"]), "nullable": c["nullable"]}
         for c in insp.get_columns("orders")
     ],
+    "customer_types": {c["name"]: str(c["type"]) for c in insp.get_columns("customers")},
     "pk": insp.get_pk_constraint("orders")["constrained_columns"],
     "fks": [
         {"columns": f["constrained_columns"], "table": f["referred_table"], "referred": f["referred_columns"]}
@@ -93,6 +94,11 @@ async fn sqlalchemy_reflection_and_pandas_read_sql_work() {
             {"name": "placed_at", "type": "TIMESTAMP", "nullable": true},
             {"name": "note", "type": "TEXT", "nullable": true},
         ]),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["customer_types"],
+        json!({"id": "INTEGER", "name": "TEXT", "email": "VARCHAR(80)"}),
         "{got:#}"
     );
     assert_eq!(got["pk"], json!(["id"]), "{got:#}");

@@ -229,14 +229,35 @@ impl Schema {
     }
 }
 
-/// What `format_type` prints for a declared SQLite type: the declaration as written, in lower
-/// case (SQLite keeps it verbatim), or `any` when there is none.
+/// What `format_type` prints for a declared SQLite type: PostgreSQL's name for the common
+/// aliases (`varchar(80)` → `character varying(80)`, `int` → `integer`, the names SQLAlchemy
+/// and other tools know), else the declaration as written in lower case (SQLite keeps it
+/// verbatim), or `any` when there is none.
 pub(super) fn type_name(decl: &str) -> String {
-    if decl.trim().is_empty() {
-        "any".into()
-    } else {
-        decl.to_ascii_lowercase()
+    let d = decl.trim().to_ascii_lowercase();
+    if d.is_empty() {
+        return "any".into();
     }
+    let (base, args) = match d.find('(') {
+        Some(i) => (d[..i].trim(), &d[i..]),
+        None => (d.as_str(), ""),
+    };
+    let canonical = match base {
+        "int" | "int4" => "integer",
+        "int8" => "bigint",
+        "int2" => "smallint",
+        "varchar" => "character varying",
+        "char" => "character",
+        "float8" | "double" => "double precision",
+        "float4" => "real",
+        "bool" => "boolean",
+        "blob" => "bytea",
+        "decimal" => "numeric",
+        "datetime" => "timestamp",
+        "timestamptz" => "timestamp with time zone",
+        _ => return d,
+    };
+    format!("{canonical}{args}")
 }
 
 /// Declared column types of every table and view: table (lower case) → its columns (lower

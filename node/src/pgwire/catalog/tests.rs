@@ -99,6 +99,19 @@ fn psql_patterns_match_like_postgres() {
 }
 
 #[test]
+fn declared_types_print_under_postgres_names_where_one_exists() {
+    use super::schema::type_name;
+    assert_eq!(type_name("VARCHAR(80)"), "character varying(80)");
+    assert_eq!(type_name("INT"), "integer");
+    assert_eq!(type_name("INTEGER"), "integer");
+    assert_eq!(type_name("DOUBLE"), "double precision");
+    assert_eq!(type_name("Numeric(10, 2)"), "numeric(10, 2)");
+    assert_eq!(type_name("decimal(10,2)"), "numeric(10,2)");
+    assert_eq!(type_name("MyType"), "mytype");
+    assert_eq!(type_name(" "), "any");
+}
+
+#[test]
 fn oids_are_stable_and_above_the_reserved_range() {
     assert_eq!(oid_of("users"), oid_of("users"));
     assert_ne!(oid_of("users"), oid_of("posts"));
