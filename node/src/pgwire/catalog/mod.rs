@@ -16,6 +16,7 @@
 //! Value filters in the query (`relname = $1`, `relkind = ANY (ARRAY[…])`, `conrelid IN (…)`,
 //! `contype`, `typtype`) are honoured with the bound parameters, so a question about one table
 //! is answered about that table only (SQLAlchemy's and pandas' `has_table` rely on it).
+//! A relname/relkind condition that is not such a comparison fails with 0A000 instead.
 //!
 //! Files: `recognise` (what a query asks), `filters` (its value filters), `fields` (the
 //! answer's columns), `schema` (SQLite's schema, OIDs), `records` (the answer's rows),
