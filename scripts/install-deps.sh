@@ -26,6 +26,9 @@ PY_PACKAGES=(
   # Backup tests: an S3-compatible server (moto_server) that object_store talks to.
   "moto[server]==5.2.5"
   "openapi-spec-validator==0.9.0"  # tests/tests/openapi.rs validates GET /openapi.json
+  # Python data tools against the pg port: SQLAlchemy reflection and pandas.read_sql.
+  "SQLAlchemy==2.0.44"
+  "pandas==2.3.3"
 )
 APT_PACKAGES=(libclang-dev libsqlite3-dev sqlite3 sqlite3-pcre python3 postgresql-15 postgresql-client-15 curl iproute2 nftables python3-venv)
 

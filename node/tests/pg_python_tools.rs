@@ -1,6 +1,7 @@
 //! The Python data tools many users look at a PostgreSQL-speaking database with (issue 19):
 //! SQLAlchemy 2 (psycopg dialect) table reflection — tables, columns with types, primary keys,
-//! foreign keys, indexes — and `pandas.read_sql` of a query and of a table, against ha's pg port.
+//! foreign keys, indexes — and `pandas.read_sql` of a query and of a table and `to_sql`, against
+//! ha's pg port.
 //! Needs the Python venv of `scripts/install-deps.sh` in `<repo>/.tools` (or `HA_TEST_PYTHON`).
 
 mod common;
@@ -47,6 +48,7 @@ out = {
         {"name": c["name"], "type": str(c["type"]), "nullable": c["nullable"]}
         for c in insp.get_columns("orders")
     ],
+    "customer_types": {c["name"]: str(c["type"]) for c in insp.get_columns("customers")},
     "pk": insp.get_pk_constraint("orders")["constrained_columns"],
     "fks": [
         {"columns": f["constrained_columns"], "table": f["referred_table"], "referred": f["referred_columns"]}
@@ -62,16 +64,18 @@ q = pd.read_sql("SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON 
 out["query"] = {"columns": list(q.columns), "rows": q.values.tolist()}
 t = pd.read_sql_table("orders", engine)
 out["table"] = {"columns": list(t.columns), "rows": len(t), "total_sum": float(t["total"].sum())}
+out["has_table"] = {"orders": inspect(engine).has_table("orders"), "query": inspect(engine).has_table("SELECT 1")}
+pd.DataFrame({"name": ["x", "y"], "score": [1.5, 2.5]}).to_sql("scores", engine, index=False)
+s = pd.read_sql_table("scores", engine)
+out["to_sql"] = {"columns": list(s.columns), "rows": s.values.tolist()}
 print(json.dumps(out))
 "#;
 
-/// Fails today, so it is opt-in (`cargo test -p ha --test pg_python_tools -- --ignored`, after
-/// `pip install SQLAlchemy==2.0.44 pandas==2.3.3` into .tools): SQLAlchemy's reflection asks
-/// `pg_type` for domains, which the catalog does not answer; and `pandas.read_sql` of a query
-/// first asks `has_table(<the query text>)`, to which the catalog's `pg_class` answer says yes
-/// (it ignores the `relname` filter), so pandas tries to read a table of that name. Issue 19.
+/// SQLAlchemy's reflection (tables, columns with types, primary key, foreign key, indexes)
+/// and pandas' `read_sql` of a query and of a table, each value as PostgreSQL 15 answers the
+/// same script (captured with `log_statement=all`). pandas first asks `has_table(<the query
+/// text>)`: the catalog must say no, or pandas reads a table of that name.
 #[tokio::test]
-#[ignore = "SQLAlchemy reflection and pandas' has_table are not answered right yet (issue 19)"]
 async fn sqlalchemy_reflection_and_pandas_read_sql_work() {
     let node = TestNode::start().await;
     let url = format!("postgresql+psycopg://ha:ha@127.0.0.1:{}/ha", node.pg.port());
@@ -90,6 +94,11 @@ async fn sqlalchemy_reflection_and_pandas_read_sql_work() {
             {"name": "placed_at", "type": "TIMESTAMP", "nullable": true},
             {"name": "note", "type": "TEXT", "nullable": true},
         ]),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["customer_types"],
+        json!({"id": "INTEGER", "name": "TEXT", "email": "VARCHAR(80)"}),
         "{got:#}"
     );
     assert_eq!(got["pk"], json!(["id"]), "{got:#}");
@@ -116,4 +125,46 @@ async fn sqlalchemy_reflection_and_pandas_read_sql_work() {
         json!({"columns": ["id", "customer_id", "total", "placed_at", "note"], "rows": 2, "total_sum": 29.75}),
         "{got:#}"
     );
+    // pandas asks has_table(<query text>) before read_sql: a name filter the catalog ignored
+    // said yes.
+    assert_eq!(
+        got["has_table"],
+        json!({"orders": true, "query": false}),
+        "{got:#}"
+    );
+    assert_eq!(
+        got["to_sql"],
+        json!({"columns": ["name", "score"], "rows": [["x", 1.5], ["y", 2.5]]}),
+        "{got:#}"
+    );
+}
+
+/// A catalog condition the catalog cannot evaluate (here `LIKE` on relname) is refused with a
+/// clear error, not answered as if it were not there; the session keeps serving.
+#[tokio::test]
+async fn catalog_conditions_ha_cannot_evaluate_are_refused_and_the_session_goes_on() {
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    client
+        .batch_execute("CREATE TABLE customers(id INTEGER PRIMARY KEY); CREATE TABLE other(x)")
+        .await
+        .unwrap();
+    let e = client
+        .simple_query(
+            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') AND relname LIKE 'cust%'",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e:?}");
+    assert!(format!("{e:?}").contains("relname"), "{e:?}");
+    // The same question with a value is answered, about that table only.
+    let rows = client
+        .query(
+            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r') AND relname = $1",
+            &[&"customers"],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["customers"]);
 }

@@ -474,7 +474,14 @@ impl ConnState {
             }
             Plan::Catalog(catalog::Query::Known(k)) => {
                 prepared.columns = catalog::columns(k);
-                prepared.param_types = catalog::param_types_of(k).to_vec();
+                // The client's declared types win (psycopg sends ints in binary as int2/4/8).
+                let ours = catalog::param_types_of(k);
+                prepared.param_types = (0..ours.len().max(client_types.len()))
+                    .map(|i| {
+                        let declared = client_types.get(i).cloned().flatten();
+                        declared.unwrap_or_else(|| ours.get(i).cloned().unwrap_or(Type::TEXT))
+                    })
+                    .collect();
                 prepared.bind = (0..prepared.param_types.len())
                     .map(|i| ((i + 1).to_string(), i))
                     .collect();

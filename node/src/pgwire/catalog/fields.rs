@@ -13,6 +13,8 @@ pub(super) const T: Type = Type::TEXT;
 pub(super) const I: Type = Type::INT8;
 pub(super) const O: Type = Type::OID;
 pub(super) const C: Type = Type::CHAR;
+const TA: Type = Type::TEXT_ARRAY;
+const BA: Type = Type::BOOL_ARRAY;
 
 /// The fields each kind of answer has, most specific first (an item takes the first field
 /// whose key is its alias, else the first whose key is one of its words).
@@ -65,6 +67,9 @@ pub(super) fn fields(kind: Kind) -> &'static [Field] {
             ("col_description", T),
             ("attname", T),
             ("attnum", I),
+            ("relname", T),
+            // SQLAlchemy's identity options: always NULL (no identity columns).
+            ("identity_options", T),
         ],
         Kind::TableIndexes => &[
             ("pg_get_indexdef", T),
@@ -79,6 +84,18 @@ pub(super) fn fields(kind: Kind) -> &'static [Field] {
             ("condeferred", B),
             ("indisreplident", B),
             ("reltablespace", O),
+            ("indrelid", O),
+            ("has_constraint", B),
+            ("indoption", Type::INT2_VECTOR),
+            ("reloptions", TA),
+            ("amname", T),
+            ("filter_definition", T),
+            ("indnkeyatts", I),
+            ("indnullsnotdistinct", B),
+            ("elements", TA),
+            ("elements_is_expr", BA),
+            ("elements_opclass", TA),
+            ("elements_opdefault", BA),
         ],
         Kind::IndexInfo => &[
             ("condeferrable", B),
@@ -99,6 +116,21 @@ pub(super) fn fields(kind: Kind) -> &'static [Field] {
             ("ontable", T),
             ("pg_get_constraintdef", T),
             ("conname", T),
+        ],
+        Kind::KeyConstraints => &[
+            ("conrelid", O),
+            ("cols", TA),
+            ("conname", T),
+            ("description", T),
+            ("indnkeyatts", I),
+            ("indnullsnotdistinct", B),
+        ],
+        Kind::TableConstraints => &[
+            ("relname", T),
+            ("conname", T),
+            ("pg_get_constraintdef", T),
+            ("nspname", T),
+            ("description", T),
         ],
         Kind::Databases => &[
             ("name", T),

@@ -13,10 +13,17 @@
 //! `\d+` variants and other clients' spellings of the same question get sensible answers too.
 //! Relation OIDs are a stable hash of the name (`oid_of`), the same on every node.
 //!
-//! Files: `recognise` (what a query asks), `fields` (the answer's columns), `schema` (SQLite's
-//! schema, OIDs), `records` (the answer's rows), `pattern` (psql's name patterns).
+//! Value filters in the query (`relname = $1`, `relkind = ANY (ARRAY[…])`, `conrelid IN (…)`,
+//! `contype`, `typtype`) are honoured with the bound parameters, so a question about one table
+//! is answered about that table only (SQLAlchemy's and pandas' `has_table` rely on it).
+//! A relname/relkind condition that is not such a comparison fails with 0A000 instead.
+//!
+//! Files: `recognise` (what a query asks), `filters` (its value filters), `fields` (the
+//! answer's columns), `schema` (SQLite's schema, OIDs), `records` (the answer's rows),
+//! `pattern` (psql's name patterns).
 
 mod fields;
+mod filters;
 mod pattern;
 mod recognise;
 mod records;
@@ -34,7 +41,6 @@ use crate::exec::{Executor, Value};
 pub use fields::{columns, param_types_of};
 use fields::{fields, resolve};
 pub use pattern::psql_pattern_matches;
-use recognise::Arg;
 pub use recognise::{Kind, Query, recognise};
 use records::{text, types_records};
 use schema::Schema;
@@ -69,17 +75,19 @@ pub async fn answer(
                 ),
             ));
         }
+        Query::Unreadable(column) => {
+            return Err(user_error(
+                "0A000",
+                format!(
+                    "ha cannot evaluate this catalog query's condition on {column}: compare it \
+                     with values (= 'x', IN ('x', 'y'), = ANY (ARRAY['x'])) or a psql pattern \
+                     (~ '^(x)$') (see docs/postgres.md)"
+                ),
+            ));
+        }
         Query::Known(k) => k,
     };
-    let arg: Option<String> = match &q.arg {
-        Some(Arg::Lit(s)) => Some(s.clone()),
-        Some(Arg::Param(n)) => match params.get(&n.to_string()) {
-            Some(Value::Integer(i)) => Some(i.to_string()),
-            Some(Value::Text(s)) => Some(s.clone()),
-            Some(_) | None => None,
-        },
-        None => None,
-    };
+    let filter = q.filters.resolve(q.arg.as_ref(), params);
     let records: Vec<Vec<(&'static str, Value)>> = match q.kind {
         Kind::Databases => vec![vec![
             ("name", text(ctx.database)),
@@ -118,11 +126,11 @@ pub async fn answer(
                 ("oid", Value::Integer(10)),
             ]]
         }
-        Kind::Types => types_records(arg.as_deref()),
+        Kind::Types => types_records(&filter),
         Kind::Empty => Vec::new(),
         _ => {
             let schema = Schema::load(exec).await.map_err(to_pg)?;
-            schema.records(q, arg.as_deref(), ctx.user)
+            schema.records(q, &filter, ctx.user)
         }
     };
     let f = fields(q.kind);

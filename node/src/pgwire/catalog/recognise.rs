@@ -1,9 +1,10 @@
 //! Owns recognising a catalog query: which catalog relations it reads, its kind, its select list
-//! (aliases and expression words), filters (`relkind IN`, a `relname ~` pattern) and the OID
+//! (aliases and expression words), filters (see `filters`; a `relname ~` pattern) and the OID
 //! or type name it is about, without interpreting its text any further.
 
 use pgwire::api::Type;
 
+use super::filters::{Filters, filters};
 use crate::pgwire::sql::{Tok, tokenize};
 
 /// What a recognised catalog query asks about.
@@ -25,6 +26,12 @@ pub enum Kind {
     ForeignKeys,
     /// `\d TABLE`: foreign keys of other tables referencing it (by `confrelid`).
     ReferencedBy,
+    /// Primary key or unique constraints of tables by OID, with their columns as an array
+    /// (pg_constraint joined with pg_index on `conindid`; SQLAlchemy's reflection).
+    KeyConstraints,
+    /// Tables by name, each with its constraints of one `contype` (pg_class left-joined with
+    /// pg_constraint: a table without any still gives one row; SQLAlchemy's reflection).
+    TableConstraints,
     /// `\l`: pg_database.
     Databases,
     /// `\dn`: pg_namespace.
@@ -43,6 +50,9 @@ pub enum Query {
     Known(Known),
     /// A catalog relation ha does not provide: answered with 42P01 naming it.
     Unsupported(String),
+    /// A condition on this column that ha cannot evaluate (see `filters`): refused, never
+    /// answered as if it were not there.
+    Unreadable(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +60,8 @@ pub struct Known {
     pub kind: Kind,
     /// The select list: output column names and the lower-case words of each expression.
     pub(super) items: Vec<Item>,
-    /// relkinds of a `relkind IN (…)` filter (`r`, `v`, `i`, …).
-    pub(super) relkinds: Vec<char>,
+    /// Value filters (relkind, relname, OIDs, contype, typtype), bound when the query runs.
+    pub(super) filters: Box<Filters>,
     /// A `relname ~ '^(…)$'` pattern.
     pub(super) pattern: Option<String>,
     /// The OID (or type name) the query is about: a literal or a `$n` parameter.
@@ -202,6 +212,10 @@ pub fn recognise(sql: &str) -> Option<Query> {
         .collect();
     let word = |w: &str| words.iter().any(|x| x == w);
     let items = select_list(&toks);
+    let filters = filters(&toks);
+    if let Some(column) = filters.unreadable {
+        return Some(Query::Unreadable(column));
+    }
     // Catalogs that are always empty here decide first: psql's publication query also reads
     // pg_attribute, its inheritance query pg_class.
     let empty_catalog = rels.iter().any(|r| {
@@ -219,14 +233,23 @@ pub fn recognise(sql: &str) -> Option<Query> {
     });
     let kind = if empty_catalog && rels.iter().all(|r| EMPTY_OK.contains(&r.as_str())) {
         Kind::Empty
-    } else if has("pg_class") && word("relkind") && relkind_filter(&toks).is_some() {
+    } else if has("pg_index") && word("pg_get_indexdef") && word("indrelid") {
+        Kind::TableIndexes
+    } else if has("pg_constraint") && has("pg_index") && word("conindid") && word("indkey") {
+        Kind::KeyConstraints
+    } else if has("pg_class")
+        && has("pg_constraint")
+        && word("contype")
+        && filters.relkinds.is_some()
+        && filters.contype.is_some()
+    {
+        Kind::TableConstraints
+    } else if has("pg_class") && filters.relkinds.is_some() && !has("pg_attribute") {
         Kind::Relations
     } else if has("pg_class") && word("relchecks") {
         Kind::RelationInfo
     } else if has("pg_attribute") && word("attrelid") && word("attname") {
         Kind::Attributes
-    } else if has("pg_index") && word("pg_get_indexdef") && word("indrelid") {
-        Kind::TableIndexes
     } else if has("pg_index") && word("indexrelid") {
         Kind::IndexInfo
     } else if has("pg_constraint") && word("confrelid") {
@@ -249,9 +272,17 @@ pub fn recognise(sql: &str) -> Option<Query> {
     {
         Kind::Roles
     } else if has("pg_type")
-        && rels
-            .iter()
-            .all(|r| matches!(r.as_str(), "pg_type" | "pg_range" | "pg_namespace"))
+        && rels.iter().all(|r| {
+            matches!(
+                r.as_str(),
+                "pg_type"
+                    | "pg_range"
+                    | "pg_namespace"
+                    | "pg_collation"
+                    | "pg_constraint"
+                    | "pg_enum"
+            )
+        })
     {
         Kind::Types
     } else if has("pg_constraint") && rels.iter().all(|r| EMPTY_OK.contains(&r.as_str())) {
@@ -269,7 +300,7 @@ pub fn recognise(sql: &str) -> Option<Query> {
     Some(Query::Known(Known {
         kind,
         items,
-        relkinds: relkind_filter(&toks).unwrap_or_default(),
+        filters: Box::new(filters),
         pattern: name_pattern(&toks),
         arg: argument(&toks, kind),
         params: param_types(&toks),
@@ -308,24 +339,6 @@ pub(super) fn contype_is(toks: &[Tok], c: &str) -> bool {
             && matches!(&w[1], Tok::Punct(p) if p == "=")
             && matches!(&w[2], Tok::Str(s) if s == &format!("'{c}'"))
     })
-}
-
-/// `relkind IN ('r','p','')` → the letters.
-pub(super) fn relkind_filter(toks: &[Tok]) -> Option<Vec<char>> {
-    let at = toks.windows(3).position(|w| {
-        matches!(&w[0], Tok::Word(x) if x.eq_ignore_ascii_case("relkind"))
-            && matches!(&w[1], Tok::Word(x) if x.eq_ignore_ascii_case("in"))
-            && matches!(&w[2], Tok::Punct(p) if p == "(")
-    })?;
-    let mut out = Vec::new();
-    for t in &toks[at + 3..] {
-        match t {
-            Tok::Str(s) => out.extend(s.trim_matches('\'').chars()),
-            Tok::Punct(p) if p == ")" => break,
-            _ => {}
-        }
-    }
-    Some(out)
 }
 
 /// The regular expression psql matches `relname` against (`OPERATOR(pg_catalog.~) '…'` or `~`).

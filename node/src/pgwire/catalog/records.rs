@@ -2,9 +2,10 @@
 //! computed from the schema (`pg_class`, `pg_attribute`, `pg_index`, `pg_constraint`), as
 //! (field, value) pairs that `fields` puts in the query's column order.
 
+use super::filters::Resolved;
 use super::pattern::psql_pattern;
 use super::recognise::{Kind, Known};
-use super::schema::{IndexDef, Object, Schema, oid_of, type_name};
+use super::schema::{EXPRESSION, ForeignKey, IndexDef, Object, Schema, oid_of, type_name};
 use crate::exec::Value;
 
 pub(super) fn text(s: &str) -> Value {
@@ -35,7 +36,34 @@ pub(super) const TYPES: &[(u32, &str, u32, i64)] = &[
     (1700, "numeric", 1231, -1),
 ];
 
-pub(super) fn types_records(arg: Option<&str>) -> Vec<Vec<(&'static str, Value)>> {
+/// A PostgreSQL array literal of text elements, each quoted (`{"id","name"}`).
+pub(super) fn text_array<S: AsRef<str>>(items: &[S]) -> Value {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| {
+            format!(
+                "\"{}\"",
+                s.as_ref().replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+        .collect();
+    Value::Text(format!("{{{}}}", quoted.join(",")))
+}
+
+/// A PostgreSQL array literal of `n` copies of a scalar (`{t,t}`, `{0,0}`).
+pub(super) fn repeated_array(n: usize, scalar: &str) -> Value {
+    Value::Text(format!("{{{}}}", vec![scalar; n].join(",")))
+}
+
+pub(super) fn types_records(f: &Resolved) -> Vec<Vec<(&'static str, Value)>> {
+    // Every type here is a base type ('b'): a question about domains or enums has no answer.
+    if f.typtype
+        .as_ref()
+        .is_some_and(|t| !t.iter().any(|t| t == "b"))
+    {
+        return Vec::new();
+    }
+    let arg = f.arg.as_deref();
     TYPES
         .iter()
         .filter(|(oid, name, _, _)| match arg {
@@ -62,26 +90,50 @@ pub(super) fn types_records(arg: Option<&str>) -> Vec<Vec<(&'static str, Value)>
 }
 
 impl Schema {
+    /// The relations a query's filters select (relkind, relname, pattern, OIDs), by name.
+    fn selected(&self, q: &Known, f: &Resolved) -> Vec<&Object> {
+        let pattern = q.pattern.as_deref().map(psql_pattern);
+        let mut objs: Vec<&Object> = self
+            .objects
+            .iter()
+            .filter(|o| f.relkinds.as_ref().is_none_or(|k| k.contains(&o.kind)))
+            .filter(|o| f.names.as_ref().is_none_or(|n| n.contains(&o.name)))
+            .filter(|o| !f.not_relkinds.contains(&o.kind) && !f.not_names.contains(&o.name))
+            .filter(|o| match &pattern {
+                None => true,
+                Some(Some(r)) => r.is_match(&o.name),
+                Some(None) => false,
+            })
+            .filter(|o| {
+                f.oids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&oid_of(&o.name).to_string()))
+            })
+            .collect();
+        objs.sort_by(|a, b| a.name.cmp(&b.name));
+        objs
+    }
+
+    /// The relations a query is about: those its filters select when it filters by relkind,
+    /// name or OID (SQLAlchemy asks about many at once), else the one its argument names.
+    fn targets(&self, q: &Known, f: &Resolved) -> Vec<&Object> {
+        if f.relkinds.is_some() || f.names.is_some() || f.oids.is_some() {
+            self.selected(q, f)
+        } else {
+            self.by_oid(f.arg.as_deref()).into_iter().collect()
+        }
+    }
+
     pub(super) fn records(
         &self,
         q: &Known,
-        arg: Option<&str>,
+        f: &Resolved,
         user: &str,
     ) -> Vec<Vec<(&'static str, Value)>> {
-        let pattern = q.pattern.as_deref().map(psql_pattern);
-        let matches = |name: &str| match &pattern {
-            None => true,
-            Some(Some(r)) => r.is_match(name),
-            Some(None) => false,
-        };
+        let arg = f.arg.as_deref();
         match q.kind {
             Kind::Relations => {
-                let mut objs: Vec<&Object> = self
-                    .objects
-                    .iter()
-                    .filter(|o| q.relkinds.contains(&o.kind) && matches(&o.name))
-                    .collect();
-                objs.sort_by(|a, b| a.name.cmp(&b.name));
+                let objs = self.selected(q, f);
                 objs.into_iter()
                     .map(|o| {
                         let label = match o.kind {
@@ -116,9 +168,8 @@ impl Schema {
                     .collect()
             }
             Kind::FindRelation => self
-                .objects
-                .iter()
-                .filter(|o| matches(&o.name))
+                .selected(q, f)
+                .into_iter()
                 .map(|o| {
                     vec![
                         ("oid", Value::Integer(i64::from(oid_of(&o.name)))),
@@ -152,100 +203,22 @@ impl Schema {
                     ("amname", text(if o.kind == 'i' { "btree" } else { "heap" })),
                 ]]
             }
-            Kind::Attributes => {
-                let Some(o) = self.by_oid(arg) else {
-                    return Vec::new();
-                };
-                if o.kind == 'i' {
-                    let cols = self.columns.get(&o.table);
-                    let idx = self.indexes.iter().find(|i| i.name == o.name);
-                    return idx
-                        .map(|i| i.columns.clone())
-                        .unwrap_or_default()
-                        .iter()
-                        .enumerate()
-                        .map(|(k, c)| {
-                            let decl = cols
-                                .and_then(|cs| cs.iter().find(|d| &d.name == c))
-                                .map(|d| d.decl.clone())
-                                .unwrap_or_default();
-                            vec![
-                                ("attname", text(c)),
-                                ("format_type", text(&type_name(&decl))),
-                                ("is_key", text("yes")),
-                                ("indexdef", text(c)),
-                                ("attnum", Value::Integer(k as i64 + 1)),
-                            ]
-                        })
-                        .collect();
-                }
-                let cols = self.columns.get(&o.name).cloned().unwrap_or_default();
-                let single_int_pk = cols.iter().filter(|c| c.pk > 0).count() == 1;
-                cols.iter()
-                    .filter(|c| c.hidden != 1)
-                    .enumerate()
-                    .map(|(k, c)| {
-                        let rowid_pk =
-                            single_int_pk && c.pk > 0 && c.decl.eq_ignore_ascii_case("INTEGER");
-                        let generated = matches!(c.hidden, 2 | 3);
-                        vec![
-                            ("attname", text(&c.name)),
-                            ("format_type", text(&type_name(&c.decl))),
-                            (
-                                "adbin",
-                                c.default.as_deref().map(text).unwrap_or(Value::Null),
-                            ),
-                            ("attnotnull", flag(c.notnull || rowid_pk)),
-                            ("attidentity", text("")),
-                            ("attgenerated", text(if generated { "s" } else { "" })),
-                            ("attstorage", text("p")),
-                            ("attnum", Value::Integer(k as i64 + 1)),
-                        ]
-                    })
-                    .collect()
-            }
-            Kind::TableIndexes => {
-                let Some(o) = self.by_oid(arg) else {
-                    return Vec::new();
-                };
-                let mut idx: Vec<&IndexDef> =
-                    self.indexes.iter().filter(|i| i.table == o.name).collect();
-                idx.sort_by(|a, b| {
-                    (b.origin == "pk")
-                        .cmp(&(a.origin == "pk"))
-                        .then(a.name.cmp(&b.name))
-                });
-                idx.into_iter()
-                    .map(|i| {
-                        let cols = i.columns.join(", ");
-                        let def = format!(
-                            "CREATE {}INDEX {} ON public.{} USING btree ({cols})",
-                            if i.unique { "UNIQUE " } else { "" },
-                            i.name,
-                            i.table
-                        );
-                        let (condef, contype) = match i.origin.as_str() {
-                            "pk" => (text(&format!("PRIMARY KEY ({cols})")), text("p")),
-                            "u" => (text(&format!("UNIQUE ({cols})")), text("u")),
-                            _ => (Value::Null, Value::Null),
-                        };
-                        vec![
-                            ("pg_get_indexdef", text(&def)),
-                            ("pg_get_constraintdef", condef),
-                            ("relname", text(&i.name)),
-                            ("indisprimary", flag(i.origin == "pk")),
-                            ("indisunique", flag(i.unique)),
-                            ("indisclustered", flag(false)),
-                            ("indisvalid", flag(true)),
-                            ("contype", contype),
-                            ("condeferrable", flag(false)),
-                            ("condeferred", flag(false)),
-                            ("indisreplident", flag(false)),
-                            ("reltablespace", Value::Integer(0)),
-                        ]
-                    })
-                    .collect()
-            }
+            Kind::Attributes => self
+                .targets(q, f)
+                .into_iter()
+                .flat_map(|o| {
+                    let mut rows = self.attributes_of(o);
+                    for r in &mut rows {
+                        r.push(("relname", text(&o.name)));
+                    }
+                    rows
+                })
+                .collect(),
+            Kind::TableIndexes => self
+                .targets(q, f)
+                .into_iter()
+                .flat_map(|o| self.indexes_of(o, f.not_primary))
+                .collect(),
             Kind::IndexInfo => {
                 let Some(o) = self.by_oid(arg) else {
                     return Vec::new();
@@ -277,25 +250,15 @@ impl Schema {
                 };
                 let mut out: Vec<(String, Vec<(&'static str, Value)>)> = fks
                     .into_iter()
-                    .map(|f| {
-                        let name = format!("{}_{}_fkey", f.table, f.from.join("_"));
-                        let to = if f.to.iter().all(|t| t.is_empty()) {
-                            String::new()
-                        } else {
-                            format!("({})", f.to.join(", "))
-                        };
-                        let def = format!(
-                            "FOREIGN KEY ({}) REFERENCES {}{to}",
-                            f.from.join(", "),
-                            f.target
-                        );
+                    .map(|k| {
+                        let (name, def) = self.fk_def(k);
                         (
                             name.clone(),
                             vec![
                                 ("sametable", flag(q.kind == Kind::ForeignKeys)),
                                 ("condef", text(&def)),
                                 ("pg_get_constraintdef", text(&def)),
-                                ("ontable", text(&f.table)),
+                                ("ontable", text(&k.table)),
                                 ("conname", text(&name)),
                             ],
                         )
@@ -304,7 +267,224 @@ impl Schema {
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 out.into_iter().map(|(_, r)| r).collect()
             }
+            Kind::KeyConstraints => {
+                let contypes = f.contype.clone().unwrap_or_default();
+                self.targets(q, f)
+                    .into_iter()
+                    .flat_map(|o| self.key_constraints_of(o, &contypes))
+                    .collect()
+            }
+            Kind::TableConstraints => {
+                let contypes = f.contype.clone().unwrap_or_default();
+                self.selected(q, f)
+                    .into_iter()
+                    .flat_map(|o| self.table_constraints_of(o, &contypes))
+                    .collect()
+            }
             Kind::Databases | Kind::Schemas | Kind::Roles | Kind::Types | Kind::Empty => Vec::new(),
         }
+    }
+
+    /// pg_attribute of one table (its columns) or index (its key columns).
+    fn attributes_of(&self, o: &Object) -> Vec<Vec<(&'static str, Value)>> {
+        if o.kind == 'i' {
+            let cols = self.columns.get(&o.table);
+            let idx = self.indexes.iter().find(|i| i.name == o.name);
+            return idx
+                .map(|i| i.columns.clone())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let decl = cols
+                        .and_then(|cs| cs.iter().find(|d| &d.name == c))
+                        .map(|d| d.decl.clone())
+                        .unwrap_or_default();
+                    vec![
+                        ("attname", text(c)),
+                        ("format_type", text(&type_name(&decl))),
+                        ("is_key", text("yes")),
+                        ("indexdef", text(c)),
+                        ("attnum", Value::Integer(k as i64 + 1)),
+                    ]
+                })
+                .collect();
+        }
+        let cols = self.columns.get(&o.name).cloned().unwrap_or_default();
+        let single_int_pk = cols.iter().filter(|c| c.pk > 0).count() == 1;
+        cols.iter()
+            .filter(|c| c.hidden != 1)
+            .enumerate()
+            .map(|(k, c)| {
+                let rowid_pk = single_int_pk && c.pk > 0 && c.decl.eq_ignore_ascii_case("INTEGER");
+                let generated = matches!(c.hidden, 2 | 3);
+                vec![
+                    ("attname", text(&c.name)),
+                    ("format_type", text(&type_name(&c.decl))),
+                    (
+                        "adbin",
+                        c.default.as_deref().map(text).unwrap_or(Value::Null),
+                    ),
+                    ("attnotnull", flag(c.notnull || rowid_pk)),
+                    ("attidentity", text("")),
+                    ("attgenerated", text(if generated { "s" } else { "" })),
+                    ("attstorage", text("p")),
+                    ("attnum", Value::Integer(k as i64 + 1)),
+                ]
+            })
+            .collect()
+    }
+
+    /// pg_index of one table's indexes (the primary key first, unless `not_primary`).
+    fn indexes_of(&self, o: &Object, not_primary: bool) -> Vec<Vec<(&'static str, Value)>> {
+        let mut idx: Vec<&IndexDef> = self
+            .indexes
+            .iter()
+            .filter(|i| i.table == o.name && !(not_primary && i.origin == "pk"))
+            .collect();
+        idx.sort_by(|a, b| {
+            (b.origin == "pk")
+                .cmp(&(a.origin == "pk"))
+                .then(a.name.cmp(&b.name))
+        });
+        idx.into_iter()
+            .map(|i| {
+                let cols = i.columns.join(", ");
+                let def = format!(
+                    "CREATE {}INDEX {} ON public.{} USING btree ({cols})",
+                    if i.unique { "UNIQUE " } else { "" },
+                    i.name,
+                    i.table
+                );
+                let (condef, contype) = match i.origin.as_str() {
+                    "pk" => (text(&format!("PRIMARY KEY ({cols})")), text("p")),
+                    "u" => (text(&format!("UNIQUE ({cols})")), text("u")),
+                    _ => (Value::Null, Value::Null),
+                };
+                vec![
+                    ("pg_get_indexdef", text(&def)),
+                    ("pg_get_constraintdef", condef),
+                    ("relname", text(&i.name)),
+                    ("indisprimary", flag(i.origin == "pk")),
+                    ("indisunique", flag(i.unique)),
+                    ("indisclustered", flag(false)),
+                    ("indisvalid", flag(true)),
+                    ("contype", contype),
+                    ("condeferrable", flag(false)),
+                    ("condeferred", flag(false)),
+                    ("indisreplident", flag(false)),
+                    ("reltablespace", Value::Integer(0)),
+                    ("indrelid", Value::Integer(i64::from(oid_of(&o.name)))),
+                    (
+                        "has_constraint",
+                        flag(matches!(i.origin.as_str(), "pk" | "u")),
+                    ),
+                    // int2vector: PostgreSQL prints it space-separated ("0 0").
+                    ("indoption", text(&vec!["0"; i.columns.len()].join(" "))),
+                    ("amname", text("btree")),
+                    ("indnkeyatts", Value::Integer(i.columns.len() as i64)),
+                    ("indnullsnotdistinct", flag(false)),
+                    ("elements", text_array(&i.columns)),
+                    (
+                        "elements_is_expr",
+                        Value::Text(format!(
+                            "{{{}}}",
+                            i.columns
+                                .iter()
+                                .map(|c| if c == EXPRESSION { "t" } else { "f" })
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )),
+                    ),
+                    (
+                        "elements_opclass",
+                        repeated_array(i.columns.len(), "text_ops"),
+                    ),
+                    ("elements_opdefault", repeated_array(i.columns.len(), "t")),
+                ]
+            })
+            .collect()
+    }
+
+    /// Primary key ('p') or UNIQUE constraint ('u') rows of one table: its columns as an array.
+    fn key_constraints_of(
+        &self,
+        o: &Object,
+        contypes: &[String],
+    ) -> Vec<Vec<(&'static str, Value)>> {
+        self.indexes
+            .iter()
+            .filter(|i| i.table == o.name)
+            .filter(|i| {
+                let c = match i.origin.as_str() {
+                    "pk" => "p",
+                    "u" => "u",
+                    _ => return false,
+                };
+                contypes.iter().any(|t| t == c)
+            })
+            .map(|i| {
+                vec![
+                    ("conrelid", Value::Integer(i64::from(oid_of(&o.name)))),
+                    ("cols", text_array(&i.columns)),
+                    ("conname", text(&i.name)),
+                    ("indnkeyatts", Value::Integer(i.columns.len() as i64)),
+                    ("indnullsnotdistinct", flag(false)),
+                ]
+            })
+            .collect()
+    }
+
+    /// One table's constraints of the given contypes (foreign keys only: CHECK constraints are
+    /// not reported), or a single row with only the table's name when it has none, as a left
+    /// join from pg_class gives.
+    fn table_constraints_of(
+        &self,
+        o: &Object,
+        contypes: &[String],
+    ) -> Vec<Vec<(&'static str, Value)>> {
+        let mut rows: Vec<Vec<(&'static str, Value)>> = Vec::new();
+        if contypes.iter().any(|t| t == "f") {
+            let mut fks: Vec<(String, String)> = self
+                .fks_of(&o.name)
+                .into_iter()
+                .map(|k| self.fk_def(k))
+                .collect();
+            fks.sort();
+            for (name, def) in fks {
+                rows.push(vec![
+                    ("relname", text(&o.name)),
+                    ("conname", text(&name)),
+                    ("pg_get_constraintdef", text(&def)),
+                    ("nspname", text("public")),
+                ]);
+            }
+        }
+        if rows.is_empty() {
+            rows.push(vec![("relname", text(&o.name))]);
+        }
+        rows
+    }
+
+    /// A foreign key's constraint name and `pg_get_constraintdef` text. A reference to the
+    /// target's implicit primary key names its columns, as PostgreSQL prints it.
+    pub(super) fn fk_def(&self, k: &ForeignKey) -> (String, String) {
+        let name = format!("{}_{}_fkey", k.table, k.from.join("_"));
+        let to: Vec<String> = if k.to.iter().all(|t| t.is_empty()) {
+            self.primary_key_of(&k.target)
+        } else {
+            k.to.clone()
+        };
+        let to = if to.is_empty() {
+            String::new()
+        } else {
+            format!("({})", to.join(", "))
+        };
+        let def = format!(
+            "FOREIGN KEY ({}) REFERENCES {}{to}",
+            k.from.join(", "),
+            k.target
+        );
+        (name, def)
     }
 }

@@ -15,6 +15,9 @@ pub fn oid_of(name: &str) -> u32 {
     16384 + (h % 2_000_000_000) as u32
 }
 
+/// The column name shown for an index key that is an expression.
+pub(super) const EXPRESSION: &str = "<expression>";
+
 /// ha's and SQLite's own tables: never shown.
 pub(super) fn internal(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
@@ -136,7 +139,7 @@ impl Schema {
         for r in &idx_cols.rows {
             let c = match r.get(1) {
                 Some(Value::Text(t)) => t.clone(),
-                _ => "<expression>".into(),
+                _ => EXPRESSION.into(),
             };
             idx_columns.entry(s(r.first())).or_default().push(c);
         }
@@ -205,6 +208,15 @@ impl Schema {
         self.objects.iter().find(|o| oid_of(&o.name) == oid)
     }
 
+    /// The primary key columns of a table (any case of its name), in key order.
+    pub(super) fn primary_key_of(&self, table: &str) -> Vec<String> {
+        self.indexes
+            .iter()
+            .find(|i| i.origin == "pk" && i.table.eq_ignore_ascii_case(table))
+            .map(|i| i.columns.clone())
+            .unwrap_or_default()
+    }
+
     pub(super) fn fks_of(&self, table: &str) -> Vec<&ForeignKey> {
         self.fks.iter().filter(|f| f.table == table).collect()
     }
@@ -217,14 +229,35 @@ impl Schema {
     }
 }
 
-/// What `format_type` prints for a declared SQLite type: the declaration as written, in lower
-/// case (SQLite keeps it verbatim), or `any` when there is none.
+/// What `format_type` prints for a declared SQLite type: PostgreSQL's name for the common
+/// aliases (`varchar(80)` → `character varying(80)`, `int` → `integer`, the names SQLAlchemy
+/// and other tools know), else the declaration as written in lower case (SQLite keeps it
+/// verbatim), or `any` when there is none.
 pub(super) fn type_name(decl: &str) -> String {
-    if decl.trim().is_empty() {
-        "any".into()
-    } else {
-        decl.to_ascii_lowercase()
+    let d = decl.trim().to_ascii_lowercase();
+    if d.is_empty() {
+        return "any".into();
     }
+    let (base, args) = match d.find('(') {
+        Some(i) => (d[..i].trim(), &d[i..]),
+        None => (d.as_str(), ""),
+    };
+    let canonical = match base {
+        "int" | "int4" => "integer",
+        "int8" => "bigint",
+        "int2" => "smallint",
+        "varchar" => "character varying",
+        "char" => "character",
+        "float8" | "double" => "double precision",
+        "float4" => "real",
+        "bool" => "boolean",
+        "blob" => "bytea",
+        "decimal" => "numeric",
+        "datetime" => "timestamp",
+        "timestamptz" => "timestamp with time zone",
+        _ => return d,
+    };
+    format!("{canonical}{args}")
 }
 
 /// Declared column types of every table and view: table (lower case) → its columns (lower
