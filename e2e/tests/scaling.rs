@@ -1,10 +1,12 @@
 //! Scaling a live simulated cluster under continuous writes, driven by the operator's own scale
-//! decision (`ha_operator::scaling`): 3 → 5 → 2, and 2 → 1 refused with its message (with
-//! embedded NATS a cluster does not cross between 1 and more pods). The simulation plays the
+//! decision (`ha_operator::scaling`): 3 → 5 → 2, 2 → 1 refused with its message (with embedded
+//! NATS a cluster does not cross between 1 and more pods), then 2 → 3: the pod added back at
+//! ordinal 2 starts on a new volume, so its nats-server joins under a new generation of its name
+//! at once (nats-server keeps a removed server name out for 5 minutes). The simulation plays the
 //! StatefulSet (start or stop one pod per step, roll pods to a new template) and the operator's
 //! calls (`/status`, `/cluster/peers`, `DELETE /cluster/peers/{name}`). After every step, with the
 //! writer paused: no acknowledged write lost, every node holds the same rows, a JetStream meta
-//! leader, the stream with the configured replicas.
+//! leader, the stream and (after a snapshot) the snapshot bucket with the configured replicas.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,9 @@ spec:
   replication:
     maxAge: 1h
 "#;
+
+/// The snapshot bucket's stream (`<stream>_SNAPSHOTS` in the object store).
+const SNAPSHOT_BUCKET: &str = "OBJ_ha_replication_SNAPSHOTS";
 
 const READY: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(180);
@@ -180,8 +185,17 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
             .context("replicas")?;
         Ok((r == replicas).then_some(r))
     })?;
+    // The snapshot bucket follows the cluster size at the next snapshot (the operator's
+    // schedule takes one; here pod 0 does).
+    let bucket = wait::until(READY, &format!("an R{replicas} snapshot bucket"), || {
+        sim.curl(&format!("http://{}:8080/snapshot", sim.pod_dns(0)), Some("{}"))?;
+        let r = stream_info(sim, 0, SNAPSHOT_BUCKET)?["replicas"]
+            .as_i64()
+            .context("replicas")?;
+        Ok((r == replicas).then_some(r))
+    })?;
     eprintln!(
-        "{n} nodes: {} rows, all {acked} acknowledged writes, R{got} stream",
+        "{n} nodes: {} rows, all {acked} acknowledged writes, R{got} stream, R{bucket} snapshot bucket",
         ids.len()
     );
     Ok(())
@@ -278,7 +292,11 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         let msg = format!("{refused:#}");
         assert!(msg.contains("create a new HaCluster"), "{msg}");
         assert_eq!(sim.pods.len(), 2, "a refused change leaves the pods alone");
-        checked(sim, 2)
+        checked(sim, 2)?;
+        // 2 → 3 right away: the removed peer's ordinal comes back under a new server name.
+        target.spec.replicas = 3;
+        assert_eq!(scale(sim, &target, 3)?, [2, 3], "the removed ordinal comes back");
+        checked(sim, 3)
     })();
     stop.store(true, Ordering::Release);
     let wrote = writer
