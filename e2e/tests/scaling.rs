@@ -1,8 +1,8 @@
 //! Scaling a live simulated cluster under continuous writes, driven by the operator's own scale
 //! decision (`ha_operator::scaling`): 3 → 5 → 2, 2 → 1 refused with its message (with embedded
-//! NATS a cluster does not cross between 1 and more pods), then 2 → 3: the pod added back at
-//! ordinal 2 starts on a new volume, so its nats-server joins under a new generation of its name
-//! at once (nats-server keeps a removed server name out for 5 minutes). The simulation plays the
+//! NATS a cluster does not cross between 1 and more pods), then 2 → 3 at once: the pod added back
+//! at ordinal 2 starts on a new volume, so its nats-server must join as a new server (a new
+//! generation of its name), never as the removed peer with a blank store. The simulation plays the
 //! StatefulSet (start or stop one pod per step, roll pods to a new template) and the operator's
 //! calls (`/status`, `/cluster/peers`, `DELETE /cluster/peers/{name}`). After every step, with the
 //! writer paused: no acknowledged write lost, every node holds the same rows, a JetStream meta
@@ -78,6 +78,23 @@ fn streams(sim: &SimCluster) -> Result<Vec<scaling::StreamState>, String> {
     serde_json::from_value(j["streams"].clone()).map_err(|e| e.to_string())
 }
 
+/// The servers of departed pod `pod` the meta group lists: its name, or a generation of it
+/// (`<pod>-g<generation>`).
+fn servers_of(pod: &str, meta: &Result<Meta, String>) -> Vec<String> {
+    let generation = format!("{pod}-g");
+    meta.iter()
+        .flat_map(|m| &m.peers)
+        .filter(|p| p.name == pod || p.name.starts_with(&generation))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Pod `i`'s nats-server's name in the JetStream cluster, as the node says it.
+fn server_name(sim: &SimCluster, i: usize) -> Result<String> {
+    let j = get(sim, i, "/cluster/peers")?;
+    Ok(j["self"].as_str().context("self")?.to_string())
+}
+
 fn meta(sim: &SimCluster) -> Result<Meta, String> {
     let j = get(sim, 0, "/cluster/peers").map_err(|e| format!("{e:#}"))?;
     serde_json::from_value(j).map_err(|e| e.to_string())
@@ -109,13 +126,16 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         let seen = observe(sim);
         let members = meta(sim);
         let replicas = streams(sim);
-        // Departed peers still in the meta group: remove them (the operator's cleanup).
+        // Departed pods still in the meta group: remove each of their servers, by its real
+        // name (the operator's cleanup).
         let departed = scaling::departed_in_meta(&name, live, Some(&members));
         for d in &departed {
-            sim.curl_method(
-                "DELETE",
-                &format!("http://{}:8080/cluster/peers/{d}", sim.pod_dns(0)),
-            )?;
+            for server in servers_of(d, &members) {
+                sim.curl_method(
+                    "DELETE",
+                    &format!("http://{}:8080/cluster/peers/{server}", sim.pod_dns(0)),
+                )?;
+            }
         }
         // A pending rolling update: one pod at a time, only while the others are caught up.
         let outdated = sim.outdated();
@@ -279,6 +299,7 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         target.spec.replicas = 5;
         assert_eq!(scale(sim, &target, 5)?, [3, 4, 5], "one pod per step up");
         checked(sim, 3)?;
+        let first = server_name(sim, 2)?;
         target.spec.replicas = 2;
         assert_eq!(
             scale(sim, &target, 2)?,
@@ -296,7 +317,18 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         // 2 → 3 right away: the removed peer's ordinal comes back under a new server name.
         target.spec.replicas = 3;
         assert_eq!(scale(sim, &target, 3)?, [2, 3], "the removed ordinal comes back");
-        checked(sim, 3)
+        checked(sim, 3)?;
+        // On a new volume it is a new server: a blank store never takes over the identity of
+        // the removed peer (Raft expects a returning member to hold what it acknowledged).
+        let second = server_name(sim, 2)?;
+        assert_ne!(second, first, "pod 2 on a new volume joins as a new server");
+        let listed = meta(sim).map_err(anyhow::Error::msg)?;
+        assert!(
+            listed.peers.iter().any(|p| p.name == second)
+                && !listed.peers.iter().any(|p| p.name == first),
+            "{second} in the meta group, {first} gone: {listed:?}"
+        );
+        Ok(())
     })();
     stop.store(true, Ordering::Release);
     let wrote = writer
