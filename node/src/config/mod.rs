@@ -21,7 +21,7 @@ use crate::db::{DbTarget, DsnError};
 
 pub use backup::{BackupConfig, RestoreConfig, RestoreTarget, StorageConfig, check_url};
 pub use file::FileValue;
-pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host, redact};
+pub use nats::{NatsClientAuth, NatsSync, ServerName, TlsFiles, is_loopback_host, redact};
 use nats::{NatsSecurityArgs, check_embedded_nats_exposure, nats_security, parse_nats_sync};
 pub use pg::{AuthMethod, PgConfig};
 
@@ -196,6 +196,12 @@ struct Args {
     /// the OS temp dir]
     #[arg(long, env = "HA_NATS_STORE_DIR", value_name = "DIR")]
     nats_store_dir: Option<PathBuf>,
+
+    /// Name of the embedded nats-server in its JetStream cluster: a name, or "generation" (the
+    /// node name plus a generation kept in the JetStream store directory, new for a new store)
+    /// [default: the node name]
+    #[arg(long, env = "HA_NATS_SERVER_NAME")]
+    nats_server_name: Option<String>,
 
     /// User the embedded nats-server requires (with --nats-pass); the node's own client uses it
     #[arg(long, env = "HA_NATS_USER")]
@@ -448,6 +454,7 @@ pub struct NatsFlags {
     /// 0 = no embedded server.
     pub port: u16,
     pub store_dir: Option<PathBuf>,
+    pub server_name: ServerName,
     /// User and password, both or neither.
     pub auth: Option<(String, Secret)>,
     pub config_file: Option<PathBuf>,
@@ -472,6 +479,7 @@ impl NatsFlags {
         NatsFlags {
             port: 0,
             store_dir: None,
+            server_name: ServerName::Node,
             auth: None,
             config_file: None,
             logs: false,
@@ -724,6 +732,7 @@ impl Args {
         })?;
         let nats = NatsFlags {
             port: self.nats_port,
+            server_name: nats::server_name(self.nats_server_name)?,
             store_dir: self.nats_store_dir,
             auth: nats_auth,
             config_file: self.nats_config,

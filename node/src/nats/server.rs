@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self as nats_conf, ClusterSpec, ConfSpec};
-use crate::config::{Config, NatsSync, Secret, TlsFiles};
+use crate::config::{Config, NatsSync, Secret, ServerName, TlsFiles};
 use launch::{client_url, http_get, launch, terminate};
 
 /// How to install nats-server; part of every "not found" error.
@@ -76,6 +76,8 @@ pub struct NatsServerConfig {
     /// Explicit binary (`--nats-server-bin`); otherwise next to the ha binary, then PATH.
     pub bin: Option<PathBuf>,
     pub server_name: String,
+    /// `server_name` gets a generation kept in `store_dir` at start (`generation`).
+    pub name_generation: bool,
     /// Client listen host.
     pub host: String,
     /// Client port; 0 = a free port chosen by nats-server.
@@ -116,6 +118,7 @@ impl NatsServerConfig {
         NatsServerConfig {
             bin: None,
             server_name: server_name.into(),
+            name_generation: false,
             host: "0.0.0.0".into(),
             port: 4222,
             store_dir: None,
@@ -145,7 +148,12 @@ impl NatsServerConfig {
         }
         let host = n.host.clone();
         let clustered = n.clustered();
+        let server_name = match &n.server_name {
+            ServerName::Fixed(name) => name.clone(),
+            ServerName::Node | ServerName::Generation => config.name.clone(),
+        };
         Some(NatsServerConfig {
+            name_generation: n.server_name == ServerName::Generation,
             bin: n.server_bin.clone(),
             host: host.clone(),
             port: n.port,
@@ -173,7 +181,7 @@ impl NatsServerConfig {
                 tls: n.cluster_tls.clone(),
             }),
             sync: n.sync,
-            ..NatsServerConfig::new(config.name.clone())
+            ..NatsServerConfig::new(server_name)
         })
     }
 }
@@ -339,8 +347,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts nats-server and returns once JetStream answers; then keeps it running.
-    pub async fn start(cfg: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
+    pub async fn start(mut cfg: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
         let bin = find_binary(cfg.bin.as_deref())?;
+        if let (true, Some(store), None) = (cfg.name_generation, &cfg.store_dir, &cfg.config_file) {
+            cfg.server_name = super::generation::server_name(&cfg.server_name, store)
+                .map_err(io_err(format!("server name kept in {}", store.display())))?;
+            tracing::info!(server_name = %cfg.server_name, "embedded nats-server name");
+        }
         let (run_dir, temp) = match &cfg.run_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)
