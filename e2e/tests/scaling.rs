@@ -208,7 +208,10 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
     // The snapshot bucket follows the cluster size at the next snapshot (the operator's
     // schedule takes one; here pod 0 does).
     let bucket = wait::until(READY, &format!("an R{replicas} snapshot bucket"), || {
-        sim.curl(&format!("http://{}:8080/snapshot", sim.pod_dns(0)), Some("{}"))?;
+        sim.curl(
+            &format!("http://{}:8080/snapshot", sim.pod_dns(0)),
+            Some("{}"),
+        )?;
         let r = stream_info(sim, 0, SNAPSHOT_BUCKET)?["replicas"]
             .as_i64()
             .context("replicas")?;
@@ -316,7 +319,11 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         checked(sim, 2)?;
         // 2 → 3 right away: the removed peer's ordinal comes back under a new server name.
         target.spec.replicas = 3;
-        assert_eq!(scale(sim, &target, 3)?, [2, 3], "the removed ordinal comes back");
+        assert_eq!(
+            scale(sim, &target, 3)?,
+            [2, 3],
+            "the removed ordinal comes back"
+        );
         checked(sim, 3)?;
         // On a new volume it is a new server: a blank store never takes over the identity of
         // the removed peer (Raft expects a returning member to hold what it acknowledged).

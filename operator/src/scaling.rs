@@ -11,7 +11,9 @@
 
 use crate::crd::{CROSSING_REFUSED, HaCluster};
 pub use crate::node_client::{Meta, MetaPeer, StreamState};
-use crate::observed::{Observed, ordinal_of};
+use std::collections::BTreeSet;
+
+use crate::observed::{Observed, server_ordinal};
 
 /// What the scale decision looks at.
 #[derive(Clone, Copy, Debug)]
@@ -187,23 +189,31 @@ fn blockers(i: &Inputs<'_>, live: i32) -> Vec<String> {
             }
             for ordinal in 0..live {
                 let name = format!("{}-{ordinal}", i.cluster);
-                match m.peers.iter().find(|p| p.name == name) {
+                // The pod's server, by any generation of its name; an online one is the pod's.
+                let mut servers: Vec<&MetaPeer> = m
+                    .peers
+                    .iter()
+                    .filter(|p| server_ordinal(i.cluster, &p.name) == Some(ordinal))
+                    .collect();
+                servers.sort_by_key(|p| (!p.offline, p.current));
+                match servers.last() {
                     None => out.push(format!(
-                        "{name} to join the JetStream meta group (a server removed less than \
-                         5 minutes ago is let back in only then)"
+                        "{name} to join the JetStream meta group (a server name removed less \
+                         than 5 minutes ago is let back in only then)"
                     )),
                     Some(p) if p.offline => {
-                        out.push(format!("{name} is offline in the meta group"))
+                        out.push(format!("{} is offline in the meta group", p.name))
                     }
                     Some(p) if !p.current => {
-                        out.push(format!("{name} to be current in the meta group"))
+                        out.push(format!("{} to be current in the meta group", p.name))
                     }
                     Some(_) => {}
                 }
             }
             for p in &m.peers {
-                if ordinal_of(i.cluster, &p.name).is_some_and(|o| o >= live)
-                    && !i.departed.contains(&p.name)
+                if let Some(o) = server_ordinal(i.cluster, &p.name)
+                    && o >= live
+                    && !i.departed.contains(&format!("{}-{o}", i.cluster))
                 {
                     out.push(format!("{} to leave the JetStream meta group", p.name));
                 }
@@ -260,8 +270,9 @@ pub fn at_step(cluster: &HaCluster, replicas: i32) -> HaCluster {
     c
 }
 
-/// Departed peers the meta group still lists (ordinal at or beyond `live`): cleaned up even when
-/// the status that listed them was lost.
+/// Departed nodes (pod names, highest ordinal first) whose servers the meta group still lists
+/// (ordinal at or beyond `live`, any generation): cleaned up even when the status that listed
+/// them was lost.
 pub fn departed_in_meta(
     cluster: &str,
     live: i32,
@@ -270,14 +281,17 @@ pub fn departed_in_meta(
     let Some(Ok(m)) = meta else {
         return Vec::new();
     };
-    let mut out: Vec<(i32, String)> = m
+    let ordinals: BTreeSet<i32> = m
         .peers
         .iter()
-        .filter_map(|p| ordinal_of(cluster, &p.name).map(|o| (o, p.name.clone())))
-        .filter(|(o, _)| *o >= live)
+        .filter_map(|p| server_ordinal(cluster, &p.name))
+        .filter(|o| *o >= live)
         .collect();
-    out.sort();
-    out.into_iter().rev().map(|(_, n)| n).collect()
+    ordinals
+        .into_iter()
+        .rev()
+        .map(|o| format!("{cluster}-{o}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -585,6 +599,91 @@ mod tests {
         let mut i = inputs(4, Some(3), &o, Some(&m));
         i.rolling = true;
         assert_eq!(decide(&i).replicas, 3);
+    }
+
+    fn peer(name: &str, current: bool, offline: bool) -> MetaPeer {
+        MetaPeer {
+            name: name.into(),
+            current,
+            offline,
+        }
+    }
+
+    #[test]
+    fn servers_are_the_pods_by_any_generation_of_their_names() {
+        // Pod 2 came back on a new volume as a new generation; the old one was removed.
+        let o = seen(&[0, 1, 2]);
+        let m = Ok(Meta {
+            cluster: Some("db".into()),
+            leader: Some("db-0-ga".into()),
+            peers: vec![
+                peer("db-0-ga", true, false),
+                peer("db-1", true, false),
+                peer("db-2-gb", true, false),
+            ],
+        });
+        assert_eq!(decide(&inputs(4, Some(3), &o, Some(&m))).replicas, 4);
+        // Not yet in the meta group: the step waits for it, by the pod's name.
+        let mut without = m.clone();
+        if let Ok(w) = without.as_mut() {
+            w.peers.pop();
+        }
+        let d = decide(&inputs(4, Some(3), &o, Some(&without)));
+        assert_eq!(d.replicas, 3);
+        assert!(d.message().unwrap_or_default().contains("db-2 to join"));
+        // An older generation left offline does not hide the new one, nor stand for it.
+        let mut both = m.clone();
+        if let Ok(b) = both.as_mut() {
+            b.peers.insert(2, peer("db-2-ga", false, true));
+        }
+        assert_eq!(decide(&inputs(4, Some(3), &o, Some(&both))).replicas, 4);
+        if let Ok(b) = both.as_mut() {
+            b.peers.pop();
+        }
+        let d = decide(&inputs(4, Some(3), &o, Some(&both)));
+        assert!(
+            d.message()
+                .unwrap_or_default()
+                .contains("db-2-ga is offline in the meta group"),
+            "{d:?}"
+        );
+        // Departed: by pod name, once per pod; removed: every generation of it.
+        let gone = Ok(Meta {
+            cluster: Some("db".into()),
+            leader: Some("db-0".into()),
+            peers: vec![
+                peer("db-0", true, false),
+                peer("db-1", true, false),
+                peer("db-2-ga", false, true),
+                peer("db-2-gb", false, true),
+                peer("db-3", false, true),
+            ],
+        });
+        assert_eq!(departed_in_meta("db", 2, Some(&gone)), vec!["db-3", "db-2"]);
+        let listed = gone.as_ref().ok();
+        assert_eq!(
+            crate::members::servers_of("db", "db-2", listed),
+            vec!["db-2-ga", "db-2-gb"]
+        );
+        assert_eq!(
+            crate::members::servers_of("db", "db-3", listed),
+            vec!["db-3"]
+        );
+        assert_eq!(
+            crate::members::servers_of("db", "db-4", listed),
+            vec!["db-4"]
+        );
+        assert_eq!(crate::members::servers_of("db", "db-4", None), vec!["db-4"]);
+        // The next step waits until every generation of a departed pod left.
+        let o = seen(&[0, 1]);
+        let d = decide(&inputs(3, Some(2), &o, Some(&gone)));
+        assert_eq!(d.replicas, 2);
+        assert!(
+            d.message()
+                .unwrap_or_default()
+                .contains("db-2-gb to leave the JetStream meta group"),
+            "{d:?}"
+        );
     }
 
     #[test]
