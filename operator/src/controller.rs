@@ -411,17 +411,17 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     // 5. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
     ctx.may_write()?;
     let plan = departed(&name, replicas, previous, &seen, meta.as_ref());
-    let (departed, deferred) = clean_departed(
-        cluster,
-        replicas,
-        &plan,
-        meta.as_ref(),
-        &seen,
-        token.as_deref(),
-        ctx,
-        &mut events,
-    )
-    .await;
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < replicas)
+        .find_map(|p| target(p, cluster.spec.http.port, token.as_deref()));
+    let what = members::Cleanup {
+        cluster: &name,
+        db_file: &cluster.spec.database.name,
+        jetstream_peers: embedded && replicas > 1,
+        meta: meta.as_ref().and_then(|m| m.as_ref().ok()),
+    };
+    let (departed, deferred) = clean_departed(&plan, via, what, ctx, &mut events).await;
 
     // 6. The snapshot schedule.
     ctx.may_write()?;
@@ -966,22 +966,15 @@ fn note_changes(
 /// Runs the scale-down cleanup the plan asks for. Returns the departed nodes still to clean
 /// (with why) and the error to report after the status is written.
 async fn clean_departed(
-    cluster: &HaCluster,
-    replicas: i32,
     plan: &members::Plan,
-    meta: Option<&Result<scaling::Meta, String>>,
-    seen: &Observed,
-    token: Option<&str>,
+    via: Option<NodeTarget>,
+    what: members::Cleanup<'_>,
     ctx: &Context,
     events: &mut Events,
 ) -> (Vec<(String, String)>, Option<Error>) {
     if plan.clean.is_empty() {
         return (Vec::new(), None);
     }
-    let via = seen
-        .ready_pods()
-        .filter(|p| p.ordinal < replicas)
-        .find_map(|p| target(p, cluster.spec.http.port, token));
     let Some(via) = via else {
         let why = "waiting for a ready node to remove its consumer and JetStream peer";
         return (
@@ -991,12 +984,6 @@ async fn clean_departed(
                 .collect(),
             None,
         );
-    };
-    let what = members::Cleanup {
-        cluster: &cluster.name_any(),
-        db_file: &cluster.spec.database.name,
-        jetstream_peers: cluster.spec.embedded_nats() && replicas > 1,
-        meta: meta.and_then(|m| m.as_ref().ok()),
     };
     let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
@@ -1008,7 +995,7 @@ async fn clean_departed(
         }
     }
     if !cleaned.is_empty() {
-        let what = if cluster.spec.embedded_nats() && replicas > 1 {
+        let what = if what.jetstream_peers {
             "durable consumers and JetStream peers"
         } else {
             "durable consumers"
