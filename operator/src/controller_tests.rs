@@ -505,6 +505,32 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
 }
 
 #[tokio::test]
+async fn a_departed_pods_servers_are_removed_by_their_generation_names_and_its_consumer_once() {
+    // Pod 3 was two servers in its life (its volume was replaced once); both are still listed.
+    let mut members: Vec<String> = (0..3).map(|i| format!("db-{i}-g1")).collect();
+    members.extend(["db-3-g1".to_string(), "db-3-g2".to_string()]);
+    let node = NodeMock::start(NodeBehaviour {
+        members,
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test().http_port(node.port);
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        [
+            "DELETE /replications/ha_db_db-3",
+            "DELETE /cluster/peers/db-3-g1",
+            "DELETE /cluster/peers/db-3-g2"
+        ]
+    );
+    // The live pods' servers, by their generation names, count as members: no step is held.
+    assert_eq!(recorded.status().phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
 async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
