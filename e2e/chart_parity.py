@@ -107,6 +107,22 @@ def strip_manager_labels(obj):
     return obj
 
 
+# Set aside in the operator's pods only, with the reason:
+# HA_NATS_SERVER_NAME=generation gives a pod on a new volume a new JetStream server name, which
+# is right only where a controller removes the departed server's peer (the operator does); a
+# chart-run cluster has none, so its pods keep their plain names and a re-added pod rejoins as
+# the peer it was.
+OPERATOR_ONLY_ENV = {"HA_NATS_SERVER_NAME"}
+
+
+def without_operator_only_env(sts):
+    sts = copy.deepcopy(sts)
+    for c in sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        if "env" in c:
+            c["env"] = [e for e in c["env"] if e.get("name") not in OPERATOR_ONLY_ENV]
+    return sts
+
+
 def by_kind(docs):
     out = {}
     for d in docs:
@@ -124,7 +140,9 @@ def operator_objects(operator, name, spec):
         f.flush()
         out = subprocess.run([operator, "render", "-f", f.name, "-n", NAMESPACE],
                              capture_output=True, text=True, check=True).stdout
-    return by_kind([d for d in yaml.load_all(out, Loader=KubeLoader) if d])
+    docs = [d for d in yaml.load_all(out, Loader=KubeLoader) if d]
+    return by_kind([without_operator_only_env(d) if d["kind"] == "StatefulSet" else d
+                    for d in docs])
 
 
 def chart_values(name, spec):

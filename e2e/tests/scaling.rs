@@ -1,10 +1,12 @@
 //! Scaling a live simulated cluster under continuous writes, driven by the operator's own scale
-//! decision (`ha_operator::scaling`): 3 → 5 → 2, and 2 → 1 refused with its message (with
-//! embedded NATS a cluster does not cross between 1 and more pods). The simulation plays the
+//! decision (`ha_operator::scaling`): 3 → 5 → 2, 2 → 1 refused with its message (with embedded
+//! NATS a cluster does not cross between 1 and more pods), then 2 → 3 at once: the pod added back
+//! at ordinal 2 starts on a new volume, so its nats-server must join as a new server (a new
+//! generation of its name), never as the removed peer with a blank store. The simulation plays the
 //! StatefulSet (start or stop one pod per step, roll pods to a new template) and the operator's
 //! calls (`/status`, `/cluster/peers`, `DELETE /cluster/peers/{name}`). After every step, with the
 //! writer paused: no acknowledged write lost, every node holds the same rows, a JetStream meta
-//! leader, the stream with the configured replicas.
+//! leader, the stream and (after a snapshot) the snapshot bucket with the configured replicas.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,9 @@ spec:
   replication:
     maxAge: 1h
 "#;
+
+/// The snapshot bucket's stream (`<stream>_SNAPSHOTS` in the object store).
+const SNAPSHOT_BUCKET: &str = "OBJ_ha_replication_SNAPSHOTS";
 
 const READY: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(180);
@@ -73,6 +78,23 @@ fn streams(sim: &SimCluster) -> Result<Vec<scaling::StreamState>, String> {
     serde_json::from_value(j["streams"].clone()).map_err(|e| e.to_string())
 }
 
+/// The servers of departed pod `pod` the meta group lists: its name, or a generation of it
+/// (`<pod>-g<generation>`).
+fn servers_of(pod: &str, meta: &Result<Meta, String>) -> Vec<String> {
+    let generation = format!("{pod}-g");
+    meta.iter()
+        .flat_map(|m| &m.peers)
+        .filter(|p| p.name == pod || p.name.starts_with(&generation))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// Pod `i`'s nats-server's name in the JetStream cluster, as the node says it.
+fn server_name(sim: &SimCluster, i: usize) -> Result<String> {
+    let j = get(sim, i, "/cluster/peers")?;
+    Ok(j["self"].as_str().context("self")?.to_string())
+}
+
 fn meta(sim: &SimCluster) -> Result<Meta, String> {
     let j = get(sim, 0, "/cluster/peers").map_err(|e| format!("{e:#}"))?;
     serde_json::from_value(j).map_err(|e| e.to_string())
@@ -104,13 +126,16 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
         let seen = observe(sim);
         let members = meta(sim);
         let replicas = streams(sim);
-        // Departed peers still in the meta group: remove them (the operator's cleanup).
+        // Departed pods still in the meta group: remove each of their servers, by its real
+        // name (the operator's cleanup).
         let departed = scaling::departed_in_meta(&name, live, Some(&members));
         for d in &departed {
-            sim.curl_method(
-                "DELETE",
-                &format!("http://{}:8080/cluster/peers/{d}", sim.pod_dns(0)),
-            )?;
+            for server in servers_of(d, &members) {
+                sim.curl_method(
+                    "DELETE",
+                    &format!("http://{}:8080/cluster/peers/{server}", sim.pod_dns(0)),
+                )?;
+            }
         }
         // A pending rolling update: one pod at a time, only while the others are caught up.
         let outdated = sim.outdated();
@@ -180,8 +205,20 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
             .context("replicas")?;
         Ok((r == replicas).then_some(r))
     })?;
+    // The snapshot bucket follows the cluster size at the next snapshot (the operator's
+    // schedule takes one; here pod 0 does).
+    let bucket = wait::until(READY, &format!("an R{replicas} snapshot bucket"), || {
+        sim.curl(
+            &format!("http://{}:8080/snapshot", sim.pod_dns(0)),
+            Some("{}"),
+        )?;
+        let r = stream_info(sim, 0, SNAPSHOT_BUCKET)?["replicas"]
+            .as_i64()
+            .context("replicas")?;
+        Ok((r == replicas).then_some(r))
+    })?;
     eprintln!(
-        "{n} nodes: {} rows, all {acked} acknowledged writes, R{got} stream",
+        "{n} nodes: {} rows, all {acked} acknowledged writes, R{got} stream, R{bucket} snapshot bucket",
         ids.len()
     );
     Ok(())
@@ -265,6 +302,7 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         target.spec.replicas = 5;
         assert_eq!(scale(sim, &target, 5)?, [3, 4, 5], "one pod per step up");
         checked(sim, 3)?;
+        let first = server_name(sim, 2)?;
         target.spec.replicas = 2;
         assert_eq!(
             scale(sim, &target, 2)?,
@@ -278,7 +316,26 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         let msg = format!("{refused:#}");
         assert!(msg.contains("create a new HaCluster"), "{msg}");
         assert_eq!(sim.pods.len(), 2, "a refused change leaves the pods alone");
-        checked(sim, 2)
+        checked(sim, 2)?;
+        // 2 → 3 right away: the removed peer's ordinal comes back under a new server name.
+        target.spec.replicas = 3;
+        assert_eq!(
+            scale(sim, &target, 3)?,
+            [2, 3],
+            "the removed ordinal comes back"
+        );
+        checked(sim, 3)?;
+        // On a new volume it is a new server: a blank store never takes over the identity of
+        // the removed peer (Raft expects a returning member to hold what it acknowledged).
+        let second = server_name(sim, 2)?;
+        assert_ne!(second, first, "pod 2 on a new volume joins as a new server");
+        let listed = meta(sim).map_err(anyhow::Error::msg)?;
+        assert!(
+            listed.peers.iter().any(|p| p.name == second)
+                && !listed.peers.iter().any(|p| p.name == first),
+            "{second} in the meta group, {first} gone: {listed:?}"
+        );
+        Ok(())
     })();
     stop.store(true, Ordering::Release);
     let wrote = writer

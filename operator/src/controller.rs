@@ -2,7 +2,9 @@
 //! the create-once Secret, observing the nodes, scale-down cleanup, snapshots, status, Events.
 //! Must not build objects (`render`) nor decide policy inline: status, rollout partition,
 //! departed nodes and snapshot ticks come from the pure modules.
-//! Invariant: every reconcile ends with a status of what it saw, applied by `ha-operator` (force).
+//! Invariant: every reconcile ends with a status of what it saw, applied by `ha-operator` (force)
+//! — unless this replica lost its leader Lease: then it stops before its next write and only an
+//! Event says why (`Context::may_write`).
 //! See `status`, `rollout`, `members`, `snapshots`; `run` wires it into a kube `Controller`.
 
 use std::collections::HashMap;
@@ -68,6 +70,12 @@ pub struct Context {
     /// Last snapshot attempt per object: covers the moment before its status write is visible
     /// in the watch cache, so one tick never gives two snapshots.
     snapshot_attempts: Mutex<HashMap<String, Timestamp>>,
+    /// Whether this replica holds the leader Lease (always, without leader election): every
+    /// write of a reconcile checks it first, so a replica that lost the Lease mid-reconcile
+    /// stops before its next write.
+    leading: tokio::sync::watch::Receiver<bool>,
+    /// This replica's name (Events, the lease-lost error).
+    identity: String,
 }
 
 impl Context {
@@ -88,6 +96,26 @@ impl Context {
             clock: Timestamp::now,
             failures: Mutex::default(),
             snapshot_attempts: Mutex::default(),
+            leading: tokio::sync::watch::channel(true).1,
+            identity: identity.into(),
+        }
+    }
+
+    /// Writes only while `leading` says this replica holds the leader Lease.
+    pub fn follow_lease(mut self, leading: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leading = leading;
+        self
+    }
+
+    /// `Err(LeaseLost)` once this replica no longer holds the leader Lease: called before every
+    /// write to the API server or to a node.
+    fn may_write(&self) -> Result<()> {
+        if *self.leading.borrow() {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost {
+                identity: self.identity.clone(),
+            })
         }
     }
 
@@ -142,7 +170,7 @@ pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Act
     tracing::debug!(cluster = %key, "reconciling");
     if cluster.finalizers().iter().any(|f| f == FINALIZER) {
         let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        remove_legacy_finalizer(&api, &cluster).await?;
+        remove_legacy_finalizer(&api, &cluster, &ctx).await?;
     }
     if cluster.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -156,7 +184,11 @@ pub async fn reconcile(cluster: Arc<HaCluster>, ctx: Arc<Context>) -> Result<Act
 
 /// Drops `FINALIZER` (added by operators before this one; it did no cleanup), keeping any other.
 /// The resourceVersion makes a concurrent change of the list a 409 (retried), never a loss.
-async fn remove_legacy_finalizer(api: &Api<HaCluster>, cluster: &HaCluster) -> Result<()> {
+async fn remove_legacy_finalizer(
+    api: &Api<HaCluster>,
+    cluster: &HaCluster,
+    ctx: &Context,
+) -> Result<()> {
     let others: Vec<&String> = cluster
         .finalizers()
         .iter()
@@ -165,6 +197,7 @@ async fn remove_legacy_finalizer(api: &Api<HaCluster>, cluster: &HaCluster) -> R
     let patch = serde_json::json!({
         "metadata": {"finalizers": others, "resourceVersion": cluster.resource_version()}
     });
+    ctx.may_write()?;
     api.patch(
         &cluster.name_any(),
         &PatchParams::default(),
@@ -229,6 +262,15 @@ async fn apply(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         Ok(a) => Ok(a),
         // Already in the status and Events (InvalidSpec, SecretUnusable, CleanupFailed).
         Err(e @ (Error::InvalidSpec(_) | Error::Secret { .. } | Error::Node { .. })) => Err(e),
+        // No status: the replica that holds the Lease writes it now. The Event says why this
+        // one stopped (Events are reports, not state two replicas could fight over).
+        Err(e @ Error::LeaseLost { .. }) => {
+            tracing::warn!(cluster = %key_of(cluster), error = %e, "reconcile stopped: leader lease lost");
+            let mut events = Events::default();
+            events.warning(e.reason(), "Reconcile", e.to_string());
+            events.publish(ctx, cluster).await;
+            Err(e)
+        }
         Err(e) => {
             report_failure(cluster, ctx, &e).await;
             Err(e)
@@ -349,6 +391,7 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
         None => storage::Change::None,
     };
     let applied = apply_children(cluster, &ns, &rendered, ctx).await?;
+    ctx.may_write()?;
     if let Some(sm) = &rendered.service_monitor
         && let Err(e) = apply_service_monitor(ctx, &ns, sm).await
     {
@@ -366,19 +409,22 @@ async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Action> {
     );
 
     // 5. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
+    ctx.may_write()?;
     let plan = departed(&name, replicas, previous, &seen, meta.as_ref());
-    let (departed, deferred) = clean_departed(
-        cluster,
-        replicas,
-        &plan,
-        &seen,
-        token.as_deref(),
-        ctx,
-        &mut events,
-    )
-    .await;
+    let via = seen
+        .ready_pods()
+        .filter(|p| p.ordinal < replicas)
+        .find_map(|p| target(p, cluster.spec.http.port, token.as_deref()));
+    let what = members::Cleanup {
+        cluster: &name,
+        db_file: &cluster.spec.database.name,
+        jetstream_peers: embedded && replicas > 1,
+        meta: meta.as_ref().and_then(|m| m.as_ref().ok()),
+    };
+    let (departed, deferred) = clean_departed(&plan, via, what, ctx, &mut events).await;
 
     // 6. The snapshot schedule.
+    ctx.may_write()?;
     let snap = snapshot_step(
         cluster,
         &key,
@@ -470,6 +516,7 @@ async fn credentials_and_render(
                 "metadata": {"resourceVersion": existing.metadata.resource_version},
                 "data": data,
             });
+            ctx.may_write()?;
             secrets
                 .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
@@ -486,6 +533,7 @@ async fn credentials_and_render(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
+    ctx.may_write()?;
     match secrets.create(&pp, &rendered.secret).await {
         Ok(_) => {
             events.normal(
@@ -724,6 +772,7 @@ async fn storage_step(
     let mut names = Vec::new();
     for c in pending {
         let n = c.name_any();
+        ctx.may_write()?;
         pvcs.patch(&n, &PatchParams::default(), &Patch::Merge(&body))
             .await?;
         names.push(n);
@@ -779,6 +828,7 @@ where
         .ok_or(Error::MissingField("metadata.name"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.may_write()?;
     api.patch(name, &pp, &Patch::Apply(obj)).await.map_err(|e| {
         let kind = K::kind(&());
         let hint = match &e {
@@ -857,6 +907,7 @@ where
         if ours {
             let n = obj.name_any();
             tracing::info!(kind = %K::kind(&()), name = %n, "removing an object the spec no longer asks for");
+            ctx.may_write()?;
             match api.delete(&n, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -915,21 +966,15 @@ fn note_changes(
 /// Runs the scale-down cleanup the plan asks for. Returns the departed nodes still to clean
 /// (with why) and the error to report after the status is written.
 async fn clean_departed(
-    cluster: &HaCluster,
-    replicas: i32,
     plan: &members::Plan,
-    seen: &Observed,
-    token: Option<&str>,
+    via: Option<NodeTarget>,
+    what: members::Cleanup<'_>,
     ctx: &Context,
     events: &mut Events,
 ) -> (Vec<(String, String)>, Option<Error>) {
     if plan.clean.is_empty() {
         return (Vec::new(), None);
     }
-    let via = seen
-        .ready_pods()
-        .filter(|p| p.ordinal < replicas)
-        .find_map(|p| target(p, cluster.spec.http.port, token));
     let Some(via) = via else {
         let why = "waiting for a ready node to remove its consumer and JetStream peer";
         return (
@@ -939,10 +984,6 @@ async fn clean_departed(
                 .collect(),
             None,
         );
-    };
-    let what = members::Cleanup {
-        db_file: &cluster.spec.database.name,
-        jetstream_peers: cluster.spec.embedded_nats() && replicas > 1,
     };
     let (results, error) = members::clean(&ctx.nodes, &via, &plan.clean, what).await;
     let mut left = Vec::new();
@@ -954,7 +995,7 @@ async fn clean_departed(
         }
     }
     if !cleaned.is_empty() {
-        let what = if cluster.spec.embedded_nats() && replicas > 1 {
+        let what = if what.jetstream_peers {
             "durable consumers and JetStream peers"
         } else {
             "durable consumers"
@@ -1151,6 +1192,7 @@ async fn patch_status(ctx: &Context, cluster: &HaCluster, status: &HaClusterStat
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<HaCluster> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.may_write()?;
     api.patch_status(
         &cluster.name_any(),
         &pp,

@@ -505,6 +505,32 @@ async fn a_departed_peer_the_meta_group_still_lists_is_removed_without_a_status(
 }
 
 #[tokio::test]
+async fn a_departed_pods_servers_are_removed_by_their_generation_names_and_its_consumer_once() {
+    // Pod 3 was two servers in its life (its volume was replaced once); both are still listed.
+    let mut members: Vec<String> = (0..3).map(|i| format!("db-{i}-g1")).collect();
+    members.extend(["db-3-g1".to_string(), "db-3-g2".to_string()]);
+    let node = NodeMock::start(NodeBehaviour {
+        members,
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test().http_port(node.port);
+    let world = World::running(3).with_events(&["DepartedNodesRemoved"]);
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(
+        node.calls(),
+        [
+            "DELETE /replications/ha_db_db-3",
+            "DELETE /cluster/peers/db-3-g1",
+            "DELETE /cluster/peers/db-3-g2"
+        ]
+    );
+    // The live pods' servers, by their generation names, count as members: no step is held.
+    assert_eq!(recorded.status().phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
 async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()
@@ -961,4 +987,48 @@ async fn a_secret_from_an_older_operator_gets_only_the_keys_it_lacks() {
     result.unwrap();
     let sts = recorded.sts_apply.clone().unwrap().to_string();
     assert!(sts.contains("http-token") && sts.contains("nats-cluster-password"));
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_its_lease_mid_reconcile_stops_before_its_next_write_and_says_so() {
+    // A scale-down 3 → 2 is under way: the StatefulSet step, the departed node's cleanup and the
+    // status are all writes a replica that no longer leads must not make.
+    let node = NodeMock::start(NodeBehaviour::default()).await;
+    let c = HaCluster::test()
+        .replicas(2)
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let (lease, leading) = tokio::sync::watch::channel(true);
+    let (ctx, verifier) = Context::test_leading(leading);
+    let server = verifier.run(Scenario::LeaseLost(c.clone(), lease));
+    let cluster = Arc::new(c);
+    let err = reconcile(cluster.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(err.metric_label(), "lease_lost");
+    assert!(err.to_string().contains("lost its leader lease"), "{err}");
+    error_policy(cluster, &err, ctx.clone());
+    assert_eq!(ctx.metrics.failure_count("lease_lost"), 1);
+    drop(ctx);
+    // The scenario fails on any request after the ConfigMap apply but the Event.
+    let recorded = timeout_after_1s(server).await;
+    assert!(
+        recorded.status_patch.is_none(),
+        "no status after the lease is lost"
+    );
+    assert!(
+        !recorded
+            .requests
+            .iter()
+            .any(|r| r.contains("statefulsets/db?")),
+        "{:#?}",
+        recorded.requests
+    );
+    assert!(
+        recorded
+            .requests
+            .last()
+            .is_some_and(|r| r.contains("/events")),
+        "{:#?}",
+        recorded.requests
+    );
+    assert!(node.calls().is_empty(), "{:?}", node.calls());
 }

@@ -457,6 +457,10 @@ pub enum Scenario {
     /// The API server answers the first request with 500; the reconcile reports it in the
     /// status and an `ApiError` Event.
     ApiServerError(HaCluster),
+    /// A running cluster of 3 whose operator replica loses its leader Lease (`lease` is the
+    /// replica's view of it) while the API server answers the first write, the ConfigMap
+    /// apply: then only a `LeaderLeaseLost` Event may come — no other object, no status.
+    LeaseLost(HaCluster, tokio::sync::watch::Sender<bool>),
 }
 
 const BASE: &str = "/apis/ha.sqlite.dev/v1alpha1/namespaces/default/haclusters";
@@ -562,6 +566,7 @@ impl Scenario {
                 s.rec
             }
             Scenario::Apply(c, w) => serve_apply(s, c, *w).await,
+            Scenario::LeaseLost(c, lease) => serve_lease_lost(s, c, lease).await,
         }
     }
 }
@@ -849,6 +854,66 @@ async fn serve_apply(s: Serving, c: HaCluster, w: World) -> Recorded {
     s.rec
 }
 
+async fn serve_lease_lost(
+    s: Serving,
+    c: HaCluster,
+    lease: tokio::sync::watch::Sender<bool>,
+) -> Recorded {
+    let w = World::running(3);
+    let creds = credentials::from_secret(&credentials_secret()).expect("fixture credentials");
+    let r = RENDER(&c, NS, &creds).expect("the scenario's cluster renders");
+    let secret = names::credentials_secret(NAME);
+    let (p, rec) = s
+        .take(Method::GET, &format!("{}/{secret}", core("secrets")))
+        .await;
+    let s = Serving {
+        v: p.respond(&credentials_secret()),
+        rec,
+    };
+    let (p, rec) = s
+        .take(
+            Method::GET,
+            &format!("{}/{}", apps("statefulsets"), name_of(&r.stateful_set)),
+        )
+        .await;
+    let s = Serving {
+        v: p.respond(&w.live_sts),
+        rec,
+    };
+    let (p, rec) = s
+        .take(
+            Method::GET,
+            &format!(
+                "{}?&labelSelector={}",
+                core("pods"),
+                pod_selector(&r.stateful_set)
+            ),
+        )
+        .await;
+    let s = Serving {
+        v: p.respond(
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": w.pods}),
+        ),
+        rec,
+    };
+    let (p, rec) = s
+        .take(
+            Method::PATCH,
+            &format!(
+                "{}/{}{APPLY_QUERY}",
+                core("configmaps"),
+                name_of(&r.config_map)
+            ),
+        )
+        .await;
+    // The Lease is lost while this write is in flight (it lands: the API server took it).
+    lease.send_replace(false);
+    let s = Serving { v: p.echo(), rec };
+    let s = s.events(&["LeaderLeaseLost"]).await;
+    s.v.expect_no_more().await;
+    s.rec
+}
+
 /// The end of a reconcile that stopped on an error: its status patch, then its Events.
 async fn finish_with_status(s: Serving, c: HaCluster, events: &[&str]) -> Recorded {
     let (p, mut rec) = s
@@ -910,6 +975,17 @@ impl Context {
     pub fn test() -> (Arc<Self>, ApiServerVerifier) {
         let (client, verifier) = ApiServerVerifier::new();
         let mut ctx = Context::new(client, Arc::default(), "test-operator");
+        ctx.render = RENDER;
+        ctx.clock = now;
+        (Arc::new(ctx), verifier)
+    }
+
+    /// `test()` with leader election: the context follows `leading`.
+    pub fn test_leading(
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> (Arc<Self>, ApiServerVerifier) {
+        let (client, verifier) = ApiServerVerifier::new();
+        let mut ctx = Context::new(client, Arc::default(), "test-operator").follow_lease(leading);
         ctx.render = RENDER;
         ctx.clock = now;
         (Arc::new(ctx), verifier)

@@ -86,6 +86,14 @@ pub enum Error {
         source: node_client::NodeError,
     },
 
+    /// This operator replica lost its leader Lease during the reconcile, which stopped before
+    /// its next write: another replica takes over.
+    #[error(
+        "this operator replica ({identity}) lost its leader lease; it stopped before its next \
+         write, and the replica that holds the lease takes over"
+    )]
+    LeaseLost { identity: String },
+
     /// Adding or removing the finalizer failed, or the work inside it did (boxed: it embeds
     /// this type).
     #[error("{0}")]
@@ -109,6 +117,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::Secret { .. } => "secret",
             Error::Node { .. } => "node_api",
+            Error::LeaseLost { .. } => "lease_lost",
             Error::Finalizer(f) => match f.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "finalizer",
@@ -131,6 +140,7 @@ impl Error {
             },
             Error::Kube(_) => "ApiError",
             Error::Node { .. } => "NodeError",
+            Error::LeaseLost { .. } => "LeaderLeaseLost",
             _ => "ReconcileError",
         }
     }

@@ -211,7 +211,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%identity, "leading: starting the controller");
 
     // 6. The controller, until shutdown or lost leadership.
-    let ctx = Arc::new(Context::new(client, metrics.clone(), &identity));
+    // Every write of a reconcile checks the Lease first: one running when it is lost stops
+    // before its next write (and says so), instead of finishing alongside the new leader.
+    let ctx =
+        Arc::new(Context::new(client, metrics.clone(), &identity).follow_lease(leading.clone()));
     let stop = shutdown.clone();
     let mut lost = leading.clone();
     let elected = args.leader_election;

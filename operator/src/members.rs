@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use crate::crd::HaClusterStatus;
-use crate::node_client::{NodeClient, NodeError, NodeTarget, Removal};
-use crate::observed::{Observed, ordinal_of};
+use crate::node_client::{Meta, NodeClient, NodeError, NodeTarget, Removal};
+use crate::observed::{Observed, ordinal_of, server_ordinal};
 
 /// What scale-down work this reconcile finds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +62,24 @@ pub struct Cleaned {
     pub result: Result<(), String>,
 }
 
+/// The servers of node `node` (a pod name) in the meta group: every generation of its name.
+/// When the meta group lists none (or could not be read), the plain pod name: what a node
+/// without generations uses, and removing a server that is gone already is a no-op.
+pub fn servers_of(cluster: &str, node: &str, meta: Option<&Meta>) -> Vec<String> {
+    let ordinal = ordinal_of(cluster, node);
+    let listed: Vec<String> = meta
+        .iter()
+        .flat_map(|m| &m.peers)
+        .filter(|p| ordinal.is_some() && server_ordinal(cluster, &p.name) == ordinal)
+        .map(|p| p.name.clone())
+        .collect();
+    if listed.is_empty() {
+        vec![node.to_string()]
+    } else {
+        listed
+    }
+}
+
 /// The durable consumer of node `node` for database file `db_file`, as the node names it (and
 /// the Go original before it): one rule, in the `ha-names` crate the node uses too.
 pub use ha_names::durable_name;
@@ -69,11 +87,16 @@ pub use ha_names::durable_name;
 /// What the cleanup removes of each departed node.
 #[derive(Clone, Copy, Debug)]
 pub struct Cleanup<'a> {
+    /// The HaCluster's name (pods are `<cluster>-<ordinal>`).
+    pub cluster: &'a str,
     /// `spec.database.name`: with the node name it gives the durable consumer's name.
     pub db_file: &'a str,
     /// The pods' own nats-servers form a JetStream cluster, so each departed pod was a peer in
-    /// it (server name = pod name). False with external NATS and for a single standalone node.
+    /// it (server name = pod name, or a generation of it). False with external NATS and for a
+    /// single standalone node.
     pub jetstream_peers: bool,
+    /// The meta group as read this reconcile: which servers each departed pod was.
+    pub meta: Option<&'a Meta>,
 }
 
 /// Removes each departed node's durable consumer and (with clustered embedded NATS) its JetStream peer
@@ -111,8 +134,10 @@ async fn clean_one(
     let consumer = nodes.remove_consumer(via, &durable).await?;
     tracing::info!(node = %name, %durable, via = %via.name, removed = consumer == Removal::Removed, "durable consumer of a departed node");
     if what.jetstream_peers {
-        let peer = nodes.remove_peer(via, name).await?;
-        tracing::info!(node = %name, via = %via.name, removed = peer == Removal::Removed, "JetStream peer of a departed node");
+        for server in servers_of(what.cluster, name, what.meta) {
+            let peer = nodes.remove_peer(via, &server).await?;
+            tracing::info!(node = %name, %server, via = %via.name, removed = peer == Removal::Removed, "JetStream peer of a departed node");
+        }
     }
     Ok(())
 }

@@ -92,6 +92,17 @@ pub fn ordinal_of(cluster: &str, pod_name: &str) -> Option<i32> {
     rest.parse().ok()
 }
 
+/// A JetStream server name of the cluster's pods → the pod's ordinal: `<cluster>-<n>`, or
+/// `<cluster>-<n>-g<generation>` (the node's `--nats-server-name generation`: a pod on a new
+/// volume joins as a new server, so one ordinal may have had several).
+pub fn server_ordinal(cluster: &str, server: &str) -> Option<i32> {
+    let pod = match server.rsplit_once("-g") {
+        Some((pod, g)) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_alphanumeric()) => pod,
+        _ => server,
+    };
+    ordinal_of(cluster, pod)
+}
+
 /// The parts of a pod the decisions need; `None` for pods not named like the cluster's.
 pub fn pod_view(cluster: &str, pod: &Pod) -> Option<PodView> {
     let name = pod.metadata.name.clone()?;
@@ -138,6 +149,17 @@ mod tests {
         assert_eq!(ordinal_of("db", "other-db-1"), None);
         // A cluster named like another's prefix does not claim its pods.
         assert_eq!(ordinal_of("db", "db-db-1"), None);
+    }
+
+    #[test]
+    fn server_names_are_pod_names_with_or_without_a_generation() {
+        assert_eq!(server_ordinal("db", "db-2"), Some(2));
+        assert_eq!(server_ordinal("db", "db-2-gmj0k3f2a"), Some(2));
+        assert_eq!(server_ordinal("my-gx", "my-gx-12-g1"), Some(12));
+        assert_eq!(server_ordinal("db", "db-2-g"), None);
+        assert_eq!(server_ordinal("db", "db-2-g-1"), None);
+        assert_eq!(server_ordinal("db", "db-x-g1"), None);
+        assert_eq!(server_ordinal("db", "other-2-g1"), None);
     }
 
     #[test]

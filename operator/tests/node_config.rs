@@ -174,6 +174,8 @@ fn rendered_settings_mean_what_the_spec_says() {
         "\"/data/nats\"",
         "cluster_name: Some(\n            \"db\"",
         "cluster_port: Some(\n            6222",
+        // A pod on a new volume joins JetStream under a new generation of its name.
+        "server_name: Generation",
         "nats-route://db-4.db-peers.prod.svc.cluster.local:6222",
         "replicas: 3,",
         "restore_at_start: true",
@@ -186,7 +188,9 @@ fn rendered_settings_mean_what_the_spec_says() {
     let (c, r) = render_yaml("one", "replicas: 1\npostgres:\n  enabled: false");
     let out = assert_accepted("one replica", &c, &r, 0);
     assert!(
-        out.contains("cluster_name: None") && out.contains("routes: []"),
+        out.contains("cluster_name: None")
+            && out.contains("routes: []")
+            && out.contains("server_name: Node"),
         "{out}"
     );
     assert!(
@@ -329,4 +333,64 @@ fn user_args_override_rendered_settings_and_bad_ones_are_caught() {
 fn kubernetes_env_expansion_is_emulated_faithfully() {
     let env = BTreeMap::from([("A".to_string(), "x".to_string())]);
     assert_eq!(expand("$(A)-$(B)-$$(A)-$-$(A", &env), "x-$(B)-$(A)-$-$(A");
+}
+
+#[test]
+fn backup_and_bootstrap_settings_reach_the_node() {
+    // spec.backup: the URL, endpoint, region, interval and retention as the node reads them;
+    // the AWS keys only by reference (never in the node's printed configuration).
+    let (c, r) = render_yaml(
+        "db",
+        "backup:\n  url: s3://bkt/db\n  endpoint: http://minio:9000\n  region: eu-west-1\n  \
+         credentialsSecret: s3-creds\n  interval: 30m\n  retention: 14d",
+    );
+    let out = assert_accepted("backup", &c, &r, 0);
+    for want in [
+        "url: \"s3://bkt/db\"",
+        "\"http://minio:9000\"",
+        "region: \"eu-west-1\"",
+        "interval: 1800s",
+        "retention: 1209600s",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(
+        !out.contains("s3-creds-"),
+        "a credential is printed:\n{out}"
+    );
+    assert!(
+        out.contains("restore: None"),
+        "no restore without bootstrap\n{out}"
+    );
+
+    // spec.bootstrap.fromBackup, to a sequence, in the object store of spec.backup; and alone,
+    // to a time, with its own endpoint, region and credentials.
+    let (c, r) = render_yaml(
+        "db",
+        "backup:\n  url: s3://bkt/db\n  endpoint: http://minio:9000\n  region: eu-west-1\n\
+         bootstrap:\n  fromBackup:\n    url: s3://old/db\n    toSeq: 1234",
+    );
+    let out = assert_accepted("bootstrap to a sequence", &c, &r, 0);
+    for want in ["\"s3://old/db\"", "Seq(\n", "1234", "\"s3://bkt/db\""] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    let (c, r) = render_yaml(
+        "db",
+        "bootstrap:\n  fromBackup:\n    url: s3://old/db\n    endpoint: http://old:9000\n    \
+         region: us-west-2\n    credentialsSecret: old-creds\n    toTime: \"2026-12-07T01:00:00Z\"",
+    );
+    let out = assert_accepted("bootstrap to a time", &c, &r, 2);
+    for want in [
+        "\"s3://old/db\"",
+        "TimeNs(",
+        "\"http://old:9000\"",
+        "region: \"us-west-2\"",
+        "backup: None",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(
+        !out.contains("old-creds-"),
+        "a credential is printed:\n{out}"
+    );
 }

@@ -76,8 +76,10 @@ async fn scale_down_cleanup_removes_a_departed_nodes_durable_consumer_once() {
 
     // External NATS: the nodes are no JetStream peers, so only the consumer is removed.
     let what = members::Cleanup {
+        cluster: "n",
         db_file: ha_tests::cluster::DB_FILE,
         jetstream_peers: false,
+        meta: None,
     };
     let (cleaned, error) = members::clean(&client, &via, &["n2".to_string()], what).await;
     assert!(error.is_none(), "{error:?}");

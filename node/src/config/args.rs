@@ -183,6 +183,12 @@ pub(super) struct Args {
     #[arg(long, env = "HA_NATS_STORE_DIR", value_name = "DIR")]
     pub(super) nats_store_dir: Option<PathBuf>,
 
+    /// Name of the embedded nats-server in its JetStream cluster: a name, or "generation" (the
+    /// node name plus a generation kept in the JetStream store directory, new for a new store)
+    /// [default: the node name]
+    #[arg(long, env = "HA_NATS_SERVER_NAME")]
+    pub(super) nats_server_name: Option<String>,
+
     /// User the embedded nats-server requires (with --nats-pass); the node's own client uses it
     #[arg(long, env = "HA_NATS_USER")]
     pub(super) nats_user: Option<String>,

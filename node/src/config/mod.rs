@@ -27,7 +27,7 @@ use args::Args;
 pub use backup::{BackupConfig, RestoreConfig, RestoreTarget, StorageConfig, check_url};
 pub use file::FileValue;
 use nats::parse_nats_sync;
-pub use nats::{NatsClientAuth, NatsSync, TlsFiles, is_loopback_host, redact};
+pub use nats::{NatsClientAuth, NatsSync, ServerName, TlsFiles, is_loopback_host, redact};
 pub use pg::{AuthMethod, PgConfig};
 
 /// The `--snapshot-*` settings.
@@ -122,6 +122,7 @@ pub struct NatsFlags {
     /// 0 = no embedded server.
     pub port: u16,
     pub store_dir: Option<PathBuf>,
+    pub server_name: ServerName,
     /// User and password, both or neither.
     pub auth: Option<(String, Secret)>,
     pub config_file: Option<PathBuf>,
@@ -146,6 +147,7 @@ impl NatsFlags {
         NatsFlags {
             port: 0,
             store_dir: None,
+            server_name: ServerName::Node,
             auth: None,
             config_file: None,
             logs: false,

@@ -184,10 +184,48 @@ pub fn redact(urls: &[String]) -> String {
         .join(",")
 }
 
+/// The embedded nats-server's name in its JetStream cluster (`--nats-server-name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    /// The node's name (the default).
+    Node,
+    /// The node's name plus a generation kept in the JetStream store directory, new when the
+    /// store is new (`nats::generation`): a node back on an empty volume joins as a new server.
+    Generation,
+    /// This name.
+    Fixed(String),
+}
+
+/// `--nats-server-name`: empty or absent = the node's name.
+pub(super) fn server_name(raw: Option<String>) -> Result<ServerName, ConfigError> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(ServerName::Node),
+        Some("generation") => Ok(ServerName::Generation),
+        Some(n) if n.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(
+            ConfigError::Invalid(format!("--nats-server-name {n:?}: no spaces or controls")),
+        ),
+        Some(n) => Ok(ServerName::Fixed(n.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::run;
     use super::*;
+
+    #[test]
+    fn the_server_name_is_the_node_name_a_generation_of_it_or_a_given_one() {
+        assert_eq!(run(&[]).unwrap().nats.server_name, ServerName::Node);
+        let c = run(&["--nats-server-name", "generation"]).unwrap();
+        assert_eq!(c.nats.server_name, ServerName::Generation);
+        let c = run(&["--nats-server-name", "js-1"]).unwrap();
+        assert_eq!(c.nats.server_name, ServerName::Fixed("js-1".into()));
+        let e = run(&["--nats-server-name", "a b"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--nats-server-name"), "{e}");
+    }
 
     #[test]
     fn an_embedded_nats_beyond_loopback_needs_credentials() {

@@ -121,6 +121,7 @@ impl Args {
         })?;
         let nats = NatsFlags {
             port: self.nats_port,
+            server_name: super::nats::server_name(self.nats_server_name)?,
             store_dir: self.nats_store_dir,
             auth: nats_auth,
             config_file: self.nats_config,

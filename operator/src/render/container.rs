@@ -378,6 +378,10 @@ fn embedded_nats_env(cluster: &HaCluster, credentials: &str, env: &mut Vec<EnvVa
             "HA_NATS_CLUSTER_PORT",
             spec.effective_nats_cluster_port().to_string(),
         ));
+        // The server joins as `<pod>-g<generation>`, a new generation on a new volume: a pod
+        // scaled away (its peer removed) and added back joins at once, where nats-server keeps
+        // the removed name out for 5 minutes. The name stays across restarts of the volume.
+        env.push(value("HA_NATS_SERVER_NAME", "generation"));
         // Routes authenticate each other with their own generated user.
         env.push(secret_ref(
             "HA_NATS_CLUSTER_USER",
@@ -485,6 +489,10 @@ mod tests {
         );
         assert_eq!(val(&env, "HA_NATS_CLUSTER_NAME").as_deref(), Some("db"));
         assert_eq!(val(&env, "HA_NATS_CLUSTER_PORT").as_deref(), Some("6222"));
+        assert_eq!(
+            val(&env, "HA_NATS_SERVER_NAME").as_deref(),
+            Some("generation")
+        );
         assert_eq!(
             secret_of(&env, "HA_NATS_USER"),
             pair("db-credentials", "nats-username")

@@ -2,7 +2,41 @@
 //! passwords), spawning it, forwarding its log, waiting until the ports file and JetStream's
 //! health check answer, and terminating it (SIGTERM, then SIGKILL; always reaped).
 
+use std::collections::VecDeque;
+
 use super::*;
+
+const LOG_LINES_KEPT: usize = 200;
+const LOG_TAIL_IN_ERRORS: usize = 20;
+
+/// Recent log lines of the child, shared with the log-reading tasks.
+#[derive(Clone, Default)]
+pub(super) struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    pub(super) fn push(&self, line: String) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == LOG_LINES_KEPT {
+                q.pop_front();
+            }
+            q.push_back(line);
+        }
+    }
+    pub(super) fn last(&self, n: usize) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|q| q.iter().skip(q.len().saturating_sub(n)).cloned().collect())
+            .unwrap_or_default()
+    }
+    pub(super) fn tail_text(&self) -> String {
+        let lines = self.last(LOG_TAIL_IN_ERRORS);
+        if lines.is_empty() {
+            "(no output)".into()
+        } else {
+            lines.join("\n")
+        }
+    }
+}
 
 pub(super) fn client_url(host: &str, port: u16) -> String {
     let host = match host {
