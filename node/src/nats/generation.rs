@@ -2,9 +2,11 @@
 //! name plus a generation suffix (`ha-2` → `ha-2-gmj0k3f2a`), made up when the JetStream store is
 //! new and kept in the store directory, so that restarts keep the name and a node that comes back
 //! on an empty volume joins as a new server.
-//! Why: nats-server keeps a removed peer's name out of the meta group for 5 minutes, so a pod
-//! scaled away (its peer removed) and added back under the same name could not join for that
-//! long; a new generation is a new name and joins at once.
+//! Why: a server's JetStream (Raft) identity comes from its name, so a pod scaled away (its peer
+//! removed) and added back on a blank volume under the same name would rejoin as the removed
+//! peer with none of its state; a new generation is a new server, which the meta group adds
+//! cleanly. (A server that returns with its old store under a removed name is kept out for a
+//! while by nats-server; see tests/tests/peers.rs.)
 //! Must not rename a server that already has a store: a store without the name file (made before
 //! generations existed) keeps the plain node name, and the file is written to say so.
 //! See `server` (which asks for the name before the first start) and docs/kubernetes.md
