@@ -81,9 +81,12 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     let mut done: Vec<(Reply<ApplyStats>, ApplyStats)> = Vec::new();
     let mut jobs = jobs.into_iter();
     let mut failure: Option<String> = None;
+    let mut last_done: Option<Seq> = None;
     for (seq, cs, reply) in jobs.by_ref() {
         let result = (|| -> Result<ApplyStats, DbError> {
-            w.conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+            w.conn
+                .prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
+                .execute([])?;
             let res = (|| {
                 // Our own commit coming back, or a message published again: already here.
                 let txid = cs.txid();
@@ -104,19 +107,23 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
                     meta::record_tx(&w.conn, &txid, seq.0, cs.timestamp_ns)?;
                     stats
                 };
-                meta::set_applied_seq(&w.conn, seq.0)?;
                 Ok(stats)
             })();
             if res.is_err() && !w.conn.is_autocommit() {
                 w.conn.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}"))?;
             }
             if !w.conn.is_autocommit() {
-                w.conn.execute_batch(&format!("RELEASE {SAVEPOINT}"))?;
+                w.conn
+                    .prepare_cached(&format!("RELEASE {SAVEPOINT}"))?
+                    .execute([])?;
             }
             res
         })();
         match result {
-            Ok(stats) => done.push((reply, stats)),
+            Ok(stats) => {
+                last_done = Some(seq);
+                done.push((reply, stats))
+            }
             Err(e) => {
                 r.tables.invalidate();
                 failure = Some(format!("message {seq} failed: {e}"));
@@ -137,10 +144,18 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     for (_, _, reply) in jobs {
         let _ = reply.send(Err(DbError::Aborted(failure.clone().unwrap_or_default())));
     }
+    // The applied sequence moves once, to the last change set of the group that applied.
+    let moved = match last_done {
+        Some(seq) if !w.conn.is_autocommit() => meta::set_applied_seq(&w.conn, seq.0),
+        _ => Ok(()),
+    };
     let committed = if w.conn.is_autocommit() {
         Err(DbError::Aborted(
             "SQLite rolled the apply transaction back".into(),
         ))
+    } else if let Err(e) = moved {
+        rollback(&w.conn);
+        Err(DbError::from(e))
     } else {
         w.conn.execute_batch("COMMIT").map_err(|e| {
             rollback(&w.conn);
