@@ -49,14 +49,15 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(SYNC) --all-targets -- -D warnings
 
-## bench: the benchmarks of docs/benchmarks.md (release build)
+## bench: the benchmarks of docs/benchmarks.md (release build); each one's tables replace its
+## previous run's in docs/benchmarks.md, stamped with the date and commit (scripts/bench-record.py)
 bench: deps
 	$(CARGO) build --release --workspace --bins
-	./target/release/ha-bench
-	./target/release/ha-bench-repl
-	./target/release/ha-bench-snapshot
-	./target/release/ha-bench-cpu
-	scripts/bench-pg.sh
+	scripts/bench-record.py ha-bench ./target/release/ha-bench
+	scripts/bench-record.py ha-bench-repl ./target/release/ha-bench-repl
+	scripts/bench-record.py ha-bench-snapshot ./target/release/ha-bench-snapshot
+	scripts/bench-record.py ha-bench-cpu ./target/release/ha-bench-cpu
+	scripts/bench-record.py bench-pg scripts/bench-pg.sh
 
 clean:
 	$(CARGO) clean
