@@ -52,11 +52,12 @@ lint:
 ## bench: the benchmarks of docs/benchmarks.md (release build); each one's tables replace its
 ## previous run's in docs/benchmarks.md, stamped with the date and commit (scripts/bench-record.py)
 bench: deps
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p ha -p ha-tests --bins
 	scripts/bench-record.py ha-bench ./target/release/ha-bench
 	scripts/bench-record.py ha-bench-repl ./target/release/ha-bench-repl
 	scripts/bench-record.py ha-bench-snapshot ./target/release/ha-bench-snapshot
 	scripts/bench-record.py ha-bench-cpu ./target/release/ha-bench-cpu
+	scripts/bench-record.py ha-bench-backup ./target/release/ha-bench-backup
 	scripts/bench-record.py bench-pg scripts/bench-pg.sh
 
 clean:
