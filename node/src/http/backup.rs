@@ -20,9 +20,9 @@ use super::{ApiError, AppState};
     responses(
         (status = 200, description = "A consistent copy of the database (an SQLite file)", content_type = "application/octet-stream",
          headers(("Content-Disposition" = String, description = "attachment; filename=\"<UTC YYYY-MM-DD HH:MM:SS>_<db file name>\""))),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
-        (status = 429, description = "`--max-concurrent-backups` downloads run already (`too_many_backups`)", body = super::openapi::ErrorBody),
-        (status = 500, description = "The copy failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
+        (status = 429, description = "`--max-concurrent-backups` downloads run already (`too_many_backups`)", body = super::schema::ErrorBody),
+        (status = 500, description = "The copy failed (`internal`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

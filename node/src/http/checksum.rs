@@ -12,8 +12,8 @@ use super::{ApiError, AppState};
 #[utoipa::path(get, path = "/checksum", tag = "probes",
     responses(
         (status = 200, description = "Per-table SHA-256 of the database at its applied sequence (`applied_seq`, `tables`), as `ha check` compares", body = Object),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
-        (status = 500, description = "The checksum failed (`internal`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
+        (status = 500, description = "The checksum failed (`internal`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn checksum(State(state): State<AppState>) -> Response {

@@ -14,6 +14,7 @@ pub mod openapi;
 mod peers;
 mod replications;
 pub mod routes;
+pub mod schema;
 mod snapshot;
 mod status;
 mod streams;
@@ -180,7 +181,7 @@ fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>,
     post,
     path = "/",
     tag = "sql",
-    request_body = openapi::QueryRequest,
+    request_body = schema::QueryRequest,
     params(
         ("timeout" = Option<String>, Query, description = "Bounds the request (`500ms`, `2s`, or milliseconds); at most `--query-timeout`"),
         ("min_seq" = Option<u64>, Query, description = "Read-your-writes: first wait until this node has applied this stream sequence (as `X-Ha-Min-Seq`)"),
@@ -189,17 +190,17 @@ fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>,
         ("X-Ha-Min-Seq-Timeout-Ms" = Option<u64>, Header, description = "How long to wait for `X-Ha-Min-Seq`, in milliseconds (default 5000, at most `--query-timeout`)"),
     ),
     responses(
-        (status = 200, description = "The results (a bare result for one statement, `results` for an array)", body = openapi::QueryResponse,
+        (status = 200, description = "The results (a bare result for one statement, `results` for an array)", body = schema::QueryResponse,
          headers(("X-Ha-Seq" = u64, description = "The commit's stream sequence, when the request wrote on a replicated node: send it as `X-Ha-Min-Seq` to read this write on any node"))),
-        (status = 400, description = "Malformed body, several statements in one `sql`, parameter mismatch (`bad_request`), SQL that does not compile (`invalid_sql`), transaction control (`unsupported`), a malformed `min_seq`", body = openapi::ErrorBody),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = openapi::ErrorBody),
-        (status = 403, description = "SQL that would leave the database or change its settings (`forbidden`)", body = openapi::ErrorBody),
-        (status = 409, description = "A constraint refused the change (`constraint_violation`), or a schema change lost the race to the log (`serialization_failure`)", body = openapi::ErrorBody),
-        (status = 413, description = "Body over `--max-body-size` (`payload_too_large`) or results over `--max-result-bytes` (`result_too_large`)", body = openapi::ErrorBody),
-        (status = 500, description = "A bug, a broken database, or the interceptor script failed (`internal`, `interceptor_failed`)", body = openapi::ErrorBody),
-        (status = 503, description = "Busy, aborted for a reason outside the request, or shutting down (`unavailable`); retry", body = openapi::ErrorBody),
-        (status = 504, description = "Past `timeout=` or `--query-timeout` (`timeout`), or the node did not apply `min_seq` in time (`seq_not_reached`, the message names the sequence reached)", body = openapi::ErrorBody),
-        (status = 507, description = "The disk is full (`storage_full`)", body = openapi::ErrorBody),
+        (status = 400, description = "Malformed body, several statements in one `sql`, parameter mismatch (`bad_request`), SQL that does not compile (`invalid_sql`), transaction control (`unsupported`), a malformed `min_seq`", body = schema::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = schema::ErrorBody),
+        (status = 403, description = "SQL that would leave the database or change its settings (`forbidden`)", body = schema::ErrorBody),
+        (status = 409, description = "A constraint refused the change (`constraint_violation`), or a schema change lost the race to the log (`serialization_failure`)", body = schema::ErrorBody),
+        (status = 413, description = "Body over `--max-body-size` (`payload_too_large`) or results over `--max-result-bytes` (`result_too_large`)", body = schema::ErrorBody),
+        (status = 500, description = "A bug, a broken database, or the interceptor script failed (`internal`, `interceptor_failed`)", body = schema::ErrorBody),
+        (status = 503, description = "Busy, aborted for a reason outside the request, or shutting down (`unavailable`); retry", body = schema::ErrorBody),
+        (status = 504, description = "Past `timeout=` or `--query-timeout` (`timeout`), or the node did not apply `min_seq` in time (`seq_not_reached`, the message names the sequence reached)", body = schema::ErrorBody),
+        (status = 507, description = "The disk is full (`storage_full`)", body = schema::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

@@ -49,10 +49,10 @@ fn peer_error(e: PeerError) -> ApiError {
 /// `GET /cluster/peers`.
 #[utoipa::path(get, path = "/cluster/peers", operation_id = "list_peers", tag = "cluster",
     responses(
-        (status = 200, description = "The JetStream meta group as its leader sees it", body = super::openapi::PeerList),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::openapi::ErrorBody),
-        (status = 409, description = "No system account (`no_system_account`): --nats-config or no embedded server", body = super::openapi::ErrorBody),
-        (status = 503, description = "The system connection or the meta leader did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 200, description = "The JetStream meta group as its leader sees it", body = super::schema::PeerList),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::schema::ErrorBody),
+        (status = 409, description = "No system account (`no_system_account`): --nats-config or no embedded server", body = super::schema::ErrorBody),
+        (status = 503, description = "The system connection or the meta leader did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -80,12 +80,12 @@ pub struct RemoveParams {
         ("force" = Option<bool>, Query, description = "Remove it even while the meta leader still hears from it"),
     ),
     responses(
-        (status = 200, description = "Removed, or not a member (idempotent: `removed` and `reason` say which)", body = super::openapi::PeerRemoval),
-        (status = 400, description = "A name with spaces or control characters (`bad_request`)", body = super::openapi::ErrorBody),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::openapi::ErrorBody),
-        (status = 409, description = "The node's own server (`peer_is_self`), a server still online (`peer_online`), or no system account (`no_system_account`)", body = super::openapi::ErrorBody),
-        (status = 502, description = "JetStream refused the removal (`jetstream_refused`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "The system connection or the meta leader did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 200, description = "Removed, or not a member (idempotent: `removed` and `reason` say which)", body = super::schema::PeerRemoval),
+        (status = 400, description = "A name with spaces or control characters (`bad_request`)", body = super::schema::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::schema::ErrorBody),
+        (status = 409, description = "The node's own server (`peer_is_self`), a server still online (`peer_online`), or no system account (`no_system_account`)", body = super::schema::ErrorBody),
+        (status = 502, description = "JetStream refused the removal (`jetstream_refused`)", body = super::schema::ErrorBody),
+        (status = 503, description = "The system connection or the meta leader did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn remove(

@@ -35,9 +35,9 @@ fn api_error(e: ReplError) -> ApiError {
 
 #[utoipa::path(get, path = "/replications", operation_id = "list_replications", tag = "replication",
     responses(
-        (status = 200, description = "The stream's consumers as JetStream reports them", body = super::openapi::ReplicationList),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 200, description = "The stream's consumers as JetStream reports them", body = super::schema::ReplicationList),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::schema::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -48,10 +48,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(get, path = "/replications/{name}", operation_id = "show_replication", tag = "replication",
     params(("name" = String, Path, description = "The durable consumer's name")),
     responses(
-        (status = 200, description = "One consumer as JetStream reports it", body = super::openapi::ReplicationInfo),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
-        (status = 404, description = "The node does not replicate (`not_replicating`) or there is no such consumer (`not_found`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 200, description = "One consumer as JetStream reports it", body = super::schema::ReplicationInfo),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
+        (status = 404, description = "The node does not replicate (`not_replicating`) or there is no such consumer (`not_found`)", body = super::schema::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn show(
@@ -69,9 +69,9 @@ pub async fn show(
     params(("name" = String, Path, description = "The durable consumer's name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
-        (status = 404, description = "The node does not replicate (`not_replicating`) or there is no such consumer (`not_found`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
+        (status = 404, description = "The node does not replicate (`not_replicating`) or there is no such consumer (`not_found`)", body = super::schema::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn remove(

@@ -19,8 +19,8 @@ pub async fn healthz() -> StatusCode {
 /// The node can take reads and writes now.
 #[utoipa::path(get, path = "/readyz", tag = "probes",
     responses(
-        (status = 200, description = "Ready for reads and writes", body = super::openapi::Readiness),
-        (status = 503, description = "Not ready (shutting down, database broken, catching up, …): see `reasons`", body = super::openapi::Readiness),
+        (status = 200, description = "Ready for reads and writes", body = super::schema::Readiness),
+        (status = 503, description = "Not ready (shutting down, database broken, catching up, …): see `reasons`", body = super::schema::Readiness),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
@@ -47,7 +47,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/status", tag = "probes",
     responses(
         (status = 200, description = "Node name, version, database, writer queue, read-your-writes position (`read_your_writes.applied_seq`, `waiting`), replication and backup state", body = Object),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
@@ -82,7 +82,7 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "probes",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -18,9 +18,9 @@ use super::{ApiError, AppState};
 /// `GET /cluster/streams`.
 #[utoipa::path(get, path = "/cluster/streams", operation_id = "list_streams", tag = "cluster",
     responses(
-        (status = 200, description = "The replica state of the replication stream and the snapshot bucket's stream", body = super::openapi::StreamList),
-        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::openapi::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::openapi::ErrorBody),
-        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::openapi::ErrorBody),
+        (status = 200, description = "The replica state of the replication stream and the snapshot bucket's stream", body = super::schema::StreamList),
+        (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody), (status = 404, description = "The node does not replicate (`not_replicating`)", body = super::schema::ErrorBody),
+        (status = 503, description = "JetStream did not answer (`unavailable`)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {

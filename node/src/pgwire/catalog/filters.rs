@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use crate::exec::Value;
 use crate::pgwire::sql::{Tok, tokenize};
 
-use super::recognise::{Arg, unquote};
-
 /// The filters found in a query's text (values may be parameters).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Filters {
@@ -256,4 +254,21 @@ impl Filters {
             arg: arg.and_then(|a| resolve_arg(a, params)),
         }
     }
+}
+
+/// A value in a catalog query: a literal or a bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Arg {
+    Lit(String),
+    /// 1-based parameter number.
+    Param(usize),
+}
+
+/// A SQL string literal's text (`'a''b'` → `a'b`, also `E'…'`).
+pub(super) fn unquote(s: &str) -> String {
+    let s = s.strip_prefix(['E', 'e']).unwrap_or(s);
+    s.strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or(s)
+        .replace("''", "'")
 }

@@ -4,6 +4,7 @@
 
 use pgwire::api::Type;
 
+pub(super) use super::filters::{Arg, unquote};
 use super::filters::{Filters, filters};
 use crate::pgwire::sql::{Tok, tokenize};
 
@@ -75,13 +76,6 @@ pub(super) struct Item {
     pub(super) name: String,
     pub(super) alias: Option<String>,
     pub(super) words: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Arg {
-    Lit(String),
-    /// 1-based parameter number.
-    Param(usize),
 }
 
 /// Relation names of PostgreSQL's catalogs that may appear unqualified.
@@ -408,14 +402,6 @@ pub(super) fn argument(toks: &[Tok], kind: Kind) -> Option<Arg> {
             .map(Arg::Param),
         _ => None,
     })
-}
-
-pub(super) fn unquote(s: &str) -> String {
-    let s = s.strip_prefix(['E', 'e']).unwrap_or(s);
-    s.strip_prefix('\'')
-        .and_then(|s| s.strip_suffix('\''))
-        .unwrap_or(s)
-        .replace("''", "'")
 }
 
 /// The first top-level select list: each item's output name and expression words.
