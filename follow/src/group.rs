@@ -1,7 +1,8 @@
-//! Owns the apply-group transaction a follower runs on its SQLite connection: one transaction
-//! (`BEGIN IMMEDIATE`, foreign keys deferred), each change set in its own savepoint, stopping at
-//! the first that fails, committing what came before; and how long transaction identities
-//! (`_ha_txids`) are kept and when they are pruned.
+//! Owns the apply-group transaction a follower runs on its SQLite connection (the node's writer
+//! and ha-sync): one transaction (the caller's `BEGIN …`, foreign keys deferred), each change set
+//! in its own savepoint, stopping at the first that fails, the caller's bookkeeping, then the
+//! commit of what came before; and how long transaction identities (`_ha_txids`) are kept and
+//! when they are pruned.
 //! Must not decide what a failure costs: the caller retries or quarantines.
 //! Invariant: after `apply_group` the first `done` items are committed and nothing else is.
 
@@ -44,6 +45,8 @@ pub enum GroupError<E> {
     RolledBack,
     /// An item failed (the group stopped there).
     Item(E),
+    /// The caller's bookkeeping before the commit failed: nothing was committed.
+    Bookkeeping(E),
 }
 
 /// What `apply_group` did: the first `done` items are committed; `error` stopped the rest.
@@ -53,15 +56,25 @@ pub struct Grouped<E> {
     pub error: Option<GroupError<E>>,
 }
 
-/// Applies `items` in order in one transaction, each inside `SAVEPOINT <savepoint>` through
-/// `one`, stopping at the first that fails; commits what came before it. `before_commit` runs
-/// inside the transaction with the number applied (for bookkeeping such as pruning).
+/// How an apply group opens and names its transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupTx<'a> {
+    /// `BEGIN IMMEDIATE` (or the writer's own lock mode).
+    pub begin: &'a str,
+    /// The savepoint each item runs in.
+    pub savepoint: &'a str,
+}
+
+/// Applies `items` in order in one transaction, each inside the savepoint through `one`,
+/// stopping at the first that fails; commits what came before it. `before_commit` runs inside
+/// the transaction with the number applied (bookkeeping such as pruning or the applied
+/// position); when it fails nothing is committed.
 pub fn apply_group<T, E>(
     conn: &Connection,
     items: &[T],
-    savepoint: &str,
+    tx: GroupTx<'_>,
     mut one: impl FnMut(&T) -> Result<(), E>,
-    before_commit: impl FnOnce(usize),
+    before_commit: impl FnOnce(usize) -> Result<(), E>,
 ) -> Grouped<E> {
     let failed = |e| Grouped {
         done: 0,
@@ -73,14 +86,14 @@ pub fn apply_group<T, E>(
             error: None,
         };
     }
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = conn.execute_batch(tx.begin) {
         return failed(e);
     }
     let _ = conn.execute_batch("PRAGMA defer_foreign_keys = ON");
     let mut done = 0;
     let mut error = None;
     for item in items {
-        match in_savepoint(conn, savepoint, || one(item)) {
+        match in_savepoint(conn, tx.savepoint, || one(item)) {
             Ok(()) => done += 1,
             Err(e) => {
                 error = Some(e);
@@ -88,8 +101,15 @@ pub fn apply_group<T, E>(
             }
         }
     }
-    if !conn.is_autocommit() {
-        before_commit(done);
+    if !conn.is_autocommit()
+        && done > 0
+        && let Err(e) = before_commit(done)
+    {
+        rollback(conn);
+        return Grouped {
+            done: 0,
+            error: Some(GroupError::Bookkeeping(e)),
+        };
     }
     if conn.is_autocommit() {
         return Grouped {
@@ -104,13 +124,17 @@ pub fn apply_group<T, E>(
     match conn.execute_batch("COMMIT") {
         Ok(()) => Grouped { done, error },
         Err(e) => {
-            if !conn.is_autocommit()
-                && let Err(e) = conn.execute_batch("ROLLBACK")
-            {
-                tracing::warn!(error = %e, "rollback failed");
-            }
+            rollback(conn);
             failed(e)
         }
+    }
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(error = %e, "rollback failed");
     }
 }
 
@@ -120,7 +144,8 @@ fn in_savepoint<E>(
     name: &str,
     f: impl FnOnce() -> Result<(), E>,
 ) -> Result<(), GroupError<E>> {
-    conn.execute_batch(&format!("SAVEPOINT {name}"))
+    conn.prepare_cached(&format!("SAVEPOINT {name}"))
+        .and_then(|mut st| st.execute([]))
         .map_err(GroupError::Sqlite)?;
     let res = f().map_err(GroupError::Item);
     if res.is_err() && !conn.is_autocommit() {
@@ -128,7 +153,8 @@ fn in_savepoint<E>(
             .map_err(GroupError::Sqlite)?;
     }
     if !conn.is_autocommit() {
-        conn.execute_batch(&format!("RELEASE {name}"))
+        conn.prepare_cached(&format!("RELEASE {name}"))
+            .and_then(|mut st| st.execute([]))
             .map_err(GroupError::Sqlite)?;
     }
     res
@@ -137,6 +163,11 @@ fn in_savepoint<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TX: GroupTx<'static> = GroupTx {
+        begin: "BEGIN IMMEDIATE",
+        savepoint: "g",
+    };
 
     fn rows(conn: &Connection) -> Vec<i64> {
         let mut st = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
@@ -155,9 +186,12 @@ mod tests {
         let out = apply_group(
             &conn,
             &[1, 2, 3, 4],
-            "g",
+            TX,
             |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
-            |n| counted = Some(n),
+            |n| {
+                counted = Some(n);
+                Ok(())
+            },
         );
         assert_eq!(out.done, 2);
         assert!(matches!(out.error, Some(GroupError::Item(_))));
@@ -174,9 +208,9 @@ mod tests {
         let out = apply_group(
             &conn,
             &[5],
-            "g",
+            TX,
             |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
-            |_| {},
+            |_| Ok(()),
         );
         assert_eq!(out.done, 0);
         assert!(rows(&conn).is_empty() && conn.is_autocommit());
@@ -184,5 +218,21 @@ mod tests {
         assert_eq!(dedupe_window(Duration::from_secs(60)).as_secs(), 3600);
         assert_eq!(dedupe_window(Duration::from_secs(7200)).as_secs(), 7200);
         assert!(prune_before(Duration::from_secs(1)) < now_ns());
+    }
+
+    #[test]
+    fn bookkeeping_that_fails_commits_nothing() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER)").unwrap();
+        let out = apply_group(
+            &conn,
+            &[1, 2],
+            TX,
+            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+            |_| conn.execute_batch("INSERT INTO nowhere VALUES (1)"),
+        );
+        assert_eq!(out.done, 0);
+        assert!(matches!(out.error, Some(GroupError::Bookkeeping(_))));
+        assert!(rows(&conn).is_empty() && conn.is_autocommit());
     }
 }

@@ -106,7 +106,10 @@ impl Local {
         let out = group::apply_group(
             conn,
             items,
-            "ha_sync_apply",
+            group::GroupTx {
+                begin: "BEGIN IMMEDIATE",
+                savepoint: "ha_sync_apply",
+            },
             |item| apply_one(conn, tables, key, item),
             |done| {
                 *applied_since_prune += done;
@@ -116,13 +119,14 @@ impl Local {
                         tracing::warn!(error = %e, "pruning _ha_txids failed");
                     }
                 }
+                Ok(())
             },
         );
         let error = out.error.map(|e| {
             // A failed item or transaction may have left the cached table shapes stale.
             self.tables.invalidate();
             match e {
-                GroupError::Item(e) => e,
+                GroupError::Item(e) | GroupError::Bookkeeping(e) => e,
                 GroupError::Sqlite(e) => SyncError::from(e),
                 GroupError::RolledBack => {
                     SyncError::Local("SQLite rolled the apply transaction back".into())

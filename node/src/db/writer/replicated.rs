@@ -7,18 +7,16 @@
 
 use rusqlite::Connection;
 
+use ha_follow::group::{self, GroupError, GroupTx, PRUNE_EVERY, prune_before};
+
+use super::ApplyItem;
 use super::conn::{WriteConn, rollback};
-use super::publish::now_ns;
-use super::{ApplyItem, Reply};
 use crate::changeset::Seq;
 use crate::changeset::apply::{self, ApplyStats};
 use crate::changeset::meta;
 use crate::db::DbError;
 use crate::db::apply_mode::ApplyMode;
 use crate::db::intercepted::{self, SAVEPOINT};
-
-/// How many applied change sets between two prunings of `_ha_txids`.
-const PRUNE_EVERY: usize = 10_000;
 
 /// Copies the database file at `from` over the live database (one backup, committed at once),
 /// then forgets what the writer cached about the old schema.
@@ -69,118 +67,87 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             return;
         }
     };
-    if let Err(e) = w.conn.execute_batch(w.tx_lock.begin_sql()) {
-        mode.leave(&w.conn);
-        for (_, _, reply) in jobs {
-            let _ = reply.send(Err(DbError::Aborted(e.to_string())));
-        }
-        return;
-    }
     r.capture.set_enabled(false);
-    let _ = w.conn.execute_batch("PRAGMA defer_foreign_keys = ON");
-    let mut done: Vec<(Reply<ApplyStats>, ApplyStats)> = Vec::new();
-    let mut jobs = jobs.into_iter();
-    let mut failure: Option<String> = None;
-    let mut last_done: Option<Seq> = None;
-    for (seq, cs, reply) in jobs.by_ref() {
-        let result = (|| -> Result<ApplyStats, DbError> {
-            w.conn
-                .prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
-                .execute([])?;
-            let res = (|| {
-                // Our own commit coming back, or a message published again: already here.
-                let txid = cs.txid();
-                let stats = if meta::tx_seen(&w.conn, &txid)? {
-                    ApplyStats::default()
-                } else {
-                    let stats = match &r.hooks.interceptor {
-                        Some(i) => intercepted::apply(
-                            &w.conn,
-                            &mut r.tables,
-                            i,
-                            seq,
-                            &cs,
-                            &r.hooks.subject,
-                        )?,
-                        None => apply::apply(&w.conn, &mut r.tables, seq.0, &cs)?,
-                    };
-                    meta::record_tx(&w.conn, &txid, seq.0, cs.timestamp_ns)?;
-                    stats
+    // Replicated rows are applied through the same group shell as ha-sync's (`ha_follow`); what
+    // is the node's own: the writer's lock mode, the interceptor, the counters and the answers.
+    let mut stats: Vec<ApplyStats> = Vec::with_capacity(jobs.len());
+    let tables = &mut r.tables;
+    let hooks = &r.hooks;
+    let since_prune = &mut r.applied_since_prune;
+    let conn = &w.conn;
+    let out = group::apply_group(
+        conn,
+        &jobs,
+        GroupTx {
+            begin: w.tx_lock.begin_sql(),
+            savepoint: SAVEPOINT,
+        },
+        |(seq, cs, _)| {
+            // Our own commit coming back, or a message published again: already here.
+            let txid = cs.txid();
+            let s = if meta::tx_seen(conn, &txid)? {
+                ApplyStats::default()
+            } else {
+                let s = match &hooks.interceptor {
+                    Some(i) => intercepted::apply(conn, tables, i, *seq, cs, &hooks.subject)?,
+                    None => apply::apply(conn, tables, seq.0, cs)?,
                 };
-                Ok(stats)
-            })();
-            if res.is_err() && !w.conn.is_autocommit() {
-                w.conn.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}"))?;
+                meta::record_tx(conn, &txid, seq.0, cs.timestamp_ns)?;
+                s
+            };
+            stats.push(s);
+            Ok::<(), DbError>(())
+        },
+        |done| {
+            // Transaction identities older than the stream can deliver are forgotten now and
+            // then; the applied sequence moves once, to the last change set that applied.
+            *since_prune += done;
+            if *since_prune >= PRUNE_EVERY {
+                *since_prune = 0;
+                if let Err(e) = meta::prune_txids(conn, prune_before(hooks.dedupe_window)) {
+                    tracing::warn!(error = %e, "pruning _ha_txids failed");
+                }
             }
-            if !w.conn.is_autocommit() {
-                w.conn
-                    .prepare_cached(&format!("RELEASE {SAVEPOINT}"))?
-                    .execute([])?;
-            }
-            res
-        })();
-        match result {
-            Ok(stats) => {
-                last_done = Some(seq);
-                done.push((reply, stats))
-            }
-            Err(e) => {
-                r.tables.invalidate();
-                failure = Some(format!("message {seq} failed: {e}"));
-                let _ = reply.send(Err(e));
-                break;
-            }
-        }
-    }
-    // Transaction identities older than the stream can deliver are forgotten now and then.
-    r.applied_since_prune += done.len();
-    if r.applied_since_prune >= PRUNE_EVERY && !w.conn.is_autocommit() {
-        r.applied_since_prune = 0;
-        let window = r.hooks.dedupe_window.as_nanos().min(i64::MAX as u128) as i64;
-        if let Err(e) = meta::prune_txids(&w.conn, now_ns().saturating_sub(window)) {
-            tracing::warn!(error = %e, "pruning _ha_txids failed");
-        }
-    }
-    for (_, _, reply) in jobs {
-        let _ = reply.send(Err(DbError::Aborted(failure.clone().unwrap_or_default())));
-    }
-    // The applied sequence moves once, to the last change set of the group that applied.
-    let moved = match last_done {
-        Some(seq) if !w.conn.is_autocommit() => meta::set_applied_seq(&w.conn, seq.0),
-        _ => Ok(()),
-    };
-    let committed = if w.conn.is_autocommit() {
-        Err(DbError::Aborted(
-            "SQLite rolled the apply transaction back".into(),
-        ))
-    } else if let Err(e) = moved {
-        rollback(&w.conn);
-        Err(DbError::from(e))
-    } else {
-        w.conn.execute_batch("COMMIT").map_err(|e| {
-            rollback(&w.conn);
-            DbError::from(e)
-        })
-    };
+            meta::set_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
+        },
+    );
     mode.leave(&w.conn);
     r.capture.set_enabled(true);
     r.capture.take();
-    if committed.is_ok()
+    let mut error = out.error.map(|e| {
+        r.tables.invalidate();
+        match e {
+            GroupError::Item(e) | GroupError::Bookkeeping(e) => e,
+            GroupError::Sqlite(e) => DbError::from(e),
+            GroupError::RolledBack => {
+                DbError::Aborted("SQLite rolled the apply transaction back".into())
+            }
+        }
+    });
+    if out.done > 0
         && let Some(i) = &r.hooks.interceptor
     {
         let c = i.counters();
-        for (_, stats) in &done {
-            c.skipped.inc_by(stats.script_skipped);
-            c.rescued.inc_by(stats.script_rescued);
+        for s in &stats[..out.done] {
+            c.skipped.inc_by(s.script_skipped);
+            c.rescued.inc_by(s.script_rescued);
         }
     }
-    for (reply, stats) in done {
-        let _ = reply.send(
-            committed
-                .as_ref()
-                .map(|_| stats)
-                .map_err(|e| DbError::Aborted(e.to_string())),
-        );
+    let why = error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    let mut stats = stats.into_iter();
+    for (i, (seq, _, reply)) in jobs.into_iter().enumerate() {
+        let answer = if i < out.done {
+            Ok(stats.next().unwrap_or_default())
+        } else if i == out.done
+            && let Some(e) = error.take()
+        {
+            Err(e)
+        } else {
+            Err(DbError::Aborted(format!(
+                "message {seq} not applied: an earlier one of its group failed ({why})"
+            )))
+        };
+        let _ = reply.send(answer);
     }
 }
 
