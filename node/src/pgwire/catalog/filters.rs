@@ -132,15 +132,20 @@ fn compared(rest: &[Tok]) -> bool {
 
 /// psql's `relname ~ '…'` / `relname OPERATOR(pg_catalog.~) '…'` with a literal pattern.
 fn literal_pattern(rest: &[Tok]) -> bool {
-    let after = match rest.first() {
+    matches!(pattern_operand(rest), Some(Tok::Str(_)))
+}
+
+/// What a column is matched against by `~ x` or `OPERATOR(pg_catalog.~) x` (`rest` starts after
+/// the column).
+pub(super) fn pattern_operand(rest: &[Tok]) -> Option<&Tok> {
+    match rest.first() {
         Some(Tok::Punct(p)) if p == "~" => rest.get(1),
         Some(Tok::Word(w)) if w.eq_ignore_ascii_case("operator") => rest
             .iter()
             .position(|t| matches!(t, Tok::Punct(p) if p == ")"))
             .and_then(|k| rest.get(k + 1)),
         _ => None,
-    };
-    matches!(after, Some(Tok::Str(_)))
+    }
 }
 
 /// The values after `= v`, `IN (v, …)` or `= ANY (ARRAY[v, …])`; `None` if the comparison is

@@ -5,7 +5,7 @@
 use pgwire::api::Type;
 
 pub(super) use super::filters::{Arg, unquote};
-use super::filters::{Filters, filters};
+use super::filters::{Filters, filters, pattern_operand};
 use crate::pgwire::sql::{Tok, tokenize};
 
 /// What a recognised catalog query asks about.
@@ -342,16 +342,7 @@ pub(super) fn name_pattern(toks: &[Tok]) -> Option<String> {
             continue;
         }
         // relname ~ '…' | relname OPERATOR(pg_catalog.~) '…'
-        let rest = &toks[i + 1..];
-        let lit = match rest.first() {
-            Some(Tok::Punct(p)) if p == "~" => rest.get(1),
-            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("operator") => rest
-                .iter()
-                .position(|t| matches!(t, Tok::Punct(p) if p == ")"))
-                .and_then(|k| rest.get(k + 1)),
-            _ => None,
-        };
-        if let Some(Tok::Str(s)) = lit {
+        if let Some(Tok::Str(s)) = pattern_operand(&toks[i + 1..]) {
             return Some(unquote(s));
         }
     }
