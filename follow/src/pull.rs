@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 use futures::{FutureExt, Stream, StreamExt};
 use ha_changeset::names::DeliverPolicy;
 
@@ -40,7 +40,12 @@ pub fn start_at(position: u64, policy: &DeliverPolicy) -> consumer::DeliverPolic
 }
 
 /// The consumer's settings: explicit acks (a message is acknowledged only once what it carries
-/// is committed), 30 s to ack, at most 1024 in flight.
+/// is committed), 30 s to ack, at most 1024 in flight; one replica, in memory. The durable is
+/// only a cursor that its follower recreates from its database at every start, so its state
+/// needs no raft group and no disk. Replicated on disk like the stream, every ack was a raft
+/// proposal synced on each server, three consumers per write: the nats-servers spent more on
+/// acks than on the stream (docs/benchmarks.md). If the one server holding it goes away, the
+/// follower's pull fails and it recreates the consumer on a live one.
 pub fn config(
     durable: Option<String>,
     subject: &str,
@@ -53,23 +58,13 @@ pub fn config(
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 1024,
+        num_replicas: 1,
+        memory_storage: true,
         ..Default::default()
     }
 }
 
-/// JetStream's "insufficient resources": not enough servers to place what was asked.
-pub fn is_insufficient_resources(e: &stream::ConsumerError) -> bool {
-    matches!(
-        e.kind(),
-        stream::ConsumerErrorKind::JetStream(j)
-            if j.error_code() == jetstream::ErrorCode::INSUFFICIENT_RESOURCES
-    )
-}
-
-/// Deletes the durable of `config` (if any) and creates the consumer afresh. When the stream's
-/// peer set is short of its replica count (a removed server, e.g. after a scale-down), a
-/// consumer with as many replicas cannot be placed: the durable is only a cursor its follower
-/// recreates from its database, so one replica will do until the stream is whole again.
+/// Deletes the durable of `config` (if any) and creates the consumer afresh.
 pub async fn recreate(
     stream: &stream::Stream,
     config: consumer::pull::Config,
@@ -77,19 +72,7 @@ pub async fn recreate(
     if let Some(d) = &config.durable_name {
         let _ = stream.delete_consumer(d).await;
     }
-    match stream.create_consumer(config.clone()).await {
-        Ok(c) => Ok(c),
-        Err(e) if is_insufficient_resources(&e) => {
-            tracing::warn!(error = %e, "the stream has fewer servers than replicas; creating a one-replica consumer");
-            stream
-                .create_consumer(consumer::pull::Config {
-                    num_replicas: 1,
-                    ..config
-                })
-                .await
-        }
-        Err(e) => Err(e),
-    }
+    stream.create_consumer(config).await
 }
 
 /// The consumer's message stream: pulls of 256, a heartbeat every 5 s, requests that expire
