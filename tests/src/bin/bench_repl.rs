@@ -2,7 +2,9 @@
 //! routes, stream replicas 3), printed beside its ceiling measured in the same run.
 //! 1. Replicated single-row INSERTs through HTTP on node 1 at concurrency 1, 16 and 64, next to
 //!    raw JetStream publishes (publish + wait for the ack) of the same message to the same R3
-//!    stream at the same concurrency.
+//!    stream at the same concurrency: to a subject no node consumes (the log alone), and to the
+//!    replicated subject (the log and its delivery to the three nodes, which recognise the copy
+//!    of a transaction they already have and skip it).
 //! 2. Replication lag (commit acknowledged on node 1 → row visible on node 2) at a steady 500
 //!    and 2,000 writes/s: p50, p99, max.
 //! 3. Apply throughput of one node catching up a backlog, with no interceptor and with trivial
@@ -11,8 +13,9 @@
 //! 4. `--sync-compare`: only part 1, once with the embedded servers syncing before every
 //!    acknowledgement (`--nats-sync always`, the default) and once lazily (`--nats-sync 2m`,
 //!    nats-server's own default), each on a fresh cluster.
+//! 5. `--load C`: only replicated INSERTs on node 1 at concurrency `C`, for a profiler.
 //!
-//! Usage: `ha-bench-repl [--seconds N] [--apply-only] [--apply-count N] [--sync-compare]`
+//! Usage: `ha-bench-repl [--seconds N] [--apply-only] [--apply-count N] [--sync-compare] [--load C]`
 //! (release build). Prints Markdown; asserts nothing.
 
 use std::collections::HashMap;
@@ -56,6 +59,13 @@ async fn main() -> Result<()> {
         println!("{}", out.join("\n"));
         return Ok(());
     }
+    if let Some(conc) = std::env::args()
+        .skip_while(|a| a != "--load")
+        .nth(1)
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        return load_only(conc, dur).await;
+    }
     let dir = tempfile::tempdir()?;
     let (nodes, nats) = start_cluster(dir.path(), "always").await?;
     let mut out = vec![
@@ -84,6 +94,31 @@ async fn main() -> Result<()> {
     out.push(String::new());
     out.extend(ha_tests::apply_bench::run(apply_count, 2).await?);
     println!("{}", out.join("\n"));
+    Ok(())
+}
+
+/// `--load C`: only replicated INSERTs on node 1 at concurrency `C`, for profiling (`perf record
+/// -a` around it); prints the processes' ids first and the rate last.
+async fn load_only(conc: usize, dur: Duration) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (nodes, _) = start_cluster(dir.path(), "always").await?;
+    let pids: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.pid())
+        .map(|p| p.to_string())
+        .collect();
+    eprintln!("node pids: {}", pids.join(" "));
+    let s = http_load(nodes[0].url("/"), conc, dur, |w, i| {
+        json!({"sql": "INSERT INTO w(v, at) VALUES (?, ?)",
+               "params": [format!("worker {w} row {i} ......................................................"), i]})
+    })
+    .await?;
+    println!(
+        "replicated INSERT via HTTP (node 1, R3), concurrency {conc}: {:.0}/s, p50 {:.3} ms, p99 {:.3} ms",
+        s.per_second(),
+        s.pct(0.5),
+        s.pct(0.99)
+    );
     Ok(())
 }
 
@@ -167,7 +202,7 @@ async fn write_rates(nodes: &[TestNode], nats_port: u16, dur: Duration) -> Resul
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("ha_replication").await?;
     let sample = stream
-        .get_last_raw_message_by_subject("ha_replication.bench_db")
+        .get_last_raw_message_by_subject(REPLICATED_SUBJECT)
         .await
         .context("reading a replicated message")?;
     let payload = sample.payload.clone();
@@ -183,20 +218,35 @@ async fn write_rates(nodes: &[TestNode], nats_port: u16, dur: Duration) -> Resul
             s.pct(0.5),
             s.pct(0.99)
         ));
-        let s = raw_publishes(&js, payload.clone(), conc, dur).await?;
-        out.push(format!(
-            "| raw JetStream publish+ack, {} B (R3) | {conc} | {:.0} | {:.3} | {:.3} |",
-            payload.len(),
-            s.per_second(),
-            s.pct(0.5),
-            s.pct(0.99)
-        ));
+        for (subject, label) in [
+            (RAW_SUBJECT, "raw JetStream publish+ack"),
+            (
+                REPLICATED_SUBJECT,
+                "raw publish+ack to the replicated subject",
+            ),
+        ] {
+            let s = raw_publishes(&js, subject, payload.clone(), conc, dur).await?;
+            out.push(format!(
+                "| {label}, {} B (R3) | {conc} | {:.0} | {:.3} | {:.3} |",
+                payload.len(),
+                s.per_second(),
+                s.pct(0.5),
+                s.pct(0.99)
+            ));
+        }
     }
     Ok(out)
 }
 
+/// A subject of the stream that no node consumes: the log alone.
+const RAW_SUBJECT: &str = "ha_replication.rawbench";
+/// The subject the three nodes consume: the log and its delivery to every node (each receives,
+/// decodes, recognises the copy of a transaction it has already applied, and acks).
+const REPLICATED_SUBJECT: &str = "ha_replication.bench_db";
+
 async fn raw_publishes(
     js: &async_nats::jetstream::Context,
+    subject: &'static str,
     payload: bytes::Bytes,
     conc: usize,
     dur: Duration,
@@ -212,10 +262,7 @@ async fn raw_publishes(
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                // A subject of the stream that no node consumes.
-                js.publish("ha_replication.rawbench", payload.clone())
-                    .await?
-                    .await?;
+                js.publish(subject, payload.clone()).await?.await?;
                 lat.push(t.elapsed().as_micros() as u64);
             }
             anyhow::Ok((lat.len() as u64, lat))
