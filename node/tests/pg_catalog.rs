@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{TestNode, code};
+use common::{TestNode, code, python};
 
 async fn run(cmd: Command) -> String {
     common::run_command(cmd, true).await
@@ -160,19 +159,6 @@ async fn tokio_postgres_type_lookup_by_oid_gets_the_builtin_type() {
     assert_eq!(row.get::<_, Option<u32>>(3), None);
     assert_eq!(row.get::<_, String>(5), "pg_catalog");
     assert!(client.query(sql, &[&999_999u32]).await.unwrap().is_empty());
-}
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("HA_TEST_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/install-deps.sh",
-        p.display()
-    );
-    p
 }
 
 #[tokio::test]

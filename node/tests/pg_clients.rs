@@ -5,24 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::TestNode;
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("HA_TEST_PYTHON") {
-        return p.into();
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let p = repo.join(".tools/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/install-deps.sh (or set HA_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
+use common::{TestNode, python};
 
 async fn run(cmd: Command) -> String {
     common::run_command(cmd, false).await

@@ -6,24 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::TestNode;
+use common::{TestNode, python};
 use serde_json::{Value as Json, json};
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("HA_TEST_PYTHON") {
-        return p.into();
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/install-deps.sh (or set HA_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 const SCRIPT: &str = r#"
 import json, sys

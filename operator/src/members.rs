@@ -146,21 +146,6 @@ async fn clean_one(
 mod tests {
     use super::*;
     use crate::crd::NodeStatus;
-    use crate::observed::PodView;
-
-    fn pods(ordinals: &[i32]) -> Observed {
-        Observed::new(
-            ordinals
-                .iter()
-                .map(|i| PodView {
-                    name: format!("db-{i}"),
-                    ordinal: *i,
-                    ready: true,
-                    ..PodView::default()
-                })
-                .collect(),
-        )
-    }
 
     fn listed(names: &[&str]) -> HaClusterStatus {
         HaClusterStatus {
@@ -179,20 +164,23 @@ mod tests {
     fn nothing_to_clean_when_no_node_departed() {
         let prev = listed(&["db-0", "db-1", "db-2"]);
         assert_eq!(
-            plan("db", 3, Some(&prev), &pods(&[0, 1, 2])),
+            plan("db", 3, Some(&prev), &Observed::all_ready(&[0, 1, 2])),
             Plan::default()
         );
-        assert_eq!(plan("db", 3, None, &pods(&[0, 1, 2])), Plan::default());
+        assert_eq!(
+            plan("db", 3, None, &Observed::all_ready(&[0, 1, 2])),
+            Plan::default()
+        );
     }
 
     #[test]
     fn departed_nodes_are_cleaned_only_after_their_pods_are_gone() {
         let prev = listed(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
-        let p = plan("db", 3, Some(&prev), &pods(&[0, 1, 2, 4]));
+        let p = plan("db", 3, Some(&prev), &Observed::all_ready(&[0, 1, 2, 4]));
         assert_eq!(p.clean, Vec::<String>::new());
         assert_eq!(p.leaving, vec!["db-4".to_string()]);
 
-        let p = plan("db", 3, Some(&prev), &pods(&[0, 1, 2]));
+        let p = plan("db", 3, Some(&prev), &Observed::all_ready(&[0, 1, 2]));
         assert_eq!(p.clean, vec!["db-4".to_string(), "db-3".to_string()]);
         assert!(p.leaving.is_empty());
     }
@@ -202,12 +190,12 @@ mod tests {
         // The status written after a successful cleanup lists only the remaining nodes.
         let prev = listed(&["db-0", "db-1", "db-2", "db-3"]);
         assert_eq!(
-            plan("db", 3, Some(&prev), &pods(&[0, 1, 2])).clean,
+            plan("db", 3, Some(&prev), &Observed::all_ready(&[0, 1, 2])).clean,
             vec!["db-3"]
         );
         let prev = listed(&["db-0", "db-1", "db-2"]);
         assert!(
-            plan("db", 3, Some(&prev), &pods(&[0, 1, 2]))
+            plan("db", 3, Some(&prev), &Observed::all_ready(&[0, 1, 2]))
                 .clean
                 .is_empty()
         );
@@ -230,6 +218,10 @@ mod tests {
     #[test]
     fn names_that_are_not_the_clusters_pods_are_ignored() {
         let prev = listed(&["db-0", "other-7", "db-x"]);
-        assert!(plan("db", 1, Some(&prev), &pods(&[0])).clean.is_empty());
+        assert!(
+            plan("db", 1, Some(&prev), &Observed::all_ready(&[0]))
+                .clean
+                .is_empty()
+        );
     }
 }

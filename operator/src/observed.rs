@@ -49,6 +49,22 @@ impl Observed {
         }
     }
 
+    /// Ready pods `db-<ordinal>` with no node report yet: the start of the unit tests' worlds.
+    #[cfg(test)]
+    pub(crate) fn all_ready(ordinals: &[i32]) -> Self {
+        Self::new(
+            ordinals
+                .iter()
+                .map(|i| PodView {
+                    name: format!("db-{i}"),
+                    ordinal: *i,
+                    ready: true,
+                    ..PodView::default()
+                })
+                .collect(),
+        )
+    }
+
     pub fn pod(&self, ordinal: i32) -> Option<&PodView> {
         self.pods.iter().find(|p| p.ordinal == ordinal)
     }

@@ -434,10 +434,12 @@ impl Consumer {
             return Ok(());
         }
         let start = Instant::now();
-        let shared: Vec<(Seq, Arc<ChangeSet>)> = items
-            .iter()
-            .map(|(s, cs, _)| (*s, Arc::new(cs.clone())))
+        let items: Vec<(Seq, Arc<ChangeSet>, Vec<u8>)> = items
+            .into_iter()
+            .map(|(s, cs, payload)| (s, Arc::new(cs), payload))
             .collect();
+        let shared: Vec<(Seq, Arc<ChangeSet>)> =
+            items.iter().map(|(s, cs, _)| (*s, cs.clone())).collect();
         let results = self.exec.apply_batch(shared).await;
         let n = items.len() as f64;
         for (i, ((seq, cs, payload), result)) in items.into_iter().zip(results).enumerate() {
@@ -489,11 +491,10 @@ impl Consumer {
     async fn apply_or_quarantine(
         &self,
         seq: Seq,
-        cs: ChangeSet,
+        cs: Arc<ChangeSet>,
         payload: &[u8],
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
-        let cs = Arc::new(cs);
         let mut wait = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         for attempt in 1u32.. {
             let start = Instant::now();

@@ -80,6 +80,21 @@ pub fn code(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no code: {e}"))
 }
 
+/// The pinned Python with the client libraries (psycopg, asyncpg, SQLAlchemy, pandas) that
+/// scripts/install-deps.sh installs; `HA_TEST_PYTHON` picks another.
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("HA_TEST_PYTHON") {
+        return p.into();
+    }
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/install-deps.sh (or set HA_TEST_PYTHON)",
+        p.display()
+    );
+    p
+}
+
 /// Runs a blocking command off the async threads and returns its stdout; fails loudly when it
 /// fails (or, with `quiet`, when it writes anything to stderr).
 pub async fn run_command(mut cmd: std::process::Command, quiet: bool) -> String {

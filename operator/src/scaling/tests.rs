@@ -3,20 +3,9 @@
 
 use super::*;
 use crate::node_client::NodeReport;
-use crate::observed::PodView;
 
 fn seen(ordinals: &[i32]) -> Observed {
-    let mut o = Observed::new(
-        ordinals
-            .iter()
-            .map(|i| PodView {
-                name: format!("db-{i}"),
-                ordinal: *i,
-                ready: true,
-                ..PodView::default()
-            })
-            .collect(),
-    );
+    let mut o = Observed::all_ready(ordinals);
     for i in ordinals {
         o.reports.insert(
             format!("db-{i}"),
