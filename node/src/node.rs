@@ -147,8 +147,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         None => None,
     };
-    let replicated = nats_server.is_some() || !config.replication.urls.is_empty();
-    let connected = if replicated {
+    let connected = if config.has_change_log() {
         Some(
             replication::connect(&config, nats_server.as_ref(), metrics.clone(), interceptor)
                 .await?,

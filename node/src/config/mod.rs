@@ -303,6 +303,18 @@ fn file_args(
 }
 
 impl Config {
+    /// Whether this node runs a nats-server of its own (`--nats-port` other than 0, or a
+    /// `--nats-config` file).
+    pub fn runs_nats_server(&self) -> bool {
+        self.nats.port != 0 || self.nats.config_file.is_some()
+    }
+
+    /// Whether commits go to a change log (an embedded or an external NATS); a standalone node
+    /// (`--nats-port 0` and no `--replication-url`) has none.
+    pub fn has_change_log(&self) -> bool {
+        self.runs_nats_server() || !self.replication.urls.is_empty()
+    }
+
     /// What `--check-config` prints: every setting (`Debug` hides passwords and the token) with
     /// credentials also removed from NATS URLs.
     pub fn effective_settings(&self) -> String {

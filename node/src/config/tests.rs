@@ -261,3 +261,36 @@ fn pg_port_zero_disables_and_auto_picks_a_free_port() {
     assert_eq!(c.pg.auth, AuthMethod::Md5);
     assert_eq!(c.pg.idle_in_transaction_timeout, None);
 }
+
+#[test]
+fn a_change_log_is_an_embedded_server_by_port_or_config_file_or_an_external_url() {
+    let log = |args: &[&str]| run(args).unwrap().has_change_log();
+    assert!(log(&[]));
+    assert!(!log(&["--nats-port", "0"]));
+    assert!(log(&[
+        "--nats-port",
+        "0",
+        "--nats-config",
+        "/etc/nats.conf"
+    ]));
+    assert!(log(&[
+        "--nats-port",
+        "0",
+        "--replication-url",
+        "nats://h:4222"
+    ]));
+    assert!(!log(&["--nats-port", "0", "--replication-url", " "]));
+    // Backups need one; a nats-server run from its own config file is one.
+    let backup = ["--backup-url", "s3://b/p?endpoint=http://127.0.0.1:9000"];
+    let refused = run(&[&backup[..], &["--nats-port", "0"]].concat()).unwrap_err();
+    assert!(
+        refused.to_string().contains("needs the change log"),
+        "{refused}"
+    );
+    run(&[
+        &backup[..],
+        &["--nats-port", "0", "--nats-config", "/etc/nats.conf"],
+    ]
+    .concat())
+    .unwrap();
+}

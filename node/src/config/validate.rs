@@ -16,16 +16,6 @@ use crate::db::DbTarget;
 impl Args {
     pub(super) fn validate(self) -> Result<Config, ConfigError> {
         let (backup, restore) = self.backup.validate()?;
-        let has_change_log =
-            self.nats_port != 0 || self.replication_url.iter().any(|u| !u.trim().is_empty());
-        if backup.is_some() && !has_change_log {
-            return Err(ConfigError::Invalid(
-                "--backup-url needs the change log, and --nats-port 0 without --replication-url turns it off: \
-                 keep the embedded NATS (a single node with its own nats-server backs up and restores to any point) \
-                 or give --replication-url"
-                    .into(),
-            ));
-        }
         let mut db = DbTarget::parse(self.dsn.as_deref(), self.memory)?;
         db.extensions = self
             .extensions
@@ -143,7 +133,7 @@ impl Args {
         } else {
             IpAddr::from([127, 0, 0, 1])
         });
-        Ok(Config {
+        let config = Config {
             name,
             listen_addr,
             http_port: self.port,
@@ -219,6 +209,15 @@ impl Args {
             limits,
             backup,
             restore,
-        })
+        };
+        if config.backup.is_some() && !config.has_change_log() {
+            return Err(ConfigError::Invalid(
+                "--backup-url needs the change log, and --nats-port 0 without --replication-url turns it off: \
+                 keep the embedded NATS (a single node with its own nats-server backs up and restores to any point) \
+                 or give --replication-url"
+                    .into(),
+            ));
+        }
+        Ok(config)
     }
 }

@@ -138,10 +138,10 @@ impl NatsServerConfig {
     /// The embedded server the node's flags ask for; `None` when `--nats-port 0` and no
     /// `--nats-config` (no embedded server, as the original).
     pub fn from_config(config: &Config) -> Option<NatsServerConfig> {
-        let n = &config.nats;
-        if n.port == 0 && n.config_file.is_none() {
+        if !config.runs_nats_server() {
             return None;
         }
+        let n = &config.nats;
         let host = n.host.clone();
         let clustered = n.clustered();
         let server_name = match &n.server_name {
