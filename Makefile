@@ -55,6 +55,7 @@ bench: deps
 	$(CARGO) build --release -p ha -p ha-tests --bins
 	scripts/bench-record.py ha-bench ./target/release/ha-bench
 	scripts/bench-record.py ha-bench-repl ./target/release/ha-bench-repl
+	scripts/bench-record.py ha-bench-sweep ./target/release/ha-bench-sweep
 	scripts/bench-record.py ha-bench-snapshot ./target/release/ha-bench-snapshot
 	scripts/bench-record.py ha-bench-cpu ./target/release/ha-bench-cpu
 	scripts/bench-record.py ha-bench-backup ./target/release/ha-bench-backup

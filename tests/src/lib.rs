@@ -6,6 +6,7 @@
 
 pub mod apply_bench;
 pub mod bench;
+pub mod bench_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

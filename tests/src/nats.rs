@@ -17,17 +17,38 @@ pub struct NatsProcess {
     pub port: u16,
     pub monitor_port: u16,
     pub store: PathBuf,
+    /// A config file given with `-c` (before the flags, which win), from `start_with_config`.
+    config: Option<PathBuf>,
     _tmp: tempfile::TempDir,
 }
 
 impl NatsProcess {
     pub async fn start() -> Result<NatsProcess> {
+        Self::start_config(None).await
+    }
+
+    /// Starts it with the config file text `conf` as well (e.g. `jetstream { sync_interval:
+    /// always }`); the ports and store stay those given by flags.
+    pub async fn start_with_config(conf: &str) -> Result<NatsProcess> {
+        Self::start_config(Some(conf)).await
+    }
+
+    async fn start_config(conf: Option<&str>) -> Result<NatsProcess> {
         let tmp = tempfile::tempdir()?;
+        let config = match conf {
+            Some(text) => {
+                let path = tmp.path().join("nats-server.conf");
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut n = NatsProcess {
             child: None,
             port: free_port(),
             monitor_port: free_port(),
             store: tmp.path().join("js"),
+            config,
             _tmp: tmp,
         };
         n.restart().await?;
@@ -43,7 +64,11 @@ impl NatsProcess {
         if self.child.is_some() {
             bail!("nats-server is already running");
         }
-        let child = Command::new(nats_server_bin())
+        let mut cmd = Command::new(nats_server_bin());
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-js", "-p"])
             .arg(self.port.to_string())
             .arg("-m")
