@@ -239,6 +239,55 @@ async fn slow_or_silent_http_clients_are_closed_after_the_header_timeout() -> Re
     Ok(())
 }
 
+/// A client that sends its headers, then part of its body and nothing more, is answered 408
+/// once the body has paused for `--http-header-timeout`; its connection's place is freed and the
+/// node serves everyone else meanwhile.
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_is_answered_408() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = TestNode::start(&[
+        "file:t.db",
+        "--http-header-timeout",
+        "1s",
+        "--http-max-connections",
+        "4",
+    ])
+    .await?;
+    let body = r#"{"sql": "SELECT 1"}"#;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(n.http).await?;
+        s.write_all(
+            format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..5]
+            )
+            .as_bytes(),
+        )
+        .await?;
+        stalled.push(s);
+    }
+    // Every connection place is held by a stalled body: a real client gets through only once
+    // the server gives up on them.
+    let r = tokio::time::timeout(Duration::from_secs(20), n.rows("SELECT 2")).await;
+    assert!(
+        matches!(&r, Ok(Ok(rows)) if rows == &vec![json!([2])]),
+        "{r:?}"
+    );
+    for mut s in stalled {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a stalled body kept its connection open");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            text.starts_with("HTTP/1.1 408") && text.contains("request_timeout"),
+            "{text}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn metrics_labels_come_from_a_fixed_set() -> Result<()> {
     let n = TestNode::start(&["file:t.db"]).await?;

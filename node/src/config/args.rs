@@ -141,7 +141,7 @@ pub(super) struct Args {
     pub(super) max_result_bytes: u64,
 
     /// How long an HTTP client may take to send a request's headers; also how long an idle
-    /// keep-alive connection waits for its next request
+    /// keep-alive connection waits for its next request, and the longest pause in a body
     #[arg(long, env = "HA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub(super) http_header_timeout: Duration,
 

@@ -78,7 +78,7 @@ pub fn start(
 ) -> std::io::Result<HttpServer> {
     let local_addr = listener.local_addr()?;
     let shutdown = state.shutdown.clone();
-    let app = router(state, max_body);
+    let app = router(state, max_body, limits.header_timeout);
     let task = tokio::spawn(serve(listener, app, shutdown, limits));
     Ok(HttpServer { local_addr, task })
 }
@@ -142,7 +142,10 @@ async fn serve(
     Ok(())
 }
 
-pub fn router(state: AppState, max_body: usize) -> Router {
+/// The routes with their limits: bodies up to `max_body` bytes, and a body that stops arriving
+/// for `body_idle` (a client that sends its headers, then its body a byte at a time or never) is
+/// answered 408 and its connection freed.
+pub fn router(state: AppState, max_body: usize, body_idle: std::time::Duration) -> Router {
     let protected = routes::router(true)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     routes::router(false)
@@ -150,8 +153,21 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_idle))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+}
+
+/// Whether reading the body failed because it stopped arriving (`RequestBodyTimeoutLayer`).
+fn body_timed_out(e: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Sets the request's cancel flag when dropped: axum drops the handler's future when the client
@@ -195,6 +211,7 @@ fn requested_timeout(query: Option<&str>) -> Result<Option<std::time::Duration>,
         (status = 400, description = "Malformed body, several statements in one `sql`, parameter mismatch (`bad_request`), SQL that does not compile (`invalid_sql`), transaction control (`unsupported`), a malformed `min_seq`", body = schema::ErrorBody),
         (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = schema::ErrorBody),
         (status = 403, description = "SQL that would leave the database or change its settings (`forbidden`)", body = schema::ErrorBody),
+        (status = 408, description = "The body stopped arriving for `--http-header-timeout` (`request_timeout`)", body = schema::ErrorBody),
         (status = 409, description = "A constraint refused the change (`constraint_violation`), or a schema change lost the race to the log (`serialization_failure`)", body = schema::ErrorBody),
         (status = 413, description = "Body over `--max-body-size` (`payload_too_large`) or results over `--max-result-bytes` (`result_too_large`)", body = schema::ErrorBody),
         (status = 500, description = "A bug, a broken database, or the interceptor script failed (`internal`, `interceptor_failed`)", body = schema::ErrorBody),
@@ -217,6 +234,14 @@ async fn query(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "request body is larger than --max-body-size",
+            )
+            .into_response();
+        }
+        Err(e) if body_timed_out(&e) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stopped arriving (--http-header-timeout)",
             )
             .into_response();
         }
