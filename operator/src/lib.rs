@@ -9,7 +9,8 @@
 //! # Layout
 //!
 //! - `crd`, `render`, `manifest`, `syntax`: the resource and the objects it becomes (pure).
-//! - `controller`: the reconcile loop (finalizer → apply / cleanup), its `Context` and `run`.
+//! - `controller`: the reconcile loop, its `Context` and `run`; one file per step (its `mod.rs`
+//!   lists them).
 //! - `observed`: what one reconcile saw (pods, what each node's `/status` said).
 //! - `status`, `scaling`, `rollout`, `members`, `snapshots`: pure decisions — the status to report,
 //!   the StatefulSet replicas of the next scale step, the partition of a rolling update, the departed nodes to clean up, the snapshot tick.
