@@ -531,6 +531,27 @@ async fn a_departed_pods_servers_are_removed_by_their_generation_names_and_its_c
 }
 
 #[tokio::test]
+async fn a_live_pods_earlier_server_left_offline_by_a_replaced_volume_is_removed() {
+    // db-1's volume was replaced: it runs as db-1-g2, and db-1-g1 is offline for good.
+    let node = NodeMock::start(NodeBehaviour {
+        members: ["db-0-g1", "db-1-g1", "db-1-g2", "db-2-g1"]
+            .map(String::from)
+            .to_vec(),
+        offline: vec!["db-1-g1".into()],
+        ..NodeBehaviour::default()
+    })
+    .await;
+    let c = HaCluster::test()
+        .http_port(node.port)
+        .running_with_nodes(&["db-0", "db-1", "db-2"]);
+    let world = World::running(3).with_events(&["StaleServersRemoved"]);
+    let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
+    result.unwrap();
+    assert_eq!(node.calls(), ["DELETE /cluster/peers/db-1-g1"]);
+    assert_eq!(recorded.status().phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
 async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said() {
     let node = NodeMock::start(NodeBehaviour::default()).await;
     let c = HaCluster::test()

@@ -1006,6 +1006,8 @@ pub struct NodeBehaviour {
     pub snapshot_seq: u64,
     /// Members of the JetStream meta group `GET /cluster/peers` lists (`db-0` leads).
     pub members: Vec<String>,
+    /// Those of `members` the meta group reports offline.
+    pub offline: Vec<String>,
     /// The `backup` object of `/status` (null: backups off).
     pub backup: Value,
 }
@@ -1019,6 +1021,7 @@ impl Default for NodeBehaviour {
             peer_removal: 204,
             snapshot_seq: 42,
             members: (0..3).map(|i| format!("{NAME}-{i}")).collect(),
+            offline: Vec::new(),
             backup: Value::Null,
         }
     }
@@ -1085,7 +1088,10 @@ impl NodeMock {
                         .b
                         .members
                         .iter()
-                        .map(|n| json!({"name": n, "current": true, "offline": false}))
+                        .map(|n| {
+                            let offline = s.b.offline.contains(n);
+                            json!({"name": n, "current": !offline, "offline": offline})
+                        })
                         .collect();
                     axum::Json(json!({"cluster": "ha", "leader": "db-0", "self": "db-0", "peers": peers}))
                 }),

@@ -80,6 +80,51 @@ pub fn servers_of(cluster: &str, node: &str, meta: Option<&Meta>) -> Vec<String>
     }
 }
 
+/// Servers that earlier generations of live pods (ordinal below `live`) left in the meta group:
+/// offline while another server of the same pod, its current generation, is online. A pod
+/// whose volume was replaced starts as a new server (`--nats-server-name generation`); the old
+/// name never comes back, yet JetStream keeps it as a peer — it counts toward the meta group's
+/// quorum and keeps its stream replicas assigned to a dead server until it is removed.
+pub fn stale_generations(cluster: &str, live: i32, meta: Option<&Meta>) -> Vec<String> {
+    let Some(m) = meta else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ordinal in 0..live {
+        let servers: Vec<&crate::node_client::MetaPeer> = m
+            .peers
+            .iter()
+            .filter(|p| server_ordinal(cluster, &p.name) == Some(ordinal))
+            .collect();
+        if servers.iter().any(|p| !p.offline) {
+            out.extend(servers.iter().filter(|p| p.offline).map(|p| p.name.clone()));
+        }
+    }
+    out
+}
+
+/// Removes `servers` (stale generations, see `stale_generations`) from the meta group through
+/// `via`; returns the first failure after trying them all.
+pub async fn remove_stale(
+    nodes: &NodeClient,
+    via: &NodeTarget,
+    servers: &[String],
+) -> Result<(), NodeError> {
+    let mut first_error = None;
+    for server in servers {
+        match nodes.remove_peer(via, server).await {
+            Ok(r) => {
+                tracing::info!(%server, via = %via.name, removed = r == Removal::Removed, "JetStream peer left by an earlier generation of a live pod");
+            }
+            Err(e) => {
+                tracing::warn!(%server, via = %via.name, error = %e, "removing a stale server generation failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// The durable consumer of node `node` for database file `db_file`, as the node names it (and
 /// the Go original before it): one rule, in the `ha-names` crate the node uses too.
 pub use ha_names::durable_name;
@@ -158,6 +203,41 @@ mod tests {
                 .collect(),
             ..HaClusterStatus::default()
         }
+    }
+
+    fn peer(name: &str, offline: bool) -> crate::node_client::MetaPeer {
+        crate::node_client::MetaPeer {
+            name: name.into(),
+            current: !offline,
+            offline,
+        }
+    }
+
+    #[test]
+    fn an_offline_earlier_generation_of_a_live_pod_is_stale_only_beside_an_online_one() {
+        let meta = Meta {
+            cluster: Some("db".into()),
+            leader: Some("db-0-gaaa".into()),
+            peers: vec![
+                peer("db-0-gaaa", false),
+                // db-1's volume was replaced: its old server is offline, its new one online.
+                peer("db-1-gold", true),
+                peer("db-1-gnew", false),
+                // db-2 is down: its only server is offline, nothing to remove.
+                peer("db-2-gccc", true),
+                // db-3 departed (scale-down cleanup owns it), and a foreign server.
+                peer("db-3-gddd", true),
+                peer("other-1", true),
+            ],
+        };
+        assert_eq!(stale_generations("db", 3, Some(&meta)), ["db-1-gold"]);
+        assert!(stale_generations("db", 3, None).is_empty());
+        // Both generations offline: neither can be told to be the dead one.
+        let down = Meta {
+            peers: vec![peer("db-1-gold", true), peer("db-1-gnew", true)],
+            ..meta
+        };
+        assert!(stale_generations("db", 3, Some(&down)).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Owns the scale-down cleanup: removing departed nodes' durable consumers and JetStream peers
-//! through a ready node, and the Events saying what was removed or what failed.
+//! Owns the membership cleanup: removing departed nodes' durable consumers and JetStream peers
+//! through a ready node, removing the servers that earlier generations of live pods left in the
+//! meta group (a replaced volume), and the Events saying what was removed or what failed.
 //! Must not choose which nodes departed (`members`, `observe::departed`).
 
 use super::context::Context;
@@ -59,4 +60,46 @@ pub(super) async fn clean_departed(
         source,
     });
     (left, error)
+}
+
+/// Removes the servers earlier generations of live pods left in the meta group (a pod whose
+/// volume was replaced is a new server; see `members::stale_generations`): until then they
+/// count toward the meta quorum and keep stream replicas on a dead server. A failure is an
+/// Event and is tried again at the next reconcile; it never fails this one.
+pub(super) async fn clean_stale_generations(
+    via: Option<&NodeTarget>,
+    what: members::Cleanup<'_>,
+    live: i32,
+    ctx: &Context,
+    events: &mut Events,
+) {
+    if !what.jetstream_peers {
+        return;
+    }
+    let stale = members::stale_generations(what.cluster, live, what.meta);
+    let Some(via) = via else {
+        return;
+    };
+    if stale.is_empty() {
+        return;
+    }
+    match members::remove_stale(&ctx.nodes, via, &stale).await {
+        Ok(()) => events.normal(
+            "StaleServersRemoved",
+            "Scale",
+            format!(
+                "removed {} from the JetStream meta group: earlier servers of pods whose volumes were replaced",
+                stale.join(", ")
+            ),
+        ),
+        Err(e) => events.warning(
+            "CleanupFailed",
+            "Scale",
+            format!(
+                "removing the stale servers {} through {} failed: {e}",
+                stale.join(", "),
+                via.name
+            ),
+        ),
+    }
 }

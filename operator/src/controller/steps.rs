@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::children::{apply_children, apply_service_monitor, set_partition};
-use super::cleanup::clean_departed;
+use super::cleanup::{clean_departed, clean_stale_generations};
 use super::context::Context;
 use super::events::{Events, note_changes};
 use super::key_of;
@@ -149,7 +149,8 @@ pub(super) async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Ac
         &mut events,
     );
 
-    // 5. Scale-down: remove departed nodes' consumers and peers once their pods are gone.
+    // 5. Membership: remove departed nodes' consumers and peers once their pods are gone, and
+    //    servers that earlier generations of live pods left behind.
     ctx.may_write()?;
     let plan = departed(&name, replicas, previous, &seen, meta.as_ref());
     let via = seen
@@ -162,6 +163,7 @@ pub(super) async fn apply_steps(cluster: &HaCluster, ctx: &Context) -> Result<Ac
         jetstream_peers: embedded && replicas > 1,
         meta: meta.as_ref().and_then(|m| m.as_ref().ok()),
     };
+    clean_stale_generations(via.as_ref(), what, replicas, ctx, &mut events).await;
     let (departed, deferred) = clean_departed(&plan, via, what, ctx, &mut events).await;
 
     // 6. The snapshot schedule.
