@@ -11,6 +11,9 @@ pub fn seconds_arg(default: u64) -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
+/// A load worker: it runs until told to stop and returns its operation count and latencies (µs).
+pub type Worker = tokio::task::JoinHandle<anyhow::Result<(u64, Vec<u64>)>>;
+
 /// Operations done by a set of workers, with every latency in microseconds.
 pub struct Sample {
     pub ops: u64,
@@ -19,6 +22,23 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// Lets the workers run for `dur`, stops them (`stop`) and merges what they measured since
+    /// `start`.
+    pub async fn after(
+        dur: std::time::Duration,
+        stop: &std::sync::atomic::AtomicBool,
+        tasks: Vec<Worker>,
+        start: std::time::Instant,
+    ) -> anyhow::Result<Sample> {
+        tokio::time::sleep(dur).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut parts = Vec::new();
+        for t in tasks {
+            parts.push(t.await??);
+        }
+        Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+    }
+
     /// Merges per-worker `(ops, latencies)` measured over `secs` seconds.
     pub fn merge(parts: Vec<(u64, Vec<u64>)>, secs: f64) -> Sample {
         let mut latencies_us = Vec::new();
@@ -113,13 +133,7 @@ where
             anyhow::Ok((lat.len() as u64, lat))
         }));
     }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await??);
-    }
-    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+    Sample::after(dur, &stop, tasks, start).await
 }
 
 /// A process's resident memory from `/proc/<pid>/status`, in kB: `(VmRSS, VmHWM)` (now, and

@@ -288,13 +288,7 @@ pub async fn raw_publishes(
             anyhow::Ok((lat.len() as u64, lat))
         }));
     }
-    tokio::time::sleep(dur).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await??);
-    }
-    Ok(Sample::merge(parts, start.elapsed().as_secs_f64()))
+    Sample::after(dur, &stop, tasks, start).await
 }
 
 /// Posts `body(id)` to `a` at `rate` per second for `dur` while watching `b`; every body must

@@ -53,6 +53,19 @@ pub(super) async fn observe(
     Ok(seen)
 }
 
+/// A ready node of the live StatefulSet (ordinal below `live`) to ask.
+fn ready_node(
+    cluster: &HaCluster,
+    live: i32,
+    seen: &Observed,
+    token: Option<&str>,
+) -> Result<NodeTarget, String> {
+    seen.ready_pods()
+        .filter(|p| p.ordinal < live)
+        .find_map(|p| target(p, cluster.spec.http.port, token))
+        .ok_or_else(|| "no ready node to ask".to_string())
+}
+
 /// The JetStream meta group, read through a ready node of the live StatefulSet.
 pub(super) async fn read_meta(
     cluster: &HaCluster,
@@ -61,11 +74,7 @@ pub(super) async fn read_meta(
     token: Option<&str>,
     ctx: &Context,
 ) -> Result<scaling::Meta, String> {
-    let via = seen
-        .ready_pods()
-        .filter(|p| p.ordinal < live)
-        .find_map(|p| target(p, cluster.spec.http.port, token))
-        .ok_or_else(|| "no ready node to ask".to_string())?;
+    let via = ready_node(cluster, live, seen, token)?;
     ctx.nodes
         .peers(&via)
         .await
@@ -80,11 +89,7 @@ pub(super) async fn read_streams(
     token: Option<&str>,
     ctx: &Context,
 ) -> Result<Vec<scaling::StreamState>, String> {
-    let via = seen
-        .ready_pods()
-        .filter(|p| p.ordinal < live)
-        .find_map(|p| target(p, cluster.spec.http.port, token))
-        .ok_or_else(|| "no ready node to ask".to_string())?;
+    let via = ready_node(cluster, live, seen, token)?;
     ctx.nodes
         .streams(&via)
         .await
