@@ -77,6 +77,7 @@ async fn a_node_whose_consumer_lived_on_a_killed_server_recreates_it_and_keeps_a
     let writer = (0..3).find(|k| *k != follower && *k != host).unwrap();
     eprintln!("node {follower}'s consumer is on node {host}'s server; killing node {host}");
     c.kill(host);
+    let killed = std::time::Instant::now();
 
     // The two servers left keep the stream (R3, quorum 2): writes go on, and the follower,
     // whose pull stops with its server, gets them through a consumer it recreated.
@@ -95,6 +96,7 @@ async fn a_node_whose_consumer_lived_on_a_killed_server_recreates_it_and_keeps_a
     .await
     .unwrap();
     let want = count(w).await.unwrap();
+    let written = killed.elapsed();
     let f = c.node(follower);
     eventually(
         Duration::from_secs(90),
@@ -103,6 +105,10 @@ async fn a_node_whose_consumer_lived_on_a_killed_server_recreates_it_and_keeps_a
     )
     .await
     .unwrap();
+    eprintln!(
+        "after the kill: a write acknowledged in {written:?}, applied by the follower in {:?}",
+        killed.elapsed()
+    );
     let alive = [format!("n{}", follower + 1), format!("n{}", writer + 1)];
     let all = consumers(&c).await.unwrap();
     let mine = all
