@@ -40,6 +40,25 @@ impl JetStreamSink {
     }
 }
 
+/// Whether a conditional publish was refused because another message came first. JetStream
+/// says so with error code 10071 (which async-nats names `WrongLastSequence`), 10164 (the same
+/// refusal, newer servers) or 10163 (the subject's last sequence is not known yet on a new
+/// leader): nothing was stored, and the publish may be tried again.
+fn lost_the_race(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::ErrorCode;
+    e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|j| {
+                matches!(
+                    j.error_code(),
+                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                        | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+                        | ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
+                )
+            })
+}
+
 /// Room left in a message for the subject, headers and protocol framing.
 const PAYLOAD_MARGIN: usize = 4096;
 
@@ -121,9 +140,7 @@ impl ChangeSink for JetStreamSink {
                     .map_err(|_| other(format!("publish timed out after {:?}", self.timeout)))?;
                 match ack {
                     Ok(a) => last = a.sequence,
-                    Err(e)
-                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
-                    {
+                    Err(e) if lost_the_race(&e) => {
                         return Err(PublishAfterError::Race(format!(
                             "the subject's last sequence is no longer {last}: {e}"
                         )));
