@@ -1,6 +1,6 @@
 //! `ha-bench-snapshot`: snapshot and restore throughput of a database of `--mb` MB (default 100)
-//! of incompressible rows, beside `sqlite3 .backup` / `.restore` of the same file in the same
-//! run, with the node's peak RSS during each step (`VmHWM` from /proc, reset before the step).
+//! of incompressible rows, beside `sqlite3 .backup` / `.restore` of the same file and a raw
+//! object-store put / get of it in the same run, with the node's peak RSS during each step (`VmHWM` from /proc, reset before the step).
 //! One node on an external nats-server (R1 bucket); restore is a second node started with
 //! `--from-latest-snapshot`, timed from its start until it is ready.
 //!
@@ -79,7 +79,8 @@ async fn main() -> Result<()> {
         ));
     };
 
-    // Baselines: the sqlite3 shell on the same file (the node is running; WAL allows it).
+    // Baselines: the sqlite3 shell on the same file (the node is running; WAL allows it), and
+    // the object store's raw put and get of the copy.
     let copy = dir.path().join("cli-backup.db");
     let t = Instant::now();
     sqlite3(&db, &format!(".backup '{}'", copy.display()))?;
@@ -98,8 +99,44 @@ async fn main() -> Result<()> {
         t.elapsed(),
         None,
     );
-    std::fs::remove_file(&copy)?;
     std::fs::remove_file(&restored)?;
+    // The object store's own rate: the same file put into and read back from a bucket of the
+    // same server (R1), as a client does it — the ceiling of a snapshot's upload and restore.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    let store = js
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "rawbench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let t = Instant::now();
+    let mut file = tokio::fs::File::open(&copy).await?;
+    store.put("bench.db", &mut file).await?;
+    row(
+        "raw object-store put of the same file (async-nats, R1)",
+        size,
+        t.elapsed(),
+        None,
+    );
+    let t = Instant::now();
+    let mut object = store.get("bench.db").await?;
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut object, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    row(
+        "raw object-store get of the same file (async-nats, R1)",
+        got,
+        t.elapsed(),
+        None,
+    );
+    js.delete_object_store("rawbench").await?;
+    std::fs::remove_file(&copy)?;
 
     // GET /: the online backup streamed over HTTP.
     let pid = a.pid().context("node a")?;
