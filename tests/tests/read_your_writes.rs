@@ -122,6 +122,53 @@ async fn a_read_on_another_node_waits_until_it_has_applied_the_write() {
     wait_for_waiting_reads(b, 0).await.unwrap();
 }
 
+/// `GET /` (the backup download) that names a sequence waits for it like a read: the copy holds
+/// that write, or the request fails in bounded time saying how far the node got.
+#[tokio::test]
+async fn a_backup_download_that_names_a_sequence_holds_that_write() {
+    let c = cluster().await.unwrap();
+    let (a, b) = (c.node(0), c.node(1));
+    let holder = hold_writer(b, "INSERT INTO hold VALUES (1)").await.unwrap();
+    let (code, seq, _) = post(a, &json!({"sql": "INSERT INTO t VALUES (1, 'x')"}), &[])
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let seq = seq.unwrap();
+    assert!(applied(b).await.unwrap() < seq);
+    let download = |timeout_ms: &'static str| {
+        let (client, url) = (b.client.clone(), b.url("/"));
+        async move {
+            client
+                .get(url)
+                .header("X-Ha-Min-Seq", seq.to_string())
+                .header("X-Ha-Min-Seq-Timeout-Ms", timeout_ms)
+                .send()
+                .await
+        }
+    };
+    // b cannot apply while its writer is held: the download says so instead of sending a copy
+    // without the write.
+    let resp = download("300").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 504);
+    let body: Json = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "seq_not_reached", "{body}");
+
+    let waiting = tokio::spawn(download("60000"));
+    wait_for_waiting_reads(b, 1).await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let resp = waiting.await.unwrap().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy.db");
+    std::fs::write(&path, &bytes).unwrap();
+    let v: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "x");
+}
+
 #[tokio::test]
 async fn a_sequence_the_node_does_not_reach_in_time_is_a_clear_error() {
     let c = cluster().await.unwrap();

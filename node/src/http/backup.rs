@@ -1,32 +1,51 @@
-//! Owns `GET /`: a consistent copy of the database streamed as a file download.
+//! Owns `GET /`: a consistent copy of the database streamed as a file download — after the
+//! node has applied the request's `X-Ha-Min-Seq` / `min_seq`, when it names one.
 //! Must not hold the copy in memory: it goes to a temporary file next to the database (or the
 //! system temp dir for memory databases) that is unlinked as soon as it is open.
 //! Invariant: at most `--max-concurrent-backups` downloads run at once (their temporary files
 //! hold disk until the client has read them); more get 429 at once.
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, consistency};
 
 #[utoipa::path(
     get,
     path = "/",
     operation_id = "backup",
     tag = "backup",
+    params(
+        ("min_seq" = Option<u64>, Query, description = "Read-your-writes: first wait until this node has applied this stream sequence (as `X-Ha-Min-Seq`)"),
+        ("min_seq_timeout" = Option<String>, Query, description = "How long to wait for `min_seq` (default 5s; as `X-Ha-Min-Seq-Timeout-Ms`)"),
+        ("X-Ha-Min-Seq" = Option<u64>, Header, description = "Read-your-writes: the copy holds at least this stream sequence (a write's `X-Ha-Seq`, from any node)"),
+        ("X-Ha-Min-Seq-Timeout-Ms" = Option<u64>, Header, description = "How long to wait for `X-Ha-Min-Seq`, in milliseconds (default 5000, at most `--query-timeout`)"),
+    ),
     responses(
         (status = 200, description = "A consistent copy of the database (an SQLite file)", content_type = "application/octet-stream",
          headers(("Content-Disposition" = String, description = "attachment; filename=\"<UTC YYYY-MM-DD HH:MM:SS>_<db file name>\""))),
+        (status = 400, description = "A malformed `min_seq` (`bad_request`)", body = super::schema::ErrorBody),
         (status = 401, description = "`--token` is set and the request lacks it (`unauthorized`)", body = super::schema::ErrorBody),
         (status = 429, description = "`--max-concurrent-backups` downloads run already (`too_many_backups`)", body = super::schema::ErrorBody),
         (status = 500, description = "The copy failed (`internal`)", body = super::schema::ErrorBody),
+        (status = 504, description = "The node did not apply `min_seq` in time (`seq_not_reached`, the message names the sequence reached)", body = super::schema::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
-pub async fn download(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn download(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    // Waited for before taking a place: a waiting request holds no temporary file.
+    let min_seq = consistency::min_seq(&headers, query.as_deref(), state.exec.query_timeout())
+        .map_err(ApiError::bad_request)?;
+    if let Some(m) = min_seq {
+        state.exec.wait_applied(m.seq, m.wait).await?;
+    }
     let Ok(permit) = state.backups.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
