@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 
 use super::{APPLY, condition, reconcile_in};
 use crate::crd::HaCluster;
-use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, live_sts, pod, sts_status};
+use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, live_sts, sts_status};
 use crate::status::{PROGRESSING, READY};
 
 #[tokio::test]
@@ -170,12 +170,8 @@ async fn the_nodes_api_token_is_read_from_its_secret_and_sent_as_a_bearer_token(
         .running_with_nodes(&["db-0"]);
     c.spec.http.token_secret = Some("api-token".into());
     let world = World {
-        secret_exists: true,
         token: Some("s3cret\n"),
-        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
-        applied_status: Some(sts_status(1, 1, "r1", "r1")),
-        pods: vec![pod(0, true, "r1")],
-        ..World::default()
+        ..World::running(1)
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();

@@ -6,8 +6,17 @@ use kube::runtime::controller::Action;
 
 use super::{condition, reconcile_in};
 use crate::crd::HaCluster;
-use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, live_sts, pod, sts_status};
+use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, live_sts, sts_status};
 use crate::status::PROGRESSING;
+
+/// Three ready pods at revision r1 while the StatefulSet's update revision is r2.
+fn updating() -> World {
+    World {
+        live_sts: Some(live_sts(3, 3, "r1", "r2", 3)),
+        applied_status: Some(sts_status(3, 3, "r1", "r2")),
+        ..World::running(3)
+    }
+}
 
 #[tokio::test]
 async fn a_new_revision_is_rolled_to_the_highest_pod_when_the_others_are_caught_up() {
@@ -15,14 +24,7 @@ async fn a_new_revision_is_rolled_to_the_highest_pod_when_the_others_are_caught_
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r2", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r2")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        events: vec!["RollingUpdate"],
-        ..World::default()
-    };
+    let world = updating().with_events(&["RollingUpdate"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
     let sts = recorded.sts_apply.clone().unwrap();
@@ -47,13 +49,7 @@ async fn a_rolling_update_waits_while_a_node_lags_behind_the_stream() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2"]);
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r2", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r2")),
-        pods: vec![pod(0, true, "r1"), pod(1, true, "r1"), pod(2, true, "r1")],
-        ..World::default()
-    };
+    let world = updating();
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let sts = recorded.sts_apply.clone().unwrap();

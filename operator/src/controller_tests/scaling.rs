@@ -6,7 +6,7 @@ use kube::runtime::controller::Action;
 
 use super::{condition, reconcile_in};
 use crate::crd::HaCluster;
-use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, live_sts, pod, sts_status};
+use crate::fixtures::{NodeBehaviour, NodeMock, Scenario, World, pod};
 use crate::status::PROGRESSING;
 
 #[tokio::test]
@@ -58,17 +58,10 @@ async fn departed_nodes_wait_until_their_pods_are_gone() {
     let c = HaCluster::test()
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
+    // Pod 3 is still there (the StatefulSet is removing it).
     let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(3, 3, "r1", "r1", 3)),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pods: vec![
-            pod(0, true, "r1"),
-            pod(1, true, "r1"),
-            pod(2, true, "r1"),
-            pod(3, true, "r1"),
-        ],
-        ..World::default()
+        pods: (0..4).map(|i| pod(i, true, "r1")).collect(),
+        ..World::running(3)
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
@@ -93,13 +86,8 @@ async fn scaling_down_takes_one_pod_at_a_time() {
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3", "db-4"]);
     let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(5, 5, "r1", "r1", 5)),
-        applied_status: Some(sts_status(5, 5, "r1", "r1")),
-        pods: (0..5).map(|i| pod(i, true, "r1")).collect(),
-        events: vec!["Scaling"],
         step: Some(4),
-        ..World::default()
+        ..World::running(5).with_events(&["Scaling"])
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
@@ -125,12 +113,8 @@ async fn scaling_up_waits_until_the_new_pod_joined_the_meta_group() {
         .http_port(node.port)
         .running_with_nodes(&["db-0", "db-1", "db-2", "db-3"]);
     let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(4, 4, "r1", "r1", 4)),
-        applied_status: Some(sts_status(4, 4, "r1", "r1")),
-        pods: (0..4).map(|i| pod(i, true, "r1")).collect(),
         step: Some(4),
-        ..World::default()
+        ..World::running(4)
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
@@ -217,13 +201,8 @@ async fn going_from_one_replica_to_three_with_embedded_nats_is_refused_and_said(
         .http_port(node.port)
         .running_with_nodes(&["db-0"]);
     let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts(1, 1, "r1", "r1", 1)),
-        applied_status: Some(sts_status(1, 1, "r1", "r1")),
-        pods: vec![pod(0, true, "r1")],
-        events: vec!["ScaleRefused"],
         step: Some(1),
-        ..World::default()
+        ..World::running(1).with_events(&["ScaleRefused"])
     };
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();

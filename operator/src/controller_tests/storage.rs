@@ -18,19 +18,23 @@ fn live_sts_with_storage(size: &str) -> k8s_openapi::api::apps::v1::StatefulSet 
     sts
 }
 
-#[tokio::test]
-async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_applicable() {
-    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
-    c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
-    let world = World {
+/// Three nodes on 10Gi claims whose StorageClass allows expansion or not.
+fn growing(expandable: bool) -> World {
+    World {
         secret_exists: true,
         live_sts: Some(live_sts_with_storage("10Gi")),
         applied_status: Some(sts_status(3, 3, "r1", "r1")),
         pvcs: (0..3).map(|i| pvc(i, "10Gi")).collect(),
-        expandable: true,
-        events: vec!["VolumesExpanding"],
+        expandable,
         ..World::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_applicable() {
+    let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
+    c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
+    let world = growing(true).with_events(&["VolumesExpanding"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let sts = recorded.sts_apply.clone().unwrap();
@@ -54,15 +58,7 @@ async fn a_larger_storage_size_expands_the_claims_and_keeps_the_statefulset_appl
 async fn a_class_that_cannot_expand_is_reported_with_what_to_do() {
     let mut c = HaCluster::test().running_with_nodes(&["db-0", "db-1", "db-2"]);
     c.spec.storage.size = k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into());
-    let world = World {
-        secret_exists: true,
-        live_sts: Some(live_sts_with_storage("10Gi")),
-        applied_status: Some(sts_status(3, 3, "r1", "r1")),
-        pvcs: (0..3).map(|i| pvc(i, "10Gi")).collect(),
-        expandable: false,
-        events: vec!["VolumeExpansionUnsupported"],
-        ..World::default()
-    };
+    let world = growing(false).with_events(&["VolumeExpansionUnsupported"]);
     let (result, recorded, _) = reconcile_in(c.clone(), Scenario::Apply(c, Box::new(world))).await;
     result.unwrap();
     let storage = condition(&recorded.status(), "Storage").clone();
