@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// How many applied change sets between two prunings of `_ha_txids`.
-pub const PRUNE_EVERY: usize = 10_000;
+const PRUNE_EVERY: usize = 10_000;
 
 /// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
 pub fn now_ns() -> i64 {
@@ -32,8 +32,41 @@ pub fn dedupe_window(max_age: Duration) -> Duration {
 }
 
 /// Identities older than this (ns since the epoch) may be pruned now.
-pub fn prune_before(window: Duration) -> i64 {
+fn prune_before(window: Duration) -> i64 {
     now_ns().saturating_sub(i64::try_from(window.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// When a follower forgets transaction identities (`_ha_txids`): after every `PRUNE_EVERY`
+/// applied change sets, those older than the dedupe window (what the stream can no longer
+/// deliver), inside the apply transaction as part of its bookkeeping.
+#[derive(Debug)]
+pub struct TxidPruning {
+    window: Duration,
+    since: usize,
+}
+
+impl TxidPruning {
+    /// Pruning with `window` (see `dedupe_window`).
+    pub fn new(window: Duration) -> TxidPruning {
+        TxidPruning { window, since: 0 }
+    }
+
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
+    /// Counts `done` more applied change sets and prunes when enough have gone by. A failure
+    /// is logged and costs nothing but space: the identities are kept until the next time.
+    pub fn applied(&mut self, conn: &Connection, done: usize) {
+        self.since += done;
+        if self.since < PRUNE_EVERY {
+            return;
+        }
+        self.since = 0;
+        if let Err(e) = ha_changeset::meta::prune_txids(conn, prune_before(self.window)) {
+            tracing::warn!(error = %e, "pruning _ha_txids failed");
+        }
+    }
 }
 
 /// Why a group did not commit what it applied.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ha_changeset::schema::TableCache;
 use ha_changeset::{ChangeSet, apply, meta};
-use ha_follow::group::{self, GroupError, PRUNE_EVERY};
+use ha_follow::group::{self, GroupError, TxidPruning};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::SyncError;
@@ -48,9 +48,8 @@ pub(crate) struct Local {
     tables: TableCache,
     /// The `_ha_meta` key of this subject's position.
     key: String,
-    /// Transaction identities older than this are forgotten (the stream cannot deliver them).
-    dedupe_window: Duration,
-    applied_since_prune: usize,
+    /// When transaction identities are forgotten (the stream cannot deliver them any more).
+    pruning: TxidPruning,
 }
 
 impl Local {
@@ -77,8 +76,7 @@ impl Local {
             conn,
             tables: TableCache::default(),
             key: meta::subject_seq_key(subject),
-            dedupe_window: group::dedupe_window(Duration::ZERO),
-            applied_since_prune: 0,
+            pruning: TxidPruning::new(group::dedupe_window(Duration::ZERO)),
         })
     }
 
@@ -90,7 +88,7 @@ impl Local {
     /// Sets how long transaction identities are remembered: as long as the stream keeps
     /// messages (`max_age`, 0 = forever), at least an hour, 30 days when unlimited.
     pub(crate) fn set_dedupe_window(&mut self, max_age: Duration) {
-        self.dedupe_window = group::dedupe_window(max_age);
+        self.pruning.set_window(group::dedupe_window(max_age));
     }
 
     /// Applies `items` in order in one transaction, each in a savepoint, stopping at the first
@@ -100,8 +98,7 @@ impl Local {
             conn,
             tables,
             key,
-            dedupe_window,
-            applied_since_prune,
+            pruning,
         } = &mut *self;
         let out = group::apply_group(
             conn,
@@ -112,13 +109,7 @@ impl Local {
             },
             |item| apply_one(conn, tables, key, item),
             |done| {
-                *applied_since_prune += done;
-                if *applied_since_prune >= PRUNE_EVERY {
-                    *applied_since_prune = 0;
-                    if let Err(e) = meta::prune_txids(conn, group::prune_before(*dedupe_window)) {
-                        tracing::warn!(error = %e, "pruning _ha_txids failed");
-                    }
-                }
+                pruning.applied(conn, done);
                 Ok(())
             },
         );

@@ -36,9 +36,9 @@ impl WriteConn {
                 Some(Replicating {
                     capture: Capture::install(&mut conn)?,
                     tables: TableCache::default(),
+                    pruning: ha_follow::group::TxidPruning::new(hooks.dedupe_window),
                     hooks,
                     apply_mode: ApplyModeCache::default(),
-                    applied_since_prune: 0,
                     savepoints: Vec::new(),
                 })
             }

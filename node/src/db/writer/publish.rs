@@ -31,8 +31,8 @@ pub(super) struct Replicating {
     pub(super) hooks: ReplicationHooks,
     /// Whether the schema has triggers and foreign keys are on, for applying (see `apply_mode`).
     pub(super) apply_mode: ApplyModeCache,
-    /// Change sets applied since `_ha_txids` was last pruned.
-    pub(super) applied_since_prune: usize,
+    /// When applied transactions' identities (`_ha_txids`) are forgotten.
+    pub(super) pruning: ha_follow::group::TxidPruning,
     /// Open savepoints of an interactive session with the capture position at each, so that
     /// ROLLBACK TO also drops what was captured after it.
     pub(super) savepoints: Vec<(String, usize)>,

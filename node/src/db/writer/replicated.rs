@@ -7,7 +7,7 @@
 
 use rusqlite::Connection;
 
-use ha_follow::group::{self, GroupError, GroupTx, PRUNE_EVERY, prune_before};
+use ha_follow::group::{self, GroupError, GroupTx};
 
 use super::ApplyItem;
 use super::conn::{WriteConn, rollback};
@@ -73,7 +73,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     let mut stats: Vec<ApplyStats> = Vec::with_capacity(jobs.len());
     let tables = &mut r.tables;
     let hooks = &r.hooks;
-    let since_prune = &mut r.applied_since_prune;
+    let pruning = &mut r.pruning;
     let conn = &w.conn;
     let out = group::apply_group(
         conn,
@@ -101,13 +101,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         |done| {
             // Transaction identities older than the stream can deliver are forgotten now and
             // then; the applied sequence moves once, to the last change set that applied.
-            *since_prune += done;
-            if *since_prune >= PRUNE_EVERY {
-                *since_prune = 0;
-                if let Err(e) = meta::prune_txids(conn, prune_before(hooks.dedupe_window)) {
-                    tracing::warn!(error = %e, "pruning _ha_txids failed");
-                }
-            }
+            pruning.applied(conn, done);
             meta::set_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
         },
     );
