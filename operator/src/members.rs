@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::crd::HaClusterStatus;
 use crate::node_client::{Meta, NodeClient, NodeError, NodeTarget, Removal};
-use crate::observed::{Observed, ordinal_of, server_ordinal};
+use crate::observed::{Observed, ordinal_of, servers_at};
 
 /// What scale-down work this reconcile finds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,13 +66,12 @@ pub struct Cleaned {
 /// When the meta group lists none (or could not be read), the plain pod name: what a node
 /// without generations uses, and removing a server that is gone already is a no-op.
 pub fn servers_of(cluster: &str, node: &str, meta: Option<&Meta>) -> Vec<String> {
-    let ordinal = ordinal_of(cluster, node);
-    let listed: Vec<String> = meta
-        .iter()
-        .flat_map(|m| &m.peers)
-        .filter(|p| ordinal.is_some() && server_ordinal(cluster, &p.name) == ordinal)
-        .map(|p| p.name.clone())
-        .collect();
+    let listed: Vec<String> = match (meta, ordinal_of(cluster, node)) {
+        (Some(m), Some(ordinal)) => servers_at(m, cluster, ordinal)
+            .map(|p| p.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
     if listed.is_empty() {
         vec![node.to_string()]
     } else {
@@ -91,11 +90,7 @@ pub fn stale_generations(cluster: &str, live: i32, meta: Option<&Meta>) -> Vec<S
     };
     let mut out = Vec::new();
     for ordinal in 0..live {
-        let servers: Vec<&crate::node_client::MetaPeer> = m
-            .peers
-            .iter()
-            .filter(|p| server_ordinal(cluster, &p.name) == Some(ordinal))
-            .collect();
+        let servers: Vec<_> = servers_at(m, cluster, ordinal).collect();
         if servers.iter().any(|p| !p.offline) {
             out.extend(servers.iter().filter(|p| p.offline).map(|p| p.name.clone()));
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::node_client::NodeReport;
+use crate::node_client::{Meta, MetaPeer, NodeReport};
 
 /// The StatefulSet label naming the revision a pod runs.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -117,6 +117,17 @@ pub fn server_ordinal(cluster: &str, server: &str) -> Option<i32> {
         _ => server,
     };
     ordinal_of(cluster, pod)
+}
+
+/// The servers the meta group lists for the pod at `ordinal`: every generation of its name.
+pub fn servers_at<'a>(
+    meta: &'a Meta,
+    cluster: &'a str,
+    ordinal: i32,
+) -> impl Iterator<Item = &'a MetaPeer> + 'a {
+    meta.peers
+        .iter()
+        .filter(move |p| server_ordinal(cluster, &p.name) == Some(ordinal))
 }
 
 /// The parts of a pod the decisions need; `None` for pods not named like the cluster's.

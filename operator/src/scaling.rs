@@ -13,7 +13,7 @@ use crate::crd::{CROSSING_REFUSED, HaCluster};
 pub use crate::node_client::{Meta, MetaPeer, StreamState};
 use std::collections::BTreeSet;
 
-use crate::observed::{Observed, server_ordinal};
+use crate::observed::{Observed, server_ordinal, servers_at};
 
 /// What the scale decision looks at.
 #[derive(Clone, Copy, Debug)]
@@ -190,11 +190,7 @@ fn blockers(i: &Inputs<'_>, live: i32) -> Vec<String> {
             for ordinal in 0..live {
                 let name = format!("{}-{ordinal}", i.cluster);
                 // The pod's server, by any generation of its name; an online one is the pod's.
-                let mut servers: Vec<&MetaPeer> = m
-                    .peers
-                    .iter()
-                    .filter(|p| server_ordinal(i.cluster, &p.name) == Some(ordinal))
-                    .collect();
+                let mut servers: Vec<&MetaPeer> = servers_at(m, i.cluster, ordinal).collect();
                 servers.sort_by_key(|p| (!p.offline, p.current));
                 match servers.last() {
                     None => out.push(format!(
