@@ -30,7 +30,6 @@ async fn schema_changes_racing_another_nodes_writes_go_through_or_are_refused_as
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut pace = tokio::time::interval(Duration::from_millis(5));
-            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 pace.tick().await;
                 let r = client
@@ -39,11 +38,9 @@ async fn schema_changes_racing_another_nodes_writes_go_through_or_are_refused_as
                     .send()
                     .await;
                 if r.is_ok_and(|r| r.status().is_success()) {
-                    n += 1;
-                    written.store(n, Ordering::Relaxed);
+                    written.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            n
         })
     };
     eventually(Duration::from_secs(30), "node 1 writing", || async {
@@ -71,7 +68,8 @@ async fn schema_changes_racing_another_nodes_writes_go_through_or_are_refused_as
     }
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let wrote = writer.await.unwrap();
+    writer.await.unwrap();
+    let wrote = written.load(Ordering::Relaxed);
     eprintln!(
         "10 CREATE TABLE on node 0 while node 1 wrote {wrote} rows: {refused} refused (409), {took:?}"
     );
