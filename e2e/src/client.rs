@@ -12,7 +12,8 @@ use serde_json::Value as Json;
 
 use crate::cluster::SimCluster;
 use crate::pod::exec;
-use crate::{repo_root, wait};
+use crate::repo_root;
+use ha_testkit::until;
 
 /// Fixed credentials (the operator would generate random ones), the same in every test.
 pub fn credentials() -> Credentials {
@@ -54,7 +55,7 @@ pub fn insert(
 ) -> Result<()> {
     for id in from..to {
         let statement = format!("INSERT OR REPLACE INTO items(id, v) VALUES ({id}, '{tag}-{id}')");
-        wait::until(
+        until(
             timeout,
             &format!("insert {id} via {host} acknowledged"),
             || {

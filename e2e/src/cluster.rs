@@ -20,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::image::Image;
 use crate::network::{Host, Network};
 use crate::pod::{Objects, Pod, PodSpecInput, exec};
-use crate::{built_binary, repo_root, wait};
+use crate::{built_binary, repo_root};
+use ha_testkit::until;
 
 /// A running simulation. Field order matters: pods and the forwarder drop before the network.
 pub struct SimCluster {
@@ -350,7 +351,7 @@ impl SimCluster {
         let host = self.pods[i].host.clone();
         let url = format!("http://{}:{port}{path}", host.addr);
         let name = self.pods[i].name.clone();
-        let res = wait::until(timeout, &format!("{name} ready"), || {
+        let res = until(timeout, &format!("{name} ready"), || {
             if !self.pods[i].running() {
                 bail!("{name} exited");
             }

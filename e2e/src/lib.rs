@@ -13,7 +13,6 @@ pub mod compose;
 pub mod image;
 pub mod network;
 pub mod pod;
-pub mod wait;
 
 use std::path::{Path, PathBuf};
 

@@ -354,7 +354,7 @@ impl Pod {
         unsafe {
             libc::kill(-(child.id() as i32), libc::SIGTERM);
         }
-        let _ = crate::wait::until(grace, "the pod to stop", || {
+        let _ = ha_testkit::until(grace, "the pod to stop", || {
             Ok(matches!(child.try_wait(), Ok(Some(_))).then_some(()))
         });
         self.kill();

@@ -12,7 +12,8 @@ use ha_e2e::compose::{self, Service};
 use ha_e2e::image::Image;
 use ha_e2e::network::{Host, Network, run};
 use ha_e2e::pod::{Objects, Pod, PodSpecInput, exec};
-use ha_e2e::{local_binary, repo_root, wait};
+use ha_e2e::{local_binary, repo_root};
+use ha_testkit::until;
 use serde_json::Value as Json;
 
 const READY: Duration = Duration::from_secs(120);
@@ -150,7 +151,7 @@ fn the_compose_file_starts_a_replicating_three_node_cluster() -> Result<()> {
             .join("\n")
     };
     for n in &nodes {
-        wait::until(READY, &format!("{} healthy", n.service.name), || {
+        until(READY, &format!("{} healthy", n.service.name), || {
             Ok(healthy(n)?.then_some(()))
         })
         .with_context(log_tail)?;
@@ -170,7 +171,7 @@ fn the_compose_file_starts_a_replicating_three_node_cluster() -> Result<()> {
     )?;
     assert!(j.get("error").is_none(), "{j}");
     for n in &nodes[1..] {
-        wait::until(READY, &format!("ha1's row on {}", n.service.name), || {
+        until(READY, &format!("ha1's row on {}", n.service.name), || {
             let j = http(&client, n, "SELECT body FROM notes WHERE id = 1")?;
             Ok((j["rows"][0][0] == "from ha1").then_some(()))
         })
@@ -181,7 +182,7 @@ fn the_compose_file_starts_a_replicating_three_node_cluster() -> Result<()> {
         &nodes[2],
         "INSERT INTO notes VALUES (2, 'from ha3')",
     )?;
-    wait::until(READY, "ha3's row on ha1", || {
+    until(READY, "ha3's row on ha1", || {
         Ok(
             (psql(&client, &nodes[0], "SELECT body FROM notes WHERE id = 2")? == "from ha3")
                 .then_some(()),

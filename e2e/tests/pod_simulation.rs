@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use ha_e2e::client::{credentials, insert, sql, stream_info};
 use ha_e2e::cluster::SimCluster;
 use ha_e2e::pod::exec;
-use ha_e2e::wait;
 use ha_operator::crd::HaCluster;
+use ha_testkit::until;
 use serde_json::Value as Json;
 
 const CLUSTER: &str = r#"
@@ -38,7 +38,7 @@ fn items_on(sim: &SimCluster, i: usize) -> Result<Vec<Json>> {
 
 /// Every listed pod holds exactly `expected` rows, identical everywhere.
 fn converged(sim: &SimCluster, pods: &[usize], expected: usize) -> Result<()> {
-    wait::until(
+    until(
         CONVERGE,
         &format!("pods {pods:?} to hold {expected} identical rows"),
         || {
@@ -78,7 +78,7 @@ fn scenario(sim: &mut SimCluster, cluster: HaCluster) -> Result<()> {
     }
 
     // The three embedded nats-servers form one JetStream cluster holding an R3 stream.
-    let info = wait::until(READY, "an R3 stream with two current followers", || {
+    let info = until(READY, "an R3 stream with two current followers", || {
         let info = stream_info(sim, 0, "ha_replication")?;
         let peers = info["peers"].as_array().cloned().unwrap_or_default();
         let current = peers.iter().filter(|p| p[1] == Json::Bool(true)).count();

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail};
 use ha_e2e::client::{credentials, get, sql, stream_info};
 use ha_e2e::cluster::SimCluster;
 use ha_e2e::pod::exec;
-use ha_e2e::wait;
 use ha_operator::crd::HaCluster;
 use ha_operator::node_client::NodeReport;
 use ha_operator::observed::{Observed, PodView};
 use ha_operator::scaling::{self, Meta, Scale};
+use ha_testkit::until;
 
 const CLUSTER: &str = r#"
 apiVersion: ha.sqlite.dev/v1alpha1
@@ -121,7 +121,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
     if let Scale::Refused { reason, .. } = &first.scale {
         bail!("refused: {reason}");
     }
-    wait::until(STEP, &format!("scaling to {desired}"), || {
+    until(STEP, &format!("scaling to {desired}"), || {
         let live = sim.pods.len() as i32;
         let seen = observe(sim);
         let members = meta(sim);
@@ -180,7 +180,7 @@ fn scale(sim: &mut SimCluster, base: &HaCluster, desired: i32) -> Result<Vec<i32
 /// The checks after a step, with no write in flight.
 fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
     let n = sim.pods.len();
-    let rows = wait::until(READY, "every node to hold the same rows", || {
+    let rows = until(READY, "every node to hold the same rows", || {
         let first = sql(sim, &sim.pod_dns(0), "SELECT id FROM log ORDER BY id")?;
         for i in 1..n {
             let other = sql(sim, &sim.pod_dns(i), "SELECT id FROM log ORDER BY id")?;
@@ -199,7 +199,7 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
     if m.leader.as_deref().is_none_or(str::is_empty) {
         bail!("no JetStream meta leader: {m:?}");
     }
-    let got = wait::until(READY, &format!("an R{replicas} stream"), || {
+    let got = until(READY, &format!("an R{replicas} stream"), || {
         let r = stream_info(sim, 0, "ha_replication")?["replicas"]
             .as_i64()
             .context("replicas")?;
@@ -207,7 +207,7 @@ fn check(sim: &SimCluster, acked: i64, replicas: i64) -> Result<()> {
     })?;
     // The snapshot bucket follows the cluster size at the next snapshot (the operator's
     // schedule takes one; here pod 0 does).
-    let bucket = wait::until(READY, &format!("an R{replicas} snapshot bucket"), || {
+    let bucket = until(READY, &format!("an R{replicas} snapshot bucket"), || {
         sim.curl(
             &format!("http://{}:8080/snapshot", sim.pod_dns(0)),
             Some("{}"),
@@ -240,7 +240,7 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
         sim.wait_ready(i, READY)?;
     }
     let svc = sim.service_dns();
-    wait::until(READY, "the table", || {
+    until(READY, "the table", || {
         Ok(sql(
             sim,
             &svc,
@@ -268,7 +268,7 @@ fn scenario(sim: &mut SimCluster, cluster: &HaCluster) -> Result<()> {
                 let body =
                     serde_json::json!({ "sql": format!("INSERT OR REPLACE INTO log(id) VALUES ({id})") })
                         .to_string();
-                wait::until(STEP, &format!("insert {id} acknowledged"), || {
+                until(STEP, &format!("insert {id} acknowledged"), || {
                     let out = exec(
                         &client,
                         "curl",

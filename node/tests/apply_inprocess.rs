@@ -551,14 +551,13 @@ async fn a_schema_change_that_loses_its_race_refuses_only_itself() {
     };
     let ddl = run("CREATE TABLE u(x)");
     let plain = run("INSERT INTO t VALUES (2)");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while a.write_queue_len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the batches never queued"
-        );
-        tokio::task::yield_now().await;
-    }
+    ha_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "both batches to queue",
+        || async { (a.write_queue_len() >= 2).then_some(()) },
+    )
+    .await
+    .unwrap();
     session.control(TxControl::Commit).await.unwrap();
     plain
         .await

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, code, eventually};
+use common::{TestNode, code};
+use ha_testkit::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -286,13 +287,18 @@ async fn a_client_gone_mid_transaction_leaves_nothing_and_frees_the_writer() {
     drop(c);
     let other = node.client().await;
     // The writer is released (this write would wait forever otherwise) and nothing remains.
-    eventually(Duration::from_secs(10), || async {
-        other
-            .execute("INSERT INTO users(id, name) VALUES (2, 'real')", &[])
-            .await
-            .ok()
-    })
-    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the released writer to take a write",
+        || async {
+            other
+                .execute("INSERT INTO users(id, name) VALUES (2, 'real')", &[])
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap();
     let names: Vec<String> = other
         .query("SELECT name FROM users", &[])
         .await
@@ -431,13 +437,14 @@ async fn connections_beyond_the_limit_get_53300() {
     assert_eq!(code(&e), "53300");
     drop(a);
     // A slot frees once a client leaves.
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "a slot to free", || async {
         tokio_postgres::connect(&node.conn_str(), tokio_postgres::NoTls)
             .await
             .ok()
             .map(|_| ())
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 /// Threads of this process whose name is `name` (each admitted pg connection has one).
@@ -455,20 +462,22 @@ async fn each_admitted_connection_has_one_thread_and_silent_floods_get_none() {
     let name = format!("ha-pg-{}", node.pg.port());
     let a = node.client().await;
     let b = node.client().await;
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "two session threads", || async {
         (threads_named(&name) == 2).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
     // 200 sockets that never send a startup message: one takes the last slot, the rest are
     // over the limit and must not get a thread each.
     let mut silent = Vec::new();
     for _ in 0..200 {
         silent.push(tokio::net::TcpStream::connect(node.pg).await.unwrap());
     }
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "three session threads", || async {
         (threads_named(&name) == 3).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(threads_named(&name), 3, "over-limit sockets got threads");
     // The admitted clients still answer, reads and writes.
     a.batch_execute("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1)")
@@ -483,10 +492,11 @@ async fn each_admitted_connection_has_one_thread_and_silent_floods_get_none() {
     // Every thread ends with its connection.
     drop(silent);
     drop((a, b));
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "no session threads", || async {
         (threads_named(&name) == 0).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -502,15 +512,19 @@ async fn a_cancel_request_stops_a_running_read_with_57014_and_the_session_goes_o
         (client, r)
     });
     // Cancel until the query ends: the first request may come before it starts running.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !query.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the query was never cancelled"
-        );
-        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the query to be cancelled",
+        || async {
+            if query.is_finished() {
+                return Some(());
+            }
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            None
+        },
+    )
+    .await
+    .unwrap();
     let (client, r) = query.await.unwrap();
     let e = r.expect_err("a cancelled query fails");
     assert_eq!(code(&e), "57014", "{e}");
@@ -557,11 +571,12 @@ async fn shutdown_interrupts_a_running_read() {
     let query = tokio::spawn(async move { client.simple_query(endless).await });
     // Once the read runs (its session is registered and busy), stop the node.
     tokio::task::yield_now().await;
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "the node to answer", || async {
         let c = node.client().await;
         c.simple_query("SELECT 1").await.ok().map(|_| ())
     })
-    .await;
+    .await
+    .unwrap();
     node.token.cancel();
     let r = tokio::time::timeout(Duration::from_secs(20), query)
         .await

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, code, eventually};
+use common::{TestNode, code};
+use ha_testkit::eventually;
 
 #[tokio::test]
 async fn refused_sql_has_sqlstate_42501_and_the_session_goes_on() {
@@ -96,11 +97,16 @@ async fn a_cancel_request_stops_a_write_and_the_writer_goes_on() {
     });
     let other = node.client().await;
     // Cancel until the write has failed (a cancel before it started cancels nothing).
-    eventually(Duration::from_secs(20), || async {
-        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-        write.is_finished().then_some(())
-    })
-    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the write to be cancelled",
+        || async {
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            write.is_finished().then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let (c, r) = write.await.unwrap();
     let e = r.unwrap_err();
     assert_eq!(code(&e), "57014", "{e}");

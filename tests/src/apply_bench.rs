@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use crate::cluster::NatsProcess;
-use crate::{NodeSpec, TestNode};
+use crate::{NodeSpec, TestNode, eventually_every};
 
 /// The database file every benchmark node serves (its name makes the subject).
 const DB: &str = "apply.db";
@@ -157,37 +157,39 @@ async fn catch_up_rate(node: &TestNode, last: u64) -> Result<f64> {
             .ok()?;
         j["replication"]["applied_seq"].as_u64()
     };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (first, t0) = loop {
-        if let Some(s) = applied().await {
-            break (s, Instant::now());
-        }
-        if Instant::now() > deadline {
-            bail!("no /status");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    loop {
-        if let Some(s) = applied().await {
-            if s >= last {
-                let secs = t0.elapsed().as_secs_f64();
-                if last.saturating_sub(first) < last / 2 {
-                    bail!("the node applied {first} of {last} before it could be observed");
-                }
-                return Ok((last - first) as f64 / secs);
+    let first = eventually_every(
+        Duration::from_millis(2),
+        Duration::from_secs(600),
+        "the node's /status",
+        &applied,
+    )
+    .await?;
+    let t0 = Instant::now();
+    let caught_up = eventually_every(
+        Duration::from_millis(10),
+        Duration::from_secs(600),
+        "the node to catch up",
+        || async {
+            if applied().await.is_some_and(|s| s >= last) {
+                return Some(Ok(t0.elapsed().as_secs_f64()));
             }
             let q = node
                 .rows("SELECT count(*) FROM _ha_quarantine")
                 .await
                 .ok()
                 .and_then(|r| r[0][0].as_u64());
-            if q.is_some_and(|q| q > 0) {
-                bail!("the node quarantined change sets:\n{}", node.log_text());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the node did not catch up in time");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+            q.is_some_and(|q| q > 0).then(|| {
+                Err(anyhow::anyhow!(
+                    "the node quarantined change sets:\n{}",
+                    node.log_text()
+                ))
+            })
+        },
+    )
+    .await?;
+    let secs = caught_up?;
+    if last.saturating_sub(first) < last / 2 {
+        bail!("the node applied {first} of {last} before it could be observed");
     }
+    Ok((last - first) as f64 / secs)
 }

@@ -21,12 +21,11 @@ use serde_json::Value as Json;
 pub mod cluster;
 pub mod converge;
 pub mod nats;
-pub mod poll;
 pub mod probes;
 pub mod replica;
 pub mod s3;
 
-pub use poll::{eventually, eventually_blocking, eventually_every};
+pub use ha_testkit::{eventually, eventually_blocking, eventually_every, free_port, poll};
 
 /// The `ha` binary under test: `$HA_BIN`, else the one built beside this test executable.
 pub fn ha_bin() -> PathBuf {
@@ -62,14 +61,6 @@ pub fn nats_server_bin() -> PathBuf {
     std::env::var_os("HA_NATS_SERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools/bin/nats-server"))
-}
-
-/// A TCP port free on 127.0.0.1 right now (for servers that cannot be told to pick one).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
 }
 
 /// How to start a node.

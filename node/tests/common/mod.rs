@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use ha::config::Config;
 use tokio_util::sync::CancellationToken;
@@ -52,25 +51,6 @@ impl TestNode {
             .unwrap();
         tokio::spawn(conn);
         client
-    }
-}
-
-/// Polls `probe` until it returns Some or the deadline passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

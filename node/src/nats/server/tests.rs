@@ -30,13 +30,6 @@ fn test_config(name: &str, dir: &Path) -> NatsServerConfig {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 /// True while `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -48,12 +41,14 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-async fn eventually(what: &str, mut probe: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits up to `DEADLINE` for `probe` to hold.
+async fn eventually<Fut: Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> Fut) {
+    ha_testkit::eventually(DEADLINE, what, || {
+        let held = probe();
+        async move { held.await.then_some(()) }
+    })
+    .await
+    .unwrap()
 }
 
 async fn wait_state(s: &NatsServer, what: &str, pred: impl Fn(&NatsState) -> bool) -> NatsState {
@@ -198,7 +193,7 @@ async fn dropping_the_handle_stops_the_server() {
         .unwrap();
     let pid = server.pid().unwrap();
     drop(server);
-    eventually("the child to exit", async || !alive(pid)).await;
+    eventually("the child to exit", || async { !alive(pid) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +233,11 @@ async fn user_and_password_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_with_routes_form_one_jetstream_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        ha_testkit::free_port(),
+        ha_testkit::free_port(),
+        ha_testkit::free_port(),
+    ];
     let routes: Vec<String> = ports
         .iter()
         .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -267,15 +266,11 @@ async fn three_servers_with_routes_form_one_jetstream_cluster() {
         "{leaders:?}"
     );
     // A leader is elected by a quorum (2 of 3): the third peer may show up a moment later.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("a meta group of three", || async {
         let jsz = servers[0].monitor_json("/jsz").await.unwrap();
-        if jsz["meta_cluster"]["cluster_size"] == 3 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{jsz}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        jsz["meta_cluster"]["cluster_size"] == 3
+    })
+    .await;
     assert_eq!(servers[1].cluster_port(), Some(ports[1]));
     // An R3 stream can be created: the three servers really are one JetStream cluster.
     let client = async_nats::connect(servers[0].client_url()).await.unwrap();
@@ -380,14 +375,14 @@ async fn killing_the_node_kills_its_nats_server() {
         .spawn()
         .unwrap();
     let pid_file = dir.path().join("pid");
-    eventually("the helper to start nats-server", async || {
+    eventually("the helper to start nats-server", || async {
         pid_file.exists()
     })
     .await;
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert!(alive(pid));
     helper.kill().await.unwrap(); // SIGKILL: no destructor, no shutdown code runs
-    eventually("the orphaned nats-server to die", async || !alive(pid)).await;
+    eventually("the orphaned nats-server to die", || async { !alive(pid) }).await;
 }
 
 /// The system account (for peer removal) changes nobody's account: a stream created by a

@@ -1,7 +1,7 @@
 //! Owns waiting in tests: a condition polled until it holds or a deadline passes, so that no
 //! test sleeps to synchronise. One deadline rule for async tests (`eventually`, and
 //! `eventually_every` for a fixed pace, e.g. to measure a latency) and for plain threads
-//! (`eventually_blocking`).
+//! (`until`, whose probe may fail and whose last error is reported, and `eventually_blocking`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -70,23 +70,39 @@ where
     }
 }
 
-/// `eventually` for code outside a runtime (child processes watched from a plain thread).
+/// Polls `probe` from a plain thread (child processes, the pod simulation) until it returns
+/// `Some`; fails after `timeout` with `what` and the probe's last error, if it had one.
+pub fn until<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pace = Pace::Backoff(FIRST_PAUSE);
+    let mut last = None;
+    loop {
+        match probe() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = Some(format!("{e:#}")),
+        }
+        if Instant::now() >= deadline {
+            match last {
+                Some(last) => bail!("timed out after {timeout:?} waiting for {what}: {last}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(pace.next());
+    }
+}
+
+/// `eventually` for code outside a runtime: `until` with a probe that cannot fail.
 pub fn eventually_blocking<T>(
     timeout: Duration,
     what: &str,
     mut probe: impl FnMut() -> Option<T>,
 ) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut pace = Pace::Backoff(FIRST_PAUSE);
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(pace.next());
-    }
+    until(timeout, what, || Ok(probe()))
 }
 
 #[cfg(test)]
@@ -123,5 +139,14 @@ mod tests {
             2
         );
         assert!(eventually_blocking(Duration::from_millis(10), "never", || None::<()>).is_err());
+        let e = until(Duration::from_millis(20), "a refusal", || {
+            Err::<Option<()>, _>(anyhow::anyhow!("connection refused"))
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("waiting for a refusal: connection refused"),
+            "{e}"
+        );
     }
 }
