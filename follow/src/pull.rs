@@ -39,8 +39,9 @@ pub fn start_at(position: u64, policy: &DeliverPolicy) -> consumer::DeliverPolic
     }
 }
 
-/// The consumer's settings: explicit acks (a message is acknowledged only once what it carries
-/// is committed), 30 s to ack, at most 1024 in flight; one replica, in memory. The durable is
+/// The consumer's settings: cumulative acks (`AckPolicy::All`: acknowledging a message
+/// acknowledges everything before it, so a batch costs one ack, sent once what it carries is
+/// committed — see `ack_batch`), 30 s to ack, at most 1024 in flight; one replica, in memory. The durable is
 /// only a cursor that its follower recreates from its database at every start, so its state
 /// needs no raft group and no disk. Replicated on disk like the stream, every ack was a raft
 /// proposal synced on each server, three consumers per write: the nats-servers spent more on
@@ -55,7 +56,7 @@ pub fn config(
         durable_name: durable,
         filter_subject: subject.to_string(),
         deliver_policy: deliver,
-        ack_policy: consumer::AckPolicy::Explicit,
+        ack_policy: consumer::AckPolicy::All,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 1024,
         num_replicas: 1,
@@ -87,6 +88,15 @@ pub async fn messages(
         .expires(Duration::from_secs(30))
         .messages()
         .await
+}
+
+/// Acknowledges a batch taken in stream order once what it carries is committed: one ack, of
+/// its last message, which under `AckPolicy::All` covers the ones before it.
+pub async fn ack_batch(batch: &[async_nats::jetstream::Message]) -> Result<(), async_nats::Error> {
+    match batch.last() {
+        Some(last) => last.ack().await,
+        None => Ok(()),
+    }
 }
 
 /// `first` and what else has already arrived, up to `MAX_BATCH` in all, without waiting.

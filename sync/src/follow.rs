@@ -251,9 +251,7 @@ async fn consume(
         }
         received.not_counting(writing.elapsed());
         status.set_pending(after + received.held() as u64);
-        for msg in batch {
-            msg.ack().await.map_err(nats("ack"))?;
-        }
+        pull::ack_batch(&batch).await.map_err(nats("ack"))?;
     }
 }
 

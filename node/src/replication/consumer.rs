@@ -34,6 +34,12 @@ fn is_deterministic(e: &crate::exec::ExecError) -> bool {
     )
 }
 
+/// A batch being applied and then acknowledged, and when that started.
+struct Applying<'a> {
+    run: futures::future::BoxFuture<'a, Result<(), ConsumeError>>,
+    started: Instant,
+}
+
 pub struct ConsumerConfig {
     pub stream: String,
     pub subject: String,
@@ -220,10 +226,34 @@ impl Consumer {
         // What was received, in stream order, until it may be applied (see `ha_follow::in_order`).
         let mut received = InOrder::new(cfg.part_timeout);
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        // The highest sequence taken so far (applied, being applied, or held in `received`).
+        let mut taken = self.status.applied();
+        // The last message received and not yet acknowledged (acks are cumulative).
+        let mut unacked: Option<jetstream::Message> = None;
+        // One batch at a time is applied (and then acknowledged) on the writer while the next
+        // messages are received and decoded here; the next batch starts when it is done, so
+        // change sets still apply one batch after the other, in stream order.
+        let mut applying: Option<Applying<'_>> = None;
         loop {
-            let msg = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                done = async { applying.as_mut().expect("guarded").run.as_mut().await },
+                    if applying.is_some() =>
+                {
+                    let started = applying.take().expect("guarded").started;
+                    done?;
+                    // Parts keep coming while the writer is busy (a long pg transaction holds
+                    // it): that wait is not the origin giving up, so it does not count.
+                    received.not_counting(started.elapsed());
+                    self.note_caught_up(catch_up_to);
+                }
                 _ = refresh.tick() => {
+                    // What follows judges the position: nothing may move locally meanwhile.
+                    if let Some(a) = applying.take() {
+                        a.run.await?;
+                        received.not_counting(a.started.elapsed());
+                    }
+                    self.note_caught_up(catch_up_to);
                     if let Ok(i) = stream.info().await {
                         let (first, last) = (i.state.first_sequence, i.state.last_sequence);
                         self.status.stream_first_seq.store(first, Ordering::Release);
@@ -237,72 +267,79 @@ impl Consumer {
                     if let Some(all) = received.expired() {
                         self.release(all, shutdown).await?;
                     }
-                    continue;
                 }
-                m = messages.next() => m,
-            };
-            let Some(msg) = msg else {
-                return Err(ConsumeError::Nats("message stream ended".into()));
-            };
-            // Take what else is already here: applied together, they share one commit.
-            let batch = pull::with_arrived(msg, &mut messages)
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(nats("receive"))?;
-            // The highest sequence of this batch taken so far (applied or about to be).
-            let mut taken = self.status.applied();
-            for msg in &batch {
-                let seq = Seq(msg
-                    .info()
-                    .map_err(nats("message metadata"))?
-                    .stream_sequence);
-                if seq.0 <= self.status.applied() {
-                    continue;
-                }
-                if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
-                    // A jump: the messages in between were other subjects' or were purged
-                    // before they reached us. Only the stream's first sequence, asked now, tells.
-                    let first = stream
-                        .info()
-                        .await
-                        .map_err(nats("stream info"))?
-                        .state
-                        .first_sequence;
-                    self.status.stream_first_seq.store(first, Ordering::Release);
-                    if self.gaps.jump_is_gap(taken, seq.0, first) {
-                        // What came before the hole is whole: keep it, then recover.
-                        self.release(received.whole(), shutdown).await?;
-                        return Err(ConsumeError::Gap {
-                            applied: self.status.applied(),
-                            first,
-                        });
+                m = messages.next() => {
+                    let Some(msg) = m else {
+                        return Err(ConsumeError::Nats("message stream ended".into()));
+                    };
+                    // Take what else is already here: applied together, they share one commit.
+                    let batch = pull::with_arrived(msg, &mut messages)
+                        .into_iter()
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(nats("receive"))?;
+                    for msg in &batch {
+                        let seq = Seq(msg
+                            .info()
+                            .map_err(nats("message metadata"))?
+                            .stream_sequence);
+                        if seq.0 <= taken {
+                            continue;
+                        }
+                        if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
+                            // A jump: the messages in between were other subjects' or were
+                            // purged before they reached us. Only the stream's first sequence,
+                            // asked now, tells.
+                            if let Some(a) = applying.take() {
+                                a.run.await?;
+                            }
+                            let first = stream
+                                .info()
+                                .await
+                                .map_err(nats("stream info"))?
+                                .state
+                                .first_sequence;
+                            self.status.stream_first_seq.store(first, Ordering::Release);
+                            if self.gaps.jump_is_gap(taken, seq.0, first) {
+                                // What came before the hole is whole: keep it, then recover.
+                                self.release(received.whole(), shutdown).await?;
+                                return Err(ConsumeError::Gap {
+                                    applied: self.status.applied(),
+                                    first,
+                                });
+                            }
+                        }
+                        taken = seq.0;
+                        received.receive(seq, &msg.payload);
+                    }
+                    if let Some(last) = batch.into_iter().last() {
+                        unacked = Some(last);
                     }
                 }
-                taken = taken.max(seq.0);
-                received.receive(seq, &msg.payload);
             }
-            let writing = Instant::now();
-            self.release(received.ready(), shutdown).await?;
-            // Parts keep coming while the writer is busy (a long pg transaction holds it):
-            // that wait is not the origin giving up, so it does not count.
-            received.not_counting(writing.elapsed());
-            for msg in batch {
-                msg.ack().await.map_err(nats("ack"))?;
-            }
-            if !self.status.caught_up.load(Ordering::Acquire)
-                && self.status.applied() >= catch_up_to
-            {
-                self.status.caught_up.store(true, Ordering::Release);
-                tracing::info!(
-                    applied = self.status.applied(),
-                    "caught up with the replication stream"
-                );
+            if applying.is_none() && unacked.is_some() {
+                let (ready, ack) = (received.ready(), unacked.take());
+                applying = Some(Applying {
+                    run: Box::pin(async move {
+                        self.release(ready, shutdown).await?;
+                        pull::ack_batch(ack.as_slice()).await.map_err(nats("ack"))
+                    }),
+                    started: Instant::now(),
+                });
             }
         }
     }
 
-    /// Whether a jump in sequences can mean lost history: not for a node that asked for only
-    /// new (or last, or from a time) messages and has applied nothing yet.
+    /// Marks the node caught up once it applied what the stream held when it started.
+    fn note_caught_up(&self, catch_up_to: u64) {
+        if !self.status.caught_up.load(Ordering::Acquire) && self.status.applied() >= catch_up_to {
+            self.status.caught_up.store(true, Ordering::Release);
+            tracing::info!(
+                applied = self.status.applied(),
+                "caught up with the replication stream"
+            );
+        }
+    }
+
     fn watches_gaps(&self) -> bool {
         self.status.applied() > 0 || matches!(self.config.policy, DeliverPolicy::All)
     }
