@@ -287,20 +287,18 @@ fn known_columns(info: &TableInfo, change: &Change, legacy: bool) -> Option<Chan
 
 /// Applies `cs` (stream sequence `seq`) once: a change set whose transaction is already in this
 /// database (our own commit coming back, or a message published again, by `_ha_txids`) changes
-/// nothing; otherwise it is applied and its identity recorded. The caller records its position.
+/// nothing; otherwise its identity is recorded and it is applied. The caller runs this in a
+/// savepoint (a failed apply takes the identity back) and records its position.
 pub fn apply_once(
     conn: &Connection,
     tables: &mut TableCache,
     seq: u64,
     cs: &ChangeSet,
 ) -> Result<ApplyStats, ApplyError> {
-    let txid = cs.txid();
-    if meta::tx_seen(conn, &txid)? {
+    if !meta::claim_tx(conn, &cs.txid(), seq, cs.timestamp_ns)? {
         return Ok(ApplyStats::default());
     }
-    let stats = apply(conn, tables, seq, cs)?;
-    meta::record_tx(conn, &txid, seq, cs.timestamp_ns)?;
-    Ok(stats)
+    apply(conn, tables, seq, cs)
 }
 
 /// The Go original sends BLOBs of columns declared exactly `BLOB` as base64 text.
@@ -627,6 +625,25 @@ mod tests {
             ApplyStats::default()
         );
         assert_eq!(get(&c, "SELECT v FROM t"), vec!["a"]);
+    }
+
+    #[test]
+    fn a_failed_apply_in_its_savepoint_leaves_no_identity_behind() {
+        let (c, mut cache) = db();
+        let cs = set(vec![ins("later", &["id"], vec![Value::Integer(1)], 1)]);
+        c.execute_batch("SAVEPOINT item").unwrap();
+        assert!(
+            apply_once(&c, &mut cache, 1, &cs).is_err(),
+            "no such table yet"
+        );
+        c.execute_batch("ROLLBACK TO item; RELEASE item").unwrap();
+        assert!(!meta::tx_seen(&c, &cs.txid()).unwrap());
+        // Retried once the table exists, it applies (it was not taken for a duplicate).
+        c.execute_batch("CREATE TABLE later(id INTEGER PRIMARY KEY)")
+            .unwrap();
+        cache.invalidate();
+        assert_eq!(apply_once(&c, &mut cache, 1, &cs).unwrap().applied, 1);
+        assert!(meta::tx_seen(&c, &cs.txid()).unwrap());
     }
 
     #[test]

@@ -349,6 +349,16 @@ pub fn record_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<
     Ok(())
 }
 
+/// Records transaction `txid` as in this database unless it already is: true when it was not
+/// (one statement for `tx_seen` and `record_tx`; inside the caller's savepoint, so an apply that
+/// fails afterwards takes the record back with it).
+pub fn claim_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<bool, ApplyError> {
+    let inserted = conn
+        .prepare_cached("INSERT OR IGNORE INTO _ha_txids(txid, seq, ts_ns) VALUES (?1, ?2, ?3)")?
+        .execute(params![txid, seq as i64, ts_ns])?;
+    Ok(inserted == 1)
+}
+
 /// Whether transaction `txid` is already in this database.
 pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, ApplyError> {
     Ok(conn

@@ -123,10 +123,11 @@ pub fn apply_group<T, E>(
         return failed(e);
     }
     let _ = conn.execute_batch("PRAGMA defer_foreign_keys = ON");
+    let savepoint = Savepoint::named(tx.savepoint);
     let mut done = 0;
     let mut error = None;
     for item in items {
-        match in_savepoint(conn, tx.savepoint, || one(item)) {
+        match savepoint.run(conn, || one(item)) {
             Ok(()) => done += 1,
             Err(e) => {
                 error = Some(e);
@@ -171,26 +172,42 @@ fn rollback(conn: &Connection) {
     }
 }
 
-/// Runs `f` inside a savepoint: released when it succeeds, rolled back to when it fails.
-fn in_savepoint<E>(
-    conn: &Connection,
-    name: &str,
-    f: impl FnOnce() -> Result<(), E>,
-) -> Result<(), GroupError<E>> {
-    conn.prepare_cached(&format!("SAVEPOINT {name}"))
-        .and_then(|mut st| st.execute([]))
-        .map_err(GroupError::Sqlite)?;
-    let res = f().map_err(GroupError::Item);
-    if res.is_err() && !conn.is_autocommit() {
-        conn.execute_batch(&format!("ROLLBACK TO {name}"))
-            .map_err(GroupError::Sqlite)?;
+/// The statements of the savepoint each item runs in, written once per group.
+struct Savepoint {
+    open: String,
+    undo: String,
+    release: String,
+}
+
+impl Savepoint {
+    fn named(name: &str) -> Savepoint {
+        Savepoint {
+            open: format!("SAVEPOINT {name}"),
+            undo: format!("ROLLBACK TO {name}"),
+            release: format!("RELEASE {name}"),
+        }
     }
-    if !conn.is_autocommit() {
-        conn.prepare_cached(&format!("RELEASE {name}"))
+
+    /// Runs `f` inside the savepoint: released when it succeeds, rolled back to when it fails.
+    fn run<E>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), GroupError<E>> {
+        conn.prepare_cached(&self.open)
             .and_then(|mut st| st.execute([]))
             .map_err(GroupError::Sqlite)?;
+        let res = f().map_err(GroupError::Item);
+        if res.is_err() && !conn.is_autocommit() {
+            conn.execute_batch(&self.undo).map_err(GroupError::Sqlite)?;
+        }
+        if !conn.is_autocommit() {
+            conn.prepare_cached(&self.release)
+                .and_then(|mut st| st.execute([]))
+                .map_err(GroupError::Sqlite)?;
+        }
+        res
     }
-    res
 }
 
 #[cfg(test)]

@@ -84,16 +84,15 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         },
         |(seq, cs, _)| {
             // Our own commit coming back, or a message published again: already here.
-            let txid = cs.txid();
-            let s = if meta::tx_seen(conn, &txid)? {
+            // (The identity is claimed first, in the change set's savepoint: a failed apply
+            // takes it back.)
+            let s = if !meta::claim_tx(conn, &cs.txid(), seq.0, cs.timestamp_ns)? {
                 ApplyStats::default()
             } else {
-                let s = match &hooks.interceptor {
+                match &hooks.interceptor {
                     Some(i) => intercepted::apply(conn, tables, i, *seq, cs, &hooks.subject)?,
                     None => apply::apply(conn, tables, seq.0, cs)?,
-                };
-                meta::record_tx(conn, &txid, seq.0, cs.timestamp_ns)?;
-                s
+                }
             };
             stats.push(s);
             Ok::<(), DbError>(())
