@@ -34,6 +34,19 @@ pub struct ApplyStats {
     pub script_skipped: u64,
     /// 1 when the apply failed and the interceptor's `after` ignored the error.
     pub script_rescued: u64,
+    /// 1 when the change set was already in this database (the node's own commit coming
+    /// back, or a message delivered again): nothing was done.
+    pub already_here: u64,
+}
+
+impl ApplyStats {
+    /// The stats of a change set found already in this database.
+    pub fn already_here() -> ApplyStats {
+        ApplyStats {
+            already_here: 1,
+            ..ApplyStats::default()
+        }
+    }
 }
 
 /// Applies the changes of `cs` as the change set of stream sequence `seq`.
@@ -296,7 +309,7 @@ pub fn apply_once(
     cs: &ChangeSet,
 ) -> Result<ApplyStats, ApplyError> {
     if !meta::claim_tx(conn, &cs.txid(), seq, cs.timestamp_ns)? {
-        return Ok(ApplyStats::default());
+        return Ok(ApplyStats::already_here());
     }
     apply(conn, tables, seq, cs)
 }
@@ -622,7 +635,7 @@ mod tests {
         again.changes.push(row("b"));
         assert_eq!(
             apply_once(&c, &mut cache, 9, &again).unwrap(),
-            ApplyStats::default()
+            ApplyStats::already_here()
         );
         assert_eq!(get(&c, "SELECT v FROM t"), vec!["a"]);
     }

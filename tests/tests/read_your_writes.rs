@@ -122,6 +122,46 @@ async fn a_read_on_another_node_waits_until_it_has_applied_the_write() {
     wait_for_waiting_reads(b, 0).await.unwrap();
 }
 
+/// A node's own write, published right after everything the node had applied, moves the
+/// node's applied position as it commits: reading it back there needs no wait, and its return
+/// from the stream is skipped, not applied in a second transaction.
+#[tokio::test]
+async fn a_nodes_own_write_is_applied_there_as_it_commits() {
+    let c = cluster().await.unwrap();
+    let a = c.node(0);
+    let applied_total = |s: &Json| s["replication"]["applied_total"].as_u64();
+    let before = applied_total(&status(a).await.unwrap()).expect("applied_total");
+    let mut last = 0;
+    for i in 10..30 {
+        let body = json!({"sql": format!("INSERT INTO t VALUES ({i}, 'own')")});
+        let (code, seq, body) = post(a, &body, &[]).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        last = seq.expect("a write's answer carries X-Ha-Seq");
+        assert!(
+            applied(a).await.unwrap() >= last,
+            "write {i} at {last} is not the node's applied position once answered"
+        );
+    }
+    // The messages come back from the stream, and are skipped.
+    let s = eventually(
+        Duration::from_secs(20),
+        "a to pass its own writes",
+        || async {
+            let s = status(a).await.ok()?;
+            (s["replication"]["applied_seq"].as_u64()? >= last).then_some(s)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied_total(&s), Some(before), "{s}");
+    // The other node applies them as usual.
+    converged(&c).await.unwrap();
+    assert_eq!(
+        c.node(1).rows("SELECT count(*) FROM t").await.unwrap(),
+        vec![json!([20])]
+    );
+}
+
 /// `GET /` (the backup download) that names a sequence waits for it like a read: the copy holds
 /// that write, or the request fails in bounded time saying how far the node got.
 #[tokio::test]

@@ -285,6 +285,12 @@ impl Consumer {
                         if seq.0 <= taken {
                             continue;
                         }
+                        // This node's own commit, which moved the applied position itself.
+                        if seq.0 <= self.exec.applied_position().0 {
+                            taken = seq.0;
+                            self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);
+                            continue;
+                        }
                         if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
                             // A jump: the messages in between were other subjects' or were
                             // purged before they reached us. Only the stream's first sequence,
@@ -515,9 +521,11 @@ impl Consumer {
         self.status
             .dropped_table_changes
             .fetch_add(stats.dropped_table, Ordering::Relaxed);
-        self.status.applied_seq.store(seq.0, Ordering::Release);
+        self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);
         self.status.applied_ts_ns.store(ts, Ordering::Release);
-        self.status.applied_total.fetch_add(1, Ordering::Relaxed);
+        if stats.already_here == 0 {
+            self.status.applied_total.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Applies one change set. A transient failure (busy, locked, interrupted, the writer or

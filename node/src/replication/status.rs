@@ -31,6 +31,8 @@ pub struct ReplStatus {
     pub dropped_table_changes: AtomicU64,
     /// Apply attempts that failed for a transient reason (busy, locked, …) and were retried.
     pub apply_retries: AtomicU64,
+    /// Change sets applied from the stream (not those found already here, e.g. the node's own
+    /// commits coming back).
     pub applied_total: AtomicU64,
     /// Gaps found (at consumer start or while consuming), and recoveries from a snapshot.
     pub gaps_detected: AtomicU64,

@@ -9,7 +9,6 @@ use rusqlite::Connection;
 
 use super::WriterConfig;
 use super::publish::{Published, Replicating};
-use crate::changeset::Seq;
 use crate::changeset::meta;
 use crate::changeset::schema::{TableCache, quote_ident};
 use crate::db::apply_mode::ApplyModeCache;
@@ -127,7 +126,7 @@ impl WriteConn {
     /// commit and interactive sessions both end here. With replication the captured change set
     /// is published first and only an acknowledged one commits; the sequence it got becomes
     /// the version of every row it wrote.
-    pub(super) fn finish_transaction(&mut self) -> Result<Option<Seq>, DbError> {
+    pub(super) fn finish_transaction(&mut self) -> Result<Published, DbError> {
         let mut published = Published::default();
         if let Some(r) = &mut self.repl {
             r.savepoints.clear();
@@ -156,7 +155,7 @@ impl WriteConn {
                         c.unpublished_sets.inc();
                     }
                 }
-                Ok(published.seq)
+                Ok(published)
             }
             Err(e) => {
                 // If it was published, the consumer applies it from the log later: the log

@@ -53,6 +53,7 @@ pub(super) fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
         let _ = reply.send(r.map(|r| Executed {
             results: vec![r],
             commit_seq: None,
+            applied: false,
         }));
     }
     let mut pending: Vec<Ran> = Vec::new();
@@ -96,11 +97,12 @@ pub(super) fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
         return;
     }
     match w.finish_transaction() {
-        Ok(commit_seq) => {
+        Ok(published) => {
             for (_, _, r, results) in pending {
                 let _ = r.send(Ok(Executed {
                     results,
-                    commit_seq,
+                    commit_seq: published.seq,
+                    applied: published.caught_up,
                 }));
             }
         }

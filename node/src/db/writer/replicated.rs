@@ -45,7 +45,18 @@ pub(super) fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), D
 /// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
 /// failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
-pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
+pub(super) fn apply_group(w: &mut WriteConn, mut jobs: Vec<ApplyItem>) {
+    // Change sets up to the applied position are in the database already (typically this
+    // node's own commits, which moved the position as they committed, coming back from the
+    // stream): answered without a transaction.
+    if w.repl.is_some()
+        && let Ok(here) = meta::applied_seq(&w.conn)
+    {
+        let known = jobs.iter().take_while(|(seq, _, _)| seq.0 <= here).count();
+        for (_, _, reply) in jobs.drain(..known) {
+            let _ = reply.send(Ok(ApplyStats::already_here()));
+        }
+    }
     if jobs.is_empty() {
         return;
     }
@@ -87,7 +98,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             // (The identity is claimed first, in the change set's savepoint: a failed apply
             // takes it back.)
             let s = if !meta::claim_tx(conn, &cs.txid(), seq.0, cs.timestamp_ns)? {
-                ApplyStats::default()
+                ApplyStats::already_here()
             } else {
                 match &hooks.interceptor {
                     Some(i) => intercepted::apply(conn, tables, i, *seq, cs, &hooks.subject)?,
@@ -101,7 +112,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             // Transaction identities older than the stream can deliver are forgotten now and
             // then; the applied sequence moves once, to the last change set that applied.
             pruning.applied(conn, done);
-            meta::set_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
+            meta::advance_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
         },
     );
     mode.leave(&w.conn);

@@ -76,7 +76,7 @@ pub(super) fn serve_session(w: &mut WriteConn, start: SessionStart) {
                         "SQLite rolled the transaction back".into(),
                     ))
                 } else {
-                    w.finish_transaction()
+                    w.finish_transaction().map(|p| p.seq)
                 });
                 return;
             }
