@@ -540,3 +540,95 @@ async fn a_kill_during_an_upload_leaves_the_previous_snapshot_usable() {
     let rows = c.node(j).rows("SELECT count(*) FROM big").await.unwrap();
     assert_eq!(rows[0][0], json!(10_001));
 }
+
+/// A snapshot whose metadata is intact (its `digest` and `sha256` header agree) but whose chunks
+/// hold other content is refused — the restore no longer hashes a download whose object-store
+/// digest is its `sha256` header (the client checks that digest), so this is that check — and
+/// the previous snapshot is used. The stored object written by the node is readable by the
+/// stock client and carries both forms of the one SHA-256.
+#[tokio::test]
+async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE;
+    let mut c = TestCluster::external(1, &[]).await.unwrap();
+    let n = c.node(0);
+    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    insert_range(n, "t", 1, 20).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
+    let js = c.jetstream().await.unwrap();
+    let store = js.get_object_store(BUCKET).await.unwrap();
+    let name = format!("{DB_FILE}.{good}");
+    let info = store.info(&name).await.unwrap();
+    let mut content = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut content)
+        .await
+        .unwrap();
+    let sha = info
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("sha256"))
+        .map(|v| v.as_str().to_string())
+        .unwrap();
+    assert_eq!(
+        sha,
+        sha256_hex(&content),
+        "the header is the content's SHA-256"
+    );
+    let digest = b64.encode(
+        (0..32)
+            .map(|i| u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>(),
+    );
+    assert_eq!(info.digest, Some(format!("SHA-256={digest}")));
+    // The same metadata (digest, sha256) under a newer name, over chunks with one byte changed.
+    let mut tampered = content.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0xff;
+    let nuid = "tamperedtamperedtampered";
+    let chunk_size = 64 * 1024;
+    for chunk in tampered.chunks(chunk_size) {
+        js.publish(
+            format!("$O.{BUCKET}.C.{nuid}"),
+            bytes::Bytes::copy_from_slice(chunk),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let bad = good + 100;
+    let mut forged = info.clone();
+    forged.name = format!("{DB_FILE}.{bad}");
+    forged.nuid = nuid.to_string();
+    forged.chunks = tampered.len().div_ceil(chunk_size);
+    let mut h = forged.headers.clone().unwrap();
+    h.insert("seq", bad.to_string().as_str());
+    forged.headers = Some(h);
+    let mut rollup = async_nats::HeaderMap::new();
+    rollup.insert("Nats-Rollup", "sub");
+    js.publish_with_headers(
+        format!("$O.{BUCKET}.M.{}", b64.encode(&forged.name)),
+        rollup,
+        serde_json::to_vec(&forged).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    assert_eq!(stored(&c).await.first().map(|x| x.1), Some(bad));
+    insert_range(c.node(0), "t", 21, 30).await;
+    let j = c
+        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
+        .await
+        .unwrap();
+    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
+    let log = c.node(j).log_text();
+    assert!(
+        log.contains("sha256 check failed") && log.contains(&format!("{DB_FILE}.{bad}")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("seq={good}")), "{log}");
+}

@@ -17,11 +17,21 @@
 //! uploads that never completed (also once at start). An object named exactly `<db file name>`
 //! (the Go original's key, header `seq` only) is read as a candidate too but never written.
 //!
-//! Restore tries candidates from the newest: download to a temporary file while hashing,
-//! compare the `sha256` header and the size, open it read-only and run
-//! `PRAGMA integrity_check`; the first that passes every check and is newer than the local
-//! database wins. A refused one is logged with the check that failed and the next older one
-//! is tried.
+//! Upload (`upload`): ha writes the object itself in the object store's layout — chunks, then
+//! the metadata — as the client's `put` does, but with several chunks awaiting their ack at
+//! once, and with the content's SHA-256 computed while the chunks are read: `put` waits for
+//! each chunk's ack, and takes the headers before the data, which cost a hashing pass first.
+//! The one digest becomes both our `sha256` header (hex) and the object store's `digest`.
+//!
+//! Restore tries candidates from the newest: download to a temporary file (a blocking thread
+//! writes while the task receives), compare the `sha256` header and the size, open it read-only
+//! and run `PRAGMA integrity_check`; the first that passes every check and is newer than the
+//! local database wins. A refused one is logged with the check that failed and the next older
+//! one is tried. The `sha256` check: the object store client checks every download against the
+//! object's `digest` (the read of the last chunk fails on a mismatch); when that digest *is* the
+//! `sha256` header in another encoding (every snapshot ha wrote), that check is the `sha256`
+//! check and the download is not hashed again; otherwise (a digest missing or different from
+//! the header) ha hashes the download itself and compares it with the header, as before.
 //!
 //! Automatic recovery (a gap: the stream's first sequence is past `applied_seq + 1`): the
 //! consumer, before it creates its durable, asks `recover` for a snapshot whose `seq` is at
@@ -31,14 +41,15 @@
 //! stream lacks (every commit is published before it commits), so nothing local is lost.
 //! See docs/operations.md.
 //!
-//! Files: `store` (the bucket: take, list, fetch, recover), `sweep` (unfinished uploads and
-//! deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
+//! Files: `store` (the bucket: take, list, fetch, recover), `upload` (writing one object),
+//! `sweep` (unfinished uploads and deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
 //! (`--snapshot-interval`).
 
 mod interval;
 mod restore;
 mod store;
 pub mod sweep;
+mod upload;
 
 pub use interval::take_every;
 pub use restore::{StartRestore, restore_at_start};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, object_store};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::{SnapError, io, nats};
 use crate::exec::{ExecError, Executor, file_check};
@@ -213,16 +213,20 @@ impl Snapshots {
         let store = self.store().await?;
         let newest = last.unwrap_or(0);
         let tmp = self.temp_path()?;
+        let t = Instant::now();
         exec.backup_to(tmp.to_path_buf()).await?;
+        let copy_ms = t.elapsed().as_millis() as u64;
         let path = tmp.to_path_buf();
-        let (seq, sha, bytes) = tokio::task::spawn_blocking(move || {
+        let (seq, bytes) = tokio::task::spawn_blocking(move || {
             let seq =
                 file_check::applied_seq_of(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
-            let (sha, bytes) = sha256_file(&path)?;
-            Ok::<_, SnapError>((seq, sha, bytes))
+            let bytes = std::fs::metadata(&path)
+                .map_err(io("reading the copy"))?
+                .len();
+            Ok::<_, SnapError>((seq, bytes))
         })
         .await
-        .map_err(|e| io("hashing the copy")(std::io::Error::other(e)))??;
+        .map_err(|e| io("reading the copy")(std::io::Error::other(e)))??;
         let name = self.object_name(seq);
         // After a restart the in-process mark is gone: the bucket says whether this exact
         // sequence is already stored.
@@ -247,31 +251,27 @@ impl Snapshots {
         }
         let mut headers = HeaderMap::new();
         headers.insert("seq", seq.to_string().as_str());
-        headers.insert("sha256", sha.as_str());
         if let Some(created) = self.stream_identity() {
             headers.insert("stream_created", created.as_str());
         }
-        let mut file = tokio::fs::File::open(&tmp)
-            .await
-            .map_err(io("reading the copy"))?;
-        let info = store
-            .put(
-                object_store::ObjectMetadata {
-                    name: name.clone(),
-                    description: Some(format!("ha snapshot at stream sequence {seq}")),
-                    headers: Some(headers),
-                    ..Default::default()
-                },
-                &mut file,
-            )
-            .await
-            .map_err(nats("upload"))?;
-        drop(file);
+        let t = Instant::now();
+        let up = super::upload::upload(
+            &self.js,
+            &store,
+            &self.bucket,
+            &name,
+            format!("ha snapshot at stream sequence {seq}"),
+            headers,
+            tmp.to_path_buf(),
+        )
+        .await?;
         drop(tmp);
+        let sha = up.sha256;
+        let upload_ms = t.elapsed().as_millis() as u64;
         // Read back what the bucket holds under the name before anything older goes.
         let stored = store.info(&name).await.map_err(nats("read back"))?;
         let stored_sha = header(&stored, "sha256");
-        if stored.size as u64 != bytes || info.size as u64 != bytes {
+        if stored.size as u64 != bytes || up.size != bytes {
             return Err(SnapError::Size {
                 name,
                 expected: bytes,
@@ -294,7 +294,7 @@ impl Snapshots {
             tracing::warn!(error = %e, "sweeping the snapshot bucket failed; will try again after the next snapshot");
         }
         let duration_ms = start.elapsed().as_millis() as u64;
-        tracing::info!(%name, seq, bytes, duration_ms, bucket = %self.bucket, "snapshot stored");
+        tracing::info!(%name, seq, bytes, duration_ms, copy_ms, upload_ms, bucket = %self.bucket, "snapshot stored");
         Ok(Taken {
             seq,
             bytes,
@@ -382,6 +382,7 @@ impl Snapshots {
         c: &Candidate,
         dir: &Path,
     ) -> Result<Fetched, SnapError> {
+        let start = Instant::now();
         let mut obj = store.get(&c.name).await.map_err(nats("download"))?;
         let tmp = tempfile::Builder::new()
             .prefix(".ha-snapshot-")
@@ -392,44 +393,75 @@ impl Snapshots {
                 dir.display()
             )))?
             .into_temp_path();
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(io("writing the download"))?;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 256 * 1024];
+        // The client checks what it reads against the object's `digest` when the last chunk
+        // arrives (that read fails with "wrong digest"): when the digest is our `sha256` header
+        // in another encoding, that check is ours and the content is not hashed a second time.
+        let client_checks = c
+            .sha256
+            .as_deref()
+            .is_some_and(|h| same_digest(obj.info.digest.as_deref(), h));
+        // A blocking thread writes (and hashes, if still needed) while this task receives.
+        let hash = c.sha256.is_some() && !client_checks;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+        let out_path = tmp.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || write_and_hash(&out_path, hash, &mut rx));
+        let mut buf = vec![0u8; 1 << 20];
         let mut bytes = 0u64;
-        loop {
-            let n = obj.read(&mut buf).await.map_err(|e| SnapError::Nats {
-                what: "download",
-                reason: format!("{}: {e}", c.name),
-            })?;
+        let received = loop {
+            let n = match obj.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) if client_checks && e.kind() == std::io::ErrorKind::InvalidData => {
+                    break Err(SnapError::Checksum {
+                        name: c.name.clone(),
+                        expected: c.sha256.clone().unwrap_or_default(),
+                        actual: format!("other content (the object store client: {e})"),
+                    });
+                }
+                Err(e) => {
+                    break Err(SnapError::Nats {
+                        what: "download",
+                        reason: format!("{}: {e}", c.name),
+                    });
+                }
+            };
             if n == 0 {
-                break;
+                break Ok(());
             }
-            ctx.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .await
-                .map_err(io("writing the download"))?;
             bytes += n as u64;
-        }
-        out.sync_all().await.map_err(io("writing the download"))?;
-        drop(out);
-        if bytes != c.size {
+            if tx
+                .send(bytes::Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .is_err()
+            {
+                break Ok(()); // the writer failed: its error is below
+            }
+        };
+        drop(tx);
+        let download_ms = start.elapsed().as_millis() as u64;
+        let t = Instant::now();
+        let written = writer
+            .await
+            .map_err(|e| io("writing the download")(std::io::Error::other(e)))?;
+        let sync_ms = t.elapsed().as_millis() as u64;
+        received?;
+        let (digest, written) = written?;
+        let t = Instant::now();
+        if bytes != c.size || written != bytes {
             return Err(SnapError::Size {
                 name: c.name.clone(),
                 expected: c.size,
-                actual: bytes,
+                actual: bytes.min(written),
             });
         }
-        let actual = hex(ctx.finish().as_ref());
-        if let Some(expected) = &c.sha256
-            && !expected.eq_ignore_ascii_case(&actual)
-        {
-            return Err(SnapError::Checksum {
-                name: c.name.clone(),
-                expected: expected.clone(),
-                actual,
-            });
+        if let (Some(expected), Some(actual)) = (&c.sha256, digest) {
+            let actual = hex(actual.as_ref());
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(SnapError::Checksum {
+                    name: c.name.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
         }
         let path = tmp.to_path_buf();
         let header_seq = c.seq;
@@ -455,6 +487,8 @@ impl Snapshots {
         })
         .await
         .map_err(|e| io("checking the download")(std::io::Error::other(e)))??;
+        let check_ms = t.elapsed().as_millis() as u64;
+        tracing::info!(name = %c.name, seq, bytes, download_ms, sync_ms, check_ms, "snapshot downloaded and verified");
         Ok(Fetched {
             name: c.name.clone(),
             seq,
@@ -576,24 +610,63 @@ fn header(info: &object_store::ObjectInfo, name: &str) -> Option<String> {
         .map(|v| v.as_str().to_string())
 }
 
-/// SHA-256 (hex) and length of a file, read in chunks.
-fn sha256_file(path: &Path) -> Result<(String, u64), SnapError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io("reading the copy"))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io("reading the copy"))?;
-        if n == 0 {
-            break;
+/// Whether the object store's `digest` (`SHA-256=<base64url>`) is the SHA-256 whose hex is
+/// `sha256_hex` (our header).
+fn same_digest(digest: Option<&str>, sha256_hex: &str) -> bool {
+    use base64::Engine;
+    let Some(b64) = digest.and_then(|d| d.strip_prefix("SHA-256=")) else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::URL_SAFE.decode(b64) else {
+        return false;
+    };
+    raw.len() == 32 && hex(&raw).eq_ignore_ascii_case(sha256_hex)
+}
+
+/// Writes what arrives on `rx` to a new file at `path` and syncs it; hashes it too when
+/// `hash`. Returns the SHA-256 (if hashed) and the bytes written.
+fn write_and_hash(
+    path: &Path,
+    hash: bool,
+    rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> Result<(Option<ring::digest::Digest>, u64), SnapError> {
+    use std::io::Write;
+    let mut out = std::fs::File::create(path).map_err(io("writing the download"))?;
+    let mut ctx = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
+    let mut n = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Some(ctx) = ctx.as_mut() {
+            ctx.update(&chunk);
         }
-        ctx.update(&buf[..n]);
-        n_total += n as u64;
+        out.write_all(&chunk).map_err(io("writing the download"))?;
+        n += chunk.len() as u64;
     }
-    Ok((hex(ctx.finish().as_ref()), n_total))
+    out.sync_all().map_err(io("writing the download"))?;
+    Ok((ctx.map(|c| c.finish()), n))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_store_digest_is_compared_with_the_hex_header() {
+        // SHA-256 of "abc".
+        let hex_sum = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let digest = "SHA-256=ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0=";
+        assert!(same_digest(Some(digest), hex_sum));
+        assert!(same_digest(Some(digest), &hex_sum.to_uppercase()));
+        assert!(!same_digest(Some(digest), &"00".repeat(32)));
+        assert!(!same_digest(None, hex_sum));
+        assert!(!same_digest(
+            Some("SHA-512=ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0="),
+            hex_sum
+        ));
+        assert!(!same_digest(Some("SHA-256=not base64!"), hex_sum));
+        assert!(!same_digest(Some("SHA-256=YWJj"), "616263"));
+    }
 }

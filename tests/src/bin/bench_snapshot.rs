@@ -35,15 +35,17 @@ async fn main() -> Result<()> {
             "--name".into(),
             name.into(),
             "--log-level".into(),
-            "warn".into(),
+            "info".into(),
             "--nats-port".into(),
             "0".into(),
             "--replication-url".into(),
             nats.url(),
         ]
     };
+    let t = Instant::now();
     let a = TestNode::start_spec(NodeSpec::new(&common("a")).dir(&a_dir)).await?;
     ready(&a).await?;
+    let a_start = t.elapsed();
     // A snapshot records a stream position: give the database one (a database that never
     // applied anything has nothing to snapshot).
     a.sql("CREATE TABLE bench_marker(x)").await?;
@@ -103,39 +105,45 @@ async fn main() -> Result<()> {
     // The object store's own rate: the same file put into and read back from a bucket of the
     // same server (R1), as a client does it — the ceiling of a snapshot's upload and restore.
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
-    let store = js
-        .create_object_store(async_nats::jetstream::object_store::Config {
-            bucket: "rawbench".into(),
-            ..Default::default()
-        })
-        .await?;
-    let t = Instant::now();
-    let mut file = tokio::fs::File::open(&copy).await?;
-    store.put("bench.db", &mut file).await?;
-    row(
-        "raw object-store put of the same file (async-nats, R1)",
-        size,
-        t.elapsed(),
-        None,
-    );
-    let t = Instant::now();
-    let mut object = store.get("bench.db").await?;
-    let mut got = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = tokio::io::AsyncReadExt::read(&mut object, &mut buf).await?;
-        if n == 0 {
-            break;
+    for (bucket, compression, what) in [
+        ("rawbench", false, "R1"),
+        ("rawbenchz", true, "R1, compressed like the node's bucket"),
+    ] {
+        let store = js
+            .create_object_store(async_nats::jetstream::object_store::Config {
+                bucket: bucket.into(),
+                compression,
+                ..Default::default()
+            })
+            .await?;
+        let t = Instant::now();
+        let mut file = tokio::fs::File::open(&copy).await?;
+        store.put("bench.db", &mut file).await?;
+        row(
+            &format!("raw object-store put of the same file (async-nats, {what})"),
+            size,
+            t.elapsed(),
+            None,
+        );
+        let t = Instant::now();
+        let mut object = store.get("bench.db").await?;
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut object, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
         }
-        got += n as u64;
+        row(
+            &format!("raw object-store get of the same file (async-nats, {what})"),
+            got,
+            t.elapsed(),
+            None,
+        );
+        js.delete_object_store(bucket).await?;
     }
-    row(
-        "raw object-store get of the same file (async-nats, R1)",
-        got,
-        t.elapsed(),
-        None,
-    );
-    js.delete_object_store("rawbench").await?;
     std::fs::remove_file(&copy)?;
 
     // GET /: the online backup streamed over HTTP.
@@ -206,8 +214,20 @@ async fn main() -> Result<()> {
         Some((0, kb(bpid, "VmHWM")?)),
     );
 
+    rows.push(format!(
+        "| ha start → ready without a restore (node a, for comparison with the row above) | – | {:.2} | – | – |",
+        a_start.as_secs_f64()
+    ));
+
     println!("Database: {mb} MB of 16 KiB random blobs ({size} bytes on disk).\n");
     println!("{}", rows.join("\n"));
+    // Where the time went, as the nodes log it (stage timers of the take and of the restore).
+    println!("\nStages (from the nodes' logs):\n");
+    for line in a.log_text().lines().chain(b.log_text().lines()) {
+        if line.contains("snapshot stored") || line.contains("snapshot downloaded and verified") {
+            println!("    {line}");
+        }
+    }
     println!(
         "\n(\"before\" is the node's RSS when the step starts; the peak is VmHWM after resetting \
          it; the restoring node's peak is over its whole life.)"
