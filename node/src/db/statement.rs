@@ -202,12 +202,43 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
     authorizer::untrusted(|| run_client_sql(conn, stmt)).map_err(explain)
 }
 
+/// Runs one client statement on a read connection if it only reads, compiling it once (the
+/// point-SELECT path): `Ok(None)` when it writes or may not run in a batch (the writer judges
+/// it), else what `run` would answer.
+pub(crate) fn run_if_readonly(
+    conn: &Connection,
+    stmt: &Stmt,
+) -> Result<Option<StmtResult>, DbError> {
+    if refuse_in_batch(&stmt.sql).is_some() {
+        return Ok(None);
+    }
+    authorizer::untrusted(|| {
+        let mut ps = compile(conn, &stmt.sql)?;
+        if !ps.readonly() {
+            return Ok(None);
+        }
+        if let Some(stop) = deadline::check_now() {
+            return Err(DbError::Stopped(stop));
+        }
+        run_compiled(conn, &mut ps, stmt).map(Some)
+    })
+    .map_err(explain)
+}
+
 fn run_client_sql(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     let mut ps = prepare(conn, &stmt.sql)?;
-    bind(&mut ps, &stmt.params)?;
+    run_compiled(conn, &mut ps, stmt)
+}
+
+fn run_compiled(
+    conn: &Connection,
+    ps: &mut Statement<'_>,
+    stmt: &Stmt,
+) -> Result<StmtResult, DbError> {
+    bind(ps, &stmt.params)?;
     let ncols = ps.column_count();
     if ncols > 0 {
-        let columns = columns_of(&ps);
+        let columns = columns_of(ps);
         let mut rows = Vec::new();
         let mut cursor = ps.raw_query();
         while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
@@ -312,6 +343,44 @@ mod tests {
         c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
             .unwrap();
         c
+    }
+
+    #[test]
+    fn a_read_runs_on_one_compile_and_anything_else_goes_to_the_writer() {
+        let c = conn();
+        c.execute("INSERT INTO t(id, name) VALUES (1, 'a')", [])
+            .unwrap();
+        let read = Stmt {
+            sql: "SELECT name FROM t WHERE id = $1".into(),
+            params: named(&[("1", Value::Integer(1))]),
+        };
+        let r = run_if_readonly(&c, &read)
+            .unwrap()
+            .expect("a read runs here");
+        assert_eq!(one_row(r), vec![Value::Text("a".into())]);
+        // Run again (from the statement cache), with the same answer.
+        let r = run_if_readonly(&c, &read)
+            .unwrap()
+            .expect("a read runs here");
+        assert_eq!(one_row(r), vec![Value::Text("a".into())]);
+        for writes in ["INSERT INTO t(id) VALUES (2)", "BEGIN", "CREATE TABLE u(a)"] {
+            assert!(
+                run_if_readonly(&c, &Stmt::new(writes)).unwrap().is_none(),
+                "{writes}"
+            );
+        }
+        assert!(matches!(
+            run_if_readonly(&c, &Stmt::new("SELECT nope FROM t")),
+            Err(DbError::Prepare { .. })
+        ));
+        assert!(matches!(
+            run_if_readonly(&c, &Stmt::new("SELECT name FROM t WHERE id = $1")),
+            Err(DbError::Params(_))
+        ));
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1, "nothing was written");
     }
 
     fn named(pairs: &[(&str, Value)]) -> Params {
