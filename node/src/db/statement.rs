@@ -269,45 +269,10 @@ fn run_compiled(
 /// Binds `params` to the placeholders of `ps`, by name or by number.
 fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
     let count = ps.parameter_count();
-    let mut used_names: Vec<String> = Vec::new();
+    // The keys of `params` some placeholder took (borrowed: nothing is copied per statement).
+    let mut used: Vec<&str> = Vec::new();
     for index in 1..=count {
-        let name = ps.parameter_name(index).map(str::to_string);
-        // What the placeholder asks for: a position or a name.
-        let (position, key) = match name.as_deref() {
-            None => (Some(index), None),
-            Some(n) => {
-                let bare = &n[1..];
-                match bare.parse::<usize>() {
-                    Ok(p) if p >= 1 => (Some(p), None),
-                    _ => (None, Some(bare.to_string())),
-                }
-            }
-        };
-        let value = match (params, position, &key) {
-            (Params::Positional(vals), Some(p), _) => vals.get(p - 1),
-            (Params::Named(map), Some(p), _) => {
-                used_names.push(p.to_string());
-                map.get(&p.to_string())
-            }
-            (Params::Named(map), None, Some(k)) => {
-                used_names.push(k.clone());
-                map.get(k)
-            }
-            (Params::Positional(_), None, Some(k)) => {
-                return Err(DbError::Params(format!(
-                    "placeholder {} is named: pass params as an object",
-                    name.as_deref().unwrap_or(k)
-                )));
-            }
-            (Params::None, _, _) => None,
-            (_, None, None) => None,
-        };
-        let Some(value) = value else {
-            return Err(DbError::Params(format!(
-                "missing value for parameter {}",
-                name.unwrap_or_else(|| format!("?{index}"))
-            )));
-        };
+        let value = value_for(ps.parameter_name(index), index, params, &mut used)?;
         ps.raw_bind_parameter(index, value)?;
     }
     match params {
@@ -318,8 +283,8 @@ fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
         Params::Named(map) => {
             let unused: Vec<&str> = map
                 .keys()
-                .filter(|k| !used_names.iter().any(|u| u == *k))
                 .map(String::as_str)
+                .filter(|k| !used.contains(k))
                 .collect();
             if unused.is_empty() {
                 Ok(())
@@ -332,6 +297,59 @@ fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The value in `params` for placeholder `index`, spelled `name` in the SQL (`None`: a bare
+/// `?`); records the key it took in `used`.
+fn value_for<'p>(
+    name: Option<&str>,
+    index: usize,
+    params: &'p Params,
+    used: &mut Vec<&'p str>,
+) -> Result<&'p Value, DbError> {
+    // What the placeholder asks for: a position or a name.
+    let bare = name.map(|n| &n[1..]);
+    let (position, key) = match bare {
+        None => (Some(index), None),
+        Some(b) => match b.parse::<usize>() {
+            Ok(p) if p >= 1 => (Some(p), None),
+            _ => (None, Some(b)),
+        },
+    };
+    let value = match (params, position, key) {
+        (Params::Positional(vals), Some(p), _) => vals.get(p - 1),
+        (Params::Named(map), Some(p), _) => {
+            // The key is the number as written unless it is spelled oddly (`$01`, `?+1`).
+            let found = match bare {
+                Some(b) if b.bytes().all(|c| c.is_ascii_digit()) && !b.starts_with('0') => {
+                    map.get_key_value(b)
+                }
+                _ => map.get_key_value(p.to_string().as_str()),
+            };
+            found.map(|(k, v)| {
+                used.push(k.as_str());
+                v
+            })
+        }
+        (Params::Named(map), None, Some(k)) => map.get_key_value(k).map(|(k, v)| {
+            used.push(k.as_str());
+            v
+        }),
+        (Params::Positional(_), None, Some(k)) => {
+            return Err(DbError::Params(format!(
+                "placeholder {} is named: pass params as an object",
+                name.unwrap_or(k)
+            )));
+        }
+        (Params::None, _, _) => None,
+        (_, None, None) => None,
+    };
+    value.ok_or_else(|| {
+        DbError::Params(format!(
+            "missing value for parameter {}",
+            name.map_or_else(|| format!("?{index}"), str::to_string)
+        ))
+    })
 }
 
 #[cfg(test)]
