@@ -32,13 +32,21 @@ thread_local! {
 /// shutdown): holds the cancel flag of the statement running now, read or write, which the
 /// progress handler of whatever connection runs it checks (see `deadline`).
 #[derive(Default)]
-pub struct CancelSlot(Mutex<Option<Arc<AtomicBool>>>);
+pub struct CancelSlot(Mutex<Flags>);
+
+#[derive(Default)]
+struct Flags {
+    /// The flag of the statement running now.
+    running: Option<Arc<AtomicBool>>,
+    /// The last statement's flag, reused by the next one when nothing else holds it any more.
+    spare: Option<Arc<AtomicBool>>,
+}
 
 impl CancelSlot {
     /// Cancels the statement running now, if any: it fails with 57014. A statement that starts
     /// later is not affected.
     pub fn interrupt(&self) -> bool {
-        let running = self.0.lock().ok().and_then(|h| h.clone());
+        let running = self.0.lock().ok().and_then(|h| h.running.clone());
         if let Some(flag) = &running {
             flag.store(true, Ordering::Relaxed);
         }
@@ -47,17 +55,29 @@ impl CancelSlot {
 
     /// A fresh flag for the statement about to run; the slot cancels it until `finish`.
     pub fn start(&self) -> Arc<AtomicBool> {
-        let flag = Arc::new(AtomicBool::new(false));
-        if let Ok(mut h) = self.0.lock() {
-            *h = Some(flag.clone());
-        }
+        let Ok(mut h) = self.0.lock() else {
+            return Arc::default();
+        };
+        // Only a flag nobody else holds is reused: an `interrupt` that took the last one just
+        // before `finish` may still set it, and must not reach this statement.
+        let flag = match h.spare.take() {
+            Some(mut f) => match Arc::get_mut(&mut f) {
+                Some(unshared) => {
+                    *unshared.get_mut() = false;
+                    f
+                }
+                None => Arc::default(),
+            },
+            None => Arc::default(),
+        };
+        h.running = Some(flag.clone());
         flag
     }
 
     /// The statement has ended.
     pub fn finish(&self) {
         if let Ok(mut h) = self.0.lock() {
-            *h = None;
+            h.spare = h.running.take();
         }
     }
 }
@@ -91,16 +111,25 @@ impl ReadPool {
         F: FnOnce(&Connection) -> R + Send + 'static,
         R: Send + 'static,
     {
+        if HERE.get() {
+            // Runs before this returns: a borrowed permit, taken without waiting when one is
+            // free (the usual case), is enough.
+            let _permit = match self.permits.try_acquire() {
+                Ok(p) => p,
+                Err(_) => self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| DbError::WriterGone)?,
+            };
+            return with_idle(&self.idle, &self.spec, f);
+        }
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| DbError::WriterGone)?;
-        if HERE.get() {
-            let _permit = permit;
-            return with_idle(&self.idle, &self.spec, f);
-        }
         let idle = self.idle.clone();
         let spec = self.spec.clone();
         tokio::task::spawn_blocking(move || {
@@ -172,6 +201,14 @@ fn with_idle<R>(
 }
 
 fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {
+    if let [stmt] = batch {
+        // One statement: compiled once, to judge it and to run it.
+        return match statement::run_if_readonly(conn, stmt) {
+            Ok(Some(result)) => ReadOutcome::Done(Ok(vec![result])),
+            Ok(None) => ReadOutcome::NeedsWriter,
+            Err(e) => ReadOutcome::Done(Err(e)),
+        };
+    }
     for stmt in batch {
         if statement::refuse_in_batch(&stmt.sql).is_some() {
             return ReadOutcome::NeedsWriter;
@@ -179,14 +216,9 @@ fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {
         match statement::prepare(conn, &stmt.sql) {
             Ok(ps) if ps.readonly() => {}
             Ok(_) => return ReadOutcome::NeedsWriter,
-            // One statement: its compile error is the answer. Several: a later statement may
-            // need a table an earlier one creates, so let the writer judge.
-            Err(e) if batch.len() == 1 => return ReadOutcome::Done(Err(e)),
+            // A later statement may need a table an earlier one creates: the writer judges.
             Err(_) => return ReadOutcome::NeedsWriter,
         }
-    }
-    if batch.len() == 1 {
-        return ReadOutcome::Done(statement::run(conn, &batch[0]).map(|r| vec![r]));
     }
     let result = (|| {
         conn.execute_batch("BEGIN DEFERRED")?;
@@ -207,4 +239,35 @@ fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {
         let _ = conn.execute_batch("ROLLBACK");
     }
     ReadOutcome::Done(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_interrupt_never_reaches_the_next_statement() {
+        let slot = CancelSlot::default();
+        let first = slot.start();
+        // An interrupt that took the flag just before the statement ended sets it after.
+        let late = slot.0.lock().unwrap().running.clone().unwrap();
+        slot.finish();
+        drop(first);
+        let second = slot.start();
+        late.store(true, Ordering::Relaxed);
+        assert!(!second.load(Ordering::Relaxed));
+        assert!(!Arc::ptr_eq(&late, &second));
+        drop(late);
+        slot.finish();
+        // Nothing holds the second flag any more: the third statement gets it back, cleared.
+        let before = Arc::as_ptr(&second);
+        drop(second);
+        let third = slot.start();
+        assert_eq!(Arc::as_ptr(&third), before);
+        assert!(!third.load(Ordering::Relaxed));
+        assert!(slot.interrupt());
+        assert!(third.load(Ordering::Relaxed));
+        slot.finish();
+        assert!(!slot.interrupt(), "nothing runs");
+    }
 }

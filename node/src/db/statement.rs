@@ -202,12 +202,43 @@ pub(crate) fn run(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
     authorizer::untrusted(|| run_client_sql(conn, stmt)).map_err(explain)
 }
 
+/// Runs one client statement on a read connection if it only reads, compiling it once (the
+/// point-SELECT path): `Ok(None)` when it writes or may not run in a batch (the writer judges
+/// it), else what `run` would answer.
+pub(crate) fn run_if_readonly(
+    conn: &Connection,
+    stmt: &Stmt,
+) -> Result<Option<StmtResult>, DbError> {
+    if refuse_in_batch(&stmt.sql).is_some() {
+        return Ok(None);
+    }
+    authorizer::untrusted(|| {
+        let mut ps = compile(conn, &stmt.sql)?;
+        if !ps.readonly() {
+            return Ok(None);
+        }
+        if let Some(stop) = deadline::check_now() {
+            return Err(DbError::Stopped(stop));
+        }
+        run_compiled(conn, &mut ps, stmt).map(Some)
+    })
+    .map_err(explain)
+}
+
 fn run_client_sql(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError> {
     let mut ps = prepare(conn, &stmt.sql)?;
-    bind(&mut ps, &stmt.params)?;
+    run_compiled(conn, &mut ps, stmt)
+}
+
+fn run_compiled(
+    conn: &Connection,
+    ps: &mut Statement<'_>,
+    stmt: &Stmt,
+) -> Result<StmtResult, DbError> {
+    bind(ps, &stmt.params)?;
     let ncols = ps.column_count();
     if ncols > 0 {
-        let columns = columns_of(&ps);
+        let columns = columns_of(ps);
         let mut rows = Vec::new();
         let mut cursor = ps.raw_query();
         while let Some(row) = cursor.next().map_err(|source| DbError::Run { source })? {
@@ -238,45 +269,10 @@ fn run_client_sql(conn: &Connection, stmt: &Stmt) -> Result<StmtResult, DbError>
 /// Binds `params` to the placeholders of `ps`, by name or by number.
 fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
     let count = ps.parameter_count();
-    let mut used_names: Vec<String> = Vec::new();
+    // The keys of `params` some placeholder took (borrowed: nothing is copied per statement).
+    let mut used: Vec<&str> = Vec::new();
     for index in 1..=count {
-        let name = ps.parameter_name(index).map(str::to_string);
-        // What the placeholder asks for: a position or a name.
-        let (position, key) = match name.as_deref() {
-            None => (Some(index), None),
-            Some(n) => {
-                let bare = &n[1..];
-                match bare.parse::<usize>() {
-                    Ok(p) if p >= 1 => (Some(p), None),
-                    _ => (None, Some(bare.to_string())),
-                }
-            }
-        };
-        let value = match (params, position, &key) {
-            (Params::Positional(vals), Some(p), _) => vals.get(p - 1),
-            (Params::Named(map), Some(p), _) => {
-                used_names.push(p.to_string());
-                map.get(&p.to_string())
-            }
-            (Params::Named(map), None, Some(k)) => {
-                used_names.push(k.clone());
-                map.get(k)
-            }
-            (Params::Positional(_), None, Some(k)) => {
-                return Err(DbError::Params(format!(
-                    "placeholder {} is named: pass params as an object",
-                    name.as_deref().unwrap_or(k)
-                )));
-            }
-            (Params::None, _, _) => None,
-            (_, None, None) => None,
-        };
-        let Some(value) = value else {
-            return Err(DbError::Params(format!(
-                "missing value for parameter {}",
-                name.unwrap_or_else(|| format!("?{index}"))
-            )));
-        };
+        let value = value_for(ps.parameter_name(index), index, params, &mut used)?;
         ps.raw_bind_parameter(index, value)?;
     }
     match params {
@@ -287,8 +283,8 @@ fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
         Params::Named(map) => {
             let unused: Vec<&str> = map
                 .keys()
-                .filter(|k| !used_names.iter().any(|u| u == *k))
                 .map(String::as_str)
+                .filter(|k| !used.contains(k))
                 .collect();
             if unused.is_empty() {
                 Ok(())
@@ -303,6 +299,59 @@ fn bind(ps: &mut Statement<'_>, params: &Params) -> Result<(), DbError> {
     }
 }
 
+/// The value in `params` for placeholder `index`, spelled `name` in the SQL (`None`: a bare
+/// `?`); records the key it took in `used`.
+fn value_for<'p>(
+    name: Option<&str>,
+    index: usize,
+    params: &'p Params,
+    used: &mut Vec<&'p str>,
+) -> Result<&'p Value, DbError> {
+    // What the placeholder asks for: a position or a name.
+    let bare = name.map(|n| &n[1..]);
+    let (position, key) = match bare {
+        None => (Some(index), None),
+        Some(b) => match b.parse::<usize>() {
+            Ok(p) if p >= 1 => (Some(p), None),
+            _ => (None, Some(b)),
+        },
+    };
+    let value = match (params, position, key) {
+        (Params::Positional(vals), Some(p), _) => vals.get(p - 1),
+        (Params::Named(map), Some(p), _) => {
+            // The key is the number as written unless it is spelled oddly (`$01`, `?+1`).
+            let found = match bare {
+                Some(b) if b.bytes().all(|c| c.is_ascii_digit()) && !b.starts_with('0') => {
+                    map.get_key_value(b)
+                }
+                _ => map.get_key_value(p.to_string().as_str()),
+            };
+            found.map(|(k, v)| {
+                used.push(k.as_str());
+                v
+            })
+        }
+        (Params::Named(map), None, Some(k)) => map.get_key_value(k).map(|(k, v)| {
+            used.push(k.as_str());
+            v
+        }),
+        (Params::Positional(_), None, Some(k)) => {
+            return Err(DbError::Params(format!(
+                "placeholder {} is named: pass params as an object",
+                name.unwrap_or(k)
+            )));
+        }
+        (Params::None, _, _) => None,
+        (_, None, None) => None,
+    };
+    value.ok_or_else(|| {
+        DbError::Params(format!(
+            "missing value for parameter {}",
+            name.map_or_else(|| format!("?{index}"), str::to_string)
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +361,44 @@ mod tests {
         c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
             .unwrap();
         c
+    }
+
+    #[test]
+    fn a_read_runs_on_one_compile_and_anything_else_goes_to_the_writer() {
+        let c = conn();
+        c.execute("INSERT INTO t(id, name) VALUES (1, 'a')", [])
+            .unwrap();
+        let read = Stmt {
+            sql: "SELECT name FROM t WHERE id = $1".into(),
+            params: named(&[("1", Value::Integer(1))]),
+        };
+        let r = run_if_readonly(&c, &read)
+            .unwrap()
+            .expect("a read runs here");
+        assert_eq!(one_row(r), vec![Value::Text("a".into())]);
+        // Run again (from the statement cache), with the same answer.
+        let r = run_if_readonly(&c, &read)
+            .unwrap()
+            .expect("a read runs here");
+        assert_eq!(one_row(r), vec![Value::Text("a".into())]);
+        for writes in ["INSERT INTO t(id) VALUES (2)", "BEGIN", "CREATE TABLE u(a)"] {
+            assert!(
+                run_if_readonly(&c, &Stmt::new(writes)).unwrap().is_none(),
+                "{writes}"
+            );
+        }
+        assert!(matches!(
+            run_if_readonly(&c, &Stmt::new("SELECT nope FROM t")),
+            Err(DbError::Prepare { .. })
+        ));
+        assert!(matches!(
+            run_if_readonly(&c, &Stmt::new("SELECT name FROM t WHERE id = $1")),
+            Err(DbError::Params(_))
+        ));
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1, "nothing was written");
     }
 
     fn named(pairs: &[(&str, Value)]) -> Params {

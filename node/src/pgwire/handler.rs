@@ -52,6 +52,9 @@ pub(crate) struct ConnState {
     // A tokio mutex: held across awaits while one statement runs; one client talks at a time.
     session: tokio::sync::Mutex<Session>,
     settings: std::sync::Mutex<HashMap<String, String>>,
+    /// `statement_timeout` as parsed when it was last set, in microseconds (0: none), so
+    /// that a statement does not parse the setting again.
+    statement_timeout_us: std::sync::atomic::AtomicU64,
     /// The process id sent in BackendKeyData, once authenticated (0 before).
     backend_pid: std::sync::atomic::AtomicI32,
     /// Where a CancelRequest (or shutdown) finds the statement running now.
@@ -112,10 +115,12 @@ impl ConnState {
     pub(crate) fn new(shared: Arc<Shared>, cancel: Arc<CancelSlot>) -> ConnState {
         let settings = default_settings(&shared);
         let session = Session::new(shared.exec.clone(), shared.idle_timeout);
+        let timeout = parsed_statement_timeout(&settings);
         ConnState {
             shared,
             session: tokio::sync::Mutex::new(session),
             settings: std::sync::Mutex::new(settings),
+            statement_timeout_us: std::sync::atomic::AtomicU64::new(timeout),
             backend_pid: std::sync::atomic::AtomicI32::new(0),
             cancel,
         }
@@ -123,8 +128,22 @@ impl ConnState {
 
     /// The session's `statement_timeout` (`None`: the server's `--query-timeout` only).
     fn statement_timeout(&self) -> Option<Duration> {
-        let settings = self.settings.lock().ok()?;
-        parse_pg_duration(settings.get("statement_timeout")?).ok()?
+        match self
+            .statement_timeout_us
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Takes in a new value of the settings (after SET or RESET).
+    fn settings_changed(&self, settings: &HashMap<String, String>, session: &mut Session) {
+        self.statement_timeout_us.store(
+            parsed_statement_timeout(settings),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        apply_min_seq(settings, session);
     }
 
     /// Records the process id the client was given in BackendKeyData.
@@ -172,7 +191,7 @@ impl ConnState {
         &self,
         session: &mut Session,
         plan: &Plan,
-        bound: Option<(Params, &[(String, Type)])>,
+        bound: Option<(Params, &Prepared)>,
         formats: &Format,
     ) -> Result<Response, PgWireError> {
         match plan {
@@ -213,7 +232,13 @@ impl ConnState {
                 }
                 let rows = seq::last_seq_rows(column, session.last_commit_seq());
                 let announced = [(column.clone(), Type::INT8)];
-                Ok(rows_response(rows, Some(&announced), formats, "SELECT"))
+                Ok(rows_response(
+                    rows,
+                    Some(&announced),
+                    None,
+                    formats,
+                    "SELECT",
+                ))
             }
             Plan::Catalog(q) => {
                 if session.status() == TxStatus::Failed {
@@ -238,14 +263,15 @@ impl ConnState {
                 Ok(rows_response(
                     rows,
                     Some(&answer.columns),
+                    None,
                     formats,
                     "SELECT",
                 ))
             }
             Plan::Sql(sql, verb) => {
-                let (params, announced) = match bound {
-                    Some((p, a)) => (p, Some(a)),
-                    None => (Params::None, None),
+                let (params, announced, described) = match bound {
+                    Some((p, a)) => (p, Some(a.columns.as_slice()), Some(&a.fields)),
+                    None => (Params::None, None, None),
                 };
                 // From here a CancelRequest reaches this statement, on the reader or the writer.
                 let limits = self
@@ -271,7 +297,7 @@ impl ConnState {
                             "DELETE" => "DELETE",
                             _ => "SELECT",
                         };
-                        rows_response(rows, announced, formats, tag)
+                        rows_response(rows, announced, described, formats, tag)
                     }
                     StmtResult::Exec(s) => {
                         let n = s.rows_affected as usize;
@@ -323,7 +349,7 @@ impl ConnState {
                     seq::parse_min_seq(value).map_err(|e| user_error("22023", e))?;
                 }
                 settings.insert(name.clone(), value.clone());
-                apply_min_seq(&settings, session);
+                self.settings_changed(&settings, session);
                 Ok(Response::Execution(Tag::new("SET")))
             }
             SessionCommand::Reset(name) => {
@@ -339,7 +365,7 @@ impl ConnState {
                     },
                     None => *settings = defaults,
                 }
-                apply_min_seq(&settings, session);
+                self.settings_changed(&settings, session);
                 Ok(Response::Execution(Tag::new("RESET")))
             }
             SessionCommand::Show(name) => {
@@ -356,7 +382,7 @@ impl ConnState {
                     }],
                     rows: vec![vec![Value::Text(v)]],
                 };
-                Ok(rows_response(rows, None, formats, "SHOW"))
+                Ok(rows_response(rows, None, None, formats, "SHOW"))
             }
             SessionCommand::ShowAll => {
                 let mut all: Vec<_> = settings.iter().collect();
@@ -378,7 +404,7 @@ impl ConnState {
                         })
                         .collect(),
                 };
-                Ok(rows_response(rows, None, formats, "SHOW"))
+                Ok(rows_response(rows, None, None, formats, "SHOW"))
             }
             SessionCommand::Noop(tag) => Ok(Response::Execution(Tag::new(tag))),
         }
@@ -392,6 +418,7 @@ impl ConnState {
             param_types: Vec::new(),
             bind: Vec::new(),
             columns: Vec::new(),
+            fields: FieldCache::default(),
         };
         match &prepared.plan {
             Plan::Sql(text, _) => {
@@ -555,6 +582,28 @@ pub(crate) struct Prepared {
     bind: Vec<(String, usize)>,
     /// Result columns as Describe announces them; empty when there are none.
     columns: Vec<(String, Type)>,
+    /// The row descriptions of `columns`, built at the first Execute that needs each.
+    fields: FieldCache,
+}
+
+/// A prepared statement's row descriptions in the two usual result formats (all text, all
+/// binary), built once instead of at every Execute.
+#[derive(Debug, Default)]
+pub(crate) struct FieldCache {
+    text: std::sync::OnceLock<Arc<Vec<FieldInfo>>>,
+    binary: std::sync::OnceLock<Arc<Vec<FieldInfo>>>,
+}
+
+impl FieldCache {
+    fn get(&self, cols: &[(String, Type)], formats: &Format) -> Arc<Vec<FieldInfo>> {
+        let slot = match formats {
+            Format::UnifiedText => &self.text,
+            Format::UnifiedBinary => &self.binary,
+            Format::Individual(_) => return Arc::new(fields(cols, Some(formats))),
+        };
+        slot.get_or_init(|| Arc::new(fields(cols, Some(formats))))
+            .clone()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -646,42 +695,32 @@ fn announced_types(rows: &Rows) -> Vec<(String, Type)> {
 }
 
 /// Encodes rows into a QueryResponse, with the announced types when there are (extended
-/// protocol after Describe), else types from declarations and values.
+/// protocol after Describe; `described` keeps their row descriptions), else types from
+/// declarations and values. Rows are encoded as the client is sent them.
 fn rows_response(
     rows: Rows,
     announced: Option<&[(String, Type)]>,
+    described: Option<&FieldCache>,
     formats: &Format,
     tag: &str,
 ) -> Response {
-    let own;
-    let cols: &[(String, Type)] = match announced {
-        Some(a) if a.len() == rows.columns.len() => a,
-        _ => {
-            own = announced_types(&rows);
-            &own
-        }
+    let fields = match (announced, described) {
+        (Some(a), Some(cache)) if a.len() == rows.columns.len() => cache.get(a, formats),
+        (Some(a), None) if a.len() == rows.columns.len() => Arc::new(fields(a, Some(formats))),
+        _ => Arc::new(fields(&announced_types(&rows), Some(formats))),
     };
-    let fields: Vec<FieldInfo> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ty))| {
-            FieldInfo::new(name.clone(), None, None, ty.clone(), formats.format_for(i))
-        })
-        .collect();
-    let types: Vec<(Type, bool)> = fields
-        .iter()
-        .map(|f| (f.datatype().clone(), f.format() == FieldFormat::Binary))
-        .collect();
-    let ncols = types.len() as i16;
+    let schema = fields.clone();
+    let ncols = schema.len() as i16;
     let data = rows.rows.into_iter().map(move |row| {
-        let mut buf = BytesMut::new();
-        for (v, (ty, binary)) in row.iter().zip(&types) {
-            encode_cell(&mut buf, v, ty, *binary)
+        let mut buf = BytesMut::with_capacity(16 * schema.len());
+        for (v, f) in row.iter().zip(schema.iter()) {
+            let binary = f.format() == FieldFormat::Binary;
+            encode_cell(&mut buf, v, f.datatype(), binary)
                 .map_err(|e| user_error("22P03", e.to_string()))?;
         }
         Ok(DataRow::new(buf, ncols))
     });
-    let mut resp = QueryResponse::new(Arc::new(fields), stream::iter(data.collect::<Vec<_>>()));
+    let mut resp = QueryResponse::new(fields, stream::iter(data));
     resp.set_command_tag(tag);
     Response::Query(resp)
 }
@@ -710,6 +749,14 @@ fn parse_pg_duration(value: &str) -> Result<Option<Duration>, String> {
         return Err("out of range".into());
     }
     Ok((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+/// The `statement_timeout` setting in microseconds (0: none; validated when set).
+fn parsed_statement_timeout(settings: &HashMap<String, String>) -> u64 {
+    settings
+        .get("statement_timeout")
+        .and_then(|v| parse_pg_duration(v).ok().flatten())
+        .map_or(0, |d| d.as_micros().try_into().unwrap_or(u64::MAX))
 }
 
 /// Hands the session what `ha.min_seq` and `ha.min_seq_timeout` say now (both validated when
@@ -871,7 +918,7 @@ impl ExtendedQueryHandler for Handler {
         st.run(
             &mut session,
             &prepared.plan,
-            Some((params, &prepared.columns)),
+            Some((params, prepared)),
             &portal.result_column_format,
         )
         .await

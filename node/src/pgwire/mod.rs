@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -205,7 +205,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<ServerState>, shutdown: C
         // over the limit is refused from a task.
         let dedicated = permit.is_some().then(|| state.thread_name.clone());
         let state = state.clone();
-        let shutdown = shutdown.clone();
+        // A child token per connection: waiting on it touches this connection's own lock and
+        // waiter list, not the ones every other connection's thread polls too.
+        let shutdown = shutdown.child_token();
         let slot = Arc::new(crate::exec::CancelSlot::default());
         let serve = move |socket| async move {
             let over_limit = permit.is_none();
@@ -327,6 +329,9 @@ async fn serve_connection(
     let startup_deadline = tokio::time::sleep_until(auth_deadline);
     tokio::pin!(startup_deadline);
     let mut waiting = waiting;
+    // Registered once, polled at every wait (not a new waiter per message).
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
     loop {
         let starting = matches!(
             socket.state(),
@@ -334,23 +339,35 @@ async fn serve_connection(
                 | PgWireConnectionState::AuthenticationInProgress
         );
         socket.get_mut().corked = false;
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => {
-                let info = error::fatal("57P01", "terminating connection due to administrator command");
-                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
-                break;
+        // A message already received (Execute and Sync arrive with Bind) is taken without
+        // setting up the wait below; shutdown is still checked before each one.
+        let ready = if starting || shutdown.is_cancelled() {
+            None
+        } else {
+            socket.next().now_or_never()
+        };
+        let msg = if let Some(m) = ready {
+            m
+        } else {
+            tokio::select! {
+                biased;
+                _ = &mut stopping => {
+                    let info = error::fatal("57P01", "terminating connection due to administrator command");
+                    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                    break;
+                }
+                _ = &mut startup_deadline, if starting => {
+                    let info = error::fatal("08006", "authentication timed out");
+                    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                    break;
+                }
+                _ = evicted(&waiting), if starting => {
+                    let info = error::fatal("53300", "too many clients waiting to authenticate");
+                    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                    break;
+                }
+                m = socket.next() => m,
             }
-            _ = &mut startup_deadline, if starting => {
-                let info = error::fatal("08006", "authentication timed out");
-                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
-                break;
-            }
-            _ = evicted(&waiting), if starting => {
-                let info = error::fatal("53300", "too many clients waiting to authenticate");
-                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
-                break;
-            }
-            m = socket.next() => m,
         };
         let msg = match msg {
             Some(Ok(m)) => m,
