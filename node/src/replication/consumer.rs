@@ -245,7 +245,7 @@ impl Consumer {
                     // Parts keep coming while the writer is busy (a long pg transaction holds
                     // it): that wait is not the origin giving up, so it does not count.
                     received.not_counting(started.elapsed());
-                    self.note_caught_up(catch_up_to);
+                    self.status.note_caught_up(catch_up_to);
                 }
                 _ = refresh.tick() => {
                     // What follows judges the position: nothing may move locally meanwhile.
@@ -253,7 +253,7 @@ impl Consumer {
                         a.run.await?;
                         received.not_counting(a.started.elapsed());
                     }
-                    self.note_caught_up(catch_up_to);
+                    self.status.note_caught_up(catch_up_to);
                     if let Ok(i) = stream.info().await {
                         let (first, last) = (i.state.first_sequence, i.state.last_sequence);
                         self.status.stream_first_seq.store(first, Ordering::Release);
@@ -332,17 +332,6 @@ impl Consumer {
                     started: Instant::now(),
                 });
             }
-        }
-    }
-
-    /// Marks the node caught up once it applied what the stream held when it started.
-    fn note_caught_up(&self, catch_up_to: u64) {
-        if !self.status.caught_up.load(Ordering::Acquire) && self.status.applied() >= catch_up_to {
-            self.status.caught_up.store(true, Ordering::Release);
-            tracing::info!(
-                applied = self.status.applied(),
-                "caught up with the replication stream"
-            );
         }
     }
 
@@ -504,28 +493,11 @@ impl Consumer {
     }
 
     fn applied(&self, seq: Seq, ts: i64, stats: &crate::changeset::apply::ApplyStats) {
-        if stats.collisions > 0 {
-            self.status
-                .key_collisions
-                .fetch_add(stats.collisions, Ordering::Relaxed);
-            self.metrics.key_collisions.inc_by(stats.collisions);
-        }
-        if stats.constraint_conflicts > 0 {
-            self.status
-                .constraint_conflicts
-                .fetch_add(stats.constraint_conflicts, Ordering::Relaxed);
-            self.metrics
-                .constraint_conflicts
-                .inc_by(stats.constraint_conflicts);
-        }
-        self.status
-            .dropped_table_changes
-            .fetch_add(stats.dropped_table, Ordering::Relaxed);
-        self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);
-        self.status.applied_ts_ns.store(ts, Ordering::Release);
-        if stats.already_here == 0 {
-            self.status.applied_total.fetch_add(1, Ordering::Relaxed);
-        }
+        self.metrics.key_collisions.inc_by(stats.collisions);
+        self.metrics
+            .constraint_conflicts
+            .inc_by(stats.constraint_conflicts);
+        self.status.record_applied(seq.0, ts, stats);
     }
 
     /// Applies one change set. A transient failure (busy, locked, interrupted, the writer or

@@ -52,6 +52,32 @@ pub struct ReplStatus {
 }
 
 impl ReplStatus {
+    /// Counts change set `seq` (origin time `ts`) as committed, with what applying it did.
+    pub fn record_applied(&self, seq: u64, ts: i64, stats: &crate::changeset::apply::ApplyStats) {
+        self.key_collisions
+            .fetch_add(stats.collisions, Ordering::Relaxed);
+        self.constraint_conflicts
+            .fetch_add(stats.constraint_conflicts, Ordering::Relaxed);
+        self.dropped_table_changes
+            .fetch_add(stats.dropped_table, Ordering::Relaxed);
+        self.applied_seq.fetch_max(seq, Ordering::AcqRel);
+        self.applied_ts_ns.store(ts, Ordering::Release);
+        if stats.already_here == 0 {
+            self.applied_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the node caught up once it applied what the stream held when it started.
+    pub fn note_caught_up(&self, catch_up_to: u64) {
+        if !self.caught_up.load(Ordering::Acquire) && self.applied() >= catch_up_to {
+            self.caught_up.store(true, Ordering::Release);
+            tracing::info!(
+                applied = self.applied(),
+                "caught up with the replication stream"
+            );
+        }
+    }
+
     pub fn applied(&self) -> u64 {
         self.applied_seq.load(Ordering::Acquire)
     }
