@@ -299,8 +299,7 @@ pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), ApplyError> {
     set_seq_of(conn, APPLIED_SEQ, seq)
 }
 
-/// Moves the applied sequence forward to `seq` (never back: the writer's own commits move it
-/// too, see the node's `publish`).
+/// Moves the applied sequence forward to `seq`, never back.
 pub fn advance_applied_seq(conn: &Connection, seq: u64) -> Result<(), ApplyError> {
     conn.prepare_cached(
         "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)

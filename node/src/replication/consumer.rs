@@ -285,7 +285,7 @@ impl Consumer {
                         if seq.0 <= taken {
                             continue;
                         }
-                        // This node's own commit, which moved the applied position itself.
+                        // Already committed here (the position moved past it meanwhile).
                         if seq.0 <= self.exec.applied_position().0 {
                             taken = seq.0;
                             self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);

@@ -46,9 +46,8 @@ pub(super) fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), D
 /// failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
 pub(super) fn apply_group(w: &mut WriteConn, mut jobs: Vec<ApplyItem>) {
-    // Change sets up to the applied position are in the database already (typically this
-    // node's own commits, which moved the position as they committed, coming back from the
-    // stream): answered without a transaction.
+    // Change sets up to the applied position are in the database already (delivered again):
+    // answered without a transaction.
     if w.repl.is_some()
         && let Ok(here) = meta::applied_seq(&w.conn)
     {
