@@ -228,11 +228,17 @@ async fn interval_takes_snapshots_and_retention_keeps_the_newest_n() {
     .unwrap();
     assert_eq!(s[0].1, *seen.last().unwrap(), "{s:?}");
     assert_eq!(s[0].0, format!("{DB_FILE}.{}", s[0].1));
-    let st = status(n).await.unwrap();
-    assert!(
-        st["replication"]["snapshots"]["taken"].as_u64().unwrap() >= 4,
-        "{st}"
-    );
+    // The count moves once `take` returns, a moment after the object is visible.
+    eventually(
+        Duration::from_secs(20),
+        "four snapshots counted",
+        || async {
+            let st = status(n).await.ok()?;
+            (st["replication"]["snapshots"]["taken"].as_u64()? >= 4).then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// Garbage uploaded by hand as the newest snapshot (a bad sha256, or a good sha256 of
