@@ -285,12 +285,6 @@ impl Consumer {
                         if seq.0 <= taken {
                             continue;
                         }
-                        // Already committed here (the position moved past it meanwhile).
-                        if seq.0 <= self.exec.applied_position().0 {
-                            taken = seq.0;
-                            self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);
-                            continue;
-                        }
                         if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
                             // A jump: the messages in between were other subjects' or were
                             // purged before they reached us. Only the stream's first sequence,

@@ -45,17 +45,7 @@ pub(super) fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), D
 /// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
 /// failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
-pub(super) fn apply_group(w: &mut WriteConn, mut jobs: Vec<ApplyItem>) {
-    // Change sets up to the applied position are in the database already (delivered again):
-    // answered without a transaction.
-    if w.repl.is_some()
-        && let Ok(here) = meta::applied_seq(&w.conn)
-    {
-        let known = jobs.iter().take_while(|(seq, _, _)| seq.0 <= here).count();
-        for (_, _, reply) in jobs.drain(..known) {
-            let _ = reply.send(Ok(ApplyStats::already_here()));
-        }
-    }
+pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     if jobs.is_empty() {
         return;
     }
@@ -111,7 +101,7 @@ pub(super) fn apply_group(w: &mut WriteConn, mut jobs: Vec<ApplyItem>) {
             // Transaction identities older than the stream can deliver are forgotten now and
             // then; the applied sequence moves once, to the last change set that applied.
             pruning.applied(conn, done);
-            meta::advance_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
+            meta::set_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
         },
     );
     mode.leave(&w.conn);
