@@ -400,6 +400,15 @@ async fn writes_continue_during_a_snapshot() {
         .query_row("SELECT count(*) FROM big", [], |r| r.get(0))
         .unwrap();
     assert_eq!(big, 4000);
+    // Read while writes went on, the content is the state at the sequence the snapshot names.
+    let inside: i64 = db
+        .query_row(
+            "SELECT value FROM _ha_meta WHERE key = 'applied_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(inside as u64, seq);
 }
 
 /// A memory node whose durable was deleted while it was down restarts with

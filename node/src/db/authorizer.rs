@@ -118,6 +118,18 @@ pub fn refusal(action: &AuthAction<'_>) -> Option<String> {
                  writes)"
             ))
         }
+        AuthAction::Read { table_name, .. }
+        | AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+            if table_name.eq_ignore_ascii_case("sqlite_dbpage") =>
+        {
+            Some(
+                "sqlite_dbpage is the database file's raw pages, which only the node reads (for \
+                 snapshots): take a backup with GET / or a snapshot instead"
+                    .into(),
+            )
+        }
         AuthAction::Pragma {
             pragma_name,
             pragma_value: Some(_),
@@ -237,5 +249,24 @@ mod tests {
         c.execute_batch("PRAGMA cache_size = 7").unwrap();
         let n: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 7);
+    }
+
+    #[test]
+    fn client_sql_cannot_read_or_write_raw_pages_and_the_node_can_read_them() {
+        let c = conn();
+        for sql in [
+            "SELECT data FROM sqlite_dbpage",
+            "SELECT count(*) FROM sqlite_dbpage('main')",
+            "UPDATE sqlite_dbpage SET data = zeroblob(4096) WHERE pgno = 1",
+            "INSERT INTO sqlite_dbpage(pgno, data) VALUES (1, zeroblob(4096))",
+        ] {
+            let m = refused(&c, sql);
+            assert!(m.contains("raw pages"), "{sql}: {m}");
+        }
+        // The build has the table (snapshots read through it): the node's own read works.
+        let pages: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_dbpage", [], |r| r.get(0))
+            .unwrap();
+        assert!(pages >= 1, "{pages}");
     }
 }

@@ -30,7 +30,7 @@ pub use statement::{
 
 pub use deadline::{Limits, Stop};
 pub(crate) use open::OpenSpec;
-pub use reader::CancelSlot;
+pub use reader::{CancelSlot, ImagePart};
 pub(crate) use reader::{ReadOutcome, ReadPool, run_reads_here};
 pub use writer::Executed;
 pub(crate) use writer::{SessionCmd, WriterConfig, WriterHandle, WriterSession};

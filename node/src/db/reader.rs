@@ -172,6 +172,30 @@ impl ReadPool {
         .await?
     }
 
+    /// Reads the database as an image of its file, in one read transaction: `f` gets the head
+    /// (applied sequence and size), then every page in order, then the end, and can stop the
+    /// read by returning `false`. `Ok(false)`: nothing was read because the database is not in
+    /// WAL mode, where a long read would hold the writer's commits back (the caller copies with
+    /// `backup` instead).
+    pub(crate) async fn read_image(
+        &self,
+        mut f: impl FnMut(ImagePart<'_>) -> bool + Send + 'static,
+    ) -> Result<bool, DbError> {
+        self.with_conn(move |conn| {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Ok(false);
+            }
+            conn.execute_batch("BEGIN")?;
+            let read = read_pages(conn, &mut f);
+            let end = conn.execute_batch(if read.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            read?;
+            end?;
+            Ok(true)
+        })
+        .await?
+    }
+
     /// Closes the idle connections.
     pub(crate) fn close(&self) {
         if let Ok(mut v) = self.idle.lock() {
@@ -198,6 +222,63 @@ fn with_idle<R>(
         v.push(conn);
     }
     Ok(out)
+}
+
+/// One part of a database image (`read_image`), in order: the head, every page, the end.
+pub enum ImagePart<'a> {
+    /// The image's applied sequence (`_ha_meta`, 0 without one) and length in bytes.
+    Head {
+        seq: u64,
+        bytes: u64,
+    },
+    Page(&'a [u8]),
+    End,
+}
+
+/// Inside `read_image`'s transaction: the head, the pages (`sqlite_dbpage`, in page order, as
+/// the file would hold them after a checkpoint), the end.
+fn read_pages(conn: &Connection, f: &mut impl FnMut(ImagePart<'_>) -> bool) -> Result<(), DbError> {
+    let has_meta = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_ha_meta'")?
+        .exists([])?;
+    let seq = if has_meta {
+        crate::changeset::meta::applied_seq(conn)?
+    } else {
+        0
+    };
+    let (pages, page_size) = conn.query_row(
+        "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    )?;
+    let bytes = (pages.max(0) as u64) * (page_size.max(0) as u64);
+    if !f(ImagePart::Head { seq, bytes }) {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare("SELECT data FROM sqlite_dbpage('main') ORDER BY pgno")?;
+    let mut rows = stmt.query([])?;
+    let mut read = 0i64;
+    while let Some(row) = rows.next()? {
+        let data = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+        if data.len() as i64 != page_size {
+            return Err(DbError::Unsupported(format!(
+                "page {} of the database image is {} bytes, not {page_size}",
+                read + 1,
+                data.len()
+            )));
+        }
+        read += 1;
+        if !f(ImagePart::Page(data)) {
+            return Ok(());
+        }
+    }
+    if read != pages {
+        return Err(DbError::Unsupported(format!(
+            "the database image has {read} pages, not {pages}"
+        )));
+    }
+    f(ImagePart::End);
+    Ok(())
 }
 
 fn read_batch(conn: &Connection, batch: &[Stmt]) -> ReadOutcome {

@@ -291,6 +291,19 @@ impl Executor {
             .map_err(|e| self.observe(e.into()))
     }
 
+    /// Reads the database as an image of its file in one read transaction (see
+    /// `ImagePart`); `Ok(false)`: not in WAL mode, nothing read (copy with `backup_to`).
+    pub async fn read_image(
+        &self,
+        f: impl FnMut(crate::db::ImagePart<'_>) -> bool + Send + 'static,
+    ) -> Result<bool, ExecError> {
+        self.inner
+            .reader
+            .read_image(f)
+            .await
+            .map_err(|e| self.observe(e.into()))
+    }
+
     /// Sets (`Some`) or removes (`None`) one key of the node's bookkeeping in `_ha_meta` —
     /// the node's own write, which client SQL may not make.
     pub async fn set_meta(&self, key: &str, value: Option<&str>) -> Result<(), ExecError> {

@@ -1,9 +1,11 @@
 //! Owns snapshots: consistent copies of the database in the JetStream Object Store, taken on
 //! demand (`POST /snapshot`), on `--snapshot-interval`, and restored at start
 //! (`--from-latest-snapshot`) or automatically when the stream no longer holds what a node needs.
-//! Must not open SQLite itself: copies come from `Executor::backup_to`, file checks from
+//! Must not open SQLite itself: the content comes from `Executor::read_image` (a file database
+//! in WAL mode, read in place) or `Executor::backup_to` (a copy), file checks from
 //! `exec::file_check`, and a live restore goes through `Executor::restore_from` (the writer).
-//! Invariant: a snapshot's sequence is read *from the copy itself* (`_ha_meta.applied_seq`), so
+//! Invariant: a snapshot's sequence is read *from the content itself* (`_ha_meta.applied_seq`,
+//! in the read transaction of the image or from the copy), so
 //! the header and the content always agree; and a restore never moves a database backwards.
 //!
 //! Layout (bucket `<stream>_SNAPSHOTS`, file storage, compressed, `--replicas` replicas):
@@ -41,10 +43,12 @@
 //! stream lacks (every commit is published before it commits), so nothing local is lost.
 //! See docs/operations.md.
 //!
-//! Files: `store` (the bucket: take, list, fetch, recover), `upload` (writing one object),
+//! Files: `store` (the bucket: take, list, fetch, recover), `image` (the live database read in
+//! place as upload chunks), `upload` (writing one object),
 //! `sweep` (unfinished uploads and deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
 //! (`--snapshot-interval`).
 
+mod image;
 mod interval;
 mod restore;
 mod store;

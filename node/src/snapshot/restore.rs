@@ -38,7 +38,9 @@ pub async fn restore_at_start(
             .map_err(|e| SnapError::Db(ExecError::Db(e)))?,
     };
     let dir = db.scratch_dir();
+    let started = std::time::Instant::now();
     let (fetched, refused) = snaps.fetch_usable(local, 0, &dir).await?;
+    let fetch_ms = started.elapsed().as_millis() as u64;
     let Some(f) = fetched else {
         if refused.is_empty() {
             tracing::info!(local_seq = local, bucket = %snaps.bucket(), "--from-latest-snapshot: no snapshot newer than the local data; starting normally");
@@ -69,7 +71,8 @@ pub async fn restore_at_start(
             {
                 let _ = dir.sync_all();
             }
-            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, file = %target.display(), "restored the database file from the latest snapshot");
+            let restore_ms = started.elapsed().as_millis() as u64;
+            tracing::warn!(snapshot = %f.name, seq = f.seq, local_seq = local, bytes = f.bytes, restore_ms, fetch_ms, file = %target.display(), "restored the database file from the latest snapshot");
             Ok(StartRestore::File { seq: f.seq })
         }
         Location::Memory { load_from, .. } => {

@@ -212,21 +212,31 @@ impl Snapshots {
         let mut last = self.last.lock().await;
         let store = self.store().await?;
         let newest = last.unwrap_or(0);
-        let tmp = self.temp_path()?;
+        let chunk_size = super::upload::chunk_size(&self.js);
         let t = Instant::now();
-        exec.backup_to(tmp.to_path_buf()).await?;
+        // A database in WAL mode is read as it is, in one read transaction, while it uploads;
+        // otherwise (a memory database) a copy is made first, so the writer is not held back.
+        let (seq, bytes, content, copy) = match super::image::start(exec, chunk_size).await? {
+            Some((head, content)) => (head.seq, head.bytes, content, None),
+            None => {
+                let tmp = self.temp_path()?;
+                exec.backup_to(tmp.to_path_buf()).await?;
+                let path = tmp.to_path_buf();
+                let (seq, bytes) = tokio::task::spawn_blocking(move || {
+                    let seq = file_check::applied_seq_of(&path)
+                        .map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+                    let bytes = std::fs::metadata(&path)
+                        .map_err(io("reading the copy"))?
+                        .len();
+                    Ok::<_, SnapError>((seq, bytes))
+                })
+                .await
+                .map_err(|e| io("reading the copy")(std::io::Error::other(e)))??;
+                let content = super::upload::Chunks::from_file(tmp.to_path_buf(), chunk_size);
+                (seq, bytes, content, Some(tmp))
+            }
+        };
         let copy_ms = t.elapsed().as_millis() as u64;
-        let path = tmp.to_path_buf();
-        let (seq, bytes) = tokio::task::spawn_blocking(move || {
-            let seq =
-                file_check::applied_seq_of(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
-            let bytes = std::fs::metadata(&path)
-                .map_err(io("reading the copy"))?
-                .len();
-            Ok::<_, SnapError>((seq, bytes))
-        })
-        .await
-        .map_err(|e| io("reading the copy")(std::io::Error::other(e)))??;
         let name = self.object_name(seq);
         // After a restart the in-process mark is gone: the bucket says whether this exact
         // sequence is already stored.
@@ -262,10 +272,11 @@ impl Snapshots {
             &name,
             format!("ha snapshot at stream sequence {seq}"),
             headers,
-            tmp.to_path_buf(),
+            content,
         )
         .await?;
-        drop(tmp);
+        let read_in_place = copy.is_none();
+        drop(copy);
         let sha = up.sha256;
         let upload_ms = t.elapsed().as_millis() as u64;
         // Read back what the bucket holds under the name before anything older goes.
@@ -294,7 +305,7 @@ impl Snapshots {
             tracing::warn!(error = %e, "sweeping the snapshot bucket failed; will try again after the next snapshot");
         }
         let duration_ms = start.elapsed().as_millis() as u64;
-        tracing::info!(%name, seq, bytes, duration_ms, copy_ms, upload_ms, bucket = %self.bucket, "snapshot stored");
+        tracing::info!(%name, seq, bytes, duration_ms, copy_ms, upload_ms, read_in_place, bucket = %self.bucket, "snapshot stored");
         Ok(Taken {
             seq,
             bytes,
@@ -634,15 +645,45 @@ fn write_and_hash(
     let mut out = std::fs::File::create(path).map_err(io("writing the download"))?;
     let mut ctx = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
     let mut n = 0u64;
+    let mut flushed = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         if let Some(ctx) = ctx.as_mut() {
             ctx.update(&chunk);
         }
         out.write_all(&chunk).map_err(io("writing the download"))?;
         n += chunk.len() as u64;
+        if n - flushed >= WRITEBACK_EVERY {
+            start_writeback(&out, flushed, n - flushed);
+            flushed = n;
+        }
     }
     out.sync_all().map_err(io("writing the download"))?;
     Ok((ctx.map(|c| c.finish()), n))
+}
+
+/// Bytes written to a download between two starts of their write-back.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for them, so
+/// the `fsync` after the last chunk has only the tail left to wait for (Linux; elsewhere the
+/// `fsync` does it all).
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // Advisory: a failure only leaves the work to the `fsync`, which reports real errors.
+        // SAFETY: the descriptor is open for the call's length; no memory is passed.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 pub fn hex(bytes: &[u8]) -> String {

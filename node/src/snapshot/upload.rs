@@ -36,10 +36,54 @@ pub struct Uploaded {
     pub sha256: String,
 }
 
-/// Stores the file at `path` as object `name` in `bucket` with `headers` plus `sha256` (the hex
-/// SHA-256 of the content), replacing an object of the same name (its chunks are purged after
-/// the new metadata is stored, as `put` does). A blocking thread reads and hashes the file
-/// while this task publishes what it has read.
+/// The content of one upload: chunks in order, read (and hashed) by someone else while the
+/// upload publishes them, and at the end the content's SHA-256 and length.
+pub struct Chunks {
+    pub rx: tokio::sync::mpsc::Receiver<Bytes>,
+    /// The producer's result, once it has sent its last chunk (or failed).
+    pub done: futures::future::BoxFuture<'static, Result<(ring::digest::Digest, u64), SnapError>>,
+    /// The bytes per chunk the producer sends.
+    pub chunk_size: usize,
+}
+
+/// The bytes per chunk for `js`: `CHUNK`, with room for the protocol line under the server's
+/// `max_payload`.
+pub fn chunk_size(js: &jetstream::Context) -> usize {
+    CHUNK.min(
+        (js.client().server_info().max_payload)
+            .saturating_sub(1024)
+            .max(64 * 1024),
+    )
+}
+
+/// A channel for `chunk_size` chunks, as many as the upload keeps in flight.
+pub fn channel() -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::sync::mpsc::Receiver<Bytes>,
+) {
+    tokio::sync::mpsc::channel(IN_FLIGHT)
+}
+
+impl Chunks {
+    /// The file at `path`, read and hashed by a blocking thread.
+    pub fn from_file(path: PathBuf, chunk_size: usize) -> Chunks {
+        let (tx, rx) = channel();
+        let reader = tokio::task::spawn_blocking(move || read_and_hash(&path, chunk_size, tx));
+        Chunks {
+            rx,
+            done: Box::pin(async move {
+                reader
+                    .await
+                    .map_err(|e| io("reading the copy")(std::io::Error::other(e)))?
+            }),
+            chunk_size,
+        }
+    }
+}
+
+/// Stores `content` as object `name` in `bucket` with `headers` plus `sha256` (the hex SHA-256
+/// of the content), replacing an object of the same name (its chunks are purged after the new
+/// metadata is stored, as `put` does).
 pub async fn upload(
     js: &jetstream::Context,
     store: &object_store::ObjectStore,
@@ -47,19 +91,16 @@ pub async fn upload(
     name: &str,
     description: String,
     mut headers: HeaderMap,
-    path: PathBuf,
+    content: Chunks,
 ) -> Result<Uploaded, SnapError> {
     let existing = store.info(name).await.ok().filter(|i| !i.deleted);
     let nuid = new_nuid()?;
     let chunk_subject = format!("$O.{bucket}.C.{nuid}");
-    // Room for the protocol line under the server's limit.
-    let chunk_size = CHUNK.min(
-        (js.client().server_info().max_payload)
-            .saturating_sub(1024)
-            .max(64 * 1024),
-    );
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
-    let reader = tokio::task::spawn_blocking(move || read_and_hash(&path, chunk_size, tx));
+    let Chunks {
+        mut rx,
+        done,
+        chunk_size,
+    } = content;
     let mut pending = VecDeque::with_capacity(IN_FLIGHT + 1);
     let mut chunks = 0usize;
     while let Some(chunk) = rx.recv().await {
@@ -75,9 +116,7 @@ pub async fn upload(
             ack.await.map_err(nats("upload chunk ack"))?;
         }
     }
-    let (digest, size) = reader
-        .await
-        .map_err(|e| io("reading the copy")(std::io::Error::other(e)))??;
+    let (digest, size) = done.await?;
     for ack in pending {
         ack.await.map_err(nats("upload chunk ack"))?;
     }
