@@ -73,6 +73,18 @@ pub fn apply(
                 stats.applied += 1;
             }
             Operation::Insert | Operation::Update | Operation::Delete => {
+                let routed;
+                let change = match as_seen(conn, tables, cs.base, seq, change)? {
+                    Seen::Same => change,
+                    Seen::Now(c) => {
+                        routed = *c;
+                        &routed
+                    }
+                    Seen::Dropped => {
+                        stats.dropped_table += 1;
+                        continue;
+                    }
+                };
                 let renamed;
                 let (info, change) = match tables.get(conn, "main", &change.table)? {
                     Some(info) => (info, change),
@@ -166,6 +178,7 @@ fn run_ddl(
     tables.invalidate();
     if let Some(d) = head {
         ddl_done(conn, &d, seq)?;
+        tables.invalidate();
         if let Some(before) = before {
             for c in written_columns(conn, &d.name)? {
                 if !before.contains(&c) {
@@ -190,13 +203,51 @@ pub fn ddl_done(conn: &Connection, d: &ddl::Ddl, seq: u64) -> Result<(), ApplyEr
         (ddl::Verb::Drop, _) => meta::table_dropped(conn, &d.name, seq),
         (ddl::Verb::Create, _) => meta::table_created(conn, &d.name),
         (ddl::Verb::Alter, Some(ddl::Rename::Table { to })) => {
-            meta::table_renamed(conn, &d.name, to)
+            meta::table_renamed(conn, &d.name, to, seq)
         }
         (ddl::Verb::Alter, Some(ddl::Rename::Column { from, to })) => {
             meta::column_renamed(conn, &d.name, from, to)
         }
         (ddl::Verb::Alter, None) => Ok(()),
     }
+}
+
+/// Where a change belongs, by its origin's view of the table names (`ChangeSet::base`).
+enum Seen {
+    /// Its table (or, when that is gone, where `renamed_table` finds it).
+    Same,
+    /// The change readdressed to what became of the table its origin wrote.
+    Now(Box<Change>),
+    /// The table its origin wrote was dropped after the origin wrote it.
+    Dropped,
+}
+
+/// Where `change` (of the change set at `seq`, written with the view `base`) belongs: the table
+/// its origin called so may have been dropped or renamed by DDL the stream put before it, and
+/// its name taken by a new table since; the origin's own row followed the old table (it applied
+/// that DDL after its commit), so every node sends the change there too.
+fn as_seen(
+    conn: &Connection,
+    tables: &mut TableCache,
+    base: Option<u64>,
+    seq: u64,
+    change: &Change,
+) -> Result<Seen, ApplyError> {
+    let Some(base) = base else {
+        return Ok(Seen::Same);
+    };
+    if tables.last_name_event(conn)? <= base {
+        return Ok(Seen::Same);
+    }
+    Ok(match meta::table_as_seen(conn, &change.table, base, seq)? {
+        None => Seen::Dropped,
+        Some(t) if t == change.table => Seen::Same,
+        Some(t) => {
+            let mut c = change.clone();
+            c.table = t;
+            Seen::Now(Box::new(c))
+        }
+    })
 }
 
 /// For a change of a table that is gone: the table it was renamed to and the change addressed

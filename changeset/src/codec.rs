@@ -12,6 +12,7 @@
 //!
 //! Additive fields (ignored by the original's readers):
 //! - top level `ha_format` (`1`): written by ha. Its absence marks a legacy message.
+//! - top level `ha_base`: the origin's view of table names (`ChangeSet::base`), when known.
 //! - top level `txid`, `part`, `parts`: only on the pieces of a split change set (`split`).
 //! - per change `old_blobs`, `new_blobs`, `args_blobs`: indexes into `old_values`, `new_values`,
 //!   `args` whose string is base64 of a BLOB. A legacy message has none; its writer base64-encoded
@@ -93,6 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<ChangeSet, CodecError> {
         timestamp_ns: wire.timestamp_ns,
         format: wire.ha_format,
         part,
+        base: wire.ha_base,
     })
 }
 
@@ -159,6 +161,7 @@ fn envelope(cs: &ChangeSet, part: Option<&Part>) -> Vec<u8> {
         filename: &cs.filename,
         timestamp_ns: cs.timestamp_ns,
         ha_format: FORMAT_VERSION,
+        ha_base: cs.base,
         txid: part.map(|p| p.txid.as_str()),
         part: part.map(|p| p.index),
         parts: part.map(|p| p.count),
@@ -259,6 +262,8 @@ struct WireEnvelope<'a> {
     timestamp_ns: i64,
     ha_format: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ha_base: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     txid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     part: Option<u32>,
@@ -338,6 +343,8 @@ struct WireSet {
     timestamp_ns: i64,
     #[serde(default)]
     ha_format: Option<u32>,
+    #[serde(default)]
+    ha_base: Option<u64>,
     #[serde(default)]
     txid: Option<String>,
     #[serde(default)]
@@ -481,6 +488,12 @@ mod tests {
         assert_eq!(back.format, Some(FORMAT_VERSION));
         back.format = None;
         assert_eq!(back, cs);
+        // The writer's view of table names travels as `ha_base`.
+        let mut cs = sample();
+        cs.base = Some(41);
+        let body = encode(&cs).unwrap();
+        assert_eq!(json(&body)["ha_base"], 41);
+        assert_eq!(decode(&body).unwrap().base, Some(41));
     }
 
     #[test]

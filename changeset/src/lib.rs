@@ -185,6 +185,12 @@ pub struct ChangeSet {
     pub format: Option<u32>,
     /// Set on the pieces of a change set that was split to fit the NATS max payload.
     pub part: Option<Part>,
+    /// The origin's view of table names when it wrote this: it had applied every table drop and
+    /// rename up to this stream sequence and none after it (`meta::name_view`). A receiver
+    /// routes a change for table `t` to what became of the table the origin called `t` then
+    /// (`meta::table_as_seen`), even if another table has taken the name since. `None` in
+    /// messages of the Go original and of older ha versions.
+    pub base: Option<u64>,
 }
 
 impl ChangeSet {
@@ -197,6 +203,7 @@ impl ChangeSet {
             timestamp_ns: 0,
             format: None,
             part: None,
+            base: None,
         }
     }
 

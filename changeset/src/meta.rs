@@ -176,7 +176,98 @@ pub fn table_dropped(conn: &Connection, name: &str, seq: u64) -> Result<(), Appl
     conn.prepare_cached("DELETE FROM _ha_versions WHERE tbl = ?1")?
         .execute([name])?;
     forget_column_renames(conn, name)?;
+    name_unbound(conn, name, seq, None)?;
     set_seq_of(conn, &dropped_key(name), seq)
+}
+
+/// The `_ha_meta` key of the sequence of the last table drop or rename recorded.
+const NAME_EVENT_SEQ: &str = "name_event_seq";
+
+/// The `_ha_meta` key of what happened to the table called `name` at `seq` (the name's length
+/// first, so one name's keys never run into another's; the sequence zero-padded, so the keys
+/// of one name sort by it).
+fn name_event_key(name: &str, seq: u64) -> String {
+    format!("{}{seq:020}", name_event_prefix(name))
+}
+
+fn name_event_prefix(name: &str) -> String {
+    format!("name_event:{}:{name}:", name.len())
+}
+
+/// The table called `name` stopped being called so at `seq`: renamed to `to`, or dropped
+/// (`None`). Kept as history: a change written by a node whose view of the names was older
+/// than `seq` belongs to what became of that table (see `table_as_seen`), even if a new table
+/// takes the name later. With `seq` 0 (not known yet) nothing is recorded.
+fn name_unbound(
+    conn: &Connection,
+    name: &str,
+    seq: u64,
+    to: Option<&str>,
+) -> Result<(), ApplyError> {
+    if seq == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached("INSERT OR REPLACE INTO _ha_meta(key, value) VALUES (?1, ?2)")?
+        .execute(params![name_event_key(name, seq), to])?;
+    if seq > seq_of(conn, NAME_EVENT_SEQ)? {
+        set_seq_of(conn, NAME_EVENT_SEQ, seq)?;
+    }
+    Ok(())
+}
+
+/// This node's view of table names, for a change set it publishes (`ChangeSet::base`): it has
+/// applied every table drop and rename of the stream up to the returned sequence (its applied
+/// position, or its own last drop or rename, published only once it had applied everything
+/// before it) and none after it.
+pub fn name_view(conn: &Connection) -> Result<u64, ApplyError> {
+    Ok(applied_seq(conn)?.max(seq_of(conn, NAME_EVENT_SEQ)?))
+}
+
+/// The sequence of the last table drop or rename this database recorded (0: none).
+pub fn last_name_event(conn: &Connection) -> Result<u64, ApplyError> {
+    seq_of(conn, NAME_EVENT_SEQ)
+}
+
+/// What became of the table a node called `name` when its view of the names was `base` (see
+/// `ChangeSet::base`), by the drops and renames the stream carried after `base` and before
+/// `before` (the change set's own sequence: what its own transaction did, its origin saw):
+/// `Some(table)` (the name itself when nothing happened to it), or `None` when it was dropped.
+pub fn table_as_seen(
+    conn: &Connection,
+    name: &str,
+    base: u64,
+    before: u64,
+) -> Result<Option<String>, ApplyError> {
+    let mut current = name.to_string();
+    let mut after = base;
+    // Each step moves to a later sequence, so this ends; the bound is a guard only.
+    for _ in 0..1024 {
+        let prefix = name_event_prefix(&current);
+        let next: Option<(String, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT key, value FROM _ha_meta WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT 1",
+            )?
+            .query_row(
+                params![name_event_key(&current, after), format!("{prefix}~")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((key, to)) = next else {
+            break;
+        };
+        let seq: u64 = key[prefix.len()..].parse().unwrap_or(u64::MAX);
+        if seq >= before {
+            break;
+        }
+        match to {
+            Some(to) => {
+                current = to;
+                after = seq;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
 }
 
 /// Table `name` exists (again): forget that it was dropped.
@@ -206,7 +297,8 @@ fn renamed_column_prefix(table: &str) -> String {
 /// Table `from` was renamed to `to` by DDL: its rows keep their versions under the new name,
 /// its column renames move with it, and changes written concurrently under the old name (by
 /// nodes that had not seen the rename) are applied to `to` (see `renamed_to`).
-pub fn table_renamed(conn: &Connection, from: &str, to: &str) -> Result<(), ApplyError> {
+pub fn table_renamed(conn: &Connection, from: &str, to: &str, seq: u64) -> Result<(), ApplyError> {
+    name_unbound(conn, from, seq, Some(to))?;
     conn.prepare_cached("UPDATE OR REPLACE _ha_versions SET tbl = ?2 WHERE tbl = ?1")?
         .execute([from, to])?;
     let (old_prefix, new_prefix) = (renamed_column_prefix(from), renamed_column_prefix(to));
@@ -435,7 +527,7 @@ mod tests {
         let k = row_key(None, 1);
         set_version(&c, "a", &k, 5, false).unwrap();
         column_renamed(&c, "a", "v", "w").unwrap();
-        table_renamed(&c, "a", "b").unwrap();
+        table_renamed(&c, "a", "b", 0).unwrap();
         assert_eq!(renamed_to(&c, "a").unwrap().as_deref(), Some("b"));
         assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
         assert_eq!(version(&c, "b", &k).unwrap(), 5);
@@ -446,10 +538,10 @@ mod tests {
             assert_eq!(renamed_column(&c, "b", "w").unwrap().as_deref(), Some("v"));
             column_renamed(&c, "b", "v", "w").unwrap();
             assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
-            table_renamed(&c, "b", "a").unwrap();
+            table_renamed(&c, "b", "a", 0).unwrap();
             assert_eq!(renamed_to(&c, "a").unwrap(), None);
             assert_eq!(renamed_to(&c, "b").unwrap().as_deref(), Some("a"));
-            table_renamed(&c, "a", "b").unwrap();
+            table_renamed(&c, "a", "b", 0).unwrap();
             assert_eq!(renamed_to(&c, "a").unwrap().as_deref(), Some("b"));
             assert_eq!(version(&c, "b", &k).unwrap(), 5);
         }
@@ -458,8 +550,39 @@ mod tests {
         // A table renamed onto the name of one that had column renames of its own.
         column_renamed(&c, "x", "v", "w").unwrap();
         column_renamed(&c, "y", "v", "u").unwrap();
-        table_renamed(&c, "y", "x").unwrap();
+        table_renamed(&c, "y", "x", 0).unwrap();
         assert_eq!(renamed_column(&c, "x", "v").unwrap().as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn a_name_is_resolved_by_the_drops_and_renames_after_the_writers_view() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        // t renamed to t2 at 10, t2 to t3 at 20; a new t dropped at 30; u dropped at 15.
+        table_renamed(&c, "t", "t2", 10).unwrap();
+        table_renamed(&c, "t2", "t3", 20).unwrap();
+        table_dropped(&c, "t", 30).unwrap();
+        table_dropped(&c, "u", 15).unwrap();
+        // A table whose name contains the separator is another name.
+        table_dropped(&c, "t:00000000000000000011", 12).unwrap();
+        let seen =
+            |name: &str, base: u64, before: u64| table_as_seen(&c, name, base, before).unwrap();
+        assert_eq!(seen("t", 9, 100).as_deref(), Some("t3"));
+        assert_eq!(seen("t", 9, 15).as_deref(), Some("t2"));
+        assert_eq!(
+            seen("t", 9, 10).as_deref(),
+            Some("t"),
+            "its own set's DDL was seen"
+        );
+        assert_eq!(seen("t", 10, 100), None, "the later t was dropped at 30");
+        assert_eq!(seen("t", 30, 100).as_deref(), Some("t"));
+        assert_eq!(seen("u", 14, 100), None);
+        assert_eq!(seen("u", 15, 100).as_deref(), Some("u"));
+        assert_eq!(seen("v", 0, 100).as_deref(), Some("v"));
+        assert_eq!(last_name_event(&c).unwrap(), 30);
+        assert_eq!(name_view(&c).unwrap(), 30);
+        set_applied_seq(&c, 40).unwrap();
+        assert_eq!(name_view(&c).unwrap(), 40);
     }
 
     #[test]

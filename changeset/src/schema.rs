@@ -95,6 +95,8 @@ pub struct TableCache {
     tables: HashMap<(String, String), Arc<TableInfo>>,
     /// Whether `main` has a virtual table (read once per schema).
     has_virtual: Option<bool>,
+    /// `meta::last_name_event` (read once per schema).
+    last_name_event: Option<u64>,
 }
 
 impl TableCache {
@@ -119,6 +121,17 @@ impl TableCache {
     pub fn invalidate(&mut self) {
         self.tables.clear();
         self.has_virtual = None;
+        self.last_name_event = None;
+    }
+
+    /// The sequence of the last table drop or rename recorded (`meta::last_name_event`).
+    pub fn last_name_event(&mut self, conn: &Connection) -> Result<u64, ApplyError> {
+        if let Some(v) = self.last_name_event {
+            return Ok(v);
+        }
+        let v = crate::meta::last_name_event(conn)?;
+        self.last_name_event = Some(v);
+        Ok(v)
     }
 
     /// Whether the `main` schema holds a virtual table (FTS5, R*Tree, vec0, …).

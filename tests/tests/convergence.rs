@@ -355,6 +355,84 @@ async fn a_table_renamed_while_another_node_writes_it_keeps_the_writes_and_their
     }
 }
 
+/// Node 1 writes `t` without having seen node 0 rename `t` away and create a new `t`: node 1's
+/// row followed the old table when it applied the rename, so on every node the row is in the
+/// renamed table and the new `t` is empty (it used to land in the new `t` on node 0 only).
+#[tokio::test]
+async fn a_write_to_a_table_renamed_and_whose_name_was_taken_again_follows_the_old_table() {
+    let c = TestCluster::external(2, &[]).await.unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    a.sql("INSERT INTO t VALUES (1, 'old')").await.unwrap();
+    converged(&c).await.unwrap();
+    race(
+        &c,
+        &[
+            "INSERT INTO t VALUES (2, 'b')",
+            "UPDATE t SET v = 'b' WHERE id = 1",
+        ],
+        &[
+            "ALTER TABLE t RENAME TO t2",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+            "INSERT INTO t VALUES (7, 'new')",
+        ],
+    )
+    .await;
+    converged(&c).await.unwrap();
+    for rows in rows_everywhere(&c, "SELECT id, v FROM t2 ORDER BY id")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([1, "b"]), json!([2, "b"])]);
+    }
+    for rows in rows_everywhere(&c, "SELECT id, v FROM t ORDER BY id")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([7, "new"])]);
+    }
+}
+
+/// Node 1 writes `t` without having seen node 0 drop `t` and create a new `t`: node 1's row
+/// went with the dropped table, so it is nowhere, and the new `t` holds only its own rows.
+#[tokio::test]
+async fn a_write_to_a_table_dropped_and_created_again_meanwhile_goes_with_the_dropped_table() {
+    let c = TestCluster::external(2, &[]).await.unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    a.sql("CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    converged(&c).await.unwrap();
+    race(
+        &c,
+        &[
+            "INSERT INTO t VALUES (2, 'b')",
+            "INSERT INTO u VALUES (1, 'b')",
+        ],
+        &[
+            "DROP TABLE t",
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+            "INSERT INTO t VALUES (7, 'new')",
+        ],
+    )
+    .await;
+    converged(&c).await.unwrap();
+    for rows in rows_everywhere(&c, "SELECT id, v FROM t ORDER BY id")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([7, "new"])]);
+    }
+    for rows in rows_everywhere(&c, "SELECT id, v FROM u").await.unwrap() {
+        assert_eq!(rows, vec![json!([1, "b"])]);
+    }
+}
+
 /// A small deterministic generator (splitmix64): the same seed gives the same operations.
 struct Rng(u64);
 

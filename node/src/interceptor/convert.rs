@@ -146,6 +146,7 @@ fn header_of(cs: &ChangeSet) -> ChangeSet {
         timestamp_ns: cs.timestamp_ns,
         format: cs.format,
         part: cs.part.clone(),
+        base: cs.base,
     }
 }
 

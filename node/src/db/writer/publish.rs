@@ -126,6 +126,8 @@ impl Replicating {
         cs.format = Some(crate::changeset::FORMAT_VERSION);
         cs.timestamp_ns = now_ns();
         cs.changes = changes;
+        // Which tables its names mean: receivers follow drops and renames after this.
+        cs.base = Some(meta::name_view(conn)?);
         let mut kept_local = 0;
         if let Some(i) = &self.hooks.interceptor {
             let captured = cs.changes.len();
@@ -149,6 +151,7 @@ impl Replicating {
             if c.operation == Operation::Sql {
                 if let Ok(Some(d)) = ddl::classify(&c.command) {
                     apply::ddl_done(conn, &d, seq.0)?;
+                    self.tables.invalidate();
                 }
                 continue;
             }
