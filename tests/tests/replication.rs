@@ -963,6 +963,14 @@ async fn an_rtree_table_replicates() {
     a.sql("INSERT INTO boxes VALUES (1, 0, 10, 0, 10), (2, 20, 30, 20, 30), (3, 5, 25, 5, 25)")
         .await
         .unwrap();
+    // One writer at a time (docs/replication.md, virtual tables): b writes once it has a's
+    // index; two nodes writing the index at once each allocate the same node pages.
+    eventually(Duration::from_secs(30), "a's boxes on b", || async {
+        let rows = b.rows("SELECT count(*) FROM boxes").await.ok()?;
+        (Json::from(rows) == json!([[3]])).then_some(())
+    })
+    .await
+    .unwrap();
     b.sql("INSERT INTO boxes VALUES (4, 8, 9, 8, 9)")
         .await
         .unwrap();
