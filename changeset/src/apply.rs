@@ -206,7 +206,10 @@ pub fn ddl_done(conn: &Connection, d: &ddl::Ddl, seq: u64) -> Result<(), ApplyEr
             meta::table_renamed(conn, &d.name, to, seq)
         }
         (ddl::Verb::Alter, Some(ddl::Rename::Column { from, to })) => {
-            meta::column_renamed(conn, &d.name, from, to)
+            meta::column_renamed(conn, &d.name, from, to, seq)
+        }
+        (ddl::Verb::Alter, Some(ddl::Rename::DropColumn { column })) => {
+            meta::column_dropped(conn, &d.name, column, seq)
         }
         (ddl::Verb::Alter, None) => Ok(()),
     }
@@ -239,15 +242,45 @@ fn as_seen(
     if tables.last_name_event(conn)? <= base {
         return Ok(Seen::Same);
     }
-    Ok(match meta::table_as_seen(conn, &change.table, base, seq)? {
-        None => Seen::Dropped,
-        Some(t) if t == change.table => Seen::Same,
-        Some(t) => {
-            let mut c = change.clone();
-            c.table = t;
-            Seen::Now(Box::new(c))
+    let Some(table) = meta::table_as_seen(conn, &change.table, base, seq)? else {
+        return Ok(Seen::Dropped);
+    };
+    let mut now = (table != change.table).then(|| {
+        let mut c = change.clone();
+        c.table = table.clone();
+        c
+    });
+    // Its columns likewise: renamed since (a new column may have the old name now), or dropped
+    // (the origin's value went with the column).
+    let mut moved = Vec::new();
+    for (i, column) in change.columns.iter().enumerate() {
+        match meta::column_as_seen(conn, &table, column, base, seq)? {
+            Some(c) if c == *column => {}
+            other => moved.push((i, other)),
         }
-    })
+    }
+    if !moved.is_empty() {
+        let c = now.get_or_insert_with(|| change.clone());
+        for (i, to) in moved.into_iter().rev() {
+            match to {
+                Some(name) => {
+                    for pk in c.pk_columns.iter_mut().filter(|p| **p == c.columns[i]) {
+                        *pk = name.clone();
+                    }
+                    c.columns[i] = name;
+                }
+                None => {
+                    c.columns.remove(i);
+                    for values in [&mut c.old_values, &mut c.new_values] {
+                        if i < values.len() {
+                            values.remove(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(now.map_or(Seen::Same, |c| Seen::Now(Box::new(c))))
 }
 
 /// For a change of a table that is gone: the table it was renamed to and the change addressed

@@ -98,6 +98,8 @@ pub enum Rename {
     Table { to: String },
     /// `RENAME [COLUMN] from TO to`.
     Column { from: String, to: String },
+    /// `DROP [COLUMN] column`: the name is let go, as by a rename.
+    DropColumn { column: String },
 }
 
 /// What the capture path does with one statement.
@@ -239,6 +241,7 @@ pub fn classify(sql: &str) -> Result<Option<Ddl>, DdlError> {
         && after.as_ref().is_some_and(|t| t.is_kw("AS"));
     let rename = match &after {
         Some(t) if verb == Verb::Alter && t.is_kw("RENAME") => rename_clause(&mut lx)?,
+        Some(t) if verb == Verb::Alter && t.is_kw("DROP") => drop_column_clause(&mut lx)?,
         _ => None,
     };
     Ok(Some(Ddl {
@@ -289,6 +292,21 @@ fn rename_clause(lx: &mut Lexer<'_>) -> Result<Option<Rename>, DdlError> {
             from: t.value,
             to: n.value,
         }))
+}
+
+/// The rest of `ALTER TABLE name DROP …`: `[COLUMN] column`.
+fn drop_column_clause(lx: &mut Lexer<'_>) -> Result<Option<Rename>, DdlError> {
+    let Some(mut t) = lx.next_token()? else {
+        return Ok(None);
+    };
+    if t.is_kw("COLUMN") {
+        let Some(next) = lx.next_token()? else {
+            return Ok(None);
+        };
+        t = next;
+    }
+    Ok(t.is_name()
+        .then_some(Rename::DropColumn { column: t.value }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +493,16 @@ mod tests {
             })
         );
         assert_eq!(r("ALTER TABLE t ADD COLUMN rename TEXT"), None);
+        assert_eq!(
+            r("ALTER TABLE t DROP COLUMN \"a b\""),
+            Some(Rename::DropColumn {
+                column: "a b".into()
+            })
+        );
+        assert_eq!(
+            r("alter table t drop c"),
+            Some(Rename::DropColumn { column: "c".into() })
+        );
         assert_eq!(r("ALTER TABLE t RENAME"), None);
     }
 

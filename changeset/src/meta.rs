@@ -301,14 +301,19 @@ pub fn table_renamed(conn: &Connection, from: &str, to: &str, seq: u64) -> Resul
     name_unbound(conn, from, seq, Some(to))?;
     conn.prepare_cached("UPDATE OR REPLACE _ha_versions SET tbl = ?2 WHERE tbl = ?1")?
         .execute([from, to])?;
-    let (old_prefix, new_prefix) = (renamed_column_prefix(from), renamed_column_prefix(to));
-    // Column renames of an earlier table of the new name are history; this table's follow it.
+    // Column renames (and column history) of an earlier table of the new name are history; this
+    // table's follow it.
     forget_column_renames(conn, to)?;
-    conn.prepare_cached(
-        "UPDATE OR REPLACE _ha_meta SET key = ?2 || substr(key, length(?1) + 1)
-         WHERE substr(key, 1, length(?1)) = ?1",
-    )?
-    .execute([&old_prefix, &new_prefix])?;
+    for (old_prefix, new_prefix) in [
+        (renamed_column_prefix(from), renamed_column_prefix(to)),
+        (column_events_prefix(from), column_events_prefix(to)),
+    ] {
+        conn.prepare_cached(
+            "UPDATE OR REPLACE _ha_meta SET key = ?2 || substr(key, length(?1) + 1)
+             WHERE substr(key, 1, length(?1)) = ?1",
+        )?
+        .execute([&old_prefix, &new_prefix])?;
+    }
     set_text(conn, &renamed_table_key(from), to)?;
     // A table of the new name exists now: it was not dropped, nor renamed away.
     remove(conn, &renamed_table_key(to))?;
@@ -316,8 +321,10 @@ pub fn table_renamed(conn: &Connection, from: &str, to: &str, seq: u64) -> Resul
 }
 
 fn forget_column_renames(conn: &Connection, table: &str) -> Result<(), ApplyError> {
-    conn.prepare_cached("DELETE FROM _ha_meta WHERE substr(key, 1, length(?1)) = ?1")?
-        .execute([renamed_column_prefix(table)])?;
+    for prefix in [renamed_column_prefix(table), column_events_prefix(table)] {
+        conn.prepare_cached("DELETE FROM _ha_meta WHERE substr(key, 1, length(?1)) = ?1")?
+            .execute([prefix])?;
+    }
     Ok(())
 }
 
@@ -346,7 +353,9 @@ pub fn column_renamed(
     table: &str,
     from: &str,
     to: &str,
+    seq: u64,
 ) -> Result<(), ApplyError> {
+    column_unbound(conn, table, from, seq, Some(to))?;
     let prefix = renamed_column_prefix(table);
     // Earlier renames to `from` now lead to `to`.
     conn.prepare_cached(
@@ -363,6 +372,89 @@ pub fn column_renamed(
     )?
     .execute(params![table, from, to, sep])?;
     Ok(())
+}
+
+/// Column `column` of `table` was dropped at `seq` (see `column_as_seen`).
+pub fn column_dropped(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    seq: u64,
+) -> Result<(), ApplyError> {
+    column_unbound(conn, table, column, seq, None)
+}
+
+/// The `_ha_meta` key prefix of what happened to column `column` of `table` (lengths first, as
+/// for `name_event_key`); the zero-padded sequence follows.
+fn column_event_prefix(table: &str, column: &str) -> String {
+    format!("{}{}:{column}:", column_events_prefix(table), column.len())
+}
+
+/// The `_ha_meta` key prefix of every column event of `table`.
+fn column_events_prefix(table: &str) -> String {
+    format!("column_event:{}:{table}:", table.len())
+}
+
+/// Column `column` of `table` stopped being called so at `seq`: renamed to `to`, or dropped.
+fn column_unbound(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    seq: u64,
+    to: Option<&str>,
+) -> Result<(), ApplyError> {
+    if seq == 0 {
+        return Ok(());
+    }
+    let key = format!("{}{seq:020}", column_event_prefix(table, column));
+    conn.prepare_cached("INSERT OR REPLACE INTO _ha_meta(key, value) VALUES (?1, ?2)")?
+        .execute(params![key, to])?;
+    if seq > seq_of(conn, NAME_EVENT_SEQ)? {
+        set_seq_of(conn, NAME_EVENT_SEQ, seq)?;
+    }
+    Ok(())
+}
+
+/// What became of column `column` of `table` (the table as it is called now) for a node whose
+/// view of the names was `base`, by the column drops and renames after `base` and before
+/// `before` (as `table_as_seen`): `Some(column)`, or `None` when it was dropped. Renames of the
+/// table itself carry its column history with them (`table_renamed`).
+pub fn column_as_seen(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    base: u64,
+    before: u64,
+) -> Result<Option<String>, ApplyError> {
+    let mut current = column.to_string();
+    let mut after = base;
+    for _ in 0..1024 {
+        let prefix = column_event_prefix(table, &current);
+        let next: Option<(String, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT key, value FROM _ha_meta WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT 1",
+            )?
+            .query_row(
+                params![format!("{prefix}{after:020}"), format!("{prefix}~")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((key, to)) = next else {
+            break;
+        };
+        let seq: u64 = key[prefix.len()..].parse().unwrap_or(u64::MAX);
+        if seq >= before {
+            break;
+        }
+        match to {
+            Some(to) => {
+                current = to;
+                after = seq;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
 }
 
 /// The current name of column `column` of `table` if it was renamed, else `None`.
@@ -526,17 +618,17 @@ mod tests {
         ensure(&c).unwrap();
         let k = row_key(None, 1);
         set_version(&c, "a", &k, 5, false).unwrap();
-        column_renamed(&c, "a", "v", "w").unwrap();
+        column_renamed(&c, "a", "v", "w", 0).unwrap();
         table_renamed(&c, "a", "b", 0).unwrap();
         assert_eq!(renamed_to(&c, "a").unwrap().as_deref(), Some("b"));
         assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
         assert_eq!(version(&c, "b", &k).unwrap(), 5);
         // And back, twice: no key is written twice, the answers follow the last rename.
         for _ in 0..2 {
-            column_renamed(&c, "b", "w", "v").unwrap();
+            column_renamed(&c, "b", "w", "v", 0).unwrap();
             assert_eq!(renamed_column(&c, "b", "v").unwrap(), None);
             assert_eq!(renamed_column(&c, "b", "w").unwrap().as_deref(), Some("v"));
-            column_renamed(&c, "b", "v", "w").unwrap();
+            column_renamed(&c, "b", "v", "w", 0).unwrap();
             assert_eq!(renamed_column(&c, "b", "v").unwrap().as_deref(), Some("w"));
             table_renamed(&c, "b", "a", 0).unwrap();
             assert_eq!(renamed_to(&c, "a").unwrap(), None);
@@ -548,8 +640,8 @@ mod tests {
         table_dropped(&c, "b", 9).unwrap();
         assert_eq!(renamed_column(&c, "b", "v").unwrap(), None);
         // A table renamed onto the name of one that had column renames of its own.
-        column_renamed(&c, "x", "v", "w").unwrap();
-        column_renamed(&c, "y", "v", "u").unwrap();
+        column_renamed(&c, "x", "v", "w", 0).unwrap();
+        column_renamed(&c, "y", "v", "u", 0).unwrap();
         table_renamed(&c, "y", "x", 0).unwrap();
         assert_eq!(renamed_column(&c, "x", "v").unwrap().as_deref(), Some("u"));
     }
@@ -583,6 +675,26 @@ mod tests {
         assert_eq!(name_view(&c).unwrap(), 30);
         set_applied_seq(&c, 40).unwrap();
         assert_eq!(name_view(&c).unwrap(), 40);
+        // Columns: p.a renamed to b at 50 (a new a may follow), p.b dropped at 60, and the
+        // table renamed to q at 70 takes its column history along.
+        column_renamed(&c, "p", "a", "b", 50).unwrap();
+        column_dropped(&c, "p", "b", 60).unwrap();
+        table_renamed(&c, "p", "q", 70).unwrap();
+        let col = |t: &str, name: &str, base: u64| column_as_seen(&c, t, name, base, 100).unwrap();
+        assert_eq!(
+            col("q", "a", 49).as_deref(),
+            None,
+            "renamed to b, then dropped"
+        );
+        assert_eq!(col("q", "a", 50).as_deref(), Some("a"));
+        assert_eq!(col("q", "b", 55), None);
+        assert_eq!(col("q", "c", 0).as_deref(), Some("c"));
+        assert_eq!(
+            col("p", "a", 49).as_deref(),
+            Some("a"),
+            "p's history moved to q"
+        );
+        assert_eq!(last_name_event(&c).unwrap(), 70);
     }
 
     #[test]

@@ -433,6 +433,40 @@ async fn a_write_to_a_table_dropped_and_created_again_meanwhile_goes_with_the_dr
     }
 }
 
+/// Node 1 updates column `a` without having seen node 0 rename `a` to `b` and add a new `a`, or
+/// drop `c` and add a new `c`: node 1's values followed the old columns (to `b`, and away with
+/// `c`), so on every node `b` has them and the new columns are empty.
+#[tokio::test]
+async fn an_update_of_columns_renamed_or_dropped_and_added_again_follows_the_old_columns() {
+    let c = TestCluster::external(2, &[]).await.unwrap();
+    let a = c.node(0);
+    a.sql("CREATE TABLE p(id INTEGER PRIMARY KEY, a TEXT, c TEXT, n INTEGER)")
+        .await
+        .unwrap();
+    a.sql("INSERT INTO p VALUES (1, 'x', 'x', 0)")
+        .await
+        .unwrap();
+    converged(&c).await.unwrap();
+    race(
+        &c,
+        &["UPDATE p SET a = 'y', c = 'y', n = 1 WHERE id = 1"],
+        &[
+            "ALTER TABLE p RENAME COLUMN a TO b",
+            "ALTER TABLE p ADD COLUMN a TEXT",
+            "ALTER TABLE p DROP COLUMN c",
+            "ALTER TABLE p ADD COLUMN c TEXT",
+        ],
+    )
+    .await;
+    converged(&c).await.unwrap();
+    for rows in rows_everywhere(&c, "SELECT id, a, b, c, n FROM p")
+        .await
+        .unwrap()
+    {
+        assert_eq!(rows, vec![json!([1, null, "y", null, 1])]);
+    }
+}
+
 /// A small deterministic generator (splitmix64): the same seed gives the same operations.
 struct Rng(u64);
 
