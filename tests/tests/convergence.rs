@@ -550,13 +550,17 @@ fn random_statement(r: &mut Rng, client: u64, step: u64) -> String {
         ),
         93 => format!("DROP TABLE IF EXISTS tmp{}", r.below(3)),
         94 => {
-            // Renames there and back, racing the writes below (by name `tmp<k>` and `v`).
+            // Renames there and back, columns added and dropped, racing the writes below (by name
+            // `tmp<k>` and `v`).
             let k = r.below(3);
-            match r.below(4) {
+            match r.below(6) {
                 0 => format!("ALTER TABLE tmp{k} RENAME TO tmpr{k}"),
                 1 => format!("ALTER TABLE tmpr{k} RENAME TO tmp{k}"),
                 2 => format!("ALTER TABLE tmp{k} RENAME COLUMN v TO w"),
-                _ => format!("ALTER TABLE tmp{k} RENAME COLUMN w TO v"),
+                3 => format!("ALTER TABLE tmp{k} RENAME COLUMN w TO v"),
+                // A column's name taken again after a rename, and a column dropped.
+                4 => format!("ALTER TABLE tmp{k} ADD COLUMN v"),
+                _ => format!("ALTER TABLE tmp{k} DROP COLUMN w"),
             }
         }
         95..=96 => format!(
