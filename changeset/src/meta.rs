@@ -183,13 +183,9 @@ pub fn table_dropped(conn: &Connection, name: &str, seq: u64) -> Result<(), Appl
 /// The `_ha_meta` key of the sequence of the last table drop or rename recorded.
 const NAME_EVENT_SEQ: &str = "name_event_seq";
 
-/// The `_ha_meta` key of what happened to the table called `name` at `seq` (the name's length
-/// first, so one name's keys never run into another's; the sequence zero-padded, so the keys
-/// of one name sort by it).
-fn name_event_key(name: &str, seq: u64) -> String {
-    format!("{}{seq:020}", name_event_prefix(name))
-}
-
+/// The `_ha_meta` key prefix of what happened to the table called `name`; the zero-padded
+/// sequence of each event follows, so the keys of one name sort by it. The name's length comes
+/// first, so one name's keys never run into another's.
 fn name_event_prefix(name: &str) -> String {
     format!("name_event:{}:{name}:", name.len())
 }
@@ -204,11 +200,22 @@ fn name_unbound(
     seq: u64,
     to: Option<&str>,
 ) -> Result<(), ApplyError> {
+    record_unbound(conn, &name_event_prefix(name), seq, to)
+}
+
+/// Records under `prefix` that a name was let go at `seq` (renamed to `to`, or dropped), and
+/// moves `NAME_EVENT_SEQ` to it. With `seq` 0 (not known yet) nothing is recorded.
+fn record_unbound(
+    conn: &Connection,
+    prefix: &str,
+    seq: u64,
+    to: Option<&str>,
+) -> Result<(), ApplyError> {
     if seq == 0 {
         return Ok(());
     }
     conn.prepare_cached("INSERT OR REPLACE INTO _ha_meta(key, value) VALUES (?1, ?2)")?
-        .execute(params![name_event_key(name, seq), to])?;
+        .execute(params![format!("{prefix}{seq:020}"), to])?;
     if seq > seq_of(conn, NAME_EVENT_SEQ)? {
         set_seq_of(conn, NAME_EVENT_SEQ, seq)?;
     }
@@ -238,17 +245,30 @@ pub fn table_as_seen(
     base: u64,
     before: u64,
 ) -> Result<Option<String>, ApplyError> {
+    follow(conn, name, base, before, name_event_prefix)
+}
+
+/// Follows a name through the history kept under `prefix_of(name)`: from the first event after
+/// `base` (a rename moves on to the new name, from that event on; a drop ends it), until no
+/// event before `before` is left. `None`: dropped.
+fn follow(
+    conn: &Connection,
+    name: &str,
+    base: u64,
+    before: u64,
+    prefix_of: impl Fn(&str) -> String,
+) -> Result<Option<String>, ApplyError> {
     let mut current = name.to_string();
     let mut after = base;
     // Each step moves to a later sequence, so this ends; the bound is a guard only.
     for _ in 0..1024 {
-        let prefix = name_event_prefix(&current);
+        let prefix = prefix_of(&current);
         let next: Option<(String, Option<String>)> = conn
             .prepare_cached(
                 "SELECT key, value FROM _ha_meta WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT 1",
             )?
             .query_row(
-                params![name_event_key(&current, after), format!("{prefix}~")],
+                params![format!("{prefix}{after:020}"), format!("{prefix}~")],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -385,7 +405,7 @@ pub fn column_dropped(
 }
 
 /// The `_ha_meta` key prefix of what happened to column `column` of `table` (lengths first, as
-/// for `name_event_key`); the zero-padded sequence follows.
+/// for `name_event_prefix`); the zero-padded sequence follows.
 fn column_event_prefix(table: &str, column: &str) -> String {
     format!("{}{}:{column}:", column_events_prefix(table), column.len())
 }
@@ -403,16 +423,7 @@ fn column_unbound(
     seq: u64,
     to: Option<&str>,
 ) -> Result<(), ApplyError> {
-    if seq == 0 {
-        return Ok(());
-    }
-    let key = format!("{}{seq:020}", column_event_prefix(table, column));
-    conn.prepare_cached("INSERT OR REPLACE INTO _ha_meta(key, value) VALUES (?1, ?2)")?
-        .execute(params![key, to])?;
-    if seq > seq_of(conn, NAME_EVENT_SEQ)? {
-        set_seq_of(conn, NAME_EVENT_SEQ, seq)?;
-    }
-    Ok(())
+    record_unbound(conn, &column_event_prefix(table, column), seq, to)
 }
 
 /// What became of column `column` of `table` (the table as it is called now) for a node whose
@@ -426,35 +437,9 @@ pub fn column_as_seen(
     base: u64,
     before: u64,
 ) -> Result<Option<String>, ApplyError> {
-    let mut current = column.to_string();
-    let mut after = base;
-    for _ in 0..1024 {
-        let prefix = column_event_prefix(table, &current);
-        let next: Option<(String, Option<String>)> = conn
-            .prepare_cached(
-                "SELECT key, value FROM _ha_meta WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT 1",
-            )?
-            .query_row(
-                params![format!("{prefix}{after:020}"), format!("{prefix}~")],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((key, to)) = next else {
-            break;
-        };
-        let seq: u64 = key[prefix.len()..].parse().unwrap_or(u64::MAX);
-        if seq >= before {
-            break;
-        }
-        match to {
-            Some(to) => {
-                current = to;
-                after = seq;
-            }
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(current))
+    follow(conn, column, base, before, |c| {
+        column_event_prefix(table, c)
+    })
 }
 
 /// The current name of column `column` of `table` if it was renamed, else `None`.

@@ -10,7 +10,7 @@ use ha_tests::cluster::{TestCluster, user_tables};
 use ha_tests::converge::{
     cluster_counter, converged, hold_writer, rows_everywhere, wait_write_queue,
 };
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 #[tokio::test]
 async fn triggers_do_not_fire_again_when_changes_are_applied() {
@@ -355,82 +355,65 @@ async fn a_table_renamed_while_another_node_writes_it_keeps_the_writes_and_their
     }
 }
 
-/// Node 1 writes `t` without having seen node 0 rename `t` away and create a new `t`: node 1's
-/// row followed the old table when it applied the rename, so on every node the row is in the
-/// renamed table and the new `t` is empty (it used to land in the new `t` on node 0 only).
-#[tokio::test]
-async fn a_write_to_a_table_renamed_and_whose_name_was_taken_again_follows_the_old_table() {
+/// Node 1 writes `t` (and `u`) without having seen node 0 run `theirs`, which lets the name `t`
+/// go and then creates a new `t` with one row of its own: node 1's rows followed the old table
+/// when node 1 applied `theirs`, so on every node `query` gives `expected` and the new `t` holds
+/// only its own row (node 1's rows used to land in the new `t` on node 0 only).
+async fn name_taken_again(theirs: &str, query: &str, expected: Json) {
     let c = TestCluster::external(2, &[]).await.unwrap();
     let a = c.node(0);
-    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    a.sql("INSERT INTO t VALUES (1, 'old')").await.unwrap();
+    for sql in [
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)",
+        "INSERT INTO t VALUES (1, 'old')",
+    ] {
+        a.sql(sql).await.unwrap();
+    }
     converged(&c).await.unwrap();
     race(
         &c,
         &[
             "INSERT INTO t VALUES (2, 'b')",
             "UPDATE t SET v = 'b' WHERE id = 1",
-        ],
-        &[
-            "ALTER TABLE t RENAME TO t2",
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
-            "INSERT INTO t VALUES (7, 'new')",
-        ],
-    )
-    .await;
-    converged(&c).await.unwrap();
-    for rows in rows_everywhere(&c, "SELECT id, v FROM t2 ORDER BY id")
-        .await
-        .unwrap()
-    {
-        assert_eq!(rows, vec![json!([1, "b"]), json!([2, "b"])]);
-    }
-    for rows in rows_everywhere(&c, "SELECT id, v FROM t ORDER BY id")
-        .await
-        .unwrap()
-    {
-        assert_eq!(rows, vec![json!([7, "new"])]);
-    }
-}
-
-/// Node 1 writes `t` without having seen node 0 drop `t` and create a new `t`: node 1's row
-/// went with the dropped table, so it is nowhere, and the new `t` holds only its own rows.
-#[tokio::test]
-async fn a_write_to_a_table_dropped_and_created_again_meanwhile_goes_with_the_dropped_table() {
-    let c = TestCluster::external(2, &[]).await.unwrap();
-    let a = c.node(0);
-    a.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    a.sql("CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    converged(&c).await.unwrap();
-    race(
-        &c,
-        &[
-            "INSERT INTO t VALUES (2, 'b')",
             "INSERT INTO u VALUES (1, 'b')",
         ],
         &[
-            "DROP TABLE t",
+            theirs,
             "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
             "INSERT INTO t VALUES (7, 'new')",
         ],
     )
     .await;
     converged(&c).await.unwrap();
-    for rows in rows_everywhere(&c, "SELECT id, v FROM t ORDER BY id")
-        .await
-        .unwrap()
-    {
-        assert_eq!(rows, vec![json!([7, "new"])]);
+    for (sql, want) in [
+        (query, expected),
+        ("SELECT id, v FROM t ORDER BY id", json!([[7, "new"]])),
+        ("SELECT id, v FROM u", json!([[1, "b"]])),
+    ] {
+        for rows in rows_everywhere(&c, sql).await.unwrap() {
+            assert_eq!(Json::from(rows), want, "{sql}");
+        }
     }
-    for rows in rows_everywhere(&c, "SELECT id, v FROM u").await.unwrap() {
-        assert_eq!(rows, vec![json!([1, "b"])]);
-    }
+}
+
+#[tokio::test]
+async fn a_write_to_a_table_renamed_and_whose_name_was_taken_again_follows_the_old_table() {
+    name_taken_again(
+        "ALTER TABLE t RENAME TO t2",
+        "SELECT id, v FROM t2 ORDER BY id",
+        json!([[1, "b"], [2, "b"]]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_write_to_a_table_dropped_and_created_again_meanwhile_goes_with_the_dropped_table() {
+    name_taken_again(
+        "DROP TABLE t",
+        "SELECT count(*) FROM sqlite_schema WHERE name = 't2'",
+        json!([[0]]),
+    )
+    .await;
 }
 
 /// Node 1 updates column `a` without having seen node 0 rename `a` to `b` and add a new `a`, or
