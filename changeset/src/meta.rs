@@ -468,6 +468,17 @@ pub fn set_applied_seq(conn: &Connection, seq: u64) -> Result<(), ApplyError> {
     set_seq_of(conn, APPLIED_SEQ, seq)
 }
 
+/// Moves the applied sequence forward to `seq` (never back: the writer's own commits move it
+/// too, see the node's `publish`).
+pub fn advance_applied_seq(conn: &Connection, seq: u64) -> Result<(), ApplyError> {
+    conn.prepare_cached(
+        "INSERT INTO _ha_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute(params![APPLIED_SEQ, seq as i64])?;
+    Ok(())
+}
+
 /// The stream sequence stored under `key` in `_ha_meta` (0 when none).
 pub fn seq_of(conn: &Connection, key: &str) -> Result<u64, ApplyError> {
     let v: Option<i64> = conn

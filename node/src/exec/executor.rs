@@ -156,11 +156,20 @@ impl Executor {
                 Ok(ReadOutcome::Done(r)) => r.map(|results| Executed {
                     results,
                     commit_seq: None,
+                    applied: false,
                 }),
                 Ok(ReadOutcome::NeedsWriter) => self.inner.writer.write(batch, limits).await,
                 Err(e) => Err(e),
             }
         };
+        if let Ok(Executed {
+            commit_seq: Some(seq),
+            applied: true,
+            ..
+        }) = &result
+        {
+            self.inner.applied.advance(seq.0);
+        }
         result.map_err(|e| self.observe(e.into()))
     }
 

@@ -285,6 +285,12 @@ impl Consumer {
                         if seq.0 <= taken {
                             continue;
                         }
+                        // This node's own commit, which moved the applied position itself.
+                        if seq.0 <= self.exec.applied_position().0 {
+                            taken = seq.0;
+                            self.status.applied_seq.fetch_max(seq.0, Ordering::AcqRel);
+                            continue;
+                        }
                         if seq.0 > self.gaps.position(taken) + 1 && self.watches_gaps() {
                             // A jump: the messages in between were other subjects' or were
                             // purged before they reached us. Only the stream's first sequence,

@@ -53,6 +53,7 @@ pub(super) fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
         let _ = reply.send(r.map(|r| Executed {
             results: vec![r],
             commit_seq: None,
+            applied: false,
         }));
     }
     let mut pending: Vec<Ran> = Vec::new();
@@ -101,6 +102,7 @@ pub(super) fn commit_group(w: &mut WriteConn, batches: Vec<Pending>) {
                 let _ = r.send(Ok(Executed {
                     results,
                     commit_seq: published.seq,
+                    applied: published.caught_up,
                 }));
             }
         }

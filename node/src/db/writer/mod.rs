@@ -69,6 +69,9 @@ pub struct Executed {
     /// The stream sequence the transaction was published at: `None` on a standalone node, for a
     /// batch that only read or changed nothing, or one whose changes the interceptor kept local.
     pub commit_seq: Option<Seq>,
+    /// The commit also moved the node's applied position to `commit_seq` (it was published
+    /// right after everything the node had applied).
+    pub applied: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, DbError>>;

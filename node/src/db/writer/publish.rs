@@ -141,10 +141,18 @@ impl Replicating {
                 return Ok(Published {
                     seq: None,
                     kept_local: captured,
+                    caught_up: false,
                 });
             }
         }
         let seq = publish_ordered(conn, self.hooks.sink.as_ref(), &cs)?;
+        // Published right after everything this node has applied: the commit moves the applied
+        // position to it, so that its return from the stream costs nothing (a read of
+        // `X-Ha-Min-Seq` = this sequence needs no wait, and the consumer skips it).
+        let caught_up = meta::applied_seq(conn)? + 1 == seq.0;
+        if caught_up {
+            meta::set_applied_seq(conn, seq.0)?;
+        }
         // The rows now carry this sequence as their version, and the message is marked ours so
         // that its return from the stream is not applied again (its DDL in particular).
         for c in &cs.changes {
@@ -183,6 +191,7 @@ impl Replicating {
         Ok(Published {
             seq: Some(seq),
             kept_local,
+            caught_up,
         })
     }
 }
@@ -215,6 +224,8 @@ pub(super) struct Published {
     pub(super) seq: Option<Seq>,
     /// Captured changes the interceptor kept on this node.
     pub(super) kept_local: usize,
+    /// The commit also moves the applied position to `seq` (it came right after it).
+    pub(super) caught_up: bool,
 }
 
 /// Every row of `table` as INSERT changes.

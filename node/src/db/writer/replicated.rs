@@ -101,7 +101,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             // Transaction identities older than the stream can deliver are forgotten now and
             // then; the applied sequence moves once, to the last change set that applied.
             pruning.applied(conn, done);
-            meta::set_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
+            meta::advance_applied_seq(conn, jobs[done - 1].0.0).map_err(DbError::from)
         },
     );
     mode.leave(&w.conn);
