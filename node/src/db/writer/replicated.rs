@@ -42,8 +42,8 @@ pub(super) fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), D
     Ok(())
 }
 
-/// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
-/// failing one stops the group: it and the ones after it are answered with errors (the consumer
+/// Applies replicated change sets in one transaction, in stream order (all at once; one by one,
+/// each in a savepoint, after one failed or with an `after` hook). A failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
 pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     if jobs.is_empty() {
@@ -81,8 +81,15 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         GroupTx {
             begin: w.tx_lock.begin_sql(),
             savepoint: SAVEPOINT,
+            // An `after` hook that ignores an error rolls back to the change set's savepoint.
+            batch: hooks.interceptor.as_ref().is_none_or(|i| !i.has_after()),
         },
-        |(seq, cs, _)| {
+        |(seq, cs, _), step| {
+            if step.retry_starts {
+                // The batch was rolled back: its results and any DDL it ran are undone.
+                tables.invalidate();
+            }
+            stats.truncate(step.index);
             // Our own commit coming back, or a message published again: already here.
             // (The identity is claimed first, in the change set's savepoint: a failed apply
             // takes it back.)
