@@ -489,7 +489,7 @@ fn apply_row(
                 let old_key = old.version_key();
                 let v = meta::version(conn, table, &old_key)?;
                 if old_key != new_key && newer(table, &old_key, v, seq, written) {
-                    delete_key(conn, table, &old)?;
+                    delete_key(conn, info, &old)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
                     written.insert((table.clone(), old_key));
                     out.applied = true;
@@ -529,7 +529,7 @@ fn apply_row(
             let old = key_of(info, row, false)?;
             let key = old.version_key();
             if newer(table, &key, meta::version(conn, table, &key)?, seq, written) {
-                delete_key(conn, table, &old)?;
+                delete_key(conn, info, &old)?;
                 meta::set_version(conn, table, &key, seq, true)?;
                 written.insert((table.clone(), key));
                 out.applied = true;
@@ -614,6 +614,29 @@ mod tests {
                 "order {order:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_insert_of_a_key_already_here_replaces_its_row_null_keys_included() {
+        let (c, mut cache) = db();
+        c.execute_batch("CREATE TABLE k(name TEXT PRIMARY KEY, v TEXT)")
+            .unwrap();
+        let row =
+            |name: Value, v: &str| ins("k", &["name", "v"], vec![name, Value::Text(v.into())], 0);
+        // A rowid table's TEXT key may be NULL: found by `IS`, never a constraint conflict.
+        for (seq, name, v) in [
+            (5, Value::Null, "a"),
+            (6, Value::Null, "b"),
+            (7, Value::Text("x".into()), "c"),
+            (8, Value::Text("x".into()), "d"),
+        ] {
+            let s = apply(&c, &mut cache, seq, &set(vec![row(name, v)])).unwrap();
+            assert_eq!(s.collisions, u64::from(seq % 2 == 0), "seq {seq}");
+        }
+        assert_eq!(
+            get(&c, "SELECT coalesce(name, '-') || v FROM k ORDER BY name"),
+            ["-b", "xd"]
+        );
     }
 
     #[test]

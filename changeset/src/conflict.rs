@@ -42,6 +42,20 @@ impl KeyVals {
         }
     }
 
+    /// The key's column names (none for a rowid), as `condition` names them.
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
+        let vals: &[(String, Value)] = match self {
+            KeyVals::Rowid(_) => &[],
+            KeyVals::Pk(vals) => vals,
+        };
+        vals.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Whether a value of the key is NULL (such a key matches by `IS`, never by a constraint).
+    pub fn has_null(&self) -> bool {
+        matches!(self, KeyVals::Pk(vals) if vals.iter().any(|(_, v)| matches!(v, Value::Null)))
+    }
+
     /// Binds the key's values from parameter `first` on.
     pub fn bind(&self, stmt: &mut rusqlite::Statement<'_>, first: usize) -> Result<(), ApplyError> {
         match self {

@@ -13,6 +13,9 @@
 //! Must not decide what to apply: `apply` does, with these primitives.
 //! Invariant: every write here happens in the same SQLite transaction as the data it describes.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{ApplyError, Value};
@@ -539,6 +542,47 @@ pub fn claim_tx(conn: &Connection, txid: &str, seq: u64, ts_ns: i64) -> Result<b
     Ok(inserted == 1)
 }
 
+/// How many identities one statement of `claim_txs` records.
+const CLAIM_CHUNK: usize = 32;
+
+/// `claim_tx` for many transactions (identity, stream sequence, origin time), `CLAIM_CHUNK` to a
+/// statement: the identities that were not here yet (an identity given twice counts once).
+pub fn claim_txs(
+    conn: &Connection,
+    txs: &[(String, u64, i64)],
+) -> Result<HashSet<String>, ApplyError> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..CLAIM_CHUNK)
+            .map(|i| format!("(?{}, ?{}, ?{})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        format!(
+            "INSERT OR IGNORE INTO _ha_txids(txid, seq, ts_ns) VALUES {} RETURNING txid",
+            rows.join(", ")
+        )
+    });
+    let mut new = HashSet::with_capacity(txs.len());
+    let mut chunks = txs.chunks_exact(CLAIM_CHUNK);
+    for chunk in &mut chunks {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for (i, (txid, seq, ts_ns)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(3 * i + 1, txid)?;
+            stmt.raw_bind_parameter(3 * i + 2, *seq as i64)?;
+            stmt.raw_bind_parameter(3 * i + 3, ts_ns)?;
+        }
+        let mut rows = stmt.raw_query();
+        while let Some(r) = rows.next()? {
+            new.insert(r.get(0)?);
+        }
+    }
+    for (txid, seq, ts_ns) in chunks.remainder() {
+        if claim_tx(conn, txid, *seq, *ts_ns)? {
+            new.insert(txid.clone());
+        }
+    }
+    Ok(new)
+}
+
 /// Whether transaction `txid` is already in this database.
 pub fn tx_seen(conn: &Connection, txid: &str) -> Result<bool, ApplyError> {
     Ok(conn
@@ -606,6 +650,31 @@ mod tests {
         assert!(tx_seen(&c, "n1/1/5").unwrap());
         assert_eq!(prune_txids(&c, 6).unwrap(), 1);
         assert!(!tx_seen(&c, "n1/1/5").unwrap());
+    }
+
+    #[test]
+    fn many_identities_are_claimed_at_once_each_once() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        record_tx(&c, "t3", 3, 3).unwrap();
+        record_tx(&c, "t40", 40, 40).unwrap();
+        // Two full statements and a remainder; t5 twice in the first, t3 and t40 already here.
+        let mut txs: Vec<(String, u64, i64)> =
+            (0..70).map(|i| (format!("t{i}"), i, i as i64)).collect();
+        txs[10].0 = "t5".into();
+        let new = claim_txs(&c, &txs).unwrap();
+        let mut want: HashSet<String> = (0..70).map(|i| format!("t{i}")).collect();
+        for gone in ["t3", "t40", "t10"] {
+            want.remove(gone);
+        }
+        assert_eq!(new, want);
+        for i in 0..70 {
+            assert_eq!(tx_seen(&c, &format!("t{i}")).unwrap(), i != 10, "t{i}");
+        }
+        assert!(
+            claim_txs(&c, &txs).unwrap().is_empty(),
+            "a second claim finds them all"
+        );
     }
 
     #[test]

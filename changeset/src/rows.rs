@@ -2,8 +2,12 @@
 //! the row of its key, an UPDATE sets the columns it carries (`UPDATE OR ABORT`, so a
 //! constraint declared `ON CONFLICT REPLACE` never deletes rows behind the version table's
 //! back); a UNIQUE conflict with rows of other keys is settled here by last writer wins.
+//! The SQL text of these statements is built once per table description (`RowSql`), not per row.
 //! Must not decide whether the image wins over its own key's version: `apply` does.
 //! Invariant: every row deleted here gets a tombstone, so the same rows go on every node.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use rusqlite::Connection;
 
@@ -36,9 +40,19 @@ pub(crate) fn write_row(
     conflicts: &mut u64,
 ) -> Result<bool, ApplyError> {
     let table = &row.table;
+    if row.operation == Operation::Insert && !key.has_null() {
+        // Usually no row has the key yet: the INSERT alone will do. When one has (or another
+        // constraint stands in the way), the INSERT changed nothing and the way below runs.
+        // (A NULL in the key would match a row by `IS` but never conflict with it.)
+        match insert_row(conn, info, row) {
+            Ok(()) => return Ok(true),
+            Err(e) if is_constraint(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
     for round in 0.. {
         let result = if row.operation == Operation::Insert {
-            delete_key(conn, table, key).and_then(|_| insert_row(conn, info, row))
+            delete_key(conn, info, key).and_then(|_| insert_row(conn, info, row))
         } else {
             update_row(conn, info, row, key)
         };
@@ -64,7 +78,7 @@ pub(crate) fn write_row(
                     deleted_version = version,
                     "UNIQUE conflict between rows of different keys: the newer row stays, the older is deleted"
                 );
-                delete_key(conn, table, &other)?;
+                delete_key(conn, info, &other)?;
                 meta::set_version(conn, table, &other_key, seq, true)?;
                 written.insert((table.clone(), other_key));
             } else {
@@ -76,7 +90,7 @@ pub(crate) fn write_row(
                     deleted = %key,
                     "UNIQUE conflict between rows of different keys: the newer row stays, the older (incoming) is deleted"
                 );
-                delete_key(conn, table, key)?;
+                delete_key(conn, info, key)?;
                 return Ok(false);
             }
         }
@@ -122,13 +136,14 @@ pub(crate) fn fill_lacking(
         .filter(|(_, c)| lacks.contains(c) && !pk.contains(&c.as_str()))
         .map(|(i, _)| i)
         .collect();
-    set_columns(conn, &row.table, row, &cols, key).map(|_| ())
+    set_columns(conn, info, &row.table, row, &cols, key).map(|_| ())
 }
 
 /// `UPDATE OR ABORT … SET` the columns `cols` (indexes into the image) of the row at `key`;
 /// returns how many rows it changed.
 fn set_columns(
     conn: &Connection,
+    info: &TableInfo,
     table: &str,
     row: &Change,
     cols: &[usize],
@@ -137,17 +152,23 @@ fn set_columns(
     if cols.is_empty() {
         return Ok(0);
     }
-    let sets: Vec<String> = cols
+    let names = cols
         .iter()
-        .enumerate()
-        .map(|(n, &i)| format!("{} = ?{}", quote_ident(&row.columns[i]), n + 1))
-        .collect();
-    let sql = format!(
-        "UPDATE OR ABORT main.{} SET {} WHERE {}",
-        quote_ident(table),
-        sets.join(", "),
-        key.condition(cols.len() + 1)
-    );
+        .map(|&i| row.columns[i].as_str())
+        .chain(key.names());
+    let sql = cached(&info.sql.update, names, || {
+        let sets: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| format!("{} = ?{}", quote_ident(&row.columns[i]), n + 1))
+            .collect();
+        format!(
+            "UPDATE OR ABORT main.{} SET {} WHERE {}",
+            quote_ident(table),
+            sets.join(", "),
+            key.condition(cols.len() + 1)
+        )
+    });
     let mut stmt = conn.prepare_cached(&sql)?;
     for (n, &i) in cols.iter().enumerate() {
         let v = row.new_values.get(i).ok_or_else(|| values_mismatch(row))?;
@@ -199,7 +220,7 @@ fn update_row(
             None => 0,
         }
     } else {
-        set_columns(conn, &row.table, row, &cols, key)?
+        set_columns(conn, info, &row.table, row, &cols, key)?
     };
     if changed == 0 {
         insert_row(conn, info, row)?;
@@ -210,17 +231,23 @@ fn update_row(
 /// `INSERT OR ABORT` of the image (a constraint declared `ON CONFLICT REPLACE` does not delete
 /// rows behind the version table's back: the conflict comes back to `write_row`).
 fn insert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), ApplyError> {
-    let mut names: Vec<String> = row.columns.iter().map(|c| quote_ident(c)).collect();
     let use_rowid = info.pk_columns().is_empty();
-    if use_rowid {
-        names.insert(0, "rowid".into());
-    }
-    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!(
-        "INSERT OR ABORT INTO main.{}({}) VALUES ({})",
-        quote_ident(&row.table),
-        names.join(", "),
-        placeholders.join(", "),
+    let sql = cached(
+        &info.sql.insert,
+        row.columns.iter().map(String::as_str),
+        || {
+            let mut names: Vec<String> = row.columns.iter().map(|c| quote_ident(c)).collect();
+            if use_rowid {
+                names.insert(0, "rowid".into());
+            }
+            let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT OR ABORT INTO main.{}({}) VALUES ({})",
+                quote_ident(&row.table),
+                names.join(", "),
+                placeholders.join(", "),
+            )
+        },
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut i = 1;
@@ -240,15 +267,68 @@ fn insert_row(conn: &Connection, info: &TableInfo, row: &Change) -> Result<(), A
     Ok(())
 }
 
-pub(crate) fn delete_key(conn: &Connection, table: &str, key: &KeyVals) -> Result<(), ApplyError> {
-    let sql = format!(
-        "DELETE FROM main.{} WHERE {}",
-        quote_ident(table),
-        key.condition(1)
-    );
+/// Deletes the row at `key` of table `info`.
+pub(crate) fn delete_key(
+    conn: &Connection,
+    info: &TableInfo,
+    key: &KeyVals,
+) -> Result<(), ApplyError> {
+    let sql = cached(&info.sql.delete, key.names(), || {
+        format!(
+            "DELETE FROM main.{} WHERE {}",
+            quote_ident(&info.name),
+            key.condition(1)
+        )
+    });
     let mut stmt = conn.prepare_cached(&sql)?;
     key.bind(&mut stmt, 1)?;
     stmt.raw_execute()
         .map_err(|source| ApplyError::Run { source })?;
     Ok(())
+}
+
+fn is_constraint(e: &ApplyError) -> bool {
+    matches!(
+        e.sqlite().and_then(rusqlite::Error::sqlite_error_code),
+        Some(rusqlite::ErrorCode::ConstraintViolation)
+    )
+}
+
+/// The SQL text of a table's row statements, built on first use and kept with the table's
+/// description (so DDL, which drops the description, drops the text too). Each keeps the text
+/// of the first column list it was built for; another list has its text built each time.
+#[derive(Debug, Default, Clone)]
+pub struct RowSql {
+    insert: OnceLock<(Vec<String>, String)>,
+    update: OnceLock<(Vec<String>, String)>,
+    delete: OnceLock<(Vec<String>, String)>,
+}
+
+/// Two descriptions of the same table are equal whatever text they have built.
+impl PartialEq for RowSql {
+    fn eq(&self, _: &RowSql) -> bool {
+        true
+    }
+}
+
+/// The text `build` makes for the column list `names`: from `cell` when it was built for the
+/// same list, else built (and kept in `cell` if it is still empty).
+fn cached<'c, 'n>(
+    cell: &'c OnceLock<(Vec<String>, String)>,
+    names: impl Iterator<Item = &'n str> + Clone,
+    build: impl FnOnce() -> String,
+) -> Cow<'c, str> {
+    if let Some((n, sql)) = cell.get() {
+        if n.iter().map(String::as_str).eq(names) {
+            return Cow::Borrowed(sql);
+        }
+        return Cow::Owned(build());
+    }
+    let sql = build();
+    match cell.set((names.map(str::to_string).collect(), sql)) {
+        Ok(()) => cell
+            .get()
+            .map_or(Cow::Borrowed(""), |(_, s)| Cow::Borrowed(s)),
+        Err((_, sql)) => Cow::Owned(sql),
+    }
 }

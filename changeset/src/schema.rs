@@ -42,6 +42,8 @@ pub struct TableInfo {
     pub name: String,
     pub columns: Vec<ColumnInfo>,
     pub without_rowid: bool,
+    /// The text of the apply's row statements for this table, built once.
+    pub(crate) sql: crate::rows::RowSql,
 }
 
 impl TableInfo {
@@ -85,6 +87,7 @@ impl TableInfo {
             name: table.to_string(),
             columns,
             without_rowid,
+            sql: Default::default(),
         }))
     }
 }

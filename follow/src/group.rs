@@ -1,8 +1,9 @@
 //! Owns the apply-group transaction a follower runs on its SQLite connection (the node's writer
-//! and ha-sync): one transaction (the caller's `BEGIN …`, foreign keys deferred), each change set
-//! in its own savepoint, stopping at the first that fails, the caller's bookkeeping, then the
-//! commit of what came before; and how long transaction identities (`_ha_txids`) are kept and
-//! when they are pruned.
+//! and ha-sync): one transaction (the caller's `BEGIN …`, foreign keys deferred) in which the
+//! whole batch is applied at once; when an item fails, the transaction is rolled back and the
+//! items are applied again each in its own savepoint, stopping at the first that fails; then the
+//! caller's bookkeeping and the commit of what came before; and how long transaction identities
+//! (`_ha_txids`) are kept and when they are pruned.
 //! Must not decide what a failure costs: the caller retries or quarantines.
 //! Invariant: after `apply_group` the first `done` items are committed and nothing else is.
 
@@ -94,19 +95,35 @@ pub struct Grouped<E> {
 pub struct GroupTx<'a> {
     /// `BEGIN IMMEDIATE` (or the writer's own lock mode).
     pub begin: &'a str,
-    /// The savepoint each item runs in.
+    /// The savepoint each item runs in when items run one by one.
     pub savepoint: &'a str,
+    /// Whether the items are first applied together, without a savepoint each (one by one only
+    /// after one of them failed). False when an item may roll back to its own savepoint.
+    pub batch: bool,
 }
 
-/// Applies `items` in order in one transaction, each inside the savepoint through `one`,
-/// stopping at the first that fails; commits what came before it. `before_commit` runs inside
-/// the transaction with the number applied (bookkeeping such as pruning or the applied
-/// position); when it fails nothing is committed.
+/// Which item `one` is applying, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The item's index in `items`.
+    pub index: usize,
+    /// True for the first item of the one-by-one pass after the batch failed: everything the
+    /// batch did was rolled back, so what the caller kept from it (per-item results, cached
+    /// table shapes after DDL) is stale.
+    pub retry_starts: bool,
+}
+
+/// Applies `items` in order in one transaction through `one`, stopping at the first that fails;
+/// commits what came before it. With `tx.batch` all items run first without a savepoint each;
+/// if one fails (and is not the first), the transaction is rolled back and begun again and the
+/// items run one by one, each in its savepoint (`Step::retry_starts` tells `one`), as without
+/// `tx.batch`. `before_commit` runs inside the transaction with the number applied
+/// (bookkeeping such as pruning or the applied position); when it fails nothing is committed.
 pub fn apply_group<T, E>(
     conn: &Connection,
     items: &[T],
     tx: GroupTx<'_>,
-    mut one: impl FnMut(&T) -> Result<(), E>,
+    mut one: impl FnMut(&T, Step) -> Result<(), E>,
     before_commit: impl FnOnce(usize) -> Result<(), E>,
 ) -> Grouped<E> {
     let failed = |e| Grouped {
@@ -119,22 +136,27 @@ pub fn apply_group<T, E>(
             error: None,
         };
     }
-    if let Err(e) = conn.execute_batch(tx.begin) {
+    if let Err(e) = begin(conn, tx.begin) {
         return failed(e);
     }
-    let _ = conn.execute_batch("PRAGMA defer_foreign_keys = ON");
-    let savepoint = Savepoint::named(tx.savepoint);
-    let mut done = 0;
-    let mut error = None;
-    for item in items {
-        match savepoint.run(conn, || one(item)) {
-            Ok(()) => done += 1,
-            Err(e) => {
-                error = Some(e);
-                break;
+    let (done, error) = if tx.batch {
+        match all_at_once(items, &mut one) {
+            None => (items.len(), None),
+            // SQLite ended the transaction itself: handled below, as one by one.
+            Some(_) if conn.is_autocommit() => (0, None),
+            // Nothing came before the failure: no need to apply anything again.
+            Some((0, e)) => (0, Some(GroupError::Item(e))),
+            Some(_) => {
+                rollback(conn);
+                if let Err(e) = begin(conn, tx.begin) {
+                    return failed(e);
+                }
+                one_by_one(conn, items, tx.savepoint, true, &mut one)
             }
         }
-    }
+    } else {
+        one_by_one(conn, items, tx.savepoint, false, &mut one)
+    };
     if !conn.is_autocommit()
         && done > 0
         && let Err(e) = before_commit(done)
@@ -162,6 +184,52 @@ pub fn apply_group<T, E>(
             failed(e)
         }
     }
+}
+
+/// The caller's `BEGIN …`, with foreign keys checked at the commit only.
+fn begin(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(sql)?;
+    let _ = conn.execute_batch("PRAGMA defer_foreign_keys = ON");
+    Ok(())
+}
+
+/// Every item, in the transaction itself; the index and error of the first that fails.
+fn all_at_once<T, E>(
+    items: &[T],
+    one: &mut impl FnMut(&T, Step) -> Result<(), E>,
+) -> Option<(usize, E)> {
+    for (index, item) in items.iter().enumerate() {
+        let step = Step {
+            index,
+            retry_starts: false,
+        };
+        if let Err(e) = one(item, step) {
+            return Some((index, e));
+        }
+    }
+    None
+}
+
+/// Each item in its own savepoint, up to the first that fails: how many succeeded, and why
+/// the next did not.
+fn one_by_one<T, E>(
+    conn: &Connection,
+    items: &[T],
+    savepoint: &str,
+    retry: bool,
+    one: &mut impl FnMut(&T, Step) -> Result<(), E>,
+) -> (usize, Option<GroupError<E>>) {
+    let savepoint = Savepoint::named(savepoint);
+    for (index, item) in items.iter().enumerate() {
+        let step = Step {
+            index,
+            retry_starts: retry && index == 0,
+        };
+        if let Err(e) = savepoint.run(conn, || one(item, step)) {
+            return (index, Some(e));
+        }
+    }
+    (items.len(), None)
 }
 
 fn rollback(conn: &Connection) {
@@ -217,7 +285,10 @@ mod tests {
     const TX: GroupTx<'static> = GroupTx {
         begin: "BEGIN IMMEDIATE",
         savepoint: "g",
+        batch: false,
     };
+
+    const BATCH: GroupTx<'static> = GroupTx { batch: true, ..TX };
 
     fn rows(conn: &Connection) -> Vec<i64> {
         let mut st = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
@@ -229,6 +300,12 @@ mod tests {
 
     #[test]
     fn commits_what_came_before_the_first_failure_and_nothing_of_it() {
+        for tx in [TX, BATCH] {
+            commits_what_came_before(tx);
+        }
+    }
+
+    fn commits_what_came_before(tx: GroupTx<'_>) {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
             .unwrap();
@@ -236,8 +313,8 @@ mod tests {
         let out = apply_group(
             &conn,
             &[1, 2, 3, 4],
-            TX,
-            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+            tx,
+            |v, _| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
             |n| {
                 counted = Some(n);
                 Ok(())
@@ -252,6 +329,20 @@ mod tests {
 
     #[test]
     fn a_first_failure_commits_nothing_and_identities_are_kept_long_enough() {
+        for tx in [TX, BATCH] {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
+                .unwrap();
+            let out = apply_group(
+                &conn,
+                &[5, 1],
+                tx,
+                |v, _| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+                |_| Ok(()),
+            );
+            assert_eq!(out.done, 0);
+            assert!(rows(&conn).is_empty() && conn.is_autocommit());
+        }
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
             .unwrap();
@@ -259,7 +350,7 @@ mod tests {
             &conn,
             &[5],
             TX,
-            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+            |v, _| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
             |_| Ok(()),
         );
         assert_eq!(out.done, 0);
@@ -272,17 +363,93 @@ mod tests {
 
     #[test]
     fn bookkeeping_that_fails_commits_nothing() {
+        for tx in [TX, BATCH] {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch("CREATE TABLE t(v INTEGER)").unwrap();
+            let out = apply_group(
+                &conn,
+                &[1, 2],
+                tx,
+                |v, _| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
+                |_| conn.execute_batch("INSERT INTO nowhere VALUES (1)"),
+            );
+            assert_eq!(out.done, 0);
+            assert!(matches!(out.error, Some(GroupError::Bookkeeping(_))));
+            assert!(rows(&conn).is_empty() && conn.is_autocommit());
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_third_item_fails_commits_two_reports_the_third_and_nothing_else() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER)").unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER CHECK (v < 3))")
+            .unwrap();
+        let mut steps = Vec::new();
+        let mut counted = None;
         let out = apply_group(
             &conn,
-            &[1, 2],
-            TX,
-            |v| conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ()),
-            |_| conn.execute_batch("INSERT INTO nowhere VALUES (1)"),
+            &[1, 2, 3, 4],
+            BATCH,
+            |v, step| {
+                steps.push((*v, step.retry_starts));
+                // What the failing item did before it failed must go too (a table, like DDL).
+                if *v == 3 {
+                    conn.execute_batch("CREATE TABLE made_by_3(x)")?;
+                }
+                conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ())
+            },
+            |n| {
+                counted = Some(n);
+                Ok(())
+            },
         );
-        assert_eq!(out.done, 0);
-        assert!(matches!(out.error, Some(GroupError::Bookkeeping(_))));
-        assert!(rows(&conn).is_empty() && conn.is_autocommit());
+        assert_eq!(out.done, 2);
+        assert!(matches!(out.error, Some(GroupError::Item(_))));
+        assert_eq!(counted, Some(2));
+        assert_eq!(rows(&conn), [1, 2]);
+        let made: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'made_by_3'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(made, 0, "the failing item left nothing behind");
+        assert!(conn.is_autocommit(), "the transaction ended");
+        // The batch, then one by one from the start after it was rolled back, told once.
+        assert_eq!(
+            steps,
+            [
+                (1, false),
+                (2, false),
+                (3, false),
+                (1, true),
+                (2, false),
+                (3, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_that_succeeds_runs_its_items_without_a_savepoint_each() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER)").unwrap();
+        let mut in_savepoint = Vec::new();
+        let out = apply_group(
+            &conn,
+            &[1, 2, 3],
+            BATCH,
+            |v, step| {
+                assert_eq!(step.index, (*v - 1) as usize);
+                // Releasing the item savepoint works only inside one (and ends it).
+                in_savepoint.push(conn.execute_batch("RELEASE g").is_ok());
+                conn.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| ())
+            },
+            |_| Ok(()),
+        );
+        assert_eq!(out.done, 3);
+        assert!(out.error.is_none());
+        assert_eq!(in_savepoint, [false, false, false]);
+        assert_eq!(rows(&conn), [1, 2, 3]);
     }
 }

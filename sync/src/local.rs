@@ -106,8 +106,15 @@ impl Local {
             group::GroupTx {
                 begin: "BEGIN IMMEDIATE",
                 savepoint: "ha_sync_apply",
+                batch: true,
             },
-            |item| apply_one(conn, tables, key, item),
+            |item, step| {
+                if step.retry_starts {
+                    // The batch was rolled back, DDL it ran included.
+                    tables.invalidate();
+                }
+                apply_one(conn, tables, key, item)
+            },
             |done| {
                 pruning.applied(conn, done);
                 Ok(())
@@ -131,7 +138,8 @@ impl Local {
     }
 }
 
-/// One item inside its savepoint: the change set (last writer wins per row), then the position.
+/// One item (in the batch, or in its savepoint): the change set (last writer wins per row), then
+/// the position.
 fn apply_one(
     conn: &Connection,
     tables: &mut TableCache,

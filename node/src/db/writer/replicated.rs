@@ -5,6 +5,8 @@
 //! Invariant: the applied sequence moves only with what it stands for, in the same
 //! transaction; replicated rows are effects (no triggers, no foreign-key actions: `apply_mode`).
 
+use std::collections::HashSet;
+
 use rusqlite::Connection;
 
 use ha_follow::group::{self, GroupError, GroupTx};
@@ -42,8 +44,8 @@ pub(super) fn restore(w: &mut WriteConn, from: &std::path::Path) -> Result<(), D
     Ok(())
 }
 
-/// Applies replicated change sets in one transaction, each in a savepoint, in stream order. A
-/// failing one stops the group: it and the ones after it are answered with errors (the consumer
+/// Applies replicated change sets in one transaction, in stream order (all at once; one by one,
+/// each in a savepoint, after one failed or with an `after` hook). A failing one stops the group: it and the ones after it are answered with errors (the consumer
 /// retries them in order).
 pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     if jobs.is_empty() {
@@ -75,18 +77,41 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     let hooks = &r.hooks;
     let pruning = &mut r.pruning;
     let conn = &w.conn;
+    // An `after` hook that ignores an error rolls back to the change set's savepoint.
+    let batch = hooks.interceptor.as_ref().is_none_or(|i| !i.has_after());
+    // While the group runs as one batch, the identities it claimed at once that no change set
+    // has taken yet; `None` while change sets run one by one (each claims its own).
+    let mut claimed: Option<HashSet<String>> = None;
     let out = group::apply_group(
         conn,
         &jobs,
         GroupTx {
             begin: w.tx_lock.begin_sql(),
             savepoint: SAVEPOINT,
+            batch,
         },
-        |(seq, cs, _)| {
+        |(seq, cs, _), step| {
+            if step.retry_starts {
+                // The batch was rolled back: its results, claims and any DDL it ran are undone.
+                tables.invalidate();
+                claimed = None;
+            } else if batch && step.index == 0 {
+                let txs: Vec<(String, u64, i64)> = jobs
+                    .iter()
+                    .map(|(s, c, _)| (c.txid(), s.0, c.timestamp_ns))
+                    .collect();
+                claimed = Some(meta::claim_txs(conn, &txs)?);
+            }
+            stats.truncate(step.index);
             // Our own commit coming back, or a message published again: already here.
-            // (The identity is claimed first, in the change set's savepoint: a failed apply
-            // takes it back.)
-            let s = if !meta::claim_tx(conn, &cs.txid(), seq.0, cs.timestamp_ns)? {
+            // (The identity is claimed first, in the group's transaction — in the change set's
+            // savepoint one by one — so a failed apply takes it back.)
+            let txid = cs.txid();
+            let new = match &mut claimed {
+                Some(c) => c.remove(&txid),
+                None => meta::claim_tx(conn, &txid, seq.0, cs.timestamp_ns)?,
+            };
+            let s = if !new {
                 ApplyStats::already_here()
             } else {
                 match &hooks.interceptor {
