@@ -175,7 +175,7 @@ async fn main() -> Result<()> {
     let body: serde_json::Value = r.json().await?;
     let bytes = body["bytes"].as_u64().context("snapshot bytes")?;
     row(
-        "ha POST /snapshot (copy + sha256 + upload, R1)",
+        "ha POST /snapshot (read in place, or a copy for a memory database; sha256; upload; R1)",
         bytes,
         took,
         Some((before, kb(pid, "VmHWM")?)),
