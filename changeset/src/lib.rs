@@ -18,7 +18,8 @@
 //!   through `sql`), `names` (subjects, durables, `--replication-policy`);
 //! - SQLite: `value` (how `Value` moves in and out of rusqlite), `schema` (what a table looks
 //!   like), `meta` (the `_ha_*` tables), `apply` (one change set, last writer wins), `rows` (one row
-//!   image written as an effect), `conflict` (rows in the way of a UNIQUE constraint).
+//!   image written as an effect; the SQL text it builds is kept per table by `row_sql`),
+//!   `conflict` (rows in the way of a UNIQUE constraint).
 //!
 //! ## Errors
 //! `CodecError`, `SplitError`, `DdlError` for the message; `ApplyError` for everything that
@@ -31,6 +32,7 @@ pub mod ddl;
 mod error;
 pub mod meta;
 pub mod names;
+mod row_sql;
 mod rows;
 pub mod schema;
 pub mod split;

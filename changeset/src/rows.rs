@@ -6,12 +6,10 @@
 //! Must not decide whether the image wins over its own key's version: `apply` does.
 //! Invariant: every row deleted here gets a tombstone, so the same rows go on every node.
 
-use std::borrow::Cow;
-use std::sync::OnceLock;
-
 use rusqlite::Connection;
 
 use crate::conflict::{self, KeyVals};
+use crate::row_sql::cached;
 use crate::schema::{TableInfo, quote_ident};
 use crate::{ApplyError, Change, Operation, meta};
 
@@ -292,43 +290,4 @@ fn is_constraint(e: &ApplyError) -> bool {
         e.sqlite().and_then(rusqlite::Error::sqlite_error_code),
         Some(rusqlite::ErrorCode::ConstraintViolation)
     )
-}
-
-/// The SQL text of a table's row statements, built on first use and kept with the table's
-/// description (so DDL, which drops the description, drops the text too). Each keeps the text
-/// of the first column list it was built for; another list has its text built each time.
-#[derive(Debug, Default, Clone)]
-pub struct RowSql {
-    insert: OnceLock<(Vec<String>, String)>,
-    update: OnceLock<(Vec<String>, String)>,
-    delete: OnceLock<(Vec<String>, String)>,
-}
-
-/// Two descriptions of the same table are equal whatever text they have built.
-impl PartialEq for RowSql {
-    fn eq(&self, _: &RowSql) -> bool {
-        true
-    }
-}
-
-/// The text `build` makes for the column list `names`: from `cell` when it was built for the
-/// same list, else built (and kept in `cell` if it is still empty).
-fn cached<'c, 'n>(
-    cell: &'c OnceLock<(Vec<String>, String)>,
-    names: impl Iterator<Item = &'n str> + Clone,
-    build: impl FnOnce() -> String,
-) -> Cow<'c, str> {
-    if let Some((n, sql)) = cell.get() {
-        if n.iter().map(String::as_str).eq(names) {
-            return Cow::Borrowed(sql);
-        }
-        return Cow::Owned(build());
-    }
-    let sql = build();
-    match cell.set((names.map(str::to_string).collect(), sql)) {
-        Ok(()) => cell
-            .get()
-            .map_or(Cow::Borrowed(""), |(_, s)| Cow::Borrowed(s)),
-        Err((_, sql)) => Cow::Owned(sql),
-    }
 }

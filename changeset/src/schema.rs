@@ -43,7 +43,7 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     pub without_rowid: bool,
     /// The text of the apply's row statements for this table, built once.
-    pub(crate) sql: crate::rows::RowSql,
+    pub(crate) sql: crate::row_sql::RowSql,
 }
 
 impl TableInfo {
