@@ -377,6 +377,12 @@ async fn writes_continue_during_a_snapshot() {
     assert_eq!(s, 200, "{j}");
     assert!(seq > 0);
     assert!(after > before, "no write went through during the snapshot");
+    // A file database in WAL mode is read in place, not copied first.
+    let log = n.log_text();
+    assert!(
+        log.contains("snapshot stored") && log.contains("read_in_place=true"),
+        "{log}"
+    );
     assert!(total > 0);
     let bytes = n
         .client

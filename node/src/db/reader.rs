@@ -175,8 +175,8 @@ impl ReadPool {
     /// Reads the database as an image of its file, in one read transaction: `f` gets the head
     /// (applied sequence and size), then every page in order, then the end, and can stop the
     /// read by returning `false`. `Ok(false)`: nothing was read because the database is not in
-    /// WAL mode, where a long read would hold the writer's commits back (the caller copies with
-    /// `backup` instead).
+    /// WAL mode, where a long read would hold the writer's commits back, or SQLite was built
+    /// without `sqlite_dbpage` (the caller copies with `backup` instead).
     pub(crate) async fn read_image(
         &self,
         mut f: impl FnMut(ImagePart<'_>) -> bool + Send + 'static,
@@ -184,6 +184,12 @@ impl ReadPool {
         self.with_conn(move |conn| {
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
+                return Ok(false);
+            }
+            if conn.prepare_cached(PAGES_SQL).is_err() {
+                // Built without SQLITE_ENABLE_DBPAGE_VTAB (outside this repository's
+                // `.cargo/config.toml`): the caller copies instead.
+                tracing::warn!("this build's SQLite has no sqlite_dbpage; the snapshot copies the database first");
                 return Ok(false);
             }
             conn.execute_batch("BEGIN")?;
@@ -224,6 +230,9 @@ fn with_idle<R>(
     Ok(out)
 }
 
+/// The pages of `main`, in page order, as the file would hold them after a checkpoint.
+const PAGES_SQL: &str = "SELECT data FROM sqlite_dbpage('main') ORDER BY pgno";
+
 /// One part of a database image (`read_image`), in order: the head, every page, the end.
 pub enum ImagePart<'a> {
     /// The image's applied sequence (`_ha_meta`, 0 without one) and length in bytes.
@@ -255,7 +264,7 @@ fn read_pages(conn: &Connection, f: &mut impl FnMut(ImagePart<'_>) -> bool) -> R
     if !f(ImagePart::Head { seq, bytes }) {
         return Ok(());
     }
-    let mut stmt = conn.prepare("SELECT data FROM sqlite_dbpage('main') ORDER BY pgno")?;
+    let mut stmt = conn.prepare_cached(PAGES_SQL)?;
     let mut rows = stmt.query([])?;
     let mut read = 0i64;
     while let Some(row) = rows.next()? {

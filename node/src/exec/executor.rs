@@ -301,7 +301,8 @@ impl Executor {
     }
 
     /// Reads the database as an image of its file in one read transaction (see
-    /// `ImagePart`); `Ok(false)`: not in WAL mode, nothing read (copy with `backup_to`).
+    /// `ImagePart`); `Ok(false)`: not in WAL mode (or no `sqlite_dbpage` in this build), nothing
+    /// read (copy with `backup_to`).
     pub async fn read_image(
         &self,
         f: impl FnMut(crate::db::ImagePart<'_>) -> bool + Send + 'static,

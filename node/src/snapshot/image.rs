@@ -20,7 +20,8 @@ pub struct Head {
 
 /// Starts reading the database's image: its head, and its content for `upload` (drop the
 /// content to stop the read). `Ok(None)`: the database is not in WAL mode, where holding a
-/// read transaction for an upload's length would hold the writer back (copy it instead).
+/// read transaction for an upload's length would hold the writer back, or SQLite was built
+/// without `sqlite_dbpage` (copy it instead).
 pub async fn start(
     exec: &Executor,
     chunk_size: usize,
