@@ -175,10 +175,10 @@ fn run_ddl(
     stmt.raw_execute()
         .map_err(|source| ApplyError::Run { source })?;
     drop(stmt);
+    // (Read again lazily, after the bookkeeping below has run: the name events included.)
     tables.invalidate();
     if let Some(d) = head {
         ddl_done(conn, &d, seq)?;
-        tables.invalidate();
         if let Some(before) = before {
             for c in written_columns(conn, &d.name)? {
                 if !before.contains(&c) {

@@ -228,9 +228,10 @@ fn record_unbound(
 /// This node's view of table names, for a change set it publishes (`ChangeSet::base`): it has
 /// applied every table drop and rename of the stream up to the returned sequence (its applied
 /// position, or its own last drop or rename, published only once it had applied everything
-/// before it) and none after it.
-pub fn name_view(conn: &Connection) -> Result<u64, ApplyError> {
-    Ok(applied_seq(conn)?.max(seq_of(conn, NAME_EVENT_SEQ)?))
+/// before it) and none after it. `applied`: its applied position (`applied_seq`), which the
+/// caller has read already.
+pub fn name_view(conn: &Connection, applied: u64) -> Result<u64, ApplyError> {
+    Ok(applied.max(seq_of(conn, NAME_EVENT_SEQ)?))
 }
 
 /// The sequence of the last table drop or rename this database recorded (0: none).
@@ -737,9 +738,9 @@ mod tests {
         assert_eq!(seen("u", 15, 100).as_deref(), Some("u"));
         assert_eq!(seen("v", 0, 100).as_deref(), Some("v"));
         assert_eq!(last_name_event(&c).unwrap(), 30);
-        assert_eq!(name_view(&c).unwrap(), 30);
+        assert_eq!(name_view(&c, applied_seq(&c).unwrap()).unwrap(), 30);
         set_applied_seq(&c, 40).unwrap();
-        assert_eq!(name_view(&c).unwrap(), 40);
+        assert_eq!(name_view(&c, applied_seq(&c).unwrap()).unwrap(), 40);
         // Columns: p.a renamed to b at 50 (a new a may follow), p.b dropped at 60, and the
         // table renamed to q at 70 takes its column history along.
         column_renamed(&c, "p", "a", "b", 50).unwrap();

@@ -55,7 +55,8 @@ pub fn applied_seq_of(path: &Path) -> Result<u64, DbError> {
     read_applied_seq(&conn)
 }
 
-fn read_applied_seq(conn: &Connection) -> Result<u64, DbError> {
+/// The applied sequence recorded in the database `conn` has open (0 without `_ha_meta`).
+pub(crate) fn read_applied_seq(conn: &Connection) -> Result<u64, DbError> {
     let has_meta: Option<i64> = conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_ha_meta'",

@@ -247,14 +247,7 @@ pub enum ImagePart<'a> {
 /// Inside `read_image`'s transaction: the head, the pages (`sqlite_dbpage`, in page order, as
 /// the file would hold them after a checkpoint), the end.
 fn read_pages(conn: &Connection, f: &mut impl FnMut(ImagePart<'_>) -> bool) -> Result<(), DbError> {
-    let has_meta = conn
-        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_ha_meta'")?
-        .exists([])?;
-    let seq = if has_meta {
-        crate::changeset::meta::applied_seq(conn)?
-    } else {
-        0
-    };
+    let seq = super::file::read_applied_seq(conn)?;
     let (pages, page_size) = conn.query_row(
         "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
         [],

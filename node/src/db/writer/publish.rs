@@ -126,8 +126,10 @@ impl Replicating {
         cs.format = Some(crate::changeset::FORMAT_VERSION);
         cs.timestamp_ns = now_ns();
         cs.changes = changes;
+        // Read once: the names' view, the DDL ordering and the own-commit move all start here.
+        let applied = meta::applied_seq(conn)?;
         // Which tables its names mean: receivers follow drops and renames after this.
-        cs.base = Some(meta::name_view(conn)?);
+        cs.base = Some(meta::name_view(conn, applied)?);
         let mut kept_local = 0;
         if let Some(i) = &self.hooks.interceptor {
             let captured = cs.changes.len();
@@ -145,11 +147,11 @@ impl Replicating {
                 });
             }
         }
-        let seq = publish_ordered(conn, self.hooks.sink.as_ref(), &cs)?;
+        let seq = publish_ordered(applied, self.hooks.sink.as_ref(), &cs)?;
         // Published right after everything this node has applied: the commit moves the applied
         // position to it, so that its return from the stream costs nothing (a read of
         // `X-Ha-Min-Seq` = this sequence needs no wait, and the consumer skips it).
-        let caught_up = meta::applied_seq(conn)? + 1 == seq.0;
+        let caught_up = applied + 1 == seq.0;
         if caught_up {
             meta::set_applied_seq(conn, seq.0)?;
         }
@@ -200,15 +202,11 @@ impl Replicating {
 /// holds before it (JetStream's expected last subject sequence), so that schema changes are
 /// totally ordered with the data. A lost race is `DbError::Conflict`: nothing is committed,
 /// and the client may retry once the node has applied what came first.
-fn publish_ordered(
-    conn: &Connection,
-    sink: &dyn ChangeSink,
-    cs: &ChangeSet,
-) -> Result<Seq, DbError> {
+fn publish_ordered(applied: u64, sink: &dyn ChangeSink, cs: &ChangeSet) -> Result<Seq, DbError> {
     if !cs.changes.iter().any(|c| c.operation == Operation::Sql) {
         return sink.publish(cs).map_err(|e| DbError::Publish(e.0));
     }
-    let after = Seq(meta::applied_seq(conn)?);
+    let after = Seq(applied);
     sink.publish_after(cs, after).map_err(|e| match e {
         PublishAfterError::Race(m) => DbError::Conflict(format!(
             "a schema change must follow everything before it in the replication log, and this node had not applied it all yet ({m}); nothing was committed — retry"

@@ -82,6 +82,8 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
     // While the group runs as one batch, the identities it claimed at once that no change set
     // has taken yet; `None` while change sets run one by one (each claims its own).
     let mut claimed: Option<HashSet<String>> = None;
+    // Each change set's identity, made once (the batch claims them all, each checks its own).
+    let txids: Vec<String> = jobs.iter().map(|(_, cs, _)| cs.txid()).collect();
     let out = group::apply_group(
         conn,
         &jobs,
@@ -98,7 +100,8 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             } else if batch && step.index == 0 {
                 let txs: Vec<(String, u64, i64)> = jobs
                     .iter()
-                    .map(|(s, c, _)| (c.txid(), s.0, c.timestamp_ns))
+                    .zip(&txids)
+                    .map(|((s, c, _), t)| (t.clone(), s.0, c.timestamp_ns))
                     .collect();
                 claimed = Some(meta::claim_txs(conn, &txs)?);
             }
@@ -106,10 +109,10 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             // Our own commit coming back, or a message published again: already here.
             // (The identity is claimed first, in the group's transaction — in the change set's
             // savepoint one by one — so a failed apply takes it back.)
-            let txid = cs.txid();
+            let txid = &txids[step.index];
             let new = match &mut claimed {
-                Some(c) => c.remove(&txid),
-                None => meta::claim_tx(conn, &txid, seq.0, cs.timestamp_ns)?,
+                Some(c) => c.remove(txid),
+                None => meta::claim_tx(conn, txid, seq.0, cs.timestamp_ns)?,
             };
             let s = if !new {
                 ApplyStats::already_here()
