@@ -2,7 +2,9 @@
 # PostgreSQL-wire benchmark: pgbench custom scripts (point SELECT by primary key, single-row
 # INSERT) at -c 1 and -c 8, -M simple and -M prepared, against ha (standalone, release build) and
 # against ha with replication on (embedded nats-server, R1 stream: every write published and
-# acknowledged before it commits), and against a PostgreSQL 15 started here (temp dir, initdb defaults: fsync on), in the same run.
+# acknowledged before it commits; once with the default `--nats-sync always`, the server syncing
+# before each acknowledgement, and once lazily, `--nats-sync 2m`), and against a PostgreSQL 15
+# started here (temp dir, initdb defaults: fsync on), in the same run.
 # Prints a Markdown table (TPS and average latency) and, with --write, replaces the
 # "PostgreSQL wire (pgbench)" section of docs/benchmarks.md. Everything is removed on exit.
 #
@@ -13,10 +15,11 @@ WRITE=0; if [[ "${1:-}" == "--write" ]]; then WRITE=1; shift; fi
 SECS=${1:-5}
 PGBIN=/usr/lib/postgresql/15/bin
 WORK=$(mktemp -d); chmod 777 "$WORK"
-HA_PID=""; HAR_PID=""; PG_STARTED=0
+HA_PID=""; HAR_PID=""; HAL_PID=""; PG_STARTED=0
 cleanup() {
   [[ -n "$HA_PID" ]] && kill "$HA_PID" 2>/dev/null || true
   [[ -n "$HAR_PID" ]] && kill "$HAR_PID" 2>/dev/null || true
+  [[ -n "$HAL_PID" ]] && kill "$HAL_PID" 2>/dev/null || true
   [[ $PG_STARTED == 1 ]] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -24,8 +27,10 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-cargo build --release -q -p ha --bin ha
-HA_BIN=${CARGO_TARGET_DIR:-target}/release/ha
+if [[ -z "${HA_BIN:-}" ]]; then
+  cargo build --release -q -p ha --bin ha
+  HA_BIN=${CARGO_TARGET_DIR:-target}/release/ha
+fi
 
 # ha, standalone
 HA_PG=$(free_port)
@@ -34,14 +39,19 @@ HA_PID=$!
 for _ in $(seq 100); do grep -qs "pg listening" "$WORK/ha.log" && break; sleep 0.1; done
 grep -q "pg listening" "$WORK/ha.log" || { cat "$WORK/ha.log"; exit 1; }
 
-# ha, replicated (embedded nats-server)
-HAR_PG=$(free_port)
-mkdir -p "$WORK/r"
-HA_NATS_SERVER_BIN=${HA_NATS_SERVER_BIN:-$PWD/.tools/bin/nats-server} "$HA_BIN" --port 0 \
-  --nats-port "$(free_port)" --pg-port "$HAR_PG" "file:$WORK/r/ha.db" >"$WORK/har.log" 2>&1 &
-HAR_PID=$!
-for _ in $(seq 100); do grep -qs "ha is ready" "$WORK/har.log" && break; sleep 0.1; done
-grep -q "ha is ready" "$WORK/har.log" || { cat "$WORK/har.log"; exit 1; }
+# ha, replicated (embedded nats-server): NAME PG_PORT [ARGS...]; prints its pid
+replicated() {
+  mkdir -p "$WORK/$1"
+  HA_NATS_SERVER_BIN=${HA_NATS_SERVER_BIN:-$PWD/.tools/bin/nats-server} "$HA_BIN" --port 0 \
+    --nats-port "$(free_port)" --pg-port "$2" "${@:3}" "file:$WORK/$1/ha.db" >"$WORK/$1.log" 2>&1 &
+  echo $!
+}
+ready() { # NAME
+  for _ in $(seq 100); do grep -qs "ha is ready" "$WORK/$1.log" && return; sleep 0.1; done
+  cat "$WORK/$1.log"; exit 1
+}
+HAR_PG=$(free_port); HAR_PID=$(replicated r "$HAR_PG"); ready r
+HAL_PG=$(free_port); HAL_PID=$(replicated l "$HAL_PG" --nats-sync 2m); ready l
 
 # PostgreSQL 15
 PG_PORT=$(free_port)
@@ -57,6 +67,7 @@ setup_pg='DROP TABLE IF EXISTS kv; CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTE
           DROP TABLE IF EXISTS log; CREATE TABLE log(id SERIAL PRIMARY KEY, v INTEGER);'
 PGPASSWORD=ha psql -X -q "host=127.0.0.1 port=$HA_PG user=ha dbname=ha" -c "$setup"
 PGPASSWORD=ha psql -X -q "host=127.0.0.1 port=$HAR_PG user=ha dbname=ha" -c "$setup"
+PGPASSWORD=ha psql -X -q "host=127.0.0.1 port=$HAL_PG user=ha dbname=ha" -c "$setup"
 psql -X -q "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "$setup_pg"
 
 printf '\\set k random(1, 10000)\nSELECT v FROM kv WHERE k = :k;\n' >"$WORK/select.sql"
@@ -76,15 +87,17 @@ for script in select insert; do
     for mode in simple prepared; do
       read -r h hl < <(bench "$HA_PG" ha "$script" "$c" "$mode")
       read -r r rl < <(bench "$HAR_PG" ha "$script" "$c" "$mode")
+      read -r l _ < <(bench "$HAL_PG" ha "$script" "$c" "$mode")
       read -r p pl < <(bench "$PG_PORT" postgres "$script" "$c" "$mode")
       ratio=$(python3 -c "print(f'{$h/$p:.2f}' if $p else '-')")
-      rows+=("| $script | $c | $mode | $h | $hl | $r | $rl | $p | $pl | $ratio |")
+      rratio=$(python3 -c "print(f'{$r/$p:.2f}' if $p else '-')")
+      rows+=("| $script | $c | $mode | $h | $hl | $r | $rl | $l | $p | $pl | $ratio | $rratio |")
       echo "${rows[-1]}" >&2
     done
   done
 done
 
-table=$(printf '## PostgreSQL wire (pgbench)\n\n`scripts/bench-pg.sh`: pgbench `-n -f SCRIPT -T %s -j C -c C -M MODE`, same machine, same run (%s, %s cores).\n`select`: point SELECT by primary key over 10,000 rows; `insert`: single-row autocommit INSERT.\nha: release build, SCRAM auth, WAL file database; standalone (`--nats-port 0`), and replicated (embedded nats-server, R1 stream, each commit acknowledged by JetStream first).\nPostgreSQL 15: initdb defaults (fsync on, synchronous_commit on). Latency is pgbench'"'"'s average, ms.\n\n| script | clients | mode | ha tps | ha ms | ha replicated tps | ha repl. ms | PostgreSQL 15 tps | PG ms | ha / PG |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n' "$SECS" "$(date -u +%Y-%m-%d)" "$(nproc)"; printf '%s\n' "${rows[@]}")
+table=$(printf '## PostgreSQL wire (pgbench)\n\n`scripts/bench-pg.sh`: pgbench `-n -f SCRIPT -T %s -j C -c C -M MODE`, same machine, same run (%s, %s cores).\n`select`: point SELECT by primary key over 10,000 rows; `insert`: single-row autocommit INSERT.\nha: release build, SCRAM auth, WAL file database; standalone (`--nats-port 0`), and replicated (embedded nats-server, R1 stream, each commit acknowledged by JetStream first: syncing before each acknowledgement, the default, and lazily, `--nats-sync 2m`).\nPostgreSQL 15: initdb defaults (fsync on, synchronous_commit on). Latency is pgbench'"'"'s average, ms.\n\n| script | clients | mode | ha tps | ha ms | ha replicated tps | ha repl. ms | repl. lazy sync tps | PostgreSQL 15 tps | PG ms | ha / PG | replicated / PG |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n' "$SECS" "$(date -u +%Y-%m-%d)" "$(nproc)"; printf '%s\n' "${rows[@]}")
 echo "$table"
 if [[ $WRITE == 1 ]]; then
   f=docs/benchmarks.md

@@ -18,10 +18,12 @@
 //! - `publish`: what a statement leaves for replication (DDL text, captured rows) and publishing
 //!   it at commit;
 //! - `group`: group commit of batches, each in its savepoint;
+//! - `gather`: how long a replicated writer waits for the clients it just answered;
 //! - `replicated`: applying replicated change sets, quarantine, restore;
 //! - `session`: serving an interactive session's typed commands.
 
 mod conn;
+mod gather;
 mod group;
 mod handle;
 mod publish;
@@ -126,6 +128,7 @@ fn set_meta(conn: &rusqlite::Connection, key: &str, value: Option<&str>) -> Resu
 }
 
 fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool) {
+    let mut gather = gather::Gather::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -134,6 +137,12 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
                 Err(_) => break,
             }
         }
+        gather.fill(&mut rx, &mut group);
+        let started = std::time::Instant::now();
+        let answered = group
+            .iter()
+            .filter(|j| matches!(j, Job::Batch { .. }))
+            .count();
         let mut batches = Vec::with_capacity(group.len());
         let mut applies = Vec::new();
         for job in group {
@@ -185,6 +194,13 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
         }
         commit_group(&mut w, batches);
         apply_group(&mut w, applies);
+        // A replicated writer's clients wait for the publish: the ones answered now are
+        // expected back (see `gather`).
+        if w.repl.is_some() && answered > 0 {
+            gather.answered(answered, rx.len(), started.elapsed());
+        } else {
+            gather.reset();
+        }
     }
     if checkpoint_on_close {
         match w
