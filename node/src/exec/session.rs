@@ -38,6 +38,24 @@ impl TxControl {
     /// workspace's SQL reader, so comments anywhere are skipped and a literal is never a
     /// keyword.
     pub fn parse(sql: &str) -> Option<TxControl> {
+        // Most statements are not transaction control: their first word says so, without
+        // reading (and allocating) the rest.
+        const LEADS: [&str; 8] = [
+            "BEGIN",
+            "START",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+            "ABORT",
+            "SAVEPOINT",
+            "RELEASE",
+        ];
+        let first = sql::tokens(sql).next()?;
+        if first.kind != sql::Kind::Word
+            || !LEADS.iter().any(|w| first.text.eq_ignore_ascii_case(w))
+        {
+            return None;
+        }
         let mut tokens: Vec<sql::Token<'_>> = sql::tokens(sql).collect();
         while tokens
             .last()
