@@ -256,7 +256,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.token.is_none() && !config.listen_addr.is_loopback() {
         tracing::warn!(%addr, "the HTTP API listens beyond this machine without --token: whoever reaches it reads and writes the data");
     }
-    let state = http::AppState {
+    let state = http::AppState::new(http::Shared {
         exec: executor.clone(),
         replication: replication.clone(),
         metrics: metrics.clone(),
@@ -268,7 +268,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.limits.max_concurrent_backups,
         )),
         backup,
-    };
+    });
     let conn_limits = http::ConnLimits {
         header_timeout: config.limits.http_header_timeout,
         max_connections: config.limits.http_max_connections,

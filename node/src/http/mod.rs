@@ -38,9 +38,26 @@ use crate::config::Secret;
 use crate::exec::Executor;
 use crate::metrics::Metrics;
 
-/// What every handler may read.
+/// What every handler may read: a handle to `Shared`, cloned for every request (and every
+/// middleware layer) at the cost of one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The node's parts the HTTP API serves from.
+pub struct Shared {
     pub exec: Executor,
     /// Present when the node replicates.
     pub replication: Option<crate::replication::ReplicationHandle>,
