@@ -681,6 +681,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_is_taken_only_when_newer_and_by_an_insert_only_when_there_is_none() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        let k = row_key(None, 1);
+        let state = |c: &Connection| version_state(c, "t", &k).unwrap();
+        // A key without a version: taken by both forms.
+        assert!(take_version(&c, "t", &k, 5, Some("c"), true).unwrap());
+        assert_eq!(state(&c), (5, false));
+        assert_eq!(lacks(&c, "t", &k).unwrap(), ["c"]);
+        // An insert never takes a key that has one, even an older one.
+        assert!(!take_version(&c, "t", &k, 9, None, true).unwrap());
+        assert_eq!(state(&c), (5, false));
+        // An update takes a newer one only, and a tombstone comes back to life.
+        assert!(!take_version(&c, "t", &k, 5, None, false).unwrap());
+        assert!(!take_version(&c, "t", &k, 4, None, false).unwrap());
+        set_version(&c, "t", &k, 6, true).unwrap();
+        assert!(take_version(&c, "t", &k, 7, None, false).unwrap());
+        assert_eq!(state(&c), (7, false));
+        assert!(lacks(&c, "t", &k).unwrap().is_empty());
+    }
+
+    #[test]
     fn many_identities_are_claimed_at_once_each_once() {
         let c = Connection::open_in_memory().unwrap();
         ensure(&c).unwrap();
