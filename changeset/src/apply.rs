@@ -66,6 +66,8 @@ pub fn apply(
     // transaction, or a group commit, that changed it twice) carries the same sequence and must
     // still apply, while a second delivery of the whole set must not.
     let mut written = Written::default();
+    // (With one change there is no later one to look a row up in `written`.)
+    let many = cs.changes.len() > 1;
     for change in &cs.changes {
         match &change.operation {
             Operation::Sql => {
@@ -126,7 +128,7 @@ pub fn apply(
                     }
                     None => change,
                 };
-                let o = apply_row(conn, &info, seq, change, &mut written, &mut stats)?;
+                let o = apply_row(conn, &info, seq, change, many, &mut written, &mut stats)?;
                 if o.applied {
                     stats.applied += 1;
                 } else {
@@ -466,12 +468,14 @@ struct RowOutcome {
     collision: bool,
 }
 
-/// Applies one row change if it is newer than the row's version.
+/// Applies one row change if it is newer than the row's version. `many`: the change set has
+/// more changes, which may write this row again (see `written`).
 fn apply_row(
     conn: &Connection,
     info: &TableInfo,
     seq: u64,
     row: &Change,
+    many: bool,
     written: &mut Written,
     stats: &mut ApplyStats,
 ) -> Result<RowOutcome, ApplyError> {
@@ -487,13 +491,45 @@ fn apply_row(
             if row.operation == Operation::Update {
                 let old = key_of(info, row, false)?;
                 let old_key = old.version_key();
-                let v = meta::version(conn, table, &old_key)?;
-                if old_key != new_key && newer(table, &old_key, v, seq, written) {
+                if old_key != new_key
+                    && newer(
+                        table,
+                        &old_key,
+                        meta::version(conn, table, &old_key)?,
+                        seq,
+                        written,
+                    )
+                {
                     delete_key(conn, info, &old)?;
                     meta::set_version(conn, table, &old_key, seq, true)?;
                     written.insert((table.clone(), old_key));
                     out.applied = true;
                 }
+            }
+            // Usually the image is newer than its row's version (an insert of a key no one
+            // wrote, an update of an older row): the version is taken in the statement that
+            // finds it so, and the row written after it. An insert takes only a key without a
+            // version, so that one written elsewhere is still seen (and counted) below.
+            let lacks = lacking(info, row);
+            let insert = row.operation == Operation::Insert;
+            if meta::take_version(conn, table, &new_key, seq, lacks.as_deref(), insert)? {
+                let live = write_row(
+                    conn,
+                    info,
+                    seq,
+                    row,
+                    &new,
+                    written,
+                    &mut stats.constraint_conflicts,
+                )?;
+                if !live {
+                    meta::set_version(conn, table, &new_key, seq, true)?;
+                }
+                if many {
+                    written.insert((table.clone(), new_key));
+                }
+                out.applied = true;
+                return Ok(out);
             }
             let (version, deleted) = meta::version_state(conn, table, &new_key)?;
             if row.operation == Operation::Insert && version > 0 && version != seq && !deleted {

@@ -115,6 +115,33 @@ pub fn set_version(
     set_version_lacking(conn, table, key, seq, deleted, None)
 }
 
+/// Records `seq` as the row's live version (with the columns its image lacks) when it is newer
+/// than the version the row has, or the row has none: the lookup and the update of
+/// `version_state` + `set_version_lacking` in one statement. With `fresh_only`, only when the
+/// row has no version at all (an insert must tell a key already written elsewhere). Returns
+/// whether it recorded it; when not, nothing changed and the caller looks at the version.
+pub fn take_version(
+    conn: &Connection,
+    table: &str,
+    key: &[u8],
+    seq: u64,
+    lacks: Option<&str>,
+    fresh_only: bool,
+) -> Result<bool, ApplyError> {
+    let sql = if fresh_only {
+        "INSERT INTO _ha_versions(tbl, pk, seq, deleted, lacks) VALUES (?1, ?2, ?3, 0, ?4)
+         ON CONFLICT(tbl, pk) DO NOTHING"
+    } else {
+        "INSERT INTO _ha_versions(tbl, pk, seq, deleted, lacks) VALUES (?1, ?2, ?3, 0, ?4)
+         ON CONFLICT(tbl, pk) DO UPDATE SET seq = excluded.seq, deleted = 0,
+         lacks = excluded.lacks WHERE _ha_versions.seq < excluded.seq"
+    };
+    let n = conn
+        .prepare_cached(sql)?
+        .execute(params![table, key, seq as i64, lacks])?;
+    Ok(n == 1)
+}
+
 /// Records the row's version and the columns its winning image lacked (`None`: it carried
 /// every column of the table).
 pub fn set_version_lacking(
@@ -651,6 +678,28 @@ mod tests {
         assert!(tx_seen(&c, "n1/1/5").unwrap());
         assert_eq!(prune_txids(&c, 6).unwrap(), 1);
         assert!(!tx_seen(&c, "n1/1/5").unwrap());
+    }
+
+    #[test]
+    fn a_version_is_taken_only_when_newer_and_by_an_insert_only_when_there_is_none() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure(&c).unwrap();
+        let k = row_key(None, 1);
+        let state = |c: &Connection| version_state(c, "t", &k).unwrap();
+        // A key without a version: taken by both forms.
+        assert!(take_version(&c, "t", &k, 5, Some("c"), true).unwrap());
+        assert_eq!(state(&c), (5, false));
+        assert_eq!(lacks(&c, "t", &k).unwrap(), ["c"]);
+        // An insert never takes a key that has one, even an older one.
+        assert!(!take_version(&c, "t", &k, 9, None, true).unwrap());
+        assert_eq!(state(&c), (5, false));
+        // An update takes a newer one only, and a tombstone comes back to life.
+        assert!(!take_version(&c, "t", &k, 5, None, false).unwrap());
+        assert!(!take_version(&c, "t", &k, 4, None, false).unwrap());
+        set_version(&c, "t", &k, 6, true).unwrap();
+        assert!(take_version(&c, "t", &k, 7, None, false).unwrap());
+        assert_eq!(state(&c), (7, false));
+        assert!(lacks(&c, "t", &k).unwrap().is_empty());
     }
 
     #[test]

@@ -200,11 +200,16 @@ impl Executor {
             .into_iter()
             .map(|r| r.map_err(|e| self.observe(e.into())))
             .collect();
-        // Committed: readers see them now, so waiting reads may go.
-        for (seq, r) in seqs.iter().zip(&results) {
-            if r.is_ok() {
-                self.inner.applied.advance(seq.0);
-            }
+        // Committed: readers see them now, so waiting reads may go. One move (and one wake-up
+        // of the waiting reads) for the batch: what applied is the part before the first error.
+        let last = seqs
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(s, _)| s.0)
+            .max();
+        if let Some(last) = last {
+            self.inner.applied.advance(last);
         }
         results
     }
