@@ -2,7 +2,9 @@
 //! with an ordered consumer of our own, handed as they arrive (no copy) to a blocking thread
 //! that hashes and writes them, so receiving, hashing and writing overlap.
 //! Must not judge the content beyond its bytes: the SHA-256 and size checks are the caller's
-//! (`store::download_verified`), which gets the digest of exactly what was written.
+//! (`store::download_verified`), which gets the digest of exactly what arrived. The one change
+//! made to it: a WAL header's two file format bytes are written as "rollback journal", what
+//! the caller otherwise did by opening the file (`file_check::make_loadable`) after the checks.
 //! Why not the client's `ObjectStore::get`: its reader hashes each chunk on the receiving task
 //! and copies it twice (into the reader's buffer, then into the writer's channel), which made
 //! the download about a third slower than the consumer alone; it also waits forever when an
@@ -29,6 +31,9 @@ pub struct Downloaded {
     pub first_byte_ms: u64,
     /// From the start until the last chunk arrived.
     pub receive_ms: u64,
+    /// The file's header says "rollback journal" (a WAL header was rewritten so, as
+    /// `PRAGMA journal_mode = DELETE` would): it can be loaded into memory as it is.
+    pub rollback_journal: bool,
 }
 
 /// Downloads the chunks of `info` (an object of `bucket`) into a new file at `path`, hashing
@@ -50,7 +55,7 @@ pub async fn download(
         .await
         .map_err(|e| io("writing the download")(std::io::Error::other(e)))?;
     let (bytes, first_byte_ms) = received?;
-    let (digest, written) = written?;
+    let (digest, written, rollback_journal) = written?;
     if written != bytes {
         return Err(SnapError::Size {
             name: info.name.clone(),
@@ -63,6 +68,7 @@ pub async fn download(
         bytes,
         first_byte_ms,
         receive_ms,
+        rollback_journal,
     })
 }
 
@@ -141,18 +147,25 @@ async fn receive(
 }
 
 /// Writes what arrives on `rx` to a new file at `path`, hashing it, and syncs it. Returns the
-/// SHA-256 and the bytes written.
+/// SHA-256 of what arrived, the bytes written and whether the header written says "rollback
+/// journal" (see `rollback_journal`; the digest is of the content as stored, before that).
 fn write_and_hash(
     path: &Path,
     rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> Result<(ring::digest::Digest, u64), SnapError> {
+) -> Result<(ring::digest::Digest, u64, bool), SnapError> {
     use std::io::Write;
     let mut out = std::fs::File::create(path).map_err(io("writing the download"))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut n = 0u64;
     let mut flushed = 0u64;
-    while let Some(chunk) = rx.blocking_recv() {
+    let mut rollback = None;
+    while let Some(mut chunk) = rx.blocking_recv() {
         ctx.update(&chunk);
+        if rollback.is_none() {
+            let (first, is) = rollback_journal(chunk);
+            chunk = first;
+            rollback = Some(is);
+        }
         out.write_all(&chunk).map_err(io("writing the download"))?;
         n += chunk.len() as u64;
         if n - flushed >= WRITEBACK_EVERY {
@@ -161,7 +174,27 @@ fn write_and_hash(
         }
     }
     out.sync_all().map_err(io("writing the download"))?;
-    Ok((ctx.finish(), n))
+    Ok((ctx.finish(), n, rollback.unwrap_or(false)))
+}
+
+/// The first chunk of an SQLite database with its header's file format bytes (18 and 19) set
+/// from WAL (2) to rollback journal (1) — the change `PRAGMA journal_mode = DELETE` makes, done
+/// here without opening the file — and whether the header now says rollback journal. Anything
+/// else (not a database header, other values) is left as it is, for the checks to judge.
+fn rollback_journal(chunk: bytes::Bytes) -> (bytes::Bytes, bool) {
+    if chunk.len() < 100 || !chunk.starts_with(b"SQLite format 3\0") {
+        return (chunk, false);
+    }
+    match (chunk[18], chunk[19]) {
+        (1, 1) => (chunk, true),
+        (2, 2) => {
+            let mut v = chunk.to_vec();
+            v[18] = 1;
+            v[19] = 1;
+            (bytes::Bytes::from(v), true)
+        }
+        _ => (chunk, false),
+    }
 }
 
 /// Bytes written to a download between two starts of their write-back.

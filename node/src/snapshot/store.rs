@@ -452,6 +452,7 @@ impl Snapshots {
             });
         }
         let path = tmp.to_path_buf();
+        let rollback_journal = got.rollback_journal;
         let header_seq = c.seq;
         let name = c.name.clone();
         let seq = tokio::task::spawn_blocking(move || {
@@ -460,8 +461,11 @@ impl Snapshots {
                 source,
             })?;
             // A rollback journal in the copy's header, so it can be loaded into memory too
-            // (a WAL-mode file database switches back to WAL when it opens).
-            file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            // (a WAL-mode file database switches back to WAL when it opens); the download
+            // already wrote it so when the header said WAL.
+            if !rollback_journal {
+                file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            }
             if inside == 0 && header_seq > 0 {
                 // Made by the Go original: the sequence is only in the header.
                 file_check::stamp_applied_seq(&path, header_seq)
