@@ -653,3 +653,83 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
     );
     assert!(log.contains(&format!("seq={good}")), "{log}");
 }
+
+/// Snapshots whose metadata is intact but whose chunks are gone (purged, or never stored) or
+/// cut short are refused with the size check, and the previous one is used: a restore used to
+/// wait forever for chunks that no longer exist, so the node never became ready.
+#[tokio::test]
+async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE;
+    let mut c = TestCluster::external(1, &[]).await.unwrap();
+    let n = c.node(0);
+    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    insert_range(n, "t", 1, 20).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
+    let js = c.jetstream().await.unwrap();
+    let store = js.get_object_store(BUCKET).await.unwrap();
+    let name = format!("{DB_FILE}.{good}");
+    let info = store.info(&name).await.unwrap();
+    let mut content = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut content)
+        .await
+        .unwrap();
+    // Newest: metadata naming chunks that were never stored; next: only the first half of
+    // the chunks (the metadata's size, digest and sha256 are the whole content's).
+    let chunk_size = 4096;
+    let half = content.len().div_ceil(chunk_size) / 2;
+    let (cut, gone) = (good + 100, good + 200);
+    for (seq, nuid, chunks) in [
+        (gone, "gonegonegonegonegonegone", 0),
+        (cut, "cutcutcutcutcutcutcutcut", half),
+    ] {
+        for chunk in content.chunks(chunk_size).take(chunks) {
+            js.publish(
+                format!("$O.{BUCKET}.C.{nuid}"),
+                bytes::Bytes::copy_from_slice(chunk),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let mut forged = info.clone();
+        forged.name = format!("{DB_FILE}.{seq}");
+        forged.nuid = nuid.to_string();
+        forged.chunks = content.len().div_ceil(chunk_size);
+        let mut h = forged.headers.clone().unwrap();
+        h.insert("seq", seq.to_string().as_str());
+        forged.headers = Some(h);
+        let mut rollup = async_nats::HeaderMap::new();
+        rollup.insert("Nats-Rollup", "sub");
+        js.publish_with_headers(
+            format!("$O.{BUCKET}.M.{}", b64.encode(&forged.name)),
+            rollup,
+            serde_json::to_vec(&forged).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    assert_eq!(stored(&c).await.first().map(|x| x.1), Some(gone));
+    insert_range(c.node(0), "t", 21, 30).await;
+    let j = c
+        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
+        .await
+        .unwrap();
+    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
+    let log = c.node(j).log_text();
+    for bad in [gone, cut] {
+        assert!(
+            log.lines().any(|l| l.contains("snapshot refused")
+                && l.contains("size check failed")
+                && l.contains(&format!("{DB_FILE}.{bad}"))),
+            "{log}"
+        );
+    }
+    assert!(log.contains(&format!("seq={good}")), "{log}");
+}

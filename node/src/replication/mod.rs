@@ -87,6 +87,16 @@ pub struct Connected {
     consumer_config: consumer::ConsumerConfig,
 }
 
+/// The wait before connection attempt `attempt` (1 is the first after a start or a
+/// disconnection): none for the first, so a starting node connects at once (its restore's
+/// first request waited 100 ms for it), then 200 ms doubling up to 2 s.
+fn reconnect_delay(attempt: usize) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis((50u64 << attempt.min(6) as u64).min(2000))
+}
+
 /// Connects to NATS (the embedded server's URL, or `--replication-url`) and prepares the sink.
 /// The connection retries forever in the background; until it is up, writes fail fast.
 pub async fn connect(
@@ -114,9 +124,7 @@ pub async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|attempt| {
-            Duration::from_millis((50u64 << attempt.min(6) as u64).min(2000))
-        })
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let st = st.clone();
             let m = m.clone();

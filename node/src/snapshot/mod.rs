@@ -25,15 +25,12 @@
 //! each chunk's ack, and takes the headers before the data, which cost a hashing pass first.
 //! The one digest becomes both our `sha256` header (hex) and the object store's `digest`.
 //!
-//! Restore tries candidates from the newest: download to a temporary file (a blocking thread
-//! writes while the task receives), compare the `sha256` header and the size, open it read-only
-//! and run `PRAGMA integrity_check`; the first that passes every check and is newer than the
-//! local database wins. A refused one is logged with the check that failed and the next older
-//! one is tried. The `sha256` check: the object store client checks every download against the
-//! object's `digest` (the read of the last chunk fails on a mismatch); when that digest *is* the
-//! `sha256` header in another encoding (every snapshot ha wrote), that check is the `sha256`
-//! check and the download is not hashed again; otherwise (a digest missing or different from
-//! the header) ha hashes the download itself and compares it with the header, as before.
+//! Restore tries candidates from the newest: download to a temporary file (`download`: an
+//! ordered consumer on the object's chunks; a blocking thread hashes and writes each chunk
+//! while the task receives the next), compare the size, the `sha256` header and the object
+//! store's `digest` with what was written, open it read-only and run `PRAGMA integrity_check`;
+//! the first that passes every check and is newer than the local database wins. A refused one
+//! is logged with the check that failed and the next older one is tried.
 //!
 //! Automatic recovery (a gap: the stream's first sequence is past `applied_seq + 1`): the
 //! consumer, before it creates its durable, asks `recover` for a snapshot whose `seq` is at
@@ -44,10 +41,11 @@
 //! See docs/operations.md.
 //!
 //! Files: `store` (the bucket: take, list, fetch, recover), `image` (the live database read in
-//! place as upload chunks), `upload` (writing one object),
+//! place as upload chunks), `upload` (writing one object), `download` (reading one into a file),
 //! `sweep` (unfinished uploads and deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
 //! (`--snapshot-interval`).
 
+mod download;
 mod image;
 mod interval;
 mod restore;

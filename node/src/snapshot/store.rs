@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, object_store};
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 use super::{SnapError, io, nats};
 use crate::exec::{ExecError, Executor, file_check};
@@ -364,10 +363,19 @@ impl Snapshots {
         dir: &Path,
     ) -> Result<(Option<Fetched>, Vec<String>), SnapError> {
         let mut refused = Vec::new();
+        let start = Instant::now();
         let Some(store) = self.existing_store().await? else {
             return Ok((None, refused));
         };
-        for c in list_in(&store, &self.key).await? {
+        let listed = list_in(&store, &self.key).await?;
+        let list_ms = start.elapsed().as_millis() as u64;
+        tracing::info!(
+            candidates = listed.len(),
+            newest = listed.first().map(|c| c.seq),
+            list_ms,
+            "snapshots listed"
+        );
+        for c in listed {
             if c.seq != 0 && (c.seq <= newer_than || c.seq < at_least) {
                 break;
             }
@@ -394,7 +402,13 @@ impl Snapshots {
         dir: &Path,
     ) -> Result<Fetched, SnapError> {
         let start = Instant::now();
-        let mut obj = store.get(&c.name).await.map_err(nats("download"))?;
+        let info = store.info(&c.name).await.map_err(nats("download"))?;
+        if info.deleted {
+            return Err(SnapError::Nats {
+                what: "download",
+                reason: format!("{}: deleted while listed", c.name),
+            });
+        }
         let tmp = tempfile::Builder::new()
             .prefix(".ha-snapshot-")
             .suffix(".db")
@@ -404,77 +418,41 @@ impl Snapshots {
                 dir.display()
             )))?
             .into_temp_path();
-        // The client checks what it reads against the object's `digest` when the last chunk
-        // arrives (that read fails with "wrong digest"): when the digest is our `sha256` header
-        // in another encoding, that check is ours and the content is not hashed a second time.
-        let client_checks = c
-            .sha256
-            .as_deref()
-            .is_some_and(|h| same_digest(obj.info.digest.as_deref(), h));
-        // A blocking thread writes (and hashes, if still needed) while this task receives.
-        let hash = c.sha256.is_some() && !client_checks;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-        let out_path = tmp.to_path_buf();
-        let writer = tokio::task::spawn_blocking(move || write_and_hash(&out_path, hash, &mut rx));
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        let received = loop {
-            let n = match obj.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) if client_checks && e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Err(SnapError::Checksum {
-                        name: c.name.clone(),
-                        expected: c.sha256.clone().unwrap_or_default(),
-                        actual: format!("other content (the object store client: {e})"),
-                    });
-                }
-                Err(e) => {
-                    break Err(SnapError::Nats {
-                        what: "download",
-                        reason: format!("{}: {e}", c.name),
-                    });
-                }
-            };
-            if n == 0 {
-                break Ok(());
-            }
-            bytes += n as u64;
-            if tx
-                .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-                .await
-                .is_err()
-            {
-                break Ok(()); // the writer failed: its error is below
-            }
-        };
-        drop(tx);
+        let got = super::download::download(&self.js, &self.bucket, &info, &tmp).await?;
         let download_ms = start.elapsed().as_millis() as u64;
         let t = Instant::now();
-        let written = writer
-            .await
-            .map_err(|e| io("writing the download")(std::io::Error::other(e)))?;
-        let sync_ms = t.elapsed().as_millis() as u64;
-        received?;
-        let (digest, written) = written?;
-        let t = Instant::now();
-        if bytes != c.size || written != bytes {
+        let bytes = got.bytes;
+        if bytes != c.size || bytes != info.size as u64 {
             return Err(SnapError::Size {
                 name: c.name.clone(),
                 expected: c.size,
-                actual: bytes.min(written),
+                actual: bytes,
             });
         }
-        if let (Some(expected), Some(actual)) = (&c.sha256, digest) {
-            let actual = hex(actual.as_ref());
-            if !expected.eq_ignore_ascii_case(&actual) {
-                return Err(SnapError::Checksum {
-                    name: c.name.clone(),
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
+        // The content's SHA-256 against our `sha256` header, and against the object store's
+        // `digest` (the check the client's `get` makes; the same SHA-256 for every snapshot ha
+        // wrote, and the only one for an object without the header).
+        let actual = hex(got.digest.as_ref());
+        if let Some(expected) = &c.sha256
+            && !expected.eq_ignore_ascii_case(&actual)
+        {
+            return Err(SnapError::Checksum {
+                name: c.name.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        if let Some(d) = info.digest.as_deref().filter(|d| d.starts_with("SHA-256="))
+            && !same_digest(Some(d), &actual)
+        {
+            return Err(SnapError::Checksum {
+                name: c.name.clone(),
+                expected: format!("the object store's digest {d}"),
+                actual,
+            });
         }
         let path = tmp.to_path_buf();
+        let rollback_journal = got.rollback_journal;
         let header_seq = c.seq;
         let name = c.name.clone();
         let seq = tokio::task::spawn_blocking(move || {
@@ -483,8 +461,11 @@ impl Snapshots {
                 source,
             })?;
             // A rollback journal in the copy's header, so it can be loaded into memory too
-            // (a WAL-mode file database switches back to WAL when it opens).
-            file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            // (a WAL-mode file database switches back to WAL when it opens); the download
+            // already wrote it so when the header said WAL.
+            if !rollback_journal {
+                file_check::make_loadable(&path).map_err(|e| SnapError::Db(ExecError::Db(e)))?;
+            }
             if inside == 0 && header_seq > 0 {
                 // Made by the Go original: the sequence is only in the header.
                 file_check::stamp_applied_seq(&path, header_seq)
@@ -499,7 +480,7 @@ impl Snapshots {
         .await
         .map_err(|e| io("checking the download")(std::io::Error::other(e)))??;
         let check_ms = t.elapsed().as_millis() as u64;
-        tracing::info!(name = %c.name, seq, bytes, download_ms, sync_ms, check_ms, "snapshot downloaded and verified");
+        tracing::info!(name = %c.name, seq, bytes, download_ms, first_byte_ms = got.first_byte_ms, receive_ms = got.receive_ms, check_ms, "snapshot downloaded and verified");
         Ok(Fetched {
             name: c.name.clone(),
             seq,
@@ -632,58 +613,6 @@ fn same_digest(digest: Option<&str>, sha256_hex: &str) -> bool {
         return false;
     };
     raw.len() == 32 && hex(&raw).eq_ignore_ascii_case(sha256_hex)
-}
-
-/// Writes what arrives on `rx` to a new file at `path` and syncs it; hashes it too when
-/// `hash`. Returns the SHA-256 (if hashed) and the bytes written.
-fn write_and_hash(
-    path: &Path,
-    hash: bool,
-    rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> Result<(Option<ring::digest::Digest>, u64), SnapError> {
-    use std::io::Write;
-    let mut out = std::fs::File::create(path).map_err(io("writing the download"))?;
-    let mut ctx = hash.then(|| ring::digest::Context::new(&ring::digest::SHA256));
-    let mut n = 0u64;
-    let mut flushed = 0u64;
-    while let Some(chunk) = rx.blocking_recv() {
-        if let Some(ctx) = ctx.as_mut() {
-            ctx.update(&chunk);
-        }
-        out.write_all(&chunk).map_err(io("writing the download"))?;
-        n += chunk.len() as u64;
-        if n - flushed >= WRITEBACK_EVERY {
-            start_writeback(&out, flushed, n - flushed);
-            flushed = n;
-        }
-    }
-    out.sync_all().map_err(io("writing the download"))?;
-    Ok((ctx.map(|c| c.finish()), n))
-}
-
-/// Bytes written to a download between two starts of their write-back.
-const WRITEBACK_EVERY: u64 = 8 << 20;
-
-/// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for them, so
-/// the `fsync` after the last chunk has only the tail left to wait for (Linux; elsewhere the
-/// `fsync` does it all).
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // Advisory: a failure only leaves the work to the `fsync`, which reports real errors.
-        // SAFETY: the descriptor is open for the call's length; no memory is passed.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -243,6 +243,7 @@ async fn main() -> Result<()> {
     println!("\nStages (from the nodes' logs):\n");
     for line in a.log_text().lines().chain(b.log_text().lines()) {
         if line.contains("snapshot stored")
+            || line.contains("snapshots listed")
             || line.contains("snapshot downloaded and verified")
             || line.contains("restored the database file")
         {
