@@ -608,37 +608,17 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
     let mut tampered = content.clone();
     let mid = tampered.len() / 2;
     tampered[mid] ^= 0xff;
-    let nuid = "tamperedtamperedtampered";
-    let chunk_size = 64 * 1024;
-    for chunk in tampered.chunks(chunk_size) {
-        js.publish(
-            format!("$O.{BUCKET}.C.{nuid}"),
-            bytes::Bytes::copy_from_slice(chunk),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
     let bad = good + 100;
-    let mut forged = info.clone();
-    forged.name = format!("{DB_FILE}.{bad}");
-    forged.nuid = nuid.to_string();
-    forged.chunks = tampered.len().div_ceil(chunk_size);
-    let mut h = forged.headers.clone().unwrap();
-    h.insert("seq", bad.to_string().as_str());
-    forged.headers = Some(h);
-    let mut rollup = async_nats::HeaderMap::new();
-    rollup.insert("Nats-Rollup", "sub");
-    js.publish_with_headers(
-        format!("$O.{BUCKET}.M.{}", b64.encode(&forged.name)),
-        rollup,
-        serde_json::to_vec(&forged).unwrap().into(),
+    forge_snapshot(
+        &js,
+        &info,
+        bad,
+        "tamperedtamperedtampered",
+        &tampered,
+        64 * 1024,
+        usize::MAX,
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(stored(&c).await.first().map(|x| x.1), Some(bad));
     insert_range(c.node(0), "t", 21, 30).await;
     let j = c
@@ -659,8 +639,6 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
 /// wait forever for chunks that no longer exist, so the node never became ready.
 #[tokio::test]
 async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE;
     let mut c = TestCluster::external(1, &[]).await.unwrap();
     let n = c.node(0);
     n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
@@ -682,39 +660,26 @@ async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
     let chunk_size = 4096;
     let half = content.len().div_ceil(chunk_size) / 2;
     let (cut, gone) = (good + 100, good + 200);
-    for (seq, nuid, chunks) in [
-        (gone, "gonegonegonegonegonegone", 0),
-        (cut, "cutcutcutcutcutcutcutcut", half),
-    ] {
-        for chunk in content.chunks(chunk_size).take(chunks) {
-            js.publish(
-                format!("$O.{BUCKET}.C.{nuid}"),
-                bytes::Bytes::copy_from_slice(chunk),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        }
-        let mut forged = info.clone();
-        forged.name = format!("{DB_FILE}.{seq}");
-        forged.nuid = nuid.to_string();
-        forged.chunks = content.len().div_ceil(chunk_size);
-        let mut h = forged.headers.clone().unwrap();
-        h.insert("seq", seq.to_string().as_str());
-        forged.headers = Some(h);
-        let mut rollup = async_nats::HeaderMap::new();
-        rollup.insert("Nats-Rollup", "sub");
-        js.publish_with_headers(
-            format!("$O.{BUCKET}.M.{}", b64.encode(&forged.name)),
-            rollup,
-            serde_json::to_vec(&forged).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    forge_snapshot(
+        &js,
+        &info,
+        gone,
+        "gonegonegonegonegonegone",
+        &content,
+        chunk_size,
+        0,
+    )
+    .await;
+    forge_snapshot(
+        &js,
+        &info,
+        cut,
+        "cutcutcutcutcutcutcutcut",
+        &content,
+        chunk_size,
+        half,
+    )
+    .await;
     assert_eq!(stored(&c).await.first().map(|x| x.1), Some(gone));
     insert_range(c.node(0), "t", 21, 30).await;
     let j = c
@@ -732,4 +697,48 @@ async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
         );
     }
     assert!(log.contains(&format!("seq={good}")), "{log}");
+}
+
+/// Stores `content` as snapshot `seq` of the bucket by hand: its first `stored` chunks of
+/// `chunk_size` under `nuid`, then `info`'s metadata (digest, sha256, size: the real
+/// snapshot's) renamed to `seq` and naming those chunks — as a tampered or broken bucket would.
+async fn forge_snapshot(
+    js: &async_nats::jetstream::Context,
+    info: &object_store::ObjectInfo,
+    seq: u64,
+    nuid: &str,
+    content: &[u8],
+    chunk_size: usize,
+    stored: usize,
+) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE;
+    for chunk in content.chunks(chunk_size).take(stored) {
+        js.publish(
+            format!("$O.{BUCKET}.C.{nuid}"),
+            bytes::Bytes::copy_from_slice(chunk),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut forged = info.clone();
+    forged.name = format!("{DB_FILE}.{seq}");
+    forged.nuid = nuid.to_string();
+    forged.chunks = content.len().div_ceil(chunk_size);
+    let mut h = forged.headers.clone().unwrap();
+    h.insert("seq", seq.to_string().as_str());
+    forged.headers = Some(h);
+    let mut rollup = async_nats::HeaderMap::new();
+    rollup.insert("Nats-Rollup", "sub");
+    js.publish_with_headers(
+        format!("$O.{BUCKET}.M.{}", b64.encode(&forged.name)),
+        rollup,
+        serde_json::to_vec(&forged).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 }
