@@ -699,6 +699,51 @@ async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
     assert!(log.contains(&format!("seq={good}")), "{log}");
 }
 
+/// `GET /snapshot` skips a snapshot whose chunks are gone and serves the one before it: the
+/// object store's reader used to wait forever for the missing chunks.
+#[tokio::test]
+async fn get_snapshot_skips_one_whose_chunks_are_gone() {
+    let c = TestCluster::external(1, &[]).await.unwrap();
+    let n = c.node(0);
+    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    insert_range(n, "t", 1, 20).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
+    let js = c.jetstream().await.unwrap();
+    let store = js.get_object_store(BUCKET).await.unwrap();
+    let info = store.info(&format!("{DB_FILE}.{good}")).await.unwrap();
+    let gone = good + 100;
+    forge_snapshot(
+        &js,
+        &info,
+        gone,
+        "gonegonegonegonegonegone",
+        &[0; 8192],
+        4096,
+        0,
+    )
+    .await;
+    assert_eq!(stored(&c).await.first().map(|x| x.1), Some(gone));
+    let r = tokio::time::timeout(Duration::from_secs(20), async {
+        let r = n.client.get(n.url("/snapshot")).send().await.unwrap();
+        let status = r.status();
+        let seq = r
+            .headers()
+            .get("x-sequence")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = r.bytes().await.unwrap();
+        (status, seq, body.len())
+    })
+    .await
+    .expect("GET /snapshot waited for chunks that are gone");
+    assert_eq!(
+        r,
+        (reqwest::StatusCode::OK, Some(good.to_string()), info.size)
+    );
+}
+
 /// Stores `content` as snapshot `seq` of the bucket by hand: its first `stored` chunks of
 /// `chunk_size` under `nuid`, then `info`'s metadata (digest, sha256, size: the real
 /// snapshot's) renamed to `seq` and naming those chunks — as a tampered or broken bucket would.

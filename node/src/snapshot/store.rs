@@ -344,14 +344,39 @@ impl Snapshots {
             return Err(SnapError::NotFound);
         };
         for c in list_in(&store, &self.key).await? {
-            match store.get(&c.name).await {
-                Ok(obj) => return Ok((c, obj)),
+            let obj = match store.get(&c.name).await {
+                Ok(obj) => obj,
                 Err(e) => {
-                    tracing::debug!(name = %c.name, error = %e, "snapshot vanished while listed")
+                    tracing::debug!(name = %c.name, error = %e, "snapshot vanished while listed");
+                    continue;
                 }
+            };
+            let (chunks, nuid) = (obj.info.chunks, obj.info.nuid.clone());
+            if chunks > 0 && !self.has_chunks(&nuid).await {
+                // Its reader would wait forever for them: the next older one is served.
+                tracing::warn!(name = %c.name, "snapshot refused: its chunks are gone");
+                continue;
             }
+            return Ok((c, obj));
         }
         Err(SnapError::NotFound)
+    }
+
+    /// Whether the bucket holds any chunk of the object stored under `nuid`.
+    async fn has_chunks(&self, nuid: &str) -> bool {
+        let subject = format!("$O.{}.C.{nuid}", self.bucket);
+        match self
+            .js
+            .get_stream_no_info(format!("OBJ_{}", self.bucket))
+            .await
+        {
+            Ok(stream) => stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .is_ok(),
+            // Unknown: the download's own checks decide.
+            Err(_) => true,
+        }
     }
 
     /// The newest snapshot that passes every check, is newer than `newer_than` and at least
