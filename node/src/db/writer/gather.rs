@@ -2,7 +2,9 @@
 //! Must not reorder jobs or hold back anything but client batches: a job of any other kind
 //! (a replicated apply, a session, a restore) ends the wait at once.
 //! Invariant: the wait is bounded by half the previous group's commit (at most `MAX_WAIT`), and
-//! there is none unless clients answered by the previous group are expected back.
+//! there is none unless clients answered by the previous group are expected back. A wait that
+//! brings no one back (clients that send one write each, not a loop) makes the next
+//! `REST_AFTER_IN_VAIN` groups start without one, so such clients pay for one wait in nine.
 //!
 //! Why: every write waits for its group's publish. Clients in a closed loop (each sends its next
 //! write once answered, as pgbench or a connection pool does) then split into two halves that
@@ -22,12 +24,16 @@ use super::{Job, MAX_GROUP};
 const MAX_WAIT: Duration = Duration::from_millis(1);
 /// How often the queue is looked at while waiting (tokio's timer counts in milliseconds).
 const POLL: Duration = Duration::from_micros(20);
+/// Groups that start without waiting after a wait in which no job came.
+const REST_AFTER_IN_VAIN: u8 = 8;
 
 /// What the writer expects after a group: how many jobs, and for how long to wait for them.
 #[derive(Debug, Default)]
 pub(super) struct Gather {
     expect: usize,
     wait: Duration,
+    /// Groups left that start without waiting (after a wait in vain).
+    rest: u8,
 }
 
 impl Gather {
@@ -45,11 +51,15 @@ impl Gather {
 
     /// Adds to `group` the jobs that arrive while it is short of what is expected, until the
     /// wait is over or a job that is not a client batch arrives.
-    pub(super) fn fill(&self, rx: &mut Receiver<Job>, group: &mut Vec<Job>) {
+    pub(super) fn fill(&mut self, rx: &mut Receiver<Job>, group: &mut Vec<Job>) {
         if group.len() >= self.expect || !group.iter().all(is_batch) {
             return;
         }
-        let deadline = Instant::now() + self.wait;
+        if self.rest > 0 {
+            self.rest -= 1;
+            return;
+        }
+        let (deadline, had) = (Instant::now() + self.wait, group.len());
         while group.len() < self.expect {
             match rx.try_recv() {
                 Ok(job) => {
@@ -62,6 +72,9 @@ impl Gather {
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
                     if Instant::now() >= deadline {
+                        if group.len() == had {
+                            self.rest = REST_AFTER_IN_VAIN;
+                        }
                         return;
                     }
                     std::thread::sleep(POLL);
@@ -92,6 +105,33 @@ mod tests {
         assert_eq!(g.expect, MAX_GROUP);
         g.reset();
         assert_eq!(g.expect, 0);
+    }
+
+    #[test]
+    fn a_wait_in_vain_lets_the_next_groups_start_without_one() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(8);
+        let mut g = Gather::default();
+        g.answered(2, 0, Duration::from_micros(100));
+        let mut group = Vec::new();
+        g.fill(&mut rx, &mut group);
+        assert!(group.is_empty());
+        assert_eq!(g.rest, REST_AFTER_IN_VAIN);
+        for left in (0..REST_AFTER_IN_VAIN).rev() {
+            g.answered(2, 0, Duration::from_micros(100));
+            g.fill(&mut rx, &mut group);
+            assert_eq!(g.rest, left);
+        }
+        // Rested: the next group waits again, and one that brings a job back keeps waiting on.
+        let (reply, _r) = tokio::sync::oneshot::channel();
+        tx.try_send(Job::Batch {
+            stmts: std::sync::Arc::new(Vec::new()),
+            limits: Default::default(),
+            reply,
+        })
+        .unwrap();
+        g.fill(&mut rx, &mut group);
+        assert_eq!(group.len(), 1);
+        assert_eq!(g.rest, 0);
     }
 
     #[test]
