@@ -512,54 +512,45 @@ fn apply_row(
             // version, so that one written elsewhere is still seen (and counted) below.
             let lacks = lacking(info, row);
             let insert = row.operation == Operation::Insert;
-            if meta::take_version(conn, table, &new_key, seq, lacks.as_deref(), insert)? {
-                let live = write_row(
-                    conn,
-                    info,
-                    seq,
-                    row,
-                    &new,
-                    written,
-                    &mut stats.constraint_conflicts,
-                )?;
-                if !live {
-                    meta::set_version(conn, table, &new_key, seq, true)?;
+            let taken = meta::take_version(conn, table, &new_key, seq, lacks.as_deref(), insert)?;
+            if !taken {
+                let (version, deleted) = meta::version_state(conn, table, &new_key)?;
+                if insert && version > 0 && version != seq && !deleted {
+                    // Two transactions inserted the same key (typically an auto-assigned rowid
+                    // picked on two nodes at once): the later one wins, the other row is gone.
+                    tracing::warn!(
+                        table,
+                        seq,
+                        other = version,
+                        "two inserts of the same key; the later one wins"
+                    );
+                    out.collision = true;
                 }
-                if many {
-                    written.insert((table.clone(), new_key));
+                if !newer(table, &new_key, version, seq, written) {
+                    if !deleted {
+                        fill_lacking(conn, info, row, &new, &new_key)?;
+                    }
+                    return Ok(out);
                 }
-                out.applied = true;
-                return Ok(out);
             }
-            let (version, deleted) = meta::version_state(conn, table, &new_key)?;
-            if row.operation == Operation::Insert && version > 0 && version != seq && !deleted {
-                // Two transactions inserted the same key (typically an auto-assigned rowid
-                // picked on two nodes at once): the later one wins, the other row is gone.
-                tracing::warn!(
-                    table,
-                    seq,
-                    other = version,
-                    "two inserts of the same key; the later one wins"
-                );
-                out.collision = true;
+            let live = write_row(
+                conn,
+                info,
+                seq,
+                row,
+                &new,
+                written,
+                &mut stats.constraint_conflicts,
+            )?;
+            if !live {
+                meta::set_version(conn, table, &new_key, seq, true)?;
+            } else if !taken {
+                meta::set_version_lacking(conn, table, &new_key, seq, false, lacks.as_deref())?;
             }
-            if newer(table, &new_key, version, seq, written) {
-                let live = write_row(
-                    conn,
-                    info,
-                    seq,
-                    row,
-                    &new,
-                    written,
-                    &mut stats.constraint_conflicts,
-                )?;
-                let lacks = if live { lacking(info, row) } else { None };
-                meta::set_version_lacking(conn, table, &new_key, seq, !live, lacks.as_deref())?;
+            if many {
                 written.insert((table.clone(), new_key));
-                out.applied = true;
-            } else if !deleted {
-                fill_lacking(conn, info, row, &new, &new_key)?;
             }
+            out.applied = true;
         }
         _ => {
             let old = key_of(info, row, false)?;
