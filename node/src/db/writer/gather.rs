@@ -84,7 +84,8 @@ impl Gather {
     }
 }
 
-fn is_batch(job: &Job) -> bool {
+/// Whether `job` is a client's batch (what a group commits and answers).
+pub(super) fn is_batch(job: &Job) -> bool {
     matches!(job, Job::Batch { .. })
 }
 

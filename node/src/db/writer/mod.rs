@@ -139,10 +139,7 @@ fn run(mut w: WriteConn, mut rx: mpsc::Receiver<Job>, checkpoint_on_close: bool)
         }
         gather.fill(&mut rx, &mut group);
         let started = std::time::Instant::now();
-        let answered = group
-            .iter()
-            .filter(|j| matches!(j, Job::Batch { .. }))
-            .count();
+        let answered = group.iter().filter(|j| gather::is_batch(j)).count();
         let mut batches = Vec::with_capacity(group.len());
         let mut applies = Vec::new();
         for job in group {

@@ -69,11 +69,7 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             return;
         }
     };
-    r.capture.set_enabled(false);
-    // No hook at all while replicated rows are written (`Capture::unhook`); put back below.
-    if let Err(e) = r.capture.unhook(&mut w.conn) {
-        tracing::debug!(error = %e, "could not remove the capture hook; capture stays off");
-    }
+    r.capture.pause(&mut w.conn);
     // Replicated rows are applied through the same group shell as ha-sync's (`ha_follow`); what
     // is the node's own: the writer's lock mode, the interceptor, the counters and the answers.
     let mut stats: Vec<ApplyStats> = Vec::with_capacity(jobs.len());
@@ -137,8 +133,12 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
         },
     );
     mode.leave(&w.conn);
-    rehook(&r.capture, &mut w.conn);
-    r.capture.set_enabled(true);
+    if let Err(e) = r.capture.resume(&mut w.conn) {
+        // Local writes would commit without being captured, never replicated: the writer
+        // stops rather than go on (its callers then get `WriterGone`).
+        tracing::error!(error = %e, "the capture hook cannot be installed: the writer stops");
+        panic!("the capture hook cannot be installed: {e}");
+    }
     r.capture.take();
     let mut error = out.error.map(|e| {
         r.tables.invalidate();
@@ -174,19 +174,6 @@ pub(super) fn apply_group(w: &mut WriteConn, jobs: Vec<ApplyItem>) {
             )))
         };
         let _ = reply.send(answer);
-    }
-}
-
-/// Puts the capture hook back after an apply group. Without it local writes would commit
-/// without being captured, never replicated: if SQLite cannot take it (out of memory), the
-/// writer stops rather than go on (its callers then get `WriterGone`).
-fn rehook(capture: &crate::db::capture::Capture, conn: &mut Connection) {
-    if let Err(first) = capture.hook(conn) {
-        tracing::warn!(error = %first, "could not put the capture hook back; trying again");
-        if let Err(e) = capture.hook(conn) {
-            tracing::error!(error = %e, "the capture hook cannot be installed: the writer stops");
-            panic!("the capture hook cannot be installed: {e}");
-        }
     }
 }
 
