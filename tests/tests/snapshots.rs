@@ -572,21 +572,7 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE;
     let mut c = TestCluster::external(1, &[]).await.unwrap();
-    let n = c.node(0);
-    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    insert_range(n, "t", 1, 20).await;
-    c.settle(n, Duration::from_secs(30)).await.unwrap();
-    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
-    let js = c.jetstream().await.unwrap();
-    let store = js.get_object_store(BUCKET).await.unwrap();
-    let name = format!("{DB_FILE}.{good}");
-    let info = store.info(&name).await.unwrap();
-    let mut content = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut content)
-        .await
-        .unwrap();
+    let (good, js, info, content) = first_snapshot(&c).await;
     let sha = info
         .headers
         .as_ref()
@@ -640,21 +626,7 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
 #[tokio::test]
 async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
     let mut c = TestCluster::external(1, &[]).await.unwrap();
-    let n = c.node(0);
-    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    insert_range(n, "t", 1, 20).await;
-    c.settle(n, Duration::from_secs(30)).await.unwrap();
-    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
-    let js = c.jetstream().await.unwrap();
-    let store = js.get_object_store(BUCKET).await.unwrap();
-    let name = format!("{DB_FILE}.{good}");
-    let info = store.info(&name).await.unwrap();
-    let mut content = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut content)
-        .await
-        .unwrap();
+    let (good, js, info, content) = first_snapshot(&c).await;
     // Newest: metadata naming chunks that were never stored; next: only the first half of
     // the chunks (the metadata's size, digest and sha256 are the whole content's).
     let chunk_size = 4096;
@@ -705,15 +677,7 @@ async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
 async fn get_snapshot_skips_one_whose_chunks_are_gone() {
     let c = TestCluster::external(1, &[]).await.unwrap();
     let n = c.node(0);
-    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
-    insert_range(n, "t", 1, 20).await;
-    c.settle(n, Duration::from_secs(30)).await.unwrap();
-    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
-    let js = c.jetstream().await.unwrap();
-    let store = js.get_object_store(BUCKET).await.unwrap();
-    let info = store.info(&format!("{DB_FILE}.{good}")).await.unwrap();
+    let (good, js, info, _) = first_snapshot(&c).await;
     let gone = good + 100;
     forge_snapshot(
         &js,
@@ -742,6 +706,34 @@ async fn get_snapshot_skips_one_whose_chunks_are_gone() {
         r,
         (reqwest::StatusCode::OK, Some(good.to_string()), info.size)
     );
+}
+
+/// Table `t` with rows 1–20 on node 0, its snapshot taken: the snapshot's sequence, a
+/// JetStream context, the stored object's metadata and its content.
+async fn first_snapshot(
+    c: &TestCluster,
+) -> (
+    u64,
+    async_nats::jetstream::Context,
+    object_store::ObjectInfo,
+    Vec<u8>,
+) {
+    let n = c.node(0);
+    n.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    insert_range(n, "t", 1, 20).await;
+    c.settle(n, Duration::from_secs(30)).await.unwrap();
+    let (_, good, _) = n.take_snapshot().await.unwrap().parts();
+    let js = c.jetstream().await.unwrap();
+    let store = js.get_object_store(BUCKET).await.unwrap();
+    let name = format!("{DB_FILE}.{good}");
+    let info = store.info(&name).await.unwrap();
+    let mut content = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut content)
+        .await
+        .unwrap();
+    (good, js, info, content)
 }
 
 /// Stores `content` as snapshot `seq` of the bucket by hand: its first `stored` chunks of
