@@ -283,13 +283,7 @@ async fn corrupt_snapshots_are_refused_and_the_previous_one_is_used() {
     }
     // The Go original's key, with garbage too.
     store.put(DB_FILE, &mut garbage.as_slice()).await.unwrap();
-    insert_range(c.node(0), "t", 21, 30).await;
-    let j = c
-        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
-        .await
-        .unwrap();
-    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
-    let log = c.node(j).log_text();
+    let log = join_from_latest(&mut c).await;
     assert!(log.contains("sha256 check failed"), "{log}");
     assert!(
         log.contains("not an SQLite database") || log.contains("integrity_check"),
@@ -606,13 +600,7 @@ async fn a_snapshot_whose_chunks_differ_from_its_digest_is_refused() {
     )
     .await;
     assert_eq!(stored(&c).await.first().map(|x| x.1), Some(bad));
-    insert_range(c.node(0), "t", 21, 30).await;
-    let j = c
-        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
-        .await
-        .unwrap();
-    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
-    let log = c.node(j).log_text();
+    let log = join_from_latest(&mut c).await;
     assert!(
         log.contains("sha256 check failed") && log.contains(&format!("{DB_FILE}.{bad}")),
         "{log}"
@@ -653,13 +641,7 @@ async fn snapshots_whose_chunks_are_missing_or_cut_short_are_refused() {
     )
     .await;
     assert_eq!(stored(&c).await.first().map(|x| x.1), Some(gone));
-    insert_range(c.node(0), "t", 21, 30).await;
-    let j = c
-        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
-        .await
-        .unwrap();
-    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
-    let log = c.node(j).log_text();
+    let log = join_from_latest(&mut c).await;
     for bad in [gone, cut] {
         assert!(
             log.lines().any(|l| l.contains("snapshot refused")
@@ -706,6 +688,18 @@ async fn get_snapshot_skips_one_whose_chunks_are_gone() {
         r,
         (reqwest::StatusCode::OK, Some(good.to_string()), info.size)
     );
+}
+
+/// Rows 21–30 written on node 0, then a node joins with `--from-latest-snapshot` and converges
+/// with it (rows 1–30 of `t`): the joined node's log.
+async fn join_from_latest(c: &mut TestCluster) -> String {
+    insert_range(c.node(0), "t", 21, 30).await;
+    let j = c
+        .join(&["--from-latest-snapshot"], |_| Ok(()), true)
+        .await
+        .unwrap();
+    c.assert_converged(&keys("t", 1, 30)).await.unwrap();
+    c.node(j).log_text()
 }
 
 /// Table `t` with rows 1–20 on node 0, its snapshot taken: the snapshot's sequence, a
