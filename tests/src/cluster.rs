@@ -223,6 +223,22 @@ impl TestCluster {
         setup: impl FnOnce(&Path) -> Result<()>,
         ready: bool,
     ) -> Result<usize> {
+        let i = self.join_starting(extra, setup)?;
+        let node = self.members[i].node.as_mut().expect("just started");
+        node.wait_listening(Duration::from_secs(30)).await?;
+        if ready {
+            wait_ready(node, Duration::from_secs(60)).await?;
+        }
+        Ok(i)
+    }
+
+    /// `join` without waiting for anything: the new node's index, its log readable at once
+    /// (`wait_listening` on it later).
+    pub fn join_starting(
+        &mut self,
+        extra: &[&str],
+        setup: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<usize> {
         if self.topology != Topology::External {
             bail!("join needs an External cluster");
         }
@@ -241,10 +257,7 @@ impl TestCluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let spec = NodeSpec::new(&args).dir(dir.path());
-        let node = TestNode::start_spec(spec.clone()).await?;
-        if ready {
-            wait_ready(&node, Duration::from_secs(60)).await?;
-        }
+        let node = TestNode::spawn_spec(spec.clone())?;
         self.members.push(Member {
             name,
             spec,

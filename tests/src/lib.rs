@@ -102,7 +102,11 @@ pub struct TestNode {
     log: Arc<Mutex<Vec<String>>>,
     pub client: reqwest::Client,
     pub token: Option<String>,
+    /// Until `wait_listening` saw it: where the ready line's HTTP and pg addresses arrive.
+    listening: Option<Listening>,
 }
+
+type Listening = (mpsc::Receiver<SocketAddr>, Arc<Mutex<Option<SocketAddr>>>);
 
 impl TestNode {
     /// Starts `ha` with `args` plus a free HTTP port on 127.0.0.1, and waits until it listens.
@@ -111,6 +115,14 @@ impl TestNode {
     }
 
     pub async fn start_spec(spec: NodeSpec) -> Result<TestNode> {
+        let mut node = Self::spawn_spec(spec)?;
+        node.wait_listening(Duration::from_secs(30)).await?;
+        Ok(node)
+    }
+
+    /// Starts `ha` without waiting for it to listen (its log can be watched meanwhile); its
+    /// addresses are known after `wait_listening`.
+    pub fn spawn_spec(spec: NodeSpec) -> Result<TestNode> {
         let (tmp, dir) = match &spec.dir {
             Some(d) => (None, d.clone()),
             None => {
@@ -187,7 +199,7 @@ impl TestNode {
             .iter()
             .position(|a| a == "--token")
             .and_then(|i| spec.args.get(i + 1).cloned());
-        let mut node = TestNode {
+        Ok(TestNode {
             child: Some(child),
             http: "127.0.0.1:0".parse()?,
             pg: None,
@@ -196,24 +208,33 @@ impl TestNode {
             log,
             client: reqwest::Client::new(),
             token,
+            listening: Some((rx, pg_addr)),
+        })
+    }
+
+    /// Waits (up to `timeout`) for the line that says the node listens, and takes its addresses
+    /// from it; at once if that was already seen.
+    pub async fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
+        let Some((rx, pg_addr)) = self.listening.take() else {
+            return Ok(());
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(addr) => {
-                    node.http = addr;
-                    node.pg = pg_addr.lock().ok().and_then(|p| *p);
-                    return Ok(node);
+                    self.http = addr;
+                    self.pg = pg_addr.lock().ok().and_then(|p| *p);
+                    return Ok(());
                 }
                 Err(_) => {
-                    if let Some(status) = node.try_status()? {
+                    if let Some(status) = self.try_status()? {
                         bail!(
                             "ha exited with {status} before listening:\n{}",
-                            node.log_text()
+                            self.log_text()
                         );
                     }
                     if Instant::now() > deadline {
-                        bail!("ha did not start listening in time:\n{}", node.log_text());
+                        bail!("ha did not start listening in time:\n{}", self.log_text());
                     }
                 }
             }

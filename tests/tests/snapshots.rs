@@ -690,6 +690,46 @@ async fn get_snapshot_skips_one_whose_chunks_are_gone() {
     );
 }
 
+/// A node that starts with `--from-latest-snapshot` while JetStream cannot answer (NATS down, as
+/// while a growing cluster elects its meta leader) keeps trying until a deadline instead of
+/// starting without the snapshot after one failed attempt: once NATS is back it restores the
+/// snapshot and converges.
+#[tokio::test]
+async fn a_node_starting_before_jetstream_answers_retries_and_restores() {
+    let mut c = TestCluster::external(1, &[]).await.unwrap();
+    let (good, ..) = first_snapshot(&c).await;
+    c.nats.as_mut().unwrap().kill();
+    let j = c
+        .join_starting(&["--from-latest-snapshot"], |_| Ok(()))
+        .unwrap();
+    // Its first attempt fails (the log says so one way or the other) before NATS comes back.
+    eventually(
+        Duration::from_secs(60),
+        "a first failed restore attempt",
+        || {
+            let log = c.node(j).log_text();
+            async move {
+                (log.contains("COULD NOT RESTORE") || log.contains("trying again")).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    c.nats.as_mut().unwrap().restart().await.unwrap();
+    let n = c.members[j].node.as_mut().unwrap();
+    n.wait_listening(Duration::from_secs(90)).await.unwrap();
+    ha_tests::cluster::wait_ready(c.node(j), Duration::from_secs(60))
+        .await
+        .unwrap();
+    c.assert_converged(&keys("t", 1, 20)).await.unwrap();
+    let log = c.node(j).log_text();
+    assert!(
+        log.contains(&format!("seq={good}")) && log.contains("from the latest snapshot"),
+        "the node did not restore snapshot {good}:\n{log}"
+    );
+    assert!(!log.contains("COULD NOT RESTORE"), "{log}");
+}
+
 /// Rows 21–30 written on node 0, then a node joins with `--from-latest-snapshot` and converges
 /// with it (rows 1–30 of `t`): the joined node's log.
 async fn join_from_latest(c: &mut TestCluster) -> String {

@@ -1,10 +1,19 @@
 //! Owns `--from-latest-snapshot`: installing the newest usable snapshot before the database is
 //! opened (a file is replaced, a memory database loads the download).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::{SnapError, Snapshots, io};
+use super::{Fetched, SnapError, Snapshots, io};
 use crate::exec::{ExecError, file_check};
+
+/// How long the start keeps trying to read the bucket while NATS or JetStream does not answer
+/// (down, or a growing cluster still electing its meta leader); then the node starts from its
+/// local data and the stream, which is slower but converges the same.
+const REACH_BUCKET_FOR: Duration = Duration::from_secs(120);
+/// The first pause between tries; it doubles up to `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// What `restore_at_start` did.
 pub enum StartRestore {
@@ -39,7 +48,7 @@ pub async fn restore_at_start(
     };
     let dir = db.scratch_dir();
     let started = std::time::Instant::now();
-    let (fetched, refused) = snaps.fetch_usable(local, 0, &dir).await?;
+    let (fetched, refused) = fetch_retrying(snaps, local, &dir).await?;
     let fetch_ms = started.elapsed().as_millis() as u64;
     let Some(f) = fetched else {
         if refused.is_empty() {
@@ -82,6 +91,29 @@ pub async fn restore_at_start(
                 seq: f.seq,
                 file: f.path,
             })
+        }
+    }
+}
+
+/// `fetch_usable`, tried again while the bucket cannot be opened or listed (every `Nats` error
+/// comes from there: a refused download is a refusal, not an error) until `REACH_BUCKET_FOR`.
+async fn fetch_retrying(
+    snaps: &Snapshots,
+    local: u64,
+    dir: &Path,
+) -> Result<(Option<Fetched>, Vec<String>), SnapError> {
+    let deadline = Instant::now() + REACH_BUCKET_FOR;
+    let mut pause = FIRST_PAUSE;
+    let mut attempt = 1u32;
+    loop {
+        match snaps.fetch_usable(local, 0, dir).await {
+            Err(e @ SnapError::Nats { .. }) if Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64, bucket = %snaps.bucket(), "--from-latest-snapshot: the snapshot bucket cannot be read yet (NATS or JetStream not answering); trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+                attempt += 1;
+            }
+            r => return r,
         }
     }
 }
