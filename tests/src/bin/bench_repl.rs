@@ -95,12 +95,39 @@ async fn load_only(conc: usize, dur: std::time::Duration) -> Result<()> {
         .map(|p| p.to_string())
         .collect();
     eprintln!("node pids: {}", pids.join(" "));
+    let before = metrics(&cluster.nodes[0]).await?;
     let s = cluster.insert_load(conc, dur).await?;
+    let after = metrics(&cluster.nodes[0]).await?;
+    let d = |name: &str| after.get(name).unwrap_or(&0.0) - before.get(name).unwrap_or(&0.0);
+    let publishes = d("ha_publish_duration_seconds_count");
+    let requests = d("ha_http_request_duration_seconds_count");
     println!(
         "replicated INSERT via HTTP (node 1, R3), concurrency {conc}: {:.0}/s, p50 {:.3} ms, p99 {:.3} ms",
         s.per_second(),
         s.pct(0.5),
         s.pct(0.99)
     );
+    println!(
+        "node 1: {:.1} writes per publish, publish {:.3} ms mean, HTTP request {:.3} ms mean",
+        requests / publishes.max(1.0),
+        1000.0 * d("ha_publish_duration_seconds_sum") / publishes.max(1.0),
+        1000.0 * d("ha_http_request_duration_seconds_sum") / requests.max(1.0),
+    );
     Ok(())
+}
+
+/// Node `n`'s Prometheus samples without labels (labelled ones summed under their name).
+async fn metrics(n: &ha_tests::TestNode) -> Result<std::collections::HashMap<String, f64>> {
+    let text = n.client.get(n.url("/metrics")).send().await?.text().await?;
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = name.split('{').next().unwrap_or(name).to_string();
+        if let Ok(v) = value.parse::<f64>() {
+            *out.entry(name).or_insert(0.0) += v;
+        }
+    }
+    Ok(out)
 }
