@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio_util::io::ReaderStream;
 
 use super::{ApiError, AppState};
 use crate::snapshot::{SnapError, Snapshots};
@@ -102,7 +101,7 @@ pub async fn take(State(state): State<AppState>) -> Result<Response, ApiError> {
 )]
 pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snaps = snapshots(&state)?;
-    let (c, obj) = snaps
+    let (c, chunks) = snaps
         .open_latest()
         .await
         .map_err(|e| api_error(e, "get latest snapshot"))?;
@@ -122,35 +121,9 @@ pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError>
                 c.seq.to_string(),
             ),
         ],
-        Body::from_stream(stall_guard(ReaderStream::new(obj))),
+        // A chunk that does not come ends the body early with an error (see `chunks`): the
+        // client gets fewer bytes than `Content-Length`, which every HTTP client reports.
+        Body::from_stream(chunks),
     )
         .into_response())
-}
-
-/// How long the download of a snapshot may wait for its next chunk.
-const STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Ends `body` with an error when its next piece takes longer than `STALL` (a snapshot whose
-/// chunks are cut short would otherwise keep the client waiting forever): the client gets a
-/// body shorter than its `Content-Length`, which every HTTP client reports as an error.
-fn stall_guard<S>(
-    body: S,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + 'static,
-{
-    futures::stream::unfold(Some(body), |body| async move {
-        let mut body = body?;
-        match tokio::time::timeout(STALL, futures::StreamExt::next(&mut body)).await {
-            Ok(Some(item)) => Some((item, Some(body))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the snapshot's next chunk did not come within {STALL:?}"),
-                )),
-                None,
-            )),
-        }
-    })
 }

@@ -1,6 +1,7 @@
-//! Owns downloading one snapshot object into a file: its chunks (`$O.<bucket>.C.<nuid>`) read
-//! with an ordered consumer of our own, handed as they arrive (no copy) to a blocking thread
-//! that hashes and writes them, so receiving, hashing and writing overlap.
+//! Owns reading one snapshot object: its chunks (`$O.<bucket>.C.<nuid>`) as a stream, read with
+//! an ordered consumer of our own (`chunks`, which `GET /snapshot` serves as it is), and
+//! downloading them into a file (`download`): handed as they arrive (no copy) to a blocking
+//! thread that hashes and writes them, so receiving, hashing and writing overlap.
 //! Must not judge the content beyond its bytes: the SHA-256 and size checks are the caller's
 //! (`store::download_verified`), which gets the digest of exactly what arrived. The one change
 //! made to it: a WAL header's two file format bytes are written as "rollback journal", what
@@ -12,6 +13,7 @@
 //! compressed bucket bound both about equally.
 
 use std::path::Path;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::push::OrderedConfig, object_store::ObjectInfo};
@@ -38,8 +40,8 @@ pub struct Downloaded {
 }
 
 /// Downloads the chunks of `info` (an object of `bucket`) into a new file at `path`, hashing
-/// them on the writing thread, and syncs the file. Stops after the consumer's last pending chunk
-/// or when more than the object's size arrived; the caller compares sizes and digests.
+/// them on the writing thread, and syncs the file (see `chunks` for when the chunks are
+/// refused); the caller compares sizes and digests.
 pub async fn download(
     js: &jetstream::Context,
     bucket: &str,
@@ -82,8 +84,35 @@ async fn receive(
     tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<(u64, u64), SnapError> {
     let start = Instant::now();
+    let mut chunks = chunks(js, bucket, info).await?;
+    let mut bytes = 0u64;
+    let mut first_byte_ms = None;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        first_byte_ms.get_or_insert_with(|| start.elapsed().as_millis() as u64);
+        bytes += chunk.len() as u64;
+        if tx.send(chunk).await.is_err() {
+            break; // the writer failed: its error is the caller's
+        }
+    }
+    Ok((bytes, first_byte_ms.unwrap_or(0)))
+}
+
+/// An object's chunks in order (see `chunks`).
+pub type Chunks = Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, SnapError>> + Send>>;
+
+/// The chunks of `info` (an object of `bucket`), in order. An object whose chunks are gone
+/// (purged, or never stored) is refused before anything is read (`SnapError::Size`, 0 bytes):
+/// nothing would ever arrive. The stream ends after the consumer's last pending chunk, and ends
+/// with an error when the next chunk takes longer than `STALL`, when the chunks stop early, or
+/// when more than the object's size arrived.
+pub async fn chunks(
+    js: &jetstream::Context,
+    bucket: &str,
+    info: &ObjectInfo,
+) -> Result<Chunks, SnapError> {
     if info.chunks == 0 {
-        return Ok((0, 0));
+        return Ok(Box::pin(futures::stream::empty()));
     }
     let stream = js
         .get_stream_no_info(format!("OBJ_{bucket}"))
@@ -97,54 +126,54 @@ async fn receive(
         })
         .await
         .map_err(nats("download"))?;
+    let (name, size) = (info.name.clone(), info.size as u64);
     if consumer.cached_info().num_pending == 0 {
-        // The chunks are gone (purged, or never stored): nothing would ever arrive.
         return Err(SnapError::Size {
-            name: info.name.clone(),
-            expected: info.size as u64,
+            name,
+            expected: size,
             actual: 0,
         });
     }
-    let mut messages = consumer.messages().await.map_err(nats("download"))?;
-    let mut bytes = 0u64;
-    let mut first_byte_ms = None;
-    loop {
-        let next = tokio::time::timeout(STALL, messages.next())
-            .await
-            .map_err(|_| SnapError::Nats {
-                what: "download",
-                reason: format!(
-                    "{}: no chunk for {}s after {bytes} bytes",
-                    info.name,
-                    STALL.as_secs()
-                ),
-            })?;
-        let m = match next {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                return Err(SnapError::Nats {
-                    what: "download",
-                    reason: format!("{}: {e}", info.name),
-                });
+    let messages = consumer.messages().await.map_err(nats("download"))?;
+    // State: the consumer (none once the last chunk or an error went out) and the bytes so far.
+    Ok(Box::pin(futures::stream::unfold(
+        (Some(messages), 0u64),
+        move |(messages, bytes)| {
+            let name = name.clone();
+            async move {
+                let mut messages = messages?;
+                let next = match tokio::time::timeout(STALL, messages.next()).await {
+                    Err(_) => Err(format!("no chunk for {}s", STALL.as_secs())),
+                    Ok(None) => Err("the chunks ended early".to_string()),
+                    Ok(Some(Err(e))) => Err(e.to_string()),
+                    Ok(Some(Ok(m))) => m
+                        .info()
+                        .map(|i| (i.pending, m.message.payload.clone()))
+                        .map_err(|e| e.to_string()),
+                };
+                let (pending, chunk) = match next {
+                    Ok(got) => got,
+                    Err(why) => {
+                        let e = SnapError::Nats {
+                            what: "download",
+                            reason: format!("{name}: {why} after {bytes} bytes"),
+                        };
+                        return Some((Err(e), (None, bytes)));
+                    }
+                };
+                let bytes = bytes + chunk.len() as u64;
+                if bytes > size {
+                    let e = SnapError::Size {
+                        name,
+                        expected: size,
+                        actual: bytes,
+                    };
+                    return Some((Err(e), (None, bytes)));
+                }
+                Some((Ok(chunk), ((pending > 0).then_some(messages), bytes)))
             }
-            None => {
-                return Err(SnapError::Nats {
-                    what: "download",
-                    reason: format!("{}: the chunks ended early", info.name),
-                });
-            }
-        };
-        first_byte_ms.get_or_insert_with(|| start.elapsed().as_millis() as u64);
-        let pending = m.info().map_err(nats("download"))?.pending;
-        bytes += m.message.payload.len() as u64;
-        if tx.send(m.message.payload.clone()).await.is_err() {
-            break; // the writer failed: its error is the caller's
-        }
-        if pending == 0 || bytes > info.size as u64 {
-            break;
-        }
-    }
-    Ok((bytes, first_byte_ms.unwrap_or(0)))
+        },
+    )))
 }
 
 /// Writes what arrives on `rx` to a new file at `path`, hashing it, and syncs it. Returns the

@@ -338,45 +338,29 @@ impl Snapshots {
         Ok(swept)
     }
 
-    /// The newest snapshot as a reader (for `GET /snapshot`), with its listing.
-    pub async fn open_latest(&self) -> Result<(Candidate, object_store::Object), SnapError> {
+    /// The newest snapshot's chunks (for `GET /snapshot`), with its listing. One whose chunks
+    /// are gone is passed over for the next older one.
+    pub async fn open_latest(&self) -> Result<(Candidate, super::download::Chunks), SnapError> {
         let Some(store) = self.existing_store().await? else {
             return Err(SnapError::NotFound);
         };
         for c in list_in(&store, &self.key).await? {
-            let obj = match store.get(&c.name).await {
-                Ok(obj) => obj,
+            let info = match store.info(&c.name).await {
+                Ok(info) => info,
                 Err(e) => {
                     tracing::debug!(name = %c.name, error = %e, "snapshot vanished while listed");
                     continue;
                 }
             };
-            let (chunks, nuid) = (obj.info.chunks, obj.info.nuid.clone());
-            if chunks > 0 && !self.has_chunks(&nuid).await {
-                // Its reader would wait forever for them: the next older one is served.
-                tracing::warn!(name = %c.name, "snapshot refused: its chunks are gone");
-                continue;
+            match super::download::chunks(&self.js, &self.bucket, &info).await {
+                Ok(chunks) => return Ok((c, chunks)),
+                Err(SnapError::Size { .. }) => {
+                    tracing::warn!(name = %c.name, "snapshot refused: its chunks are gone");
+                }
+                Err(e) => return Err(e),
             }
-            return Ok((c, obj));
         }
         Err(SnapError::NotFound)
-    }
-
-    /// Whether the bucket holds any chunk of the object stored under `nuid`.
-    async fn has_chunks(&self, nuid: &str) -> bool {
-        let subject = format!("$O.{}.C.{nuid}", self.bucket);
-        match self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", self.bucket))
-            .await
-        {
-            Ok(stream) => stream
-                .get_last_raw_message_by_subject(&subject)
-                .await
-                .is_ok(),
-            // Unknown: the download's own checks decide.
-            Err(_) => true,
-        }
     }
 
     /// The newest snapshot that passes every check, is newer than `newer_than` and at least
