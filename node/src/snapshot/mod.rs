@@ -41,8 +41,10 @@
 //! See docs/operations.md.
 //!
 //! Files: `store` (the bucket: take, list, fetch, recover), `image` (the live database read in
-//! place as upload chunks), `upload` (writing one object), `download` (reading one into a file),
-//! `sweep` (unfinished uploads and deletes), `restore` (`--from-latest-snapshot`, before the database opens), `interval`
+//! place as upload chunks), `upload` (writing one object), `download` (one object's chunks as a stream, which
+//! `GET /snapshot` serves, and reading them into a file),
+//! `sweep` (unfinished uploads and deletes), `restore` (`--from-latest-snapshot`, before the database opens; it keeps trying
+//! for up to 2 minutes while JetStream does not answer), `interval`
 //! (`--snapshot-interval`).
 
 mod download;
