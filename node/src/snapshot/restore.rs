@@ -11,9 +11,10 @@ use crate::exec::{ExecError, file_check};
 /// (down, or a growing cluster still electing its meta leader); then the node starts from its
 /// local data and the stream, which is slower but converges the same.
 const REACH_BUCKET_FOR: Duration = Duration::from_secs(120);
-/// The first pause between tries; it doubles up to `MAX_PAUSE`.
-const FIRST_PAUSE: Duration = Duration::from_millis(250);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The pauses between tries: 250 ms doubling to 5 s.
+fn pauses() -> ha_follow::Backoff {
+    ha_follow::Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
+}
 
 /// What `restore_at_start` did.
 pub enum StartRestore {
@@ -103,15 +104,14 @@ async fn fetch_retrying(
     dir: &Path,
 ) -> Result<(Option<Fetched>, Vec<String>), SnapError> {
     let deadline = Instant::now() + REACH_BUCKET_FOR;
-    let mut pause = FIRST_PAUSE;
-    let mut attempt = 1u32;
+    let (mut pauses, mut attempt) = (pauses(), 0u32);
     loop {
+        attempt += 1;
+        let pause = pauses.next_pause();
         match snaps.fetch_usable(local, 0, dir).await {
             Err(e @ SnapError::Nats { .. }) if Instant::now() + pause < deadline => {
                 tracing::warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64, bucket = %snaps.bucket(), "--from-latest-snapshot: the snapshot bucket cannot be read yet (NATS or JetStream not answering); trying again");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-                attempt += 1;
             }
             r => return r,
         }
