@@ -354,7 +354,8 @@ impl Snapshots {
             };
             match super::download::chunks(&self.js, &self.bucket, &info).await {
                 Ok(chunks) => return Ok((c, chunks)),
-                Err(SnapError::Size { .. }) => {
+                // `chunks` refuses an object whose chunks are gone as 0 bytes of its size.
+                Err(SnapError::Size { actual: 0, .. }) => {
                     tracing::warn!(name = %c.name, "snapshot refused: its chunks are gone");
                 }
                 Err(e) => return Err(e),
