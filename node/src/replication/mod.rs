@@ -97,8 +97,29 @@ fn reconnect_delay(attempt: usize) -> Duration {
     Duration::from_millis((50u64 << attempt.min(6) as u64).min(2000))
 }
 
-/// Connects to NATS (the embedded server's URL, or `--replication-url`) and prepares the sink.
-/// The connection retries forever in the background; until it is up, writes fail fast.
+/// The options of the node's connections to NATS, named `ha <name>`: retry forever, the first
+/// attempt at once, credentials in the URL, else the flags (--nats-user/--nats-pass, token,
+/// nkey, creds), and TLS.
+fn connect_options(
+    config: &Config,
+    urls: &[String],
+    name: String,
+) -> Result<async_nats::ConnectOptions, ReplError> {
+    let opts = async_nats::ConnectOptions::new()
+        .name(format!("ha {name}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay);
+    client_auth::apply(opts, &config.nats, urls).map_err(|reason| ReplError::Connect {
+        urls: redact(urls),
+        reason,
+    })
+}
+
+/// Connects to NATS (the embedded server's URL, or `--replication-url`) and prepares the sink:
+/// two connections, one for the writer's publishes (`publisher::PublishConnection`) and one for
+/// everything else. Both retry forever in the background; until they are up, writes fail fast.
 pub async fn connect(
     config: &Config,
     embedded: Option<&nats_server::NatsServer>,
@@ -119,37 +140,25 @@ pub async fn connect(
     let status = Arc::new(ReplStatus::default());
     let st = status.clone();
     let m = metrics.clone();
-    let opts = async_nats::ConnectOptions::new()
-        .name(format!("ha {}", config.name))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(reconnect_delay)
-        .event_callback(move |event| {
-            let st = st.clone();
-            let m = m.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        st.connected.store(true, Ordering::Release);
-                        tracing::info!("connected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        st.connected.store(false, Ordering::Release);
-                        st.reconnects.fetch_add(1, Ordering::Relaxed);
-                        m.nats_reconnects.inc();
-                        tracing::warn!("disconnected from NATS; reconnecting");
-                    }
-                    other => tracing::debug!(event = %other, "NATS event"),
+    let opts = connect_options(config, &urls, config.name.clone())?.event_callback(move |event| {
+        let st = st.clone();
+        let m = m.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    st.connected.store(true, Ordering::Release);
+                    tracing::info!("connected to NATS");
                 }
+                async_nats::Event::Disconnected => {
+                    st.connected.store(false, Ordering::Release);
+                    st.reconnects.fetch_add(1, Ordering::Relaxed);
+                    m.nats_reconnects.inc();
+                    tracing::warn!("disconnected from NATS; reconnecting");
+                }
+                other => tracing::debug!(event = %other, "NATS event"),
             }
-        });
-    // Credentials in the URL, else the flags (--nats-user/--nats-pass, token, nkey, creds), and TLS.
-    let opts =
-        client_auth::apply(opts, &config.nats, &urls).map_err(|reason| ReplError::Connect {
-            urls: redact(&urls),
-            reason,
-        })?;
+        }
+    });
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse())
@@ -158,6 +167,17 @@ pub async fn connect(
             urls: urls.join(","),
             reason: e.to_string(),
         })?;
+    let publishing = publisher::PublishConnection::start(
+        connect_options(config, &urls, format!("{} publish", config.name))?,
+        addrs.clone(),
+        r.timeout,
+        status.clone(),
+    )
+    .await
+    .map_err(|reason| ReplError::Connect {
+        urls: redact(&urls),
+        reason,
+    })?;
     let client = opts.connect(addrs).await.map_err(|e| ReplError::Connect {
         urls: redact(&urls),
         reason: e.to_string(),
@@ -180,11 +200,9 @@ pub async fn connect(
         config.db.scratch_dir(),
     ));
     let sink = publisher::JetStreamSink {
-        client: client.clone(),
-        js: js.clone(),
+        conn: publishing,
         subject: subject.clone(),
         timeout: r.timeout,
-        runtime: tokio::runtime::Handle::current(),
         metrics: metrics.clone(),
         status: status.clone(),
     };

@@ -1,10 +1,11 @@
 //! Owns publishing committed change sets to JetStream: the `db::sink::ChangeSink` the writer
-//! calls before it commits.
+//! calls before it commits, over a NATS connection of its own (`PublishConnection`).
 //! Must not retry behind the writer's back: one attempt, bounded by `--replication-timeout`; an
 //! error rolls the transaction back and the client is told.
 //! Invariant: `publish` returns a sequence only after JetStream acknowledged every part.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -15,12 +16,90 @@ use crate::changeset::{self, ChangeSet, Seq};
 use crate::db::sink::{ChangeSink, PublishAfterError, PublishError};
 use crate::metrics::Metrics;
 
+/// The writer's own connection to NATS, read and written by a thread of its own ("ha-publish",
+/// a single-threaded runtime). The node's shared async threads serve every HTTP and pg request
+/// and the consumer; through their connection a commit's publish and its acknowledgement queued
+/// behind that work, and with every thread busy waited until the replication timeout.
+pub struct PublishConnection {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// The thread's runtime: the writer waits on it for the acknowledgement.
+    runtime: Handle,
+    /// Dropped with the sink: the thread then ends and the connection closes.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PublishConnection {
+    /// Starts the thread and the connection with `opts` (which retry forever in the background,
+    /// as the shared connection's do); acknowledgements are awaited up to `timeout`. The
+    /// connection's state goes to `status.publish_connected`.
+    pub async fn start(
+        opts: async_nats::ConnectOptions,
+        addrs: Vec<async_nats::ServerAddr>,
+        timeout: Duration,
+        status: Arc<ReplStatus>,
+    ) -> Result<PublishConnection, String> {
+        let opts = opts.event_callback(move |event| {
+            let st = status.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        st.publish_connected.store(true, Ordering::Release);
+                    }
+                    async_nats::Event::Disconnected => {
+                        st.publish_connected.store(false, Ordering::Release);
+                        tracing::warn!("the publishing connection to NATS was lost; reconnecting");
+                    }
+                    other => tracing::debug!(event = %other, "NATS event (publishing connection)"),
+                }
+            }
+        });
+        let (started, start) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ha-publish".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started.send(Err(format!("no runtime for publishing: {e}")));
+                        return;
+                    }
+                };
+                let connected = rt.block_on(async move {
+                    let client = opts.connect(addrs).await.map_err(|e| e.to_string())?;
+                    let mut js = jetstream::new(client.clone());
+                    js.set_timeout(timeout);
+                    Ok::<_, String>((client, js))
+                });
+                let up = connected.is_ok();
+                let _ = started.send(connected.map(|c| (c, rt.handle().clone())));
+                if up {
+                    rt.block_on(async move {
+                        let _ = stopped.await;
+                    });
+                }
+            })
+            .map_err(|e| format!("no thread for publishing: {e}"))?;
+        let ((client, js), runtime) = start
+            .await
+            .map_err(|_| "the publishing thread ended".to_string())??;
+        Ok(PublishConnection {
+            client,
+            js,
+            runtime,
+            _stop: stop,
+        })
+    }
+}
+
 pub struct JetStreamSink {
-    pub(crate) client: async_nats::Client,
-    pub(crate) js: jetstream::Context,
+    pub(crate) conn: PublishConnection,
     pub(crate) subject: String,
     pub(crate) timeout: Duration,
-    pub(crate) runtime: Handle,
     pub(crate) metrics: Arc<Metrics>,
     /// The consumer's view of the stream: while it refuses the stream (not the one this
     /// node's data came from), nothing is published to it either.
@@ -65,24 +144,24 @@ const PAYLOAD_MARGIN: usize = 4096;
 impl ChangeSink for JetStreamSink {
     fn publish(&self, cs: &ChangeSet) -> Result<Seq, PublishError> {
         self.stream_trusted()?;
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if self.conn.client.connection_state() != async_nats::connection::State::Connected {
             return Err(PublishError("not connected to NATS".into()));
         }
-        let max = (self.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
+        let max = (self.conn.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
         let parts = changeset::split(cs, max).map_err(|e| PublishError(e.to_string()))?;
         let start = Instant::now();
         let deadline = start + self.timeout;
-        let result = self.runtime.block_on(async {
+        let result = self.conn.runtime.block_on(async {
             let mut acks = Vec::with_capacity(parts.len());
             for part in parts {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let ack =
-                    tokio::time::timeout(left, self.js.publish(self.subject.clone(), part.into()))
-                        .await
-                        .map_err(|_| {
-                            PublishError(format!("publish timed out after {:?}", self.timeout))
-                        })?
-                        .map_err(|e| PublishError(format!("publish failed: {e}")))?;
+                let ack = tokio::time::timeout(
+                    left,
+                    self.conn.js.publish(self.subject.clone(), part.into()),
+                )
+                .await
+                .map_err(|_| PublishError(format!("publish timed out after {:?}", self.timeout)))?
+                .map_err(|e| PublishError(format!("publish failed: {e}")))?;
                 acks.push(ack);
             }
             let mut last = 0;
@@ -113,14 +192,14 @@ impl ChangeSink for JetStreamSink {
     fn publish_after(&self, cs: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
         let other = |m: String| PublishAfterError::Other(PublishError(m));
         self.stream_trusted().map_err(PublishAfterError::Other)?;
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if self.conn.client.connection_state() != async_nats::connection::State::Connected {
             return Err(other("not connected to NATS".into()));
         }
-        let max = (self.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
+        let max = (self.conn.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
         let parts = changeset::split(cs, max).map_err(|e| other(e.to_string()))?;
         let start = Instant::now();
         let deadline = start + self.timeout;
-        let result = self.runtime.block_on(async {
+        let result = self.conn.runtime.block_on(async {
             let mut last = after.0;
             for part in parts {
                 let mut headers = async_nats::HeaderMap::new();
@@ -130,7 +209,8 @@ impl ChangeSink for JetStreamSink {
                 );
                 let left = deadline.saturating_duration_since(Instant::now());
                 let sent = async {
-                    self.js
+                    self.conn
+                        .js
                         .publish_with_headers(self.subject.clone(), headers, part.into())
                         .await?
                         .await

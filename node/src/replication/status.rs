@@ -19,6 +19,8 @@ pub struct ReplStatus {
     /// Set once the node has applied everything the stream held when it started.
     pub caught_up: AtomicBool,
     pub connected: AtomicBool,
+    /// The writer's own connection (`publisher::PublishConnection`) is up.
+    pub publish_connected: AtomicBool,
     /// The stream exists and the consumer runs.
     pub consuming: AtomicBool,
     pub reconnects: AtomicU64,
@@ -124,6 +126,8 @@ impl ReplStatus {
         let mut r = Vec::new();
         if !self.connected.load(Ordering::Acquire) {
             r.push("not connected to NATS".to_string());
+        } else if !self.publish_connected.load(Ordering::Acquire) {
+            r.push("the connection for publishing to NATS is not up".to_string());
         }
         if !self.consuming.load(Ordering::Acquire) {
             r.push("replication stream not available yet".to_string());
@@ -162,6 +166,7 @@ impl ReplStatus {
             "lag_seconds": lag_seconds,
             "caught_up": self.caught_up.load(Ordering::Acquire),
             "nats_connected": self.connected.load(Ordering::Acquire),
+            "nats_publish_connected": self.publish_connected.load(Ordering::Acquire),
             "consuming": self.consuming.load(Ordering::Acquire),
             "reconnects": self.reconnects.load(Ordering::Acquire),
             "applied_total": self.applied_total.load(Ordering::Acquire),
