@@ -253,10 +253,12 @@ impl BenchCluster {
             )
             .await?;
             out.push(format!(
-                "| {rate} writes/s | {reached:.0} | {:.3} | {:.3} | {:.3} |",
-                lag.pct(0.5),
-                lag.pct(0.99),
-                lag.max()
+                "| {rate} writes/s | {reached:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                lag.after_ack.pct(0.5),
+                lag.after_ack.pct(0.99),
+                lag.after_ack.max(),
+                lag.after_send.pct(0.5),
+                lag.after_send.pct(0.99)
             ));
         }
         Ok(out)
@@ -291,10 +293,17 @@ pub async fn raw_publishes(
     Sample::after(dur, &stop, tasks, start).await
 }
 
+/// What `lag_run` measured, per body: from its acknowledgement on `a` to its `lag` row's
+/// visibility on `b` (the lag a client sees after its write returned), and from sending it to
+/// `a` to that visibility (the whole way, which a faster acknowledgement does not lengthen).
+pub struct Lag {
+    pub after_ack: Sample,
+    pub after_send: Sample,
+}
+
 /// Posts `body(id)` to `a` at `rate` per second for `dur` while watching `b`; every body must
 /// insert the row `id` into `lag` (and may write more in the same transaction). Returns the
-/// rate reached and, per body, the time from its acknowledgement on `a` to its `lag` row's
-/// visibility on `b`.
+/// rate reached and the lags (`Lag`).
 pub async fn lag_run<F>(
     a: &TestNode,
     b: &TestNode,
@@ -302,11 +311,12 @@ pub async fn lag_run<F>(
     dur: Duration,
     next_id: &mut i64,
     body: F,
-) -> Result<(f64, Sample)>
+) -> Result<(f64, Lag)>
 where
     F: Fn(i64) -> Json,
 {
-    let acked: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    // Per id: when it was sent to a, and when a acknowledged it.
+    let acked: Arc<Mutex<HashMap<i64, (Instant, Instant)>>> = Arc::default();
     let seen: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let first = *next_id;
     let total = ((rate as f64 * dur.as_secs_f64()) as i64).max(1);
@@ -352,11 +362,12 @@ where
         let body = body(id);
         writers.push(tokio::spawn(async move {
             let _permit = permit;
+            let sent = Instant::now();
             let r = client.post(&url).json(&body).send().await?;
             if !r.status().is_success() {
                 bail!("HTTP {}", r.status());
             }
-            acked.lock().await.insert(id, Instant::now());
+            acked.lock().await.insert(id, (sent, Instant::now()));
             anyhow::Ok(())
         }));
     }
@@ -368,12 +379,19 @@ where
     tokio::time::timeout(Duration::from_secs(60), watcher).await??;
     let acked = acked.lock().await;
     let seen = seen.lock().await;
-    let lags: Vec<u64> = acked
-        .iter()
-        .filter_map(|(id, t)| {
-            seen.get(id)
-                .map(|s| s.saturating_duration_since(*t).as_micros() as u64)
-        })
-        .collect();
-    Ok((reached, Sample::from_latencies(lags, dur.as_secs_f64())))
+    let since = |pick: fn(&(Instant, Instant)) -> Instant| {
+        let lags: Vec<u64> = acked
+            .iter()
+            .filter_map(|(id, t)| {
+                seen.get(id)
+                    .map(|s| s.saturating_duration_since(pick(t)).as_micros() as u64)
+            })
+            .collect();
+        Sample::from_latencies(lags, dur.as_secs_f64())
+    };
+    let lag = Lag {
+        after_ack: since(|t| t.1),
+        after_send: since(|t| t.0),
+    };
+    Ok((reached, lag))
 }

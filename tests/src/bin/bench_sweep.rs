@@ -48,9 +48,9 @@ async fn main() -> Result<()> {
         "|---|---|---:|---:|---:|---:|".to_string(),
     ];
     let mut lags = vec![
-        "| cluster | steady load on node 1 | writes/s reached | lag p50 ms | lag p99 ms | lag max ms |"
+        "| cluster | steady load on node 1 | writes/s reached | lag p50 ms | lag p99 ms | lag max ms | sent → visible p50 ms | p99 ms |"
             .to_string(),
-        "|---|---|---:|---:|---:|---:|".to_string(),
+        "|---|---|---:|---:|---:|---:|---:|---:|".to_string(),
     ];
     layout_rows(
         &three,
@@ -305,9 +305,9 @@ async fn shapes(cluster: &BenchCluster, dur: Duration, next_id: &mut i64) -> Res
         lags.push(format!(
             "| {row_bytes} | {rows} | {rate} ({}) | {reached:.1} | {:.3} | {:.3} | {:.3} |",
             rate * rows as u64,
-            lag.pct(0.5),
-            lag.pct(0.99),
-            lag.max()
+            lag.after_ack.pct(0.5),
+            lag.after_ack.pct(0.99),
+            lag.after_ack.max()
         ));
     }
     let mut out = rates;
