@@ -202,7 +202,6 @@ pub async fn connect(
     let sink = publisher::JetStreamSink {
         conn: publishing,
         subject: subject.clone(),
-        timeout: r.timeout,
         metrics: metrics.clone(),
         status: status.clone(),
     };

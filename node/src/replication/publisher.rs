@@ -25,6 +25,8 @@ pub struct PublishConnection {
     js: jetstream::Context,
     /// The thread's runtime: the writer waits on it for the acknowledgement.
     runtime: Handle,
+    /// How long a publish may wait for its acknowledgements (`--replication-timeout`).
+    timeout: Duration,
     /// Dropped with the sink: the thread then ends and the connection closes.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -91,6 +93,7 @@ impl PublishConnection {
             client,
             js,
             runtime,
+            timeout,
             _stop: stop,
         })
     }
@@ -99,7 +102,6 @@ impl PublishConnection {
 pub struct JetStreamSink {
     pub(crate) conn: PublishConnection,
     pub(crate) subject: String,
-    pub(crate) timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     /// The consumer's view of the stream: while it refuses the stream (not the one this
     /// node's data came from), nothing is published to it either.
@@ -107,15 +109,23 @@ pub struct JetStreamSink {
 }
 
 impl JetStreamSink {
-    /// Refuses to publish while the node refuses the stream behind it (see `identity`): a
-    /// commit there would be built on data the stream does not have.
-    fn stream_trusted(&self) -> Result<(), PublishError> {
-        match self.status.identity() {
-            None => Ok(()),
-            Some(why) => Err(PublishError(format!(
+    /// The messages `cs` is published as (split to fit the server's `max_payload`), or why
+    /// nothing may be published now: the node refuses the stream behind it (see `identity`; a
+    /// commit there would be built on data the stream does not have), or the connection is not
+    /// up.
+    fn parts(&self, cs: &ChangeSet) -> Result<Vec<Vec<u8>>, PublishError> {
+        if let Some(why) = self.status.identity() {
+            return Err(PublishError(format!(
                 "this node does not accept writes until it recovers: {why}"
-            ))),
+            )));
         }
+        let client = &self.conn.client;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return Err(PublishError("not connected to NATS".into()));
+        }
+        // Connected: the limit is the server's (a counter, where `server_info` copies the INFO).
+        let max = client.max_payload().max(64 * 1024) - PAYLOAD_MARGIN;
+        changeset::split(cs, max).map_err(|e| PublishError(e.to_string()))
     }
 }
 
@@ -143,14 +153,9 @@ const PAYLOAD_MARGIN: usize = 4096;
 
 impl ChangeSink for JetStreamSink {
     fn publish(&self, cs: &ChangeSet) -> Result<Seq, PublishError> {
-        self.stream_trusted()?;
-        if self.conn.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(PublishError("not connected to NATS".into()));
-        }
-        let max = (self.conn.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
-        let parts = changeset::split(cs, max).map_err(|e| PublishError(e.to_string()))?;
+        let parts = self.parts(cs)?;
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let deadline = start + self.conn.timeout;
         let result = self.conn.runtime.block_on(async {
             let mut acks = Vec::with_capacity(parts.len());
             for part in parts {
@@ -160,7 +165,9 @@ impl ChangeSink for JetStreamSink {
                     self.conn.js.publish(self.subject.clone(), part.into()),
                 )
                 .await
-                .map_err(|_| PublishError(format!("publish timed out after {:?}", self.timeout)))?
+                .map_err(|_| {
+                    PublishError(format!("publish timed out after {:?}", self.conn.timeout))
+                })?
                 .map_err(|e| PublishError(format!("publish failed: {e}")))?;
                 acks.push(ack);
             }
@@ -170,7 +177,7 @@ impl ChangeSink for JetStreamSink {
                 let a = tokio::time::timeout(left, ack)
                     .await
                     .map_err(|_| {
-                        PublishError(format!("no acknowledgement within {:?}", self.timeout))
+                        PublishError(format!("no acknowledgement within {:?}", self.conn.timeout))
                     })?
                     .map_err(|e| PublishError(format!("not acknowledged: {e}")))?;
                 last = a.sequence;
@@ -191,14 +198,9 @@ impl ChangeSink for JetStreamSink {
     /// message in between refuses the publish.
     fn publish_after(&self, cs: &ChangeSet, after: Seq) -> Result<Seq, PublishAfterError> {
         let other = |m: String| PublishAfterError::Other(PublishError(m));
-        self.stream_trusted().map_err(PublishAfterError::Other)?;
-        if self.conn.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(other("not connected to NATS".into()));
-        }
-        let max = (self.conn.client.server_info().max_payload).max(64 * 1024) - PAYLOAD_MARGIN;
-        let parts = changeset::split(cs, max).map_err(|e| other(e.to_string()))?;
+        let parts = self.parts(cs).map_err(PublishAfterError::Other)?;
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let deadline = start + self.conn.timeout;
         let result = self.conn.runtime.block_on(async {
             let mut last = after.0;
             for part in parts {
@@ -215,9 +217,9 @@ impl ChangeSink for JetStreamSink {
                         .await?
                         .await
                 };
-                let ack = tokio::time::timeout(left, sent)
-                    .await
-                    .map_err(|_| other(format!("publish timed out after {:?}", self.timeout)))?;
+                let ack = tokio::time::timeout(left, sent).await.map_err(|_| {
+                    other(format!("publish timed out after {:?}", self.conn.timeout))
+                })?;
                 match ack {
                     Ok(a) => last = a.sequence,
                     Err(e) if lost_the_race(&e) => {
