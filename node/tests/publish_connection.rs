@@ -1,7 +1,6 @@
 //! The writer's publishes against a real nats-server: a commit's publish must not wait for the
 //! node's shared async threads, which serve every HTTP and pg request and the consumer.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,19 +11,6 @@ use ha::config::Config;
 use ha::db::sink::ChangeSink;
 use ha::metrics::Metrics;
 use ha::nats::server::{NatsServer, NatsServerConfig};
-
-/// The nats-server the tests run: `HA_NATS_SERVER_BIN`, else the one scripts/install-deps.sh
-/// puts in `.tools/bin`, else PATH.
-fn nats_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HA_NATS_SERVER_BIN") {
-        return p.into();
-    }
-    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/nats-server");
-    if tools.exists() {
-        return tools;
-    }
-    ha::nats::server::find_binary(None).expect("these tests need a real nats-server")
-}
 
 fn one_row(id: i64) -> ChangeSet {
     let mut cs = ChangeSet::new("n1", 1, "ha.db");
@@ -56,7 +42,7 @@ impl Drop for Release {
 async fn a_commit_is_published_while_every_shared_async_thread_is_busy() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(NatsServerConfig {
-        bin: Some(nats_bin()),
+        bin: Some(ha_testkit::nats_server_bin()),
         host: "127.0.0.1".into(),
         port: 0,
         store_dir: Some(dir.path().join("js")),

@@ -1,5 +1,6 @@
 //! Test support that every crate's tests share, kept in one place so that a fix reaches all of
-//! them: waiting for a condition with a deadline (`poll`) and picking a free port (`free_port`).
+//! them: waiting for a condition with a deadline (`poll`), picking a free port (`free_port`) and
+//! finding the pinned nats-server (`nats_server_bin`).
 //! It depends on nothing of ha, so the node's own tests, the cross-process tests (`ha-tests`) and
 //! the pod simulation (`ha-e2e`) can all use it.
 
@@ -24,6 +25,16 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The pinned nats-server: `$HA_NATS_SERVER_BIN`, else `.tools/bin/nats-server` of this
+/// repository (installed by scripts/install-deps.sh).
+pub fn nats_server_bin() -> std::path::PathBuf {
+    std::env::var_os("HA_NATS_SERVER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/nats-server")
+        })
 }
 
 #[cfg(test)]

@@ -55,13 +55,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The pinned nats-server: `$HA_NATS_SERVER_BIN`, else `.tools/bin/nats-server`
-/// (installed by scripts/install-deps.sh).
-pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("HA_NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools/bin/nats-server"))
-}
+pub use ha_testkit::nats_server_bin;
 
 /// How to start a node.
 #[derive(Debug, Clone, Default)]
